@@ -1,0 +1,978 @@
+#include "autoconf.h"
+
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "http_parse.h"
+#include "redirect.h"
+#include "route.h"
+#include "select.h"
+#include "yaml_tree.h"
+
+#define MAX_NAME_LEN 64
+#define MS_PER_HOUR  (3600u * 1000u)
+
+struct ctx {
+    struct diag *d;
+    struct config *c;
+};
+
+#define ERR(ctx, node, ...) diag_add((ctx)->d, (node)->line, (node)->col, __VA_ARGS__)
+
+const char *region_state_name(enum region_state s)
+{
+    static const char *names[] = {"auto", "up", "down", "drain"};
+    return names[s];
+}
+
+/* ---- scalar parsing helpers (pure) ---- */
+
+static bool parse_u64(const char *s, size_t *consumed, uint64_t *out)
+{
+    uint64_t v = 0;
+    size_t i = 0;
+    if (s[0] < '0' || s[0] > '9') return false;
+    for (; s[i] >= '0' && s[i] <= '9'; i++) {
+        if (v > (UINT64_MAX - 9) / 10) return false;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    *consumed = i;
+    *out = v;
+    return true;
+}
+
+bool config_parse_duration(const char *s, uint64_t *ms)
+{
+    size_t n;
+    uint64_t v;
+    if (!parse_u64(s, &n, &v)) return false;
+    const char *u = s + n;
+    uint64_t mul;
+    if (strcmp(u, "ms") == 0)
+        mul = 1;
+    else if (strcmp(u, "s") == 0)
+        mul = 1000;
+    else if (strcmp(u, "m") == 0)
+        mul = 60 * 1000;
+    else if (strcmp(u, "h") == 0)
+        mul = MS_PER_HOUR;
+    else
+        return false;
+    if (v > UINT64_MAX / mul) return false;
+    *ms = v * mul;
+    return true;
+}
+
+bool config_parse_size(const char *s, uint64_t *bytes)
+{
+    size_t n;
+    uint64_t v;
+    if (!parse_u64(s, &n, &v)) return false;
+    const char *u = s + n;
+    uint64_t mul;
+    if (*u == '\0')
+        mul = 1;
+    else if (strcasecmp(u, "k") == 0)
+        mul = 1024;
+    else if (strcasecmp(u, "m") == 0)
+        mul = 1024 * 1024;
+    else if (strcasecmp(u, "g") == 0)
+        mul = 1024 * 1024 * 1024;
+    else
+        return false;
+    if (v > UINT64_MAX / mul) return false;
+    *bytes = v * mul;
+    return true;
+}
+
+bool config_parse_listen(const char *s, struct listen_addr *out)
+{
+    memset(out, 0, sizeof(*out));
+    const char *colon;
+    char host[48];
+    if (s[0] == '[') {
+        const char *rb = strchr(s, ']');
+        if (!rb || rb[1] != ':' || (size_t)(rb - s - 1) >= sizeof(host)) return false;
+        memcpy(host, s + 1, (size_t)(rb - s - 1));
+        host[rb - s - 1] = '\0';
+        colon = rb + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon || (size_t)(colon - s) >= sizeof(host)) return false;
+        memcpy(host, s, (size_t)(colon - s));
+        host[colon - s] = '\0';
+        if (strcmp(host, "*") == 0 || host[0] == '\0') strcpy(host, "0.0.0.0");
+    }
+    size_t n;
+    uint64_t port;
+    if (!parse_u64(colon + 1, &n, &port) || colon[1 + n] != '\0' || port == 0 || port > 65535)
+        return false;
+    out->port = (uint16_t)port;
+    struct sockaddr_in *sin = (struct sockaddr_in *)&out->ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->ss;
+    if (s[0] != '[' && inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(out->port);
+        out->sslen = sizeof(*sin);
+        snprintf(out->text, sizeof(out->text), "%s:%u", host, out->port);
+    } else if (s[0] == '[' && inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(out->port);
+        out->sslen = sizeof(*sin6);
+        char norm[INET6_ADDRSTRLEN];
+        inet_ntop(AF_INET6, &sin6->sin6_addr, norm, sizeof(norm));
+        snprintf(host, sizeof(host), "%s", norm);
+        snprintf(out->text, sizeof(out->text), "[%s]:%u", host, out->port);
+    } else {
+        return false;
+    }
+    snprintf(out->host, sizeof(out->host), "%s", host);
+    return true;
+}
+
+/* ---- typed getters over yaml nodes ---- */
+
+static bool want(struct ctx *x, const struct yt_node *n, enum yt_kind k, const char *what)
+{
+    if (n->kind == k) return true;
+    ERR(x, n, "%s: expected %s, got %s", what, yt_kind_name(k), yt_kind_name(n->kind));
+    return false;
+}
+
+static bool is_null(const struct yt_node *n)
+{
+    return n->kind == YT_SCALAR && n->plain &&
+           (n->len == 0 || strcmp(n->str, "~") == 0 || strcmp(n->str, "null") == 0);
+}
+
+static void check_keys(struct ctx *x, const struct yt_node *map, const char *what,
+                       const char *const *allowed)
+{
+    for (size_t i = 0; i < map->len; i++) {
+        const struct yt_node *k = map->u.pairs[i].key;
+        if (k->kind != YT_SCALAR) continue; /* reported by the tree */
+        bool ok = false;
+        for (const char *const *a = allowed; *a && !ok; a++) ok = strcmp(k->str, *a) == 0;
+        if (ok) continue;
+        char list[512] = "";
+        for (const char *const *a = allowed; *a; a++) {
+            if (a != allowed) strncat(list, ", ", sizeof(list) - strlen(list) - 1);
+            strncat(list, *a, sizeof(list) - strlen(list) - 1);
+        }
+        ERR(x, k, "unknown key '%s' in %s (expected one of: %s)", k->str, what, list);
+    }
+}
+
+static bool get_str(struct ctx *x, const struct yt_node *n, const char *what, char **out)
+{
+    if (!want(x, n, YT_SCALAR, what)) return false;
+    if (memchr(n->str, '\0', n->len)) {
+        ERR(x, n, "%s: NUL byte in string", what);
+        return false;
+    }
+    char *s = strdup(n->str);
+    if (!s) return false;
+    free(*out);
+    *out = s;
+    return true;
+}
+
+static bool get_uint(struct ctx *x, const struct yt_node *n, const char *what, uint64_t min,
+                     uint64_t max, uint64_t *out)
+{
+    if (!want(x, n, YT_SCALAR, what)) return false;
+    size_t used;
+    uint64_t v;
+    if (!n->plain || !parse_u64(n->str, &used, &v) || n->str[used] != '\0') {
+        ERR(x, n, "%s: '%s' is not a whole number", what, n->str);
+        return false;
+    }
+    if (v < min || v > max) {
+        ERR(x, n, "%s: %s is out of range (%llu..%llu)", what, n->str, (unsigned long long)min,
+            (unsigned long long)max);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+static bool get_unsigned(struct ctx *x, const struct yt_node *n, const char *what, unsigned min,
+                         unsigned max, unsigned *out)
+{
+    uint64_t v;
+    if (!get_uint(x, n, what, min, max, &v)) return false;
+    *out = (unsigned)v;
+    return true;
+}
+
+static void fmt_ms(uint64_t ms, char *buf, size_t len)
+{
+    if (ms % MS_PER_HOUR == 0 && ms)
+        snprintf(buf, len, "%lluh", (unsigned long long)(ms / MS_PER_HOUR));
+    else if (ms % 60000 == 0 && ms)
+        snprintf(buf, len, "%llum", (unsigned long long)(ms / 60000));
+    else if (ms % 1000 == 0 && ms)
+        snprintf(buf, len, "%llus", (unsigned long long)(ms / 1000));
+    else
+        snprintf(buf, len, "%llums", (unsigned long long)ms);
+}
+
+static bool get_duration(struct ctx *x, const struct yt_node *n, const char *what, uint64_t min,
+                         uint64_t max, uint64_t *out)
+{
+    if (!want(x, n, YT_SCALAR, what)) return false;
+    uint64_t v;
+    if (!config_parse_duration(n->str, &v)) {
+        ERR(x, n, "%s: '%s' is not a duration (a number with a unit: ms, s, m, h; e.g. 250ms)",
+            what, n->str);
+        return false;
+    }
+    if (v < min || v > max) {
+        char a[32], b[32];
+        fmt_ms(min, a, sizeof(a));
+        fmt_ms(max, b, sizeof(b));
+        ERR(x, n, "%s: %s is out of range (%s..%s)", what, n->str, a, b);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+static bool get_size(struct ctx *x, const struct yt_node *n, const char *what, uint64_t min,
+                     uint64_t max, size_t *out)
+{
+    if (!want(x, n, YT_SCALAR, what)) return false;
+    uint64_t v;
+    if (!config_parse_size(n->str, &v)) {
+        ERR(x, n, "%s: '%s' is not a size (bytes, or a number with k, m or g)", what, n->str);
+        return false;
+    }
+    if (v < min || v > max) {
+        ERR(x, n, "%s: %s is out of range (%llu..%llu bytes)", what, n->str,
+            (unsigned long long)min, (unsigned long long)max);
+        return false;
+    }
+    *out = (size_t)v;
+    return true;
+}
+
+static bool get_enum(struct ctx *x, const struct yt_node *n, const char *what,
+                     const char *const *names, int *out)
+{
+    if (!want(x, n, YT_SCALAR, what)) return false;
+    char list[256] = "";
+    for (int i = 0; names[i]; i++) {
+        if (strcmp(n->str, names[i]) == 0) {
+            *out = i;
+            return true;
+        }
+        if (i) strncat(list, " | ", sizeof(list) - strlen(list) - 1);
+        strncat(list, names[i], sizeof(list) - strlen(list) - 1);
+    }
+    ERR(x, n, "%s: '%s' is not one of: %s", what, n->str, list);
+    return false;
+}
+
+static bool valid_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > MAX_NAME_LEN) return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.'))
+            return false;
+    }
+    return true;
+}
+
+static bool get_name(struct ctx *x, const struct yt_node *n, const char *what, char **out)
+{
+    if (!get_str(x, n, what, out)) return false;
+    if (!valid_name(*out)) {
+        ERR(x, n, "%s: '%s' must be 1..%d characters of A-Z a-z 0-9 . _ -", what, n->str,
+            MAX_NAME_LEN);
+        return false;
+    }
+    return true;
+}
+
+/* A header value or similar: no control characters (they would split the
+ * response) other than tab. */
+static bool text_ok(const char *s)
+{
+    for (; *s; s++)
+        if (((unsigned char)*s < 0x20 && *s != '\t') || *s == 0x7f) return false;
+    return true;
+}
+
+/* ---- URLs ---- */
+
+struct url {
+    char *norm;      /* scheme and host lowercased, one trailing '/' dropped */
+    char host[256];  /* without brackets */
+    unsigned port;   /* explicit or the scheme's default */
+};
+
+static bool url_char_ok(unsigned char c)
+{
+    return (c > 0x20 && c < 0x7f && !strchr("\"<>\\^`{|}", c));
+}
+
+/* Parses an absolute http(s) URL. Returns NULL or an error message. */
+static const char *url_parse(const char *s, bool allow_query, struct url *u)
+{
+    memset(u, 0, sizeof(*u));
+    size_t slen = strlen(s);
+    size_t sch;
+    if (strncasecmp(s, "http://", 7) == 0) {
+        sch = 7;
+        u->port = 80;
+    } else if (strncasecmp(s, "https://", 8) == 0) {
+        sch = 8;
+        u->port = 443;
+    } else {
+        return "must be an absolute http:// or https:// URL";
+    }
+    for (size_t i = 0; i < slen; i++)
+        if (!url_char_ok((unsigned char)s[i]))
+            return "contains a character not allowed in a URL (percent-encode it)";
+    const char *a = s + sch;
+    size_t alen = strcspn(a, "/?#");
+    if (alen == 0) return "has no host";
+    if (memchr(a, '@', alen)) return "must not carry user:password@";
+    const char *port = NULL;
+    size_t hlen;
+    if (a[0] == '[') {
+        const char *rb = memchr(a, ']', alen);
+        if (!rb) return "has an unterminated IPv6 literal";
+        hlen = (size_t)(rb - a - 1);
+        if (hlen >= sizeof(u->host)) return "has a host name that is too long";
+        memcpy(u->host, a + 1, hlen);
+        struct in6_addr tmp;
+        if (inet_pton(AF_INET6, u->host, &tmp) != 1) return "has an invalid IPv6 literal";
+        if (rb + 1 < a + alen) {
+            if (rb[1] != ':') return "has garbage after the IPv6 literal";
+            port = rb + 2;
+        }
+    } else {
+        const char *colon = memchr(a, ':', alen);
+        hlen = colon ? (size_t)(colon - a) : alen;
+        if (hlen == 0) return "has no host";
+        if (hlen >= sizeof(u->host)) return "has a host name that is too long";
+        for (size_t i = 0; i < hlen; i++) {
+            char c = a[i];
+            if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '-' || c == '.' || c == '_'))
+                return "has an invalid host name";
+            u->host[i] = (char)((c >= 'A' && c <= 'Z') ? c | 0x20 : c);
+        }
+        if (colon) port = colon + 1;
+    }
+    if (port) {
+        size_t plen = (size_t)(a + alen - port), used;
+        uint64_t p;
+        if (plen == 0 || !parse_u64(port, &used, &p) || used != plen || p == 0 || p > 65535)
+            return "has an invalid port (1..65535)";
+        u->port = (unsigned)p;
+    }
+    const char *rest = a + alen;
+    if (!allow_query && strpbrk(rest, "?#")) return "must not carry a query or fragment";
+    if (strchr(rest, '#')) return "must not carry a fragment";
+    /* normalise: lowercase scheme and host, keep port and path as written */
+    size_t n = slen;
+    if (!allow_query && n > sch + alen && s[n - 1] == '/') n--;
+    u->norm = malloc(n + 1);
+    if (!u->norm) return "out of memory";
+    memcpy(u->norm, s, n);
+    u->norm[n] = '\0';
+    for (size_t i = 0; i < sch + alen; i++)
+        if (u->norm[i] >= 'A' && u->norm[i] <= 'Z') u->norm[i] |= 0x20;
+    return NULL;
+}
+
+static bool is_loopback_or_any(const char *host)
+{
+    return strncmp(host, "127.", 4) == 0 || strcmp(host, "localhost") == 0 ||
+           strcmp(host, "::1") == 0 || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0;
+}
+
+/* True if a region url host:port is literally one of our own listeners. */
+static const struct listen_addr *url_is_self(const struct config *c, const struct url *u)
+{
+    char canon[INET6_ADDRSTRLEN];
+    const char *h = u->host;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET6, h, &a6) == 1) h = inet_ntop(AF_INET6, &a6, canon, sizeof(canon));
+    for (size_t i = 0; i < c->nlisten; i++) {
+        const struct listen_addr *l = &c->listen[i];
+        if (l->port != u->port) continue;
+        if (strcmp(l->host, h) == 0) return l;
+        bool any = strcmp(l->host, "0.0.0.0") == 0 || strcmp(l->host, "::") == 0;
+        if (any && is_loopback_or_any(h)) return l;
+    }
+    return NULL;
+}
+
+/* ---- sections ---- */
+
+static void load_listen(struct ctx *x, const struct yt_node *n)
+{
+    struct config *c = x->c;
+    if (n->kind == YT_SCALAR && !is_null(n)) {
+        /* a single address is accepted as a one-item list */
+    } else if (!want(x, n, YT_SEQ, "listen")) {
+        return;
+    }
+    size_t cnt = n->kind == YT_SEQ ? n->len : 1;
+    if (cnt == 0) {
+        ERR(x, n, "listen: at least one address is required");
+        return;
+    }
+    c->listen = calloc(cnt, sizeof(*c->listen));
+    if (!c->listen) return;
+    for (size_t i = 0; i < cnt; i++) {
+        const struct yt_node *item = n->kind == YT_SEQ ? n->u.items[i] : n;
+        if (!want(x, item, YT_SCALAR, "listen")) continue;
+        struct listen_addr la;
+        if (!config_parse_listen(item->str, &la)) {
+            ERR(x, item,
+                "listen: '%s' is not an address (IPv4:PORT, [IPv6]:PORT or *:PORT, port 1..65535)",
+                item->str);
+            continue;
+        }
+        la.line = item->line;
+        la.col = item->col;
+        bool dup = false;
+        for (size_t k = 0; k < c->nlisten && !dup; k++) {
+            if (strcmp(c->listen[k].text, la.text) == 0) {
+                ERR(x, item, "listen: '%s' is listed twice (first at line %u)", item->str,
+                    c->listen[k].line);
+                dup = true;
+            }
+        }
+        if (!dup) c->listen[c->nlisten++] = la;
+    }
+}
+
+static void load_limits(struct ctx *x, const struct yt_node *n)
+{
+    static const char *const keys[] = {"max_connections",  "header_timeout",   "idle_timeout",
+                                       "max_header_bytes", "max_uri_bytes",    "max_body_discard",
+                                       "shutdown_timeout", NULL};
+    if (!want(x, n, YT_MAP, "limits")) return;
+    check_keys(x, n, "limits", keys);
+    struct limits *l = &x->c->limits;
+    const struct yt_node *v;
+    if ((v = yt_get(n, "max_connections")))
+        get_unsigned(x, v, "limits.max_connections", 1, 1000000, &l->max_connections);
+    if ((v = yt_get(n, "header_timeout")))
+        get_duration(x, v, "limits.header_timeout", 100, MS_PER_HOUR, &l->header_timeout_ms);
+    if ((v = yt_get(n, "idle_timeout")))
+        get_duration(x, v, "limits.idle_timeout", 100, MS_PER_HOUR, &l->idle_timeout_ms);
+    if ((v = yt_get(n, "max_header_bytes")))
+        get_size(x, v, "limits.max_header_bytes", 512, 1 << 20, &l->max_header_bytes);
+    if ((v = yt_get(n, "max_uri_bytes")))
+        get_size(x, v, "limits.max_uri_bytes", 16, 1 << 20, &l->max_uri_bytes);
+    if ((v = yt_get(n, "max_body_discard")))
+        get_size(x, v, "limits.max_body_discard", 0, 1u << 30, &l->max_body_discard);
+    if ((v = yt_get(n, "shutdown_timeout")))
+        get_duration(x, v, "limits.shutdown_timeout", 0, MS_PER_HOUR, &l->shutdown_timeout_ms);
+}
+
+static void load_log(struct ctx *x, const struct yt_node *n)
+{
+    static const char *const keys[] = {"level", "format", NULL};
+    static const char *const levels[] = {"error", "warn", "info", "debug", NULL};
+    static const char *const formats[] = {"text", "json", NULL};
+    if (!want(x, n, YT_MAP, "log")) return;
+    check_keys(x, n, "log", keys);
+    const struct yt_node *v;
+    int e;
+    if ((v = yt_get(n, "level")) && get_enum(x, v, "log.level", levels, &e))
+        x->c->log_level = (enum log_level)e;
+    if ((v = yt_get(n, "format")) && get_enum(x, v, "log.format", formats, &e))
+        x->c->log_json = e == 1;
+}
+
+static void load_headers(struct ctx *x, const struct yt_node *n, struct pool *p)
+{
+    static const char *const reserved[] = {"location", "content-length", "date", "connection",
+                                           "transfer-encoding", "keep-alive", NULL};
+    if (is_null(n)) return;
+    if (!want(x, n, YT_MAP, "headers")) return;
+    p->headers = calloc(n->len ? n->len : 1, sizeof(*p->headers));
+    if (!p->headers) return;
+    for (size_t i = 0; i < n->len; i++) {
+        const struct yt_node *k = n->u.pairs[i].key, *v = n->u.pairs[i].value;
+        if (k->kind != YT_SCALAR) continue;
+        bool ok = k->len > 0;
+        for (size_t j = 0; j < k->len; j++) ok = ok && http_tchar[(unsigned char)k->str[j]];
+        if (!ok) {
+            ERR(x, k, "headers: '%s' is not a valid header name", k->str);
+            continue;
+        }
+        bool res = false;
+        for (const char *const *r = reserved; *r && !res; r++) res = strcasecmp(k->str, *r) == 0;
+        if (res) {
+            ERR(x, k, "headers: '%s' is set by detourd itself and cannot be configured", k->str);
+            continue;
+        }
+        struct header h = {0};
+        if (!get_str(x, v, "headers value", &h.value)) continue;
+        if (!text_ok(h.value)) {
+            ERR(x, v, "headers: value of '%s' contains a control character", k->str);
+            free(h.value);
+            continue;
+        }
+        h.name = strdup(k->str);
+        p->headers[p->nheaders++] = h;
+    }
+}
+
+static void load_all_down(struct ctx *x, const struct yt_node *n, struct pool *p)
+{
+    static const char *const keys[] = {"action", "url", "retry_after", NULL};
+    static const char *const actions[] = {"fail_open", "fallback", "reject", NULL};
+    if (!want(x, n, YT_MAP, "all_down")) return;
+    check_keys(x, n, "all_down", keys);
+    const struct yt_node *v;
+    int e;
+    if ((v = yt_get(n, "action")) && get_enum(x, v, "all_down.action", actions, &e))
+        p->all_down = (enum all_down_action)e;
+    if ((v = yt_get(n, "retry_after")))
+        get_unsigned(x, v, "all_down.retry_after", 0, 86400, &p->retry_after);
+    const struct yt_node *u = yt_get(n, "url");
+    if (u) {
+        char *s = NULL;
+        if (get_str(x, u, "all_down.url", &s)) {
+            struct url url;
+            const char *err = url_parse(s, true, &url);
+            if (err)
+                ERR(x, u, "all_down.url: '%s' %s", s, err);
+            else
+                p->all_down_url = url.norm;
+        }
+        free(s);
+    }
+    if (p->all_down == ALL_DOWN_FALLBACK && !u)
+        ERR(x, n, "all_down: action fallback needs a url");
+}
+
+static void load_region(struct ctx *x, const struct yt_node *n, struct pool *p, struct region *r)
+{
+    static const char *const keys[] = {"name", "url", "priority", "weight", "state", NULL};
+    static const char *const states[] = {"auto", "up", "down", "drain", NULL};
+    r->priority = 1;
+    r->weight = 1;
+    r->line = n->line;
+    r->col = n->col;
+    if (!want(x, n, YT_MAP, "region")) return;
+    check_keys(x, n, "region", keys);
+    const struct yt_node *v;
+    if ((v = yt_get(n, "name")))
+        get_name(x, v, "region name", &r->name);
+    else
+        ERR(x, n, "region: 'name' is required");
+    if ((v = yt_get(n, "priority")))
+        get_unsigned(x, v, "priority", 0, CONFIG_MAX_PRIORITY, &r->priority);
+    if ((v = yt_get(n, "weight"))) get_unsigned(x, v, "weight", 0, CONFIG_MAX_WEIGHT, &r->weight);
+    int e;
+    if ((v = yt_get(n, "state")) && get_enum(x, v, "state", states, &e))
+        r->state = (enum region_state)e;
+    if (!(v = yt_get(n, "url"))) {
+        ERR(x, n, "region%s%s: 'url' is required", r->name ? " " : "", r->name ? r->name : "");
+        return;
+    }
+    char *s = NULL;
+    if (!get_str(x, v, "url", &s)) return;
+    struct url u;
+    const char *err = url_parse(s, false, &u);
+    if (err) {
+        ERR(x, v, "url: '%s' %s", s, err);
+    } else {
+        const struct listen_addr *self = url_is_self(x->c, &u);
+        if (self) {
+            ERR(x, v, "url: '%s' points at this daemon's own listener %s (a redirect loop)", s,
+                self->text);
+            free(u.norm);
+        } else {
+            r->url = u.norm;
+            r->url_len = strlen(u.norm);
+        }
+    }
+    free(s);
+    (void)p;
+}
+
+static bool valid_host_pattern(const char *h)
+{
+    const char *s = h;
+    if (s[0] == '*') {
+        if (s[1] != '.' || s[2] == '\0') return false;
+        s += 2;
+    }
+    if (s[0] == '[') {
+        size_t n = strlen(s);
+        char tmp[64];
+        struct in6_addr a;
+        if (h != s || n < 3 || s[n - 1] != ']' || n - 2 >= sizeof(tmp)) return false;
+        memcpy(tmp, s + 1, n - 2);
+        tmp[n - 2] = '\0';
+        return inet_pton(AF_INET6, tmp, &a) == 1;
+    }
+    if (!*s || *s == '.' || s[strlen(s) - 1] == '.') return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '-' || *s == '.' ||
+              *s == '_'))
+            return false;
+    return true;
+}
+
+static void load_hosts(struct ctx *x, const struct yt_node *n, struct pool *p)
+{
+    if (n->kind == YT_SCALAR && !is_null(n)) {
+        ERR(x, n, "hosts: expected a list, got a scalar (write [\"%s\"])", n->str);
+        return;
+    }
+    if (!want(x, n, YT_SEQ, "hosts")) return;
+    if (n->len == 0) {
+        ERR(x, n, "hosts: empty list (omit 'hosts' to make this the default pool)");
+        return;
+    }
+    p->hosts = calloc(n->len, sizeof(*p->hosts));
+    if (!p->hosts) return;
+    for (size_t i = 0; i < n->len; i++) {
+        const struct yt_node *h = n->u.items[i];
+        char *s = NULL;
+        if (!get_str(x, h, "hosts", &s)) continue;
+        for (char *c = s; *c; c++)
+            if (*c >= 'A' && *c <= 'Z') *c |= 0x20;
+        size_t len = strlen(s);
+        if (len && s[len - 1] == '.' && s[0] != '[') s[--len] = '\0';
+        if (!valid_host_pattern(s) || len > 253) {
+            ERR(x, h, "hosts: '%s' is not a host name, [IPv6] literal or *.suffix wildcard",
+                h->str);
+            free(s);
+            continue;
+        }
+        p->hosts[p->nhosts++] = s;
+    }
+}
+
+static void load_pool(struct ctx *x, const struct yt_node *n, struct pool *p)
+{
+    static const char *const keys[] = {"name",    "hosts",     "status",        "balance",
+                                       "hash_key", "cache_control", "headers",   "body",
+                                       "all_down", "regions",   NULL};
+    static const char *const balances[] = {"weighted", "latency", "hash", NULL};
+    static const char *const bodies[] = {"html", "none", NULL};
+    p->status = 307;
+    p->retry_after = 30;
+    p->line = n->line;
+    p->col = n->col;
+    if (!want(x, n, YT_MAP, "pool")) return;
+    check_keys(x, n, "pool", keys);
+    const struct yt_node *v;
+    if ((v = yt_get(n, "name")))
+        get_name(x, v, "pool name", &p->name);
+    else
+        ERR(x, n, "pool: 'name' is required");
+    if ((v = yt_get(n, "hosts")) && !is_null(v))
+        load_hosts(x, v, p);
+    else
+        p->is_default = true;
+    if ((v = yt_get(n, "status"))) {
+        unsigned st;
+        if (get_unsigned(x, v, "status", 0, 999, &st)) {
+            if (st != 302 && st != 303 && st != 307 && st != 308)
+                ERR(x, v, "status: %u is not one of: 307 | 308 | 302 | 303", st);
+            else
+                p->status = st;
+        }
+    }
+    int e;
+    if ((v = yt_get(n, "balance")) && get_enum(x, v, "balance", balances, &e))
+        p->balance = (enum balance)e;
+    if ((v = yt_get(n, "hash_key")) && get_str(x, v, "hash_key", &p->hash_key)) {
+        bool ok = strcmp(p->hash_key, "client_ip") == 0;
+        if (!ok && strncasecmp(p->hash_key, "header:", 7) == 0 && p->hash_key[7]) {
+            ok = true;
+            for (const char *c = p->hash_key + 7; *c; c++)
+                ok = ok && http_tchar[(unsigned char)*c];
+        }
+        if (!ok) ERR(x, v, "hash_key: '%s' is not client_ip or header:NAME", p->hash_key);
+    }
+    if ((v = yt_get(n, "cache_control"))) {
+        if (is_null(v)) {
+            p->cache_control = strdup("");
+        } else if (get_str(x, v, "cache_control", &p->cache_control) &&
+                   !text_ok(p->cache_control)) {
+            ERR(x, v, "cache_control: contains a control character");
+        }
+    } else {
+        p->cache_control = strdup("no-store");
+    }
+    if ((v = yt_get(n, "headers"))) load_headers(x, v, p);
+    if ((v = yt_get(n, "body")) && get_enum(x, v, "body", bodies, &e)) p->body = (enum body_kind)e;
+    if ((v = yt_get(n, "all_down"))) load_all_down(x, v, p);
+    v = yt_get(n, "regions");
+    if (!v) {
+        ERR(x, n, "pool%s%s: 'regions' is required", p->name ? " " : "", p->name ? p->name : "");
+        return;
+    }
+    if (!want(x, v, YT_SEQ, "regions")) return;
+    if (v->len == 0) {
+        ERR(x, v, "regions: a pool needs at least one region");
+        return;
+    }
+    if (v->len > CONFIG_MAX_REGIONS) {
+        ERR(x, v, "regions: %zu regions, at most %d per pool", v->len, CONFIG_MAX_REGIONS);
+        return;
+    }
+    p->regions = calloc(v->len, sizeof(*p->regions));
+    if (!p->regions) return;
+    for (size_t i = 0; i < v->len; i++) {
+        struct region *r = &p->regions[p->nregions++];
+        load_region(x, v->u.items[i], p, r);
+        for (size_t k = 0; k + 1 < p->nregions && r->name; k++) {
+            if (p->regions[k].name && strcmp(p->regions[k].name, r->name) == 0) {
+                const struct yt_node *nn = yt_get(v->u.items[i], "name");
+                ERR(x, nn, "region name '%s' is used twice in pool %s (first at line %u)",
+                    r->name, p->name ? p->name : "?", p->regions[k].line);
+                break;
+            }
+        }
+    }
+}
+
+struct host_ref {
+    const char *host;
+    const struct pool *pool;
+    const struct yt_node *node;
+};
+
+static int host_ref_cmp(const void *a, const void *b)
+{
+    const struct host_ref *x = a, *y = b;
+    int c = strcmp(x->host, y->host);
+    if (c) return c;
+    return x->node->line < y->node->line ? -1 : x->node->line > y->node->line;
+}
+
+static void check_hosts(struct ctx *x, const struct yt_node *pools)
+{
+    struct config *c = x->c;
+    size_t total = 0;
+    for (size_t i = 0; i < c->npools; i++) total += c->pools[i].nhosts;
+    if (!total) return;
+    struct host_ref *refs = calloc(total, sizeof(*refs));
+    if (!refs) return;
+    size_t n = 0;
+    for (size_t i = 0; i < c->npools; i++) {
+        const struct yt_node *hs = yt_get(pools->u.items[i], "hosts");
+        for (size_t k = 0; k < c->pools[i].nhosts; k++) {
+            /* find the node of this host for its position */
+            const struct yt_node *node = hs;
+            for (size_t j = 0; hs && hs->kind == YT_SEQ && j < hs->len; j++) {
+                const struct yt_node *h = hs->u.items[j];
+                if (h->kind == YT_SCALAR && strcasecmp(h->str, c->pools[i].hosts[k]) == 0) {
+                    node = h;
+                    break;
+                }
+                if (h->kind == YT_SCALAR && h->len == strlen(c->pools[i].hosts[k]) + 1 &&
+                    strncasecmp(h->str, c->pools[i].hosts[k], h->len - 1) == 0) {
+                    node = h; /* written with a trailing dot */
+                    break;
+                }
+            }
+            refs[n++] = (struct host_ref){c->pools[i].hosts[k], &c->pools[i], node};
+        }
+    }
+    qsort(refs, n, sizeof(*refs), host_ref_cmp);
+    for (size_t i = 1; i < n; i++) {
+        if (strcmp(refs[i].host, refs[i - 1].host) != 0) continue;
+        if (refs[i].pool == refs[i - 1].pool)
+            ERR(x, refs[i].node, "hosts: '%s' is listed twice in pool %s", refs[i].host,
+                refs[i].pool->name ? refs[i].pool->name : "?");
+        else
+            ERR(x, refs[i].node, "hosts: '%s' is already used by pool %s (line %u)", refs[i].host,
+                refs[i - 1].pool->name ? refs[i - 1].pool->name : "?", refs[i - 1].node->line);
+    }
+    free(refs);
+}
+
+static void load_pools(struct ctx *x, const struct yt_node *n)
+{
+    struct config *c = x->c;
+    if (!want(x, n, YT_SEQ, "pools")) return;
+    if (n->len == 0) {
+        ERR(x, n, "pools: at least one pool is required");
+        return;
+    }
+    c->pools = calloc(n->len, sizeof(*c->pools));
+    if (!c->pools) return;
+    for (size_t i = 0; i < n->len; i++) {
+        struct pool *p = &c->pools[c->npools++];
+        load_pool(x, n->u.items[i], p);
+        for (size_t k = 0; k + 1 < c->npools && p->name; k++) {
+            if (c->pools[k].name && strcmp(c->pools[k].name, p->name) == 0) {
+                ERR(x, yt_get(n->u.items[i], "name"),
+                    "pool name '%s' is used twice (first at line %u)", p->name,
+                    c->pools[k].line);
+                break;
+            }
+        }
+        if (p->is_default) {
+            if (c->default_pool)
+                ERR(x, n->u.items[i],
+                    "pool %s: a second default pool (no 'hosts'); pool %s at line %u is "
+                    "already the default",
+                    p->name ? p->name : "?",
+                    c->default_pool->name ? c->default_pool->name : "?", c->default_pool->line);
+            else
+                c->default_pool = p;
+        }
+    }
+    check_hosts(x, n);
+}
+
+static void load_root(struct ctx *x, const struct yt_node *root)
+{
+    static const char *const keys[] = {"listen", "workers", "log", "limits", "pools", NULL};
+    struct config *c = x->c;
+    if (!root || is_null(root)) {
+        diag_add(x->d, 1, 1, "the configuration is empty ('listen' and 'pools' are required)");
+        return;
+    }
+    if (!want(x, root, YT_MAP, "configuration")) return;
+    check_keys(x, root, "the top level", keys);
+    const struct yt_node *v;
+    /* listeners first: region urls are checked against them */
+    if ((v = yt_get(root, "listen")))
+        load_listen(x, v);
+    else
+        ERR(x, root, "'listen' is required");
+    if ((v = yt_get(root, "workers"))) {
+        if (v->kind == YT_SCALAR && strcmp(v->str, "auto") == 0)
+            c->workers = 0;
+        else
+            get_unsigned(x, v, "workers", 1, 256, &c->workers);
+    }
+    if ((v = yt_get(root, "log"))) load_log(x, v);
+    if ((v = yt_get(root, "limits"))) load_limits(x, v);
+    if ((v = yt_get(root, "pools")))
+        load_pools(x, v);
+    else
+        ERR(x, root, "'pools' is required");
+}
+
+static void set_defaults(struct config *c)
+{
+    c->workers = 1;
+    c->log_level = LOG_INFO;
+    c->limits = (struct limits){
+        .max_connections = 10000,
+        .header_timeout_ms = 10000,
+        .idle_timeout_ms = 60000,
+        .max_header_bytes = 8192,
+        .max_uri_bytes = 8192,
+        .max_body_discard = 1 << 20,
+        .shutdown_timeout_ms = 10000,
+    };
+}
+
+struct config *config_parse(const char *name, const char *buf, size_t len, struct diag *d)
+{
+    struct config *c = calloc(1, sizeof(*c));
+    if (!c || !(c->path = strdup(name))) {
+        free(c);
+        diag_add(d, 0, 0, "out of memory");
+        return NULL;
+    }
+    set_defaults(c);
+    size_t before = d->n;
+    struct yt_doc doc;
+    if (!yt_parse(&doc, buf, len, d)) {
+        config_free(c);
+        return NULL;
+    }
+    struct ctx x = {d, c};
+    load_root(&x, doc.root);
+    yt_free(&doc);
+    if (d->n == before && !(redirect_prepare(c, d) && route_build(c) && select_init(c)) &&
+        d->n == before)
+        diag_add(d, 0, 0, "out of memory");
+    if (d->n != before) {
+        config_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+struct config *config_load(const char *path, struct diag *d)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        diag_add(d, 0, 0, "cannot open: %s", strerror(errno));
+        return NULL;
+    }
+    char *buf = malloc(CONFIG_MAX_FILE_BYTES + 1);
+    if (!buf) {
+        fclose(f);
+        diag_add(d, 0, 0, "out of memory");
+        return NULL;
+    }
+    size_t len = fread(buf, 1, CONFIG_MAX_FILE_BYTES + 1, f);
+    bool err = ferror(f);
+    fclose(f);
+    struct config *c = NULL;
+    if (err)
+        diag_add(d, 0, 0, "cannot read: %s", strerror(errno));
+    else if (len > CONFIG_MAX_FILE_BYTES)
+        diag_add(d, 0, 0, "file is larger than %u bytes", CONFIG_MAX_FILE_BYTES);
+    else
+        c = config_parse(path, buf, len, d);
+    free(buf);
+    return c;
+}
+
+void config_free(struct config *c)
+{
+    if (!c) return;
+    select_release(c);
+    redirect_release(c);
+    route_free(c->routes);
+    for (size_t i = 0; i < c->npools; i++) {
+        struct pool *p = &c->pools[i];
+        free(p->name);
+        for (size_t k = 0; k < p->nhosts; k++) free(p->hosts[k]);
+        free(p->hosts);
+        free(p->hash_key);
+        free(p->cache_control);
+        for (size_t k = 0; k < p->nheaders; k++) {
+            free(p->headers[k].name);
+            free(p->headers[k].value);
+        }
+        free(p->headers);
+        free(p->all_down_url);
+        for (size_t k = 0; k < p->nregions; k++) {
+            free(p->regions[k].name);
+            free(p->regions[k].url);
+        }
+        free(p->regions);
+    }
+    free(c->pools);
+    free(c->listen);
+    free(c->path);
+    free(c);
+}

@@ -1,0 +1,517 @@
+/* One client connection: read, parse, answer, discard bodies, time out,
+ * close gracefully. The whole request path lives here and in redirect.c. */
+#include "autoconf.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "http_parse.h"
+#include "log.h"
+#include "route.h"
+#include "select.h"
+#include "server.h"
+
+#define OUT_INITIAL     4096
+#define OUT_HIGH_WATER  (64 * 1024) /* stop answering pipelined requests above */
+#define IN_SLACK        1024        /* input room beyond max_header_bytes */
+#define LINGER_MS       5000        /* how long a lingering close keeps reading */
+#define MAX_FREE_CONNS  1024
+
+enum conn_state {
+    ST_HEAD,        /* reading a request head */
+    ST_BODY_LENGTH, /* discarding a Content-Length body */
+    ST_BODY_CHUNKED,/* discarding a chunked body */
+    ST_LINGER,      /* answered, closing: reading and dropping what comes */
+};
+
+struct conn {
+    int fd;
+    enum conn_state st;
+    bool close_after;   /* close once the output is flushed */
+    bool linger_after;  /* ... with a lingering close */
+    bool head_started;  /* a partial head is buffered: header_timeout runs */
+    bool want_write;    /* the write event is added */
+    bool read_paused;   /* the read event is removed (output backlog) */
+    bool shut_wr;
+    struct worker *w;
+    struct event *rev, *wev, *tev;
+    uint64_t deadline;  /* monotonic ms */
+    uint64_t armed;     /* when the timer fires (0 = not armed) */
+    char *in;
+    size_t in_len, in_cap;
+    char *out;
+    size_t out_len, out_off, out_cap;
+    struct http_req req;
+    uint64_t body_left;
+    struct http_chunked chunk;
+    struct sockaddr_storage peer;
+    struct conn *prev, *next;
+};
+
+static void on_read(evutil_socket_t fd, short what, void *arg);
+static void on_write(evutil_socket_t fd, short what, void *arg);
+static void on_timer(evutil_socket_t fd, short what, void *arg);
+static bool conn_process(struct conn *c);
+
+static const struct limits *limits_of(const struct conn *c)
+{
+    return &c->w->srv->cfg->limits;
+}
+
+/* ---- timers: one timer event per connection, re-armed lazily ---- */
+
+static void set_deadline(struct conn *c, uint64_t ms_from_now)
+{
+    uint64_t now = c->w->now_ms;
+    c->deadline = now + ms_from_now;
+    /* a later deadline needs nothing: the timer fires and re-arms itself */
+    if (c->armed && c->armed <= c->deadline) return;
+    struct timeval tv = {(time_t)(ms_from_now / 1000), (suseconds_t)(ms_from_now % 1000) * 1000};
+    evtimer_add(c->tev, &tv);
+    c->armed = c->deadline;
+}
+
+/* ---- output ---- */
+
+static bool out_reserve(struct conn *c, size_t need)
+{
+    if (c->out_len + need <= c->out_cap) return true;
+    size_t cap = c->out_cap ? c->out_cap : OUT_INITIAL;
+    while (cap < c->out_len + need) cap *= 2;
+    char *p = realloc(c->out, cap);
+    if (!p) return false;
+    c->out = p;
+    c->out_cap = cap;
+    return true;
+}
+
+static void start_linger(struct conn *c)
+{
+    if (!c->shut_wr) {
+        shutdown(c->fd, SHUT_WR);
+        c->shut_wr = true;
+    }
+    c->st = ST_LINGER;
+    c->in_len = 0;
+    if (c->read_paused) {
+        event_add(c->rev, NULL);
+        c->read_paused = false;
+    }
+    set_deadline(c, LINGER_MS);
+}
+
+/* Writes what is buffered. Returns false if the connection was closed. */
+static bool conn_flush(struct conn *c)
+{
+    while (c->out_off < c->out_len) {
+        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+        if (n > 0) {
+            c->out_off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (!c->want_write) {
+                event_add(c->wev, NULL);
+                c->want_write = true;
+            }
+            /* a stalled reader gets idle_timeout to make progress */
+            set_deadline(c, limits_of(c)->idle_timeout_ms);
+            return true;
+        }
+        conn_close(c);
+        return false;
+    }
+    c->out_len = c->out_off = 0;
+    if (c->want_write) {
+        event_del(c->wev);
+        c->want_write = false;
+    }
+    if (c->close_after) {
+        if (c->linger_after) {
+            start_linger(c);
+        } else {
+            conn_close(c);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* ---- answering ---- */
+
+/* Queues an error answer; the connection closes (lingering) after it. */
+static void answer_error(struct conn *c, unsigned status)
+{
+    struct worker *w = c->w;
+    c->close_after = true;
+    if (!out_reserve(c, REDIRECT_ERROR_MAX)) return; /* just close */
+    c->linger_after = true;
+    date_cache_update(&w->date, time(NULL));
+    c->out_len += redirect_error(c->out + c->out_len, status, &w->date);
+    w->requests++;
+    log_debug("client error %u: %s", status, c->req.reason ? c->req.reason : "");
+}
+
+static void answer(struct conn *c, const char *base, const struct http_req *r, bool keep)
+{
+    struct worker *w = c->w;
+    const struct config *cfg = w->srv->cfg;
+    const struct pool *p;
+    if (r->host.len || r->form == HTTP_ABSOLUTE || r->form == HTTP_AUTHORITY)
+        p = route_lookup(cfg, base + r->host.off, r->host.len);
+    else
+        p = cfg->default_pool;
+    if (!p) {
+        answer_error(c, 421);
+        return;
+    }
+    enum choice_action action;
+    int idx = select_next(atomic_load_explicit(&p->sel->cur, memory_order_acquire), &action);
+    const struct tmpl *t = idx >= 0 ? &p->regions[idx].tmpl
+                           : action == CHOICE_FALLBACK ? &p->fallback
+                                                       : &p->reject;
+    if (!out_reserve(c, redirect_max(p, t, r->path.len))) {
+        c->close_after = true;
+        return;
+    }
+    enum conn_hdr ch = !keep ? CONN_HDR_CLOSE : r->minor == 0 ? CONN_HDR_KEEP : CONN_HDR_NONE;
+    c->out_len += redirect_build(c->out + c->out_len, p, t, base + r->path.off, r->path.len,
+                                 r->is_head, ch, &w->date);
+    w->requests++;
+    if (!keep) c->close_after = true;
+}
+
+/* A complete head starts at base: answer it and set up body handling.
+ * avail is what is buffered from base on. */
+static void on_head(struct conn *c, const char *base, size_t avail)
+{
+    const struct http_req *r = &c->req;
+    const struct limits *lim = limits_of(c);
+    bool body = r->chunked || (r->has_length && r->content_length > 0);
+    bool keep = r->keep_alive && !c->w->srv->stopping;
+    /* A client that waits for 100 Continue gets the redirect at once and
+     * never sends the body; one whose body is too large to skip gets the
+     * redirect and a lingering close. Either way the connection ends. */
+    if (body && (r->expect_continue ||
+                 (r->has_length && r->content_length > lim->max_body_discard)))
+        keep = false;
+    answer(c, base, r, keep);
+    if (c->close_after) {
+        /* unread bytes (a body, pipelined requests) would turn close()
+         * into a reset that can destroy the answer: linger instead */
+        c->linger_after = c->linger_after || body || avail > r->head_len;
+        return;
+    }
+    if (r->chunked) {
+        c->st = ST_BODY_CHUNKED;
+        http_chunked_init(&c->chunk);
+    } else if (body) {
+        c->st = ST_BODY_LENGTH;
+        c->body_left = r->content_length;
+    }
+}
+
+/* Parses and answers what is buffered. Returns false if c was closed. */
+static bool conn_process(struct conn *c)
+{
+    struct worker *w = c->w;
+    const struct limits *lim = limits_of(c);
+    const struct http_limits hl = {lim->max_header_bytes, lim->max_uri_bytes};
+    size_t pos = 0;
+    bool dated = false;
+
+    while (pos < c->in_len && !c->close_after && c->out_len < OUT_HIGH_WATER) {
+        const char *buf = c->in + pos;
+        size_t avail = c->in_len - pos;
+        if (c->st == ST_HEAD) {
+            enum http_result res = http_parse_head(&c->req, buf, avail, &hl);
+            if (res == HTTP_AGAIN) break;
+            if (res == HTTP_ERROR) {
+                answer_error(c, c->req.status);
+                break;
+            }
+            if (!dated) {
+                date_cache_update(&w->date, time(NULL));
+                dated = true;
+            }
+            on_head(c, buf, avail);
+            pos += c->req.head_len;
+            c->head_started = false;
+            http_req_init(&c->req);
+        } else if (c->st == ST_BODY_LENGTH) {
+            size_t n = avail < c->body_left ? avail : (size_t)c->body_left;
+            c->body_left -= n;
+            pos += n;
+            if (c->body_left == 0) c->st = ST_HEAD;
+        } else if (c->st == ST_BODY_CHUNKED) {
+            size_t used;
+            enum http_result res = http_chunked_skip(&c->chunk, buf, avail, &used);
+            pos += used;
+            if (res == HTTP_ERROR || c->chunk.total > lim->max_body_discard) {
+                /* the answer is out already; end the connection politely */
+                c->close_after = true;
+                c->linger_after = true;
+                break;
+            }
+            if (res == HTTP_DONE) c->st = ST_HEAD;
+        } else {
+            pos = c->in_len;
+        }
+    }
+    if (c->close_after) {
+        c->in_len = 0; /* nothing after the last answer is read */
+    } else if (pos) {
+        memmove(c->in, c->in + pos, c->in_len - pos);
+        c->in_len -= pos;
+    }
+
+    if (c->out_len) {
+        if (!conn_flush(c)) return false;
+    } else if (c->close_after) {
+        if (!c->linger_after) {
+            conn_close(c);
+            return false;
+        }
+        start_linger(c);
+    }
+    if (c->st == ST_LINGER || c->out_len) {
+        if (c->out_len >= OUT_HIGH_WATER && !c->read_paused && !c->close_after) {
+            /* the client does not read its answers: stop reading requests */
+            event_del(c->rev);
+            c->read_paused = true;
+        }
+        return true; /* the write side or the linger owns the deadline */
+    }
+    if (c->st == ST_HEAD && c->in_len == 0) {
+        if (w->srv->stopping) {
+            conn_close(c);
+            return false;
+        }
+        c->head_started = false;
+        set_deadline(c, lim->idle_timeout_ms);
+    } else if (c->st == ST_HEAD) {
+        if (!c->head_started) {
+            c->head_started = true;
+            set_deadline(c, lim->header_timeout_ms);
+        }
+    } else {
+        set_deadline(c, lim->idle_timeout_ms);
+    }
+    return true;
+}
+
+/* ---- events ---- */
+
+static void on_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    c->w->now_ms = worker_now(c->w);
+    for (int rounds = 0; rounds < 4; rounds++) {
+        /* after the last answer everything read is dropped */
+        if (c->close_after || c->st == ST_LINGER) c->in_len = 0;
+        size_t room = c->in_cap - c->in_len;
+        ssize_t n = recv(fd, c->in + c->in_len, room, 0);
+        if (n > 0) {
+            c->in_len += (size_t)n;
+            if (c->close_after || c->st == ST_LINGER) continue;
+            if (!conn_process(c)) return;
+            /* only a full buffer suggests more is waiting right now */
+            if ((size_t)n < room || c->read_paused || c->close_after) return;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+        /* EOF or error: a half-sent head gets no answer; anything already
+         * answered is still flushed */
+        if (n == 0 && c->out_len > c->out_off && c->st != ST_LINGER) {
+            c->close_after = true;
+            c->linger_after = false;
+            event_del(c->rev);
+            c->read_paused = true;
+            return;
+        }
+        conn_close(c);
+        return;
+    }
+}
+
+static void on_write(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    c->w->now_ms = worker_now(c->w);
+    if (!conn_flush(c)) return;
+    if (c->out_len == 0 && c->st != ST_LINGER) {
+        if (c->read_paused && !c->close_after) {
+            event_add(c->rev, NULL);
+            c->read_paused = false;
+        }
+        conn_process(c); /* pipelined requests held back by the backlog */
+    }
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    struct worker *w = c->w;
+    w->now_ms = worker_now(w);
+    c->armed = 0;
+    if (w->now_ms < c->deadline) {
+        uint64_t left = c->deadline - w->now_ms;
+        struct timeval tv = {(time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000};
+        evtimer_add(c->tev, &tv);
+        c->armed = c->deadline;
+        return;
+    }
+    if (c->st == ST_HEAD && c->head_started && c->out_len == 0 && !c->close_after) {
+        c->in_len = 0;
+        answer_error(c, 408);
+        conn_flush(c);
+        return;
+    }
+    conn_close(c);
+}
+
+/* ---- lifecycle ---- */
+
+static struct conn *conn_get(struct worker *w)
+{
+    const struct limits *lim = &w->srv->cfg->limits;
+    size_t in_cap = lim->max_header_bytes + IN_SLACK;
+    struct conn *c = w->free_conns;
+    if (c) {
+        w->free_conns = c->next;
+        w->nfree--;
+        if (c->in_cap != in_cap) {
+            char *p = realloc(c->in, in_cap);
+            if (!p) {
+                free(c->in);
+                free(c->out);
+                event_free(c->rev);
+                event_free(c->wev);
+                event_free(c->tev);
+                free(c);
+                return NULL;
+            }
+            c->in = p;
+            c->in_cap = in_cap;
+        }
+        return c;
+    }
+    c = calloc(1, sizeof(*c));
+    if (!c) return NULL;
+    c->in = malloc(in_cap);
+    c->in_cap = in_cap;
+    c->out = malloc(OUT_INITIAL);
+    c->out_cap = OUT_INITIAL;
+    c->rev = event_new(w->base, -1, 0, NULL, NULL);
+    c->wev = event_new(w->base, -1, 0, NULL, NULL);
+    c->tev = evtimer_new(w->base, on_timer, c);
+    if (!c->in || !c->out || !c->rev || !c->wev || !c->tev) {
+        free(c->in);
+        free(c->out);
+        if (c->rev) event_free(c->rev);
+        if (c->wev) event_free(c->wev);
+        if (c->tev) event_free(c->tev);
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void conn_accepted(struct worker *w, int fd, const struct sockaddr_storage *peer,
+                   socklen_t peerlen)
+{
+    struct conn *c = conn_get(w);
+    if (!c) {
+        log_warn("out of memory: dropping a connection");
+        close(fd);
+        server_conn_closed(w);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->fd = fd;
+    c->w = w;
+    c->st = ST_HEAD;
+    c->close_after = c->linger_after = c->head_started = false;
+    c->want_write = c->read_paused = c->shut_wr = false;
+    c->in_len = c->out_len = c->out_off = 0;
+    c->armed = 0;
+    http_req_init(&c->req);
+    memset(&c->peer, 0, sizeof(c->peer));
+    memcpy(&c->peer, peer, peerlen < sizeof(c->peer) ? peerlen : sizeof(c->peer));
+    event_assign(c->rev, w->base, fd, EV_READ | EV_PERSIST, on_read, c);
+    event_assign(c->wev, w->base, fd, EV_WRITE | EV_PERSIST, on_write, c);
+    c->prev = NULL;
+    c->next = w->conns;
+    if (w->conns) w->conns->prev = c;
+    w->conns = c;
+    event_add(c->rev, NULL);
+    set_deadline(c, w->srv->cfg->limits.idle_timeout_ms);
+    /* the request usually arrives with the connection: try it right away */
+    on_read(fd, EV_READ, c);
+}
+
+void conn_close(struct conn *c)
+{
+    struct worker *w = c->w;
+    event_del(c->rev);
+    event_del(c->wev);
+    event_del(c->tev);
+    close(c->fd);
+    c->fd = -1;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    if (w->nfree < MAX_FREE_CONNS) {
+        c->next = w->free_conns;
+        w->free_conns = c;
+        w->nfree++;
+    } else {
+        free(c->in);
+        free(c->out);
+        event_free(c->rev);
+        event_free(c->wev);
+        event_free(c->tev);
+        free(c);
+    }
+    server_conn_closed(w);
+}
+
+void conn_shutdown_all(struct worker *w)
+{
+    struct conn *c = w->conns;
+    while (c) {
+        struct conn *next = c->next;
+        /* a request in progress is answered with Connection: close
+         * (server->stopping) and conn_process() closes it afterwards */
+        if (c->st == ST_HEAD && c->in_len == 0 && c->out_len == 0 && !c->close_after)
+            conn_close(c);
+        c = next;
+    }
+}
+
+void conn_free_pool(struct worker *w)
+{
+    while (w->conns) conn_close(w->conns);
+    while (w->free_conns) {
+        struct conn *c = w->free_conns;
+        w->free_conns = c->next;
+        free(c->in);
+        free(c->out);
+        event_free(c->rev);
+        event_free(c->wev);
+        event_free(c->tev);
+        free(c);
+    }
+    w->nfree = 0;
+}

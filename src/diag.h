@@ -1,0 +1,29 @@
+/* Positioned error lists: every config problem is reported as
+ * FILE:LINE:COL: message, all of them in one pass. */
+#ifndef DETOURD_DIAG_H
+#define DETOURD_DIAG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+struct diag_item {
+    unsigned line, col; /* 1-based; 0 = no position */
+    char *msg;
+};
+
+struct diag {
+    const char *file; /* borrowed */
+    struct diag_item *items;
+    size_t n, cap;
+};
+
+void diag_init(struct diag *d, const char *file);
+void diag_free(struct diag *d);
+void diag_add(struct diag *d, unsigned line, unsigned col, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Writes "FILE:LINE:COL: message\n" for each item. */
+void diag_print(const struct diag *d, FILE *out);
+/* The i-th item formatted into buf (for logging). */
+void diag_format(const struct diag *d, size_t i, char *buf, size_t len);
+
+#endif

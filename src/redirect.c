@@ -1,0 +1,308 @@
+#include "autoconf.h"
+
+#include "redirect.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DATE_HDR "\r\nDate: "
+#define CL_HDR   "\r\nContent-Length: "
+
+const char *http_reason(unsigned status)
+{
+    switch (status) {
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 408: return "Request Timeout";
+    case 414: return "URI Too Long";
+    case 421: return "Misdirected Request";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
+    }
+    return "Error";
+}
+
+void date_cache_update(struct date_cache *dc, time_t now)
+{
+    if (dc->sec == now && dc->str[0]) return;
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(dc->str, sizeof(dc->str), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    dc->sec = now;
+}
+
+/* 1 = may appear in a path or query as is (RFC 3986 pchar / "/" / "?"). */
+static const unsigned char uri_ok[256] = {
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
+    ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,
+    ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
+    ['Y'] = 1, ['Z'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1,
+    ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1,
+    ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1,
+    ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1, ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1,
+    ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1, ['-'] = 1, ['.'] = 1,
+    ['_'] = 1, ['~'] = 1, ['!'] = 1, ['$'] = 1, ['&'] = 1, ['\''] = 1, ['('] = 1, [')'] = 1,
+    ['*'] = 1, ['+'] = 1, [','] = 1, [';'] = 1, ['='] = 1, [':'] = 1, ['@'] = 1, ['/'] = 1,
+    ['?'] = 1,
+};
+
+static const char hexdig[] = "0123456789ABCDEF";
+
+static inline bool ishex(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f');
+}
+
+size_t redirect_escape_path(char *out, const char *in, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)in;
+    char *o = out;
+    if (n == 0 || p[0] != '/') *o++ = '/';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = p[i];
+        if (uri_ok[c] || (c == '%' && i + 2 < n && ishex(p[i + 1]) && ishex(p[i + 2]))) {
+            *o++ = (char)c;
+        } else {
+            o[0] = '%';
+            o[1] = hexdig[c >> 4];
+            o[2] = hexdig[c & 15];
+            o += 3;
+        }
+    }
+    return (size_t)(o - out);
+}
+
+static char *put(char *o, const void *src, size_t n)
+{
+    memcpy(o, src, n);
+    return o + n;
+}
+
+#define PUTS(o, lit) put((o), (lit), sizeof(lit) - 1)
+
+static char *put_uint(char *o, size_t v)
+{
+    char tmp[24];
+    size_t i = sizeof(tmp);
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return put(o, tmp + i, sizeof(tmp) - i);
+}
+
+/* Copies an already percent-encoded path, turning '&' into "&amp;" (the only
+ * character of an encoded URI that matters inside a double-quoted attribute). */
+static char *put_html(char *o, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '&')
+            o = PUTS(o, "&amp;");
+        else
+            *o++ = s[i];
+    }
+    return o;
+}
+
+size_t redirect_max(const struct pool *p, const struct tmpl *t, size_t path_len)
+{
+    size_t esc = 3 * path_len + 1;
+    return t->head.len + esc + sizeof(DATE_HDR) + HTTP_DATE_LEN + sizeof(CL_HDR) + 24 +
+           p->tail.len + sizeof("Connection: keep-alive\r\n\r\n") + t->body_pre.len + 5 * esc +
+           t->body_post.len;
+}
+
+size_t redirect_build(char *out, const struct pool *p, const struct tmpl *t, const char *path,
+                      size_t path_len, bool head_only, enum conn_hdr ch,
+                      const struct date_cache *dc)
+{
+    char *o = put(out, t->head.p, t->head.len);
+    const char *esc = o;
+    size_t esc_len = 0, amps = 0;
+    if (t->with_path) {
+        esc_len = redirect_escape_path(o, path, path_len);
+        for (size_t i = 0; i < esc_len; i++) amps += esc[i] == '&';
+        o += esc_len;
+    }
+    o = PUTS(o, DATE_HDR);
+    o = put(o, dc->str, HTTP_DATE_LEN);
+    o = PUTS(o, CL_HDR);
+    size_t body_len = 0;
+    if (t->body_pre.len) body_len = t->body_pre.len + esc_len + 4 * amps + t->body_post.len;
+    o = put_uint(o, body_len);
+    o = PUTS(o, "\r\n");
+    o = put(o, p->tail.p, p->tail.len);
+    if (ch == CONN_HDR_CLOSE)
+        o = PUTS(o, "Connection: close\r\n");
+    else if (ch == CONN_HDR_KEEP)
+        o = PUTS(o, "Connection: keep-alive\r\n");
+    o = PUTS(o, "\r\n");
+    if (!head_only && body_len) {
+        o = put(o, t->body_pre.p, t->body_pre.len);
+        o = put_html(o, esc, esc_len);
+        o = put(o, t->body_post.p, t->body_post.len);
+    }
+    return (size_t)(o - out);
+}
+
+size_t redirect_error(char *out, unsigned status, const struct date_cache *dc)
+{
+    const char *reason = http_reason(status);
+    int n = snprintf(out, REDIRECT_ERROR_MAX,
+                     "HTTP/1.1 %u %s\r\nDate: %s\r\nContent-Type: text/plain\r\n"
+                     "Content-Length: %zu\r\nConnection: close\r\n\r\n%u %s\n",
+                     status, reason, dc->str, strlen(reason) + 5, status, reason);
+    return n < 0 ? 0 : ((size_t)n >= REDIRECT_ERROR_MAX ? REDIRECT_ERROR_MAX - 1 : (size_t)n);
+}
+
+/* ---- templates, built at config load ---- */
+
+struct sbuf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+
+static void sb_add(struct sbuf *b, const char *s, size_t n)
+{
+    if (b->oom) return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 128;
+        while (cap < b->len + n + 1) cap *= 2;
+        char *np = realloc(b->p, cap);
+        if (!np) {
+            b->oom = true;
+            return;
+        }
+        b->p = np;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void sb_str(struct sbuf *b, const char *s)
+{
+    sb_add(b, s, strlen(s));
+}
+
+static void sb_html(struct sbuf *b, const char *s)
+{
+    for (; *s; s++) {
+        switch (*s) {
+        case '&': sb_str(b, "&amp;"); break;
+        case '<': sb_str(b, "&lt;"); break;
+        case '>': sb_str(b, "&gt;"); break;
+        case '"': sb_str(b, "&quot;"); break;
+        default: sb_add(b, s, 1);
+        }
+    }
+}
+
+static bool sb_take(struct sbuf *b, struct chunk *c)
+{
+    if (b->oom) {
+        free(b->p);
+        return false;
+    }
+    if (!b->p) sb_add(b, "", 0);
+    c->p = b->p;
+    c->len = b->len;
+    memset(b, 0, sizeof(*b));
+    return !b->oom && c->p;
+}
+
+static bool build_tmpl(struct tmpl *t, unsigned status, const char *url, bool with_path,
+                       const char *extra_head, enum body_kind body)
+{
+    struct sbuf b = {0};
+    char line[64];
+    snprintf(line, sizeof(line), "HTTP/1.1 %u %s", status, http_reason(status));
+    sb_str(&b, line);
+    if (url) {
+        sb_str(&b, "\r\nLocation: ");
+        sb_str(&b, url);
+    }
+    if (extra_head) sb_str(&b, extra_head);
+    bool ok = sb_take(&b, &t->head);
+    t->with_path = with_path;
+    if (body == BODY_HTML) {
+        sb_str(&b, "<!DOCTYPE html>\n<html><head><title>");
+        snprintf(line, sizeof(line), "%u %s", status, http_reason(status));
+        sb_str(&b, line);
+        sb_str(&b, "</title></head>\n<body><h1>");
+        sb_str(&b, line);
+        if (url) {
+            sb_str(&b, "</h1>\n<p><a href=\"");
+            sb_html(&b, url);
+            ok = sb_take(&b, &t->body_pre) && ok;
+            sb_str(&b, "\">Continue here.</a></p></body></html>\n");
+        } else {
+            sb_str(&b, "</h1>\n<p>No backend region is available. Try again later.</p>"
+                       "</body></html>\n");
+            ok = sb_take(&b, &t->body_pre) && ok;
+        }
+        ok = sb_take(&b, &t->body_post) && ok;
+    }
+    return ok;
+}
+
+static void free_tmpl(struct tmpl *t)
+{
+    free(t->head.p);
+    free(t->body_pre.p);
+    free(t->body_post.p);
+    memset(t, 0, sizeof(*t));
+}
+
+bool redirect_prepare(struct config *c, struct diag *d)
+{
+    bool ok = true;
+    for (size_t i = 0; i < c->npools; i++) {
+        struct pool *p = &c->pools[i];
+        struct sbuf b = {0};
+        if (p->body == BODY_HTML) sb_str(&b, "Content-Type: text/html; charset=utf-8\r\n");
+        if (p->cache_control && p->cache_control[0]) {
+            sb_str(&b, "Cache-Control: ");
+            sb_str(&b, p->cache_control);
+            sb_str(&b, "\r\n");
+        }
+        for (size_t h = 0; h < p->nheaders; h++) {
+            sb_str(&b, p->headers[h].name);
+            sb_str(&b, ": ");
+            sb_str(&b, p->headers[h].value);
+            sb_str(&b, "\r\n");
+        }
+        ok = sb_take(&b, &p->tail) && ok;
+        for (size_t r = 0; r < p->nregions; r++)
+            ok = build_tmpl(&p->regions[r].tmpl, p->status, p->regions[r].url, true, NULL,
+                            p->body) && ok;
+        if (p->all_down_url)
+            ok = build_tmpl(&p->fallback, p->status, p->all_down_url, false, NULL, p->body) && ok;
+        char ra[48];
+        snprintf(ra, sizeof(ra), "\r\nRetry-After: %u", p->retry_after);
+        ok = build_tmpl(&p->reject, 503, NULL, false, ra, p->body) && ok;
+    }
+    if (!ok) diag_add(d, 0, 0, "out of memory building response templates");
+    return ok;
+}
+
+void redirect_release(struct config *c)
+{
+    for (size_t i = 0; i < c->npools; i++) {
+        struct pool *p = &c->pools[i];
+        free(p->tail.p);
+        p->tail = (struct chunk){0};
+        for (size_t r = 0; r < p->nregions; r++) free_tmpl(&p->regions[r].tmpl);
+        free_tmpl(&p->fallback);
+        free_tmpl(&p->reject);
+    }
+}
