@@ -37,7 +37,9 @@ struct conn {
     bool linger_after;  /* ... with a lingering close */
     bool head_started;  /* a partial head is buffered: header_timeout runs */
     bool want_write;    /* the write event is added */
-    bool read_paused;   /* the read event is removed (output backlog) */
+    bool reading;       /* the read event is added */
+    bool backlogged;    /* reading paused: the client does not read answers */
+    bool eof;           /* the client closed its side */
     bool shut_wr;
     struct worker *w;
     struct event *rev, *wev, *tev;
@@ -62,6 +64,20 @@ static bool conn_process(struct conn *c);
 static const struct limits *limits_of(const struct conn *c)
 {
     return &c->w->srv->cfg->limits;
+}
+
+static void read_on(struct conn *c)
+{
+    if (c->reading || c->backlogged || c->eof) return;
+    event_add(c->rev, NULL);
+    c->reading = true;
+}
+
+static void read_off(struct conn *c)
+{
+    if (!c->reading) return;
+    event_del(c->rev);
+    c->reading = false;
 }
 
 /* ---- timers: one timer event per connection, re-armed lazily ---- */
@@ -99,10 +115,8 @@ static void start_linger(struct conn *c)
     }
     c->st = ST_LINGER;
     c->in_len = 0;
-    if (c->read_paused) {
-        event_add(c->rev, NULL);
-        c->read_paused = false;
-    }
+    c->backlogged = false;
+    read_on(c);
     set_deadline(c, LINGER_MS);
 }
 
@@ -282,10 +296,10 @@ static bool conn_process(struct conn *c)
         start_linger(c);
     }
     if (c->st == ST_LINGER || c->out_len) {
-        if (c->out_len >= OUT_HIGH_WATER && !c->read_paused && !c->close_after) {
+        if (c->out_len >= OUT_HIGH_WATER && !c->close_after) {
             /* the client does not read its answers: stop reading requests */
-            event_del(c->rev);
-            c->read_paused = true;
+            c->backlogged = true;
+            read_off(c);
         }
         return true; /* the write side or the linger owns the deadline */
     }
@@ -309,37 +323,44 @@ static bool conn_process(struct conn *c)
 
 /* ---- events ---- */
 
-static void on_read(evutil_socket_t fd, short what, void *arg)
+/* Reads what the socket has. Returns false if c was closed. */
+static bool conn_read(struct conn *c)
 {
-    struct conn *c = arg;
-    c->w->now_ms = worker_now(c->w);
     for (int rounds = 0; rounds < 4; rounds++) {
         /* after the last answer everything read is dropped */
         if (c->close_after || c->st == ST_LINGER) c->in_len = 0;
         size_t room = c->in_cap - c->in_len;
-        ssize_t n = recv(fd, c->in + c->in_len, room, 0);
+        ssize_t n = recv(c->fd, c->in + c->in_len, room, 0);
         if (n > 0) {
             c->in_len += (size_t)n;
             if (c->close_after || c->st == ST_LINGER) continue;
-            if (!conn_process(c)) return;
+            if (!conn_process(c)) return false;
             /* only a full buffer suggests more is waiting right now */
-            if ((size_t)n < room || c->read_paused || c->close_after) return;
+            if ((size_t)n < room || c->backlogged || c->close_after) return true;
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
         /* EOF or error: a half-sent head gets no answer; anything already
          * answered is still flushed */
         if (n == 0 && c->out_len > c->out_off && c->st != ST_LINGER) {
             c->close_after = true;
             c->linger_after = false;
-            event_del(c->rev);
-            c->read_paused = true;
-            return;
+            c->eof = true;
+            read_off(c);
+            return true;
         }
         conn_close(c);
-        return;
+        return false;
     }
+    return true;
+}
+
+static void on_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    c->w->now_ms = worker_now(c->w);
+    conn_read(c);
 }
 
 static void on_write(evutil_socket_t fd, short what, void *arg)
@@ -348,9 +369,9 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
     c->w->now_ms = worker_now(c->w);
     if (!conn_flush(c)) return;
     if (c->out_len == 0 && c->st != ST_LINGER) {
-        if (c->read_paused && !c->close_after) {
-            event_add(c->rev, NULL);
-            c->read_paused = false;
+        if (c->backlogged && !c->close_after) {
+            c->backlogged = false;
+            read_on(c);
         }
         conn_process(c); /* pipelined requests held back by the backlog */
     }
@@ -441,7 +462,7 @@ void conn_accepted(struct worker *w, int fd, const struct sockaddr_storage *peer
     c->w = w;
     c->st = ST_HEAD;
     c->close_after = c->linger_after = c->head_started = false;
-    c->want_write = c->read_paused = c->shut_wr = false;
+    c->want_write = c->reading = c->backlogged = c->eof = c->shut_wr = false;
     c->in_len = c->out_len = c->out_off = 0;
     c->armed = 0;
     http_req_init(&c->req);
@@ -453,18 +474,19 @@ void conn_accepted(struct worker *w, int fd, const struct sockaddr_storage *peer
     c->next = w->conns;
     if (w->conns) w->conns->prev = c;
     w->conns = c;
-    event_add(c->rev, NULL);
-    set_deadline(c, w->srv->cfg->limits.idle_timeout_ms);
-    /* the request usually arrives with the connection: try it right away */
-    on_read(fd, EV_READ, c);
+    /* the request usually arrives with the connection: read it right away,
+     * and only involve the event loop if the connection lives on */
+    if (!conn_read(c)) return;
+    read_on(c);
+    if (!c->armed) set_deadline(c, w->srv->cfg->limits.idle_timeout_ms);
 }
 
 void conn_close(struct conn *c)
 {
     struct worker *w = c->w;
-    event_del(c->rev);
-    event_del(c->wev);
-    event_del(c->tev);
+    read_off(c);
+    if (c->want_write) event_del(c->wev);
+    if (c->armed) event_del(c->tev);
     close(c->fd);
     c->fd = -1;
     if (c->prev)

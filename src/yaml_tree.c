@@ -81,7 +81,8 @@ static struct yt_node *anchor_find(struct builder *b, const char *name)
 
 static bool same_key(const struct yt_node *a, const struct yt_node *b)
 {
-    return a->len == b->len && memcmp(a->str, b->str, a->len) == 0;
+    return a->kind == YT_SCALAR && b->kind == YT_SCALAR && a->len == b->len &&
+           memcmp(a->str, b->str, a->len) == 0;
 }
 
 /* Attach a finished node to its parent (or make it the root). */
