@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "http_parse.h"
 #include "redirect.h"
@@ -24,6 +25,7 @@
 struct ctx {
     struct diag *d;
     struct config *c;
+    struct check_cfg checks; /* the `checks:` block over built-in defaults */
 };
 
 #define ERR(ctx, node, ...) diag_add((ctx)->d, (node)->line, (node)->col, __VA_ARGS__)
@@ -423,6 +425,268 @@ static const struct listen_addr *url_is_self(const struct config *c, const struc
     return NULL;
 }
 
+
+/* ---- health checks ---- */
+
+static void expect_set(struct check_cfg *c, unsigned lo, unsigned hi)
+{
+    for (unsigned s = lo; s <= hi && s <= CHECK_STATUS_MAX; s++) c->expect[s / 8] |= 1u << (s % 8);
+}
+
+static bool check_defaults(struct check_cfg *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->type = CHECK_HTTP;
+    c->method = strdup("GET");
+    expect_set(c, 200, 399);
+    c->tls_verify = true;
+    c->interval_ms = 2000;
+    c->fast_interval_ms = 250;
+    c->down_interval_ms = 2000;
+    c->timeout_ms = 1000;
+    c->rise = 2;
+    c->fall = 3;
+    c->jitter_pct = 10;
+    c->initial_up = true;
+    return c->method != NULL;
+}
+
+static void check_free(struct check_cfg *c)
+{
+    free(c->url);
+    free(c->host);
+    free(c->path);
+    free(c->method);
+    free(c->expect_body);
+    for (size_t i = 0; i < c->nheaders; i++) {
+        free(c->headers[i].name);
+        free(c->headers[i].value);
+    }
+    free(c->headers);
+    free(c->ca_file);
+    memset(c, 0, sizeof(*c));
+}
+
+static char *dup_or_null(const char *s, bool *ok)
+{
+    if (!s) return NULL;
+    char *d = strdup(s);
+    if (!d) *ok = false;
+    return d;
+}
+
+static bool check_copy(struct check_cfg *dst, const struct check_cfg *src)
+{
+    bool ok = true;
+    *dst = *src;
+    dst->url = dup_or_null(src->url, &ok);
+    dst->host = dup_or_null(src->host, &ok);
+    dst->path = dup_or_null(src->path, &ok);
+    dst->method = dup_or_null(src->method, &ok);
+    dst->expect_body = dup_or_null(src->expect_body, &ok);
+    dst->ca_file = dup_or_null(src->ca_file, &ok);
+    dst->headers = NULL;
+    dst->nheaders = 0;
+    if (src->nheaders) {
+        dst->headers = calloc(src->nheaders, sizeof(*dst->headers));
+        if (!dst->headers) return false;
+        for (size_t i = 0; i < src->nheaders; i++) {
+            dst->headers[i].name = dup_or_null(src->headers[i].name, &ok);
+            dst->headers[i].value = dup_or_null(src->headers[i].value, &ok);
+            dst->nheaders++;
+        }
+    }
+    return ok;
+}
+
+static bool streq_null(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+bool check_cfg_equal(const struct check_cfg *a, const struct check_cfg *b)
+{
+    if (a->type != b->type || a->tls != b->tls || a->port != b->port ||
+        a->tls_verify != b->tls_verify || a->interval_ms != b->interval_ms ||
+        a->fast_interval_ms != b->fast_interval_ms || a->down_interval_ms != b->down_interval_ms ||
+        a->timeout_ms != b->timeout_ms || a->rise != b->rise || a->fall != b->fall ||
+        a->jitter_pct != b->jitter_pct || a->initial_up != b->initial_up ||
+        memcmp(a->expect, b->expect, sizeof(a->expect)) != 0 || a->nheaders != b->nheaders)
+        return false;
+    if (!streq_null(a->url, b->url) || !streq_null(a->host, b->host) ||
+        !streq_null(a->path, b->path) || !streq_null(a->method, b->method) ||
+        !streq_null(a->expect_body, b->expect_body) || !streq_null(a->ca_file, b->ca_file))
+        return false;
+    for (size_t i = 0; i < a->nheaders; i++)
+        if (strcmp(a->headers[i].name, b->headers[i].name) != 0 ||
+            strcmp(a->headers[i].value, b->headers[i].value) != 0)
+            return false;
+    return true;
+}
+
+static void load_expect(struct ctx *x, const struct yt_node *n, struct check_cfg *c)
+{
+    const struct yt_node *one[1] = {n};
+    const struct yt_node *const *items = one;
+    size_t cnt = 1;
+    if (n->kind == YT_SEQ) {
+        items = (const struct yt_node *const *)n->u.items;
+        cnt = n->len;
+        if (cnt == 0) {
+            ERR(x, n, "expect_status: empty list");
+            return;
+        }
+    }
+    memset(c->expect, 0, sizeof(c->expect));
+    for (size_t i = 0; i < cnt; i++) {
+        const struct yt_node *it = items[i];
+        if (!want(x, it, YT_SCALAR, "expect_status")) continue;
+        const char *v = it->str;
+        if (strlen(v) == 3 && v[0] >= '1' && v[0] <= '5' && (v[1] | 0x20) == 'x' &&
+            (v[2] | 0x20) == 'x') {
+            unsigned lo = (unsigned)(v[0] - '0') * 100;
+            expect_set(c, lo, lo + 99);
+            continue;
+        }
+        size_t used;
+        uint64_t code;
+        if (parse_u64(v, &used, &code) && v[used] == '\0' && code >= CHECK_STATUS_MIN &&
+            code <= CHECK_STATUS_MAX) {
+            expect_set(c, (unsigned)code, (unsigned)code);
+            continue;
+        }
+        ERR(x, it, "expect_status: '%s' is not a status code (100..599) or class (1xx..5xx)", v);
+    }
+}
+
+static void load_check_headers(struct ctx *x, const struct yt_node *n, struct check_cfg *c)
+{
+    if (!want(x, n, YT_MAP, "check headers")) return;
+    for (size_t i = 0; i < c->nheaders; i++) {
+        free(c->headers[i].name);
+        free(c->headers[i].value);
+    }
+    free(c->headers);
+    c->nheaders = 0;
+    c->headers = calloc(n->len ? n->len : 1, sizeof(*c->headers));
+    if (!c->headers) return;
+    for (size_t i = 0; i < n->len; i++) {
+        const struct yt_node *k = n->u.pairs[i].key, *v = n->u.pairs[i].value;
+        if (k->kind != YT_SCALAR) continue;
+        bool ok = k->len > 0;
+        for (size_t j = 0; j < k->len; j++) ok = ok && http_tchar[(unsigned char)k->str[j]];
+        if (!ok) {
+            ERR(x, k, "check headers: '%s' is not a valid header name", k->str);
+            continue;
+        }
+        struct header h = {0};
+        if (!get_str(x, v, "check headers value", &h.value)) continue;
+        if (!text_ok(h.value)) {
+            ERR(x, v, "check headers: value of '%s' contains a control character", k->str);
+            free(h.value);
+            continue;
+        }
+        h.name = strdup(k->str);
+        c->headers[c->nheaders++] = h;
+    }
+}
+
+/* Applies the keys present in n over c. in_region allows `url`. */
+static void load_check(struct ctx *x, const struct yt_node *n, struct check_cfg *c,
+                       bool in_region)
+{
+    static const char *const region_keys[] = {
+        "url",  "type",       "method",  "expect_status", "expect_body", "headers",
+        "tls_verify", "ca_file", "interval", "fast_interval", "down_interval", "timeout",
+        "rise", "fall",       "jitter",  "initial",       NULL};
+    const char *const *keys = in_region ? region_keys : region_keys + 1;
+    static const char *const types[] = {"http", "tcp", NULL};
+    static const char *const initials[] = {"up", "down", NULL};
+    const char *what = in_region ? "check" : "checks";
+    if (!want(x, n, YT_MAP, what)) return;
+    check_keys(x, n, what, keys);
+    const struct yt_node *v;
+    int e;
+    if ((v = yt_get(n, "type")) && get_enum(x, v, "check type", types, &e))
+        c->type = (enum check_type)e;
+    if ((v = yt_get(n, "method")) && get_str(x, v, "check method", &c->method)) {
+        bool ok = c->method[0] != '\0';
+        for (const char *m = c->method; *m; m++) ok = ok && http_tchar[(unsigned char)*m];
+        if (!ok) ERR(x, v, "check method: '%s' is not an HTTP method token", c->method);
+    }
+    if ((v = yt_get(n, "expect_status"))) load_expect(x, v, c);
+    if ((v = yt_get(n, "expect_body"))) {
+        if (get_str(x, v, "expect_body", &c->expect_body) && c->expect_body[0] == '\0') {
+            free(c->expect_body);
+            c->expect_body = NULL;
+        }
+    }
+    if ((v = yt_get(n, "headers"))) load_check_headers(x, v, c);
+    if ((v = yt_get(n, "tls_verify"))) {
+        if (v->kind == YT_SCALAR && v->plain && strcmp(v->str, "true") == 0)
+            c->tls_verify = true;
+        else if (v->kind == YT_SCALAR && v->plain && strcmp(v->str, "false") == 0)
+            c->tls_verify = false;
+        else
+            ERR(x, v, "tls_verify: expected true or false");
+    }
+    if ((v = yt_get(n, "ca_file")) && get_str(x, v, "ca_file", &c->ca_file)) {
+        if (access(c->ca_file, R_OK) != 0)
+            ERR(x, v, "ca_file: cannot read '%s': %s", c->ca_file, strerror(errno));
+    }
+    if ((v = yt_get(n, "interval")))
+        get_duration(x, v, "interval", 100, MS_PER_HOUR, &c->interval_ms);
+    if ((v = yt_get(n, "fast_interval")))
+        get_duration(x, v, "fast_interval", 10, MS_PER_HOUR, &c->fast_interval_ms);
+    if ((v = yt_get(n, "down_interval")))
+        get_duration(x, v, "down_interval", 100, MS_PER_HOUR, &c->down_interval_ms);
+    if ((v = yt_get(n, "timeout"))) get_duration(x, v, "timeout", 10, 60000, &c->timeout_ms);
+    if ((v = yt_get(n, "rise"))) get_unsigned(x, v, "rise", 1, 100, &c->rise);
+    if ((v = yt_get(n, "fall"))) get_unsigned(x, v, "fall", 1, 100, &c->fall);
+    if ((v = yt_get(n, "jitter")) && want(x, v, YT_SCALAR, "jitter")) {
+        size_t used;
+        uint64_t pct;
+        if (!parse_u64(v->str, &used, &pct) || strcmp(v->str + used, "%") != 0 || pct > 50)
+            ERR(x, v, "jitter: '%s' is not a percentage from 0%% to 50%%", v->str);
+        else
+            c->jitter_pct = (unsigned)pct;
+    }
+    if ((v = yt_get(n, "initial")) && get_enum(x, v, "initial", initials, &e))
+        c->initial_up = e == 0;
+    if (in_region && (v = yt_get(n, "url"))) get_str(x, v, "check url", &c->url);
+}
+
+/* Resolves the check url (given or the region's) into host, port, path. */
+static void finish_check(struct ctx *x, const struct yt_node *at, struct region *r)
+{
+    struct check_cfg *c = &r->check;
+    const char *src = c->url ? c->url : r->url;
+    if (!src) return;
+    struct url u;
+    const char *err = url_parse(src, true, &u);
+    if (err) {
+        ERR(x, at, "check url: '%s' %s", src, err);
+        return;
+    }
+    free(c->url);
+    c->url = u.norm;
+    c->tls = strncmp(u.norm, "https:", 6) == 0;
+    c->host = strdup(u.host);
+    c->port = u.port;
+    const char *rest = u.norm + (c->tls ? 8 : 7);
+    rest += strcspn(rest, "/?");
+    if (*rest == '?') {
+        size_t n = strlen(rest);
+        c->path = malloc(n + 2);
+        if (c->path) {
+            c->path[0] = '/';
+            memcpy(c->path + 1, rest, n + 1);
+        }
+    } else {
+        c->path = strdup(*rest ? rest : "/");
+    }
+}
+
 /* ---- sections ---- */
 
 static void load_listen(struct ctx *x, const struct yt_node *n)
@@ -570,12 +834,14 @@ static void load_all_down(struct ctx *x, const struct yt_node *n, struct pool *p
 
 static void load_region(struct ctx *x, const struct yt_node *n, struct pool *p, struct region *r)
 {
-    static const char *const keys[] = {"name", "url", "priority", "weight", "state", NULL};
+    static const char *const keys[] = {"name",  "url",   "priority", "weight",
+                                       "state", "check", NULL};
     static const char *const states[] = {"auto", "up", "down", "drain", NULL};
     r->priority = 1;
     r->weight = 1;
     r->line = n->line;
     r->col = n->col;
+    if (!check_copy(&r->check, &x->checks)) diag_add(x->d, n->line, n->col, "out of memory");
     if (!want(x, n, YT_MAP, "region")) return;
     check_keys(x, n, "region", keys);
     const struct yt_node *v;
@@ -589,6 +855,8 @@ static void load_region(struct ctx *x, const struct yt_node *n, struct pool *p, 
     int e;
     if ((v = yt_get(n, "state")) && get_enum(x, v, "state", states, &e))
         r->state = (enum region_state)e;
+    const struct yt_node *chk = yt_get(n, "check");
+    if (chk) load_check(x, chk, &r->check, true);
     if (!(v = yt_get(n, "url"))) {
         ERR(x, n, "region%s%s: 'url' is required", r->name ? " " : "", r->name ? r->name : "");
         return;
@@ -611,6 +879,7 @@ static void load_region(struct ctx *x, const struct yt_node *n, struct pool *p, 
         }
     }
     free(s);
+    if (r->url || r->check.url) finish_check(x, chk && yt_get(chk, "url") ? yt_get(chk, "url") : v, r);
     (void)p;
 }
 
@@ -848,7 +1117,8 @@ static void load_pools(struct ctx *x, const struct yt_node *n)
 
 static void load_root(struct ctx *x, const struct yt_node *root)
 {
-    static const char *const keys[] = {"listen", "workers", "log", "limits", "pools", NULL};
+    static const char *const keys[] = {"listen", "workers", "log",   "limits",
+                                       "checks", "pools",   NULL};
     struct config *c = x->c;
     if (!root || is_null(root)) {
         diag_add(x->d, 1, 1, "the configuration is empty ('listen' and 'pools' are required)");
@@ -870,10 +1140,36 @@ static void load_root(struct ctx *x, const struct yt_node *root)
     }
     if ((v = yt_get(root, "log"))) load_log(x, v);
     if ((v = yt_get(root, "limits"))) load_limits(x, v);
+    if ((v = yt_get(root, "checks"))) load_check(x, v, &x->checks, false);
     if ((v = yt_get(root, "pools")))
         load_pools(x, v);
     else
         ERR(x, root, "'pools' is required");
+}
+
+/* The distinct header names used by `hash_key: header:NAME`, which the
+ * request parser captures. */
+static void collect_hash_headers(struct ctx *x)
+{
+    struct config *c = x->c;
+    for (size_t i = 0; i < c->npools; i++) {
+        const struct pool *p = &c->pools[i];
+        if (p->balance != BALANCE_HASH || !p->hash_key || strncasecmp(p->hash_key, "header:", 7))
+            continue;
+        const char *name = p->hash_key + 7;
+        bool seen = false;
+        for (size_t k = 0; k < c->nhash_headers && !seen; k++)
+            seen = strcasecmp(c->hash_headers[k], name) == 0;
+        if (seen) continue;
+        if (c->nhash_headers == CONFIG_MAX_HASH_HEADERS) {
+            diag_add(x->d, p->line, p->col, "pool %s: at most %d different hash_key headers",
+                     p->name ? p->name : "?", CONFIG_MAX_HASH_HEADERS);
+            continue;
+        }
+        if (!c->hash_headers) c->hash_headers = calloc(CONFIG_MAX_HASH_HEADERS, sizeof(char *));
+        if (!c->hash_headers) return;
+        c->hash_headers[c->nhash_headers++] = strdup(name);
+    }
 }
 
 static void set_defaults(struct config *c)
@@ -906,9 +1202,12 @@ struct config *config_parse(const char *name, const char *buf, size_t len, struc
         config_free(c);
         return NULL;
     }
-    struct ctx x = {d, c};
+    struct ctx x = {d, c, {0}};
+    if (!check_defaults(&x.checks)) diag_add(d, 0, 0, "out of memory");
     load_root(&x, doc.root);
+    check_free(&x.checks);
     yt_free(&doc);
+    collect_hash_headers(&x);
     if (d->n == before && !(redirect_prepare(c, d) && route_build(c) && select_init(c)) &&
         d->n == before)
         diag_add(d, 0, 0, "out of memory");
@@ -968,10 +1267,13 @@ void config_free(struct config *c)
         for (size_t k = 0; k < p->nregions; k++) {
             free(p->regions[k].name);
             free(p->regions[k].url);
+            check_free(&p->regions[k].check);
         }
         free(p->regions);
     }
     free(c->pools);
+    for (size_t i = 0; i < c->nhash_headers; i++) free(c->hash_headers[i]);
+    free(c->hash_headers);
     free(c->listen);
     free(c->path);
     free(c);

@@ -21,6 +21,7 @@
 #define CONFIG_MAX_WEIGHT     1000
 #define CONFIG_MAX_PRIORITY   1000
 #define CONFIG_MAX_REGIONS    64 /* per pool: an up-set fits in a uint64_t */
+#define CONFIG_MAX_HASH_HEADERS 4 /* distinct hash_key headers over all pools */
 
 enum region_state { REGION_AUTO, REGION_UP, REGION_DOWN, REGION_DRAIN };
 enum balance { BALANCE_WEIGHTED, BALANCE_LATENCY, BALANCE_HASH };
@@ -57,6 +58,38 @@ struct tmpl {
     bool with_path;         /* append the request's path and query */
 };
 
+enum check_type { CHECK_HTTP, CHECK_TCP };
+
+#define CHECK_STATUS_MIN 100
+#define CHECK_STATUS_MAX 599
+
+/* The effective health check of one region: built-in defaults, then the
+ * `checks:` block, then the region's own `check:` block. */
+struct check_cfg {
+    enum check_type type;
+    char *url;          /* normalised check url (default: the region url) */
+    bool tls;           /* https */
+    char *host;         /* host to connect to (no brackets) */
+    unsigned port;
+    char *path;         /* request target: path and query, "/" if empty */
+    char *method;
+    uint8_t expect[(CHECK_STATUS_MAX + 1) / 8 + 1]; /* bit per acceptable status */
+    char *expect_body;  /* NULL: any body */
+    struct header *headers;
+    size_t nheaders;
+    bool tls_verify;
+    char *ca_file;      /* NULL: the system store */
+    uint64_t interval_ms, fast_interval_ms, down_interval_ms, timeout_ms;
+    unsigned rise, fall;
+    unsigned jitter_pct;
+    bool initial_up;
+};
+
+static inline bool check_status_ok(const struct check_cfg *c, unsigned status)
+{
+    return status <= CHECK_STATUS_MAX && (c->expect[status / 8] >> (status % 8) & 1);
+}
+
 struct region {
     char *name;
     char *url;          /* normalised: lowercase scheme, no trailing '/' */
@@ -66,6 +99,8 @@ struct region {
     enum region_state state;
     unsigned line, col;
     struct tmpl tmpl;   /* response template (redirect.c) */
+    struct check_cfg check;
+    struct health *health; /* live health state (health.c), not owned */
 };
 
 struct pool {
@@ -115,6 +150,8 @@ struct config {
     size_t npools;
     struct pool *default_pool;
     struct route_table *routes; /* Host -> pool (route.c) */
+    char **hash_headers;        /* header names that balance: hash needs */
+    size_t nhash_headers;
 };
 
 /* Loads and validates path. On success returns a config; on failure returns
@@ -130,5 +167,7 @@ bool config_parse_size(const char *s, uint64_t *bytes);
 bool config_parse_listen(const char *s, struct listen_addr *out);
 
 const char *region_state_name(enum region_state s);
+/* True if two regions' effective checks are the same (health carries over). */
+bool check_cfg_equal(const struct check_cfg *a, const struct check_cfg *b);
 
 #endif

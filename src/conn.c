@@ -173,6 +173,19 @@ static void answer_error(struct conn *c, unsigned status)
     log_debug("client error %u: %s", status, c->req.reason ? c->req.reason : "");
 }
 
+/* The key of balance: hash — the client's address. */
+static uint64_t hash_key(const struct conn *c, const char *base, const struct http_req *r)
+{
+    (void)base;
+    (void)r;
+    if (c->peer.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&c->peer;
+        return select_key_hash(&s6->sin6_addr, sizeof(s6->sin6_addr));
+    }
+    const struct sockaddr_in *s4 = (const struct sockaddr_in *)&c->peer;
+    return select_key_hash(&s4->sin_addr, sizeof(s4->sin_addr));
+}
+
 static void answer(struct conn *c, const char *base, const struct http_req *r, bool keep)
 {
     struct worker *w = c->w;
@@ -186,8 +199,10 @@ static void answer(struct conn *c, const char *base, const struct http_req *r, b
         answer_error(c, 421);
         return;
     }
+    struct choice *choice = atomic_load_explicit(&p->sel->cur, memory_order_acquire);
+    uint64_t key = choice->action == CHOICE_HASH ? hash_key(c, base, r) : 0;
     enum choice_action action;
-    int idx = select_next(atomic_load_explicit(&p->sel->cur, memory_order_acquire), &action);
+    int idx = select_next(p, choice, key, &action);
     const struct tmpl *t = idx >= 0 ? &p->regions[idx].tmpl
                            : action == CHOICE_FALLBACK ? &p->fallback
                                                        : &p->reject;

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "health.h"
 #include "log.h"
 #include "server.h"
 
@@ -110,6 +111,14 @@ int main(int argc, char **argv)
         config_free(cfg);
         return EXIT_CONFIG;
     }
+    struct health_ctl *health = health_start(base, cfg);
+    if (!health) {
+        log_error("cannot start health checks (out of memory)");
+        server_free(&srv);
+        event_base_free(base);
+        config_free(cfg);
+        return EXIT_CONFIG;
+    }
     struct event *sigterm = evsignal_new(base, SIGTERM, on_stop_signal, &srv);
     struct event *sigint = evsignal_new(base, SIGINT, on_stop_signal, &srv);
     evsignal_add(sigterm, NULL);
@@ -122,6 +131,7 @@ int main(int argc, char **argv)
     event_base_dispatch(base);
 
     log_info("stopped");
+    health_stop(health);
     event_free(sigterm);
     event_free(sigint);
     server_free(&srv);

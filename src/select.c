@@ -2,6 +2,7 @@
 
 #include "select.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,7 +61,22 @@ size_t select_wrr(const unsigned *weights, size_t n, uint64_t mask, uint16_t *se
     return (size_t)total;
 }
 
-struct choice *select_compute(const struct pool *p, uint64_t up)
+int select_latency_leader(const struct pool *p, uint64_t tier, const double *lat, int prev)
+{
+    int best = -1;
+    for (size_t i = 0; i < p->nregions; i++) {
+        if (!(tier >> i & 1) || lat[i] < 0) continue;
+        if (best < 0 || lat[i] < lat[best]) best = (int)i;
+    }
+    if (best < 0) return -1;
+    if (prev >= 0 && (size_t)prev < p->nregions && (tier >> prev & 1) && lat[prev] >= 0 &&
+        !(lat[best] <= SELECT_LATENCY_SWITCH * lat[prev]))
+        return prev;
+    return best;
+}
+
+struct choice *select_compute(const struct pool *p, uint64_t up, const double *latency_ms,
+                              int prev_leader)
 {
     uint64_t tier = select_tier(p, up);
     enum choice_action action = CHOICE_REGION;
@@ -80,16 +96,71 @@ struct choice *select_compute(const struct pool *p, uint64_t up)
         weights[i] = p->regions[i].weight;
         if (tier >> i & 1) total += weights[i];
     }
-    struct choice *ch = calloc(1, sizeof(*ch) + total * sizeof(ch->seq[0]));
+    struct choice *ch = calloc(1, sizeof(*ch) + (total + CONFIG_MAX_REGIONS) * sizeof(ch->seq[0]));
     if (!ch) return NULL;
     ch->action = action;
     ch->up = up;
-    if (action == CHOICE_REGION) {
-        ch->n = (uint32_t)select_wrr(weights, p->nregions, tier, ch->seq);
-        if (ch->n == 0) ch->action = CHOICE_REJECT;
-    }
+    ch->leader = -1;
     atomic_init(&ch->next, 0);
+    if (action != CHOICE_REGION) return ch;
+    if (p->balance == BALANCE_LATENCY && latency_ms) {
+        ch->leader = select_latency_leader(p, tier, latency_ms, prev_leader);
+        if (ch->leader >= 0) {
+            ch->n = 1;
+            ch->seq[0] = (uint16_t)ch->leader;
+            return ch;
+        }
+        /* nothing measured yet: weighted until the first results arrive */
+    }
+    if (p->balance == BALANCE_HASH) {
+        ch->action = CHOICE_HASH;
+        for (size_t i = 0; i < p->nregions; i++)
+            if (tier >> i & 1) ch->seq[ch->n++] = (uint16_t)i;
+        return ch;
+    }
+    ch->n = (uint32_t)select_wrr(weights, p->nregions, tier, ch->seq);
+    if (ch->n == 0) ch->action = CHOICE_REJECT;
     return ch;
+}
+
+static inline uint64_t mix64(uint64_t x)
+{
+    /* splitmix64 finaliser */
+    x ^= x >> 30;
+    x *= UINT64_C(0xbf58476d1ce4e5b9);
+    x ^= x >> 27;
+    x *= UINT64_C(0x94d049bb133111eb);
+    x ^= x >> 31;
+    return x;
+}
+
+uint64_t select_key_hash(const void *key, size_t len)
+{
+    const unsigned char *k = key;
+    uint64_t h = UINT64_C(14695981039346656037);
+    for (size_t i = 0; i < len; i++) {
+        h ^= k[i];
+        h *= UINT64_C(1099511628211);
+    }
+    return mix64(h);
+}
+
+int select_rendezvous(const struct pool *p, const struct choice *ch, uint64_t key_hash)
+{
+    int best = -1;
+    double best_score = 0;
+    for (uint32_t j = 0; j < ch->n; j++) {
+        int i = ch->seq[j];
+        uint64_t h = mix64(key_hash ^ p->sel->seed[i]);
+        /* u in (0,1): 53 random bits, never 0 or 1 */
+        double u = ((double)(h >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+        double score = (double)p->regions[i].weight / -log(u);
+        if (best < 0 || score > best_score) {
+            best = i;
+            best_score = score;
+        }
+    }
+    return best;
 }
 
 bool select_init(struct config *c)
@@ -98,16 +169,19 @@ bool select_init(struct config *c)
         struct pool *p = &c->pools[i];
         p->sel = calloc(1, sizeof(*p->sel));
         if (!p->sel) return false;
-        struct choice *ch = select_compute(p, select_fail_open_set(p));
+        for (size_t k = 0; k < p->nregions; k++)
+            p->sel->seed[k] = select_key_hash(p->regions[k].name, strlen(p->regions[k].name));
+        struct choice *ch = select_compute(p, select_fail_open_set(p), NULL, -1);
         if (!ch) return false;
         atomic_init(&p->sel->cur, ch);
     }
     return true;
 }
 
-struct choice *select_publish(struct pool *p, uint64_t up)
+struct choice *select_publish(struct pool *p, uint64_t up, const double *latency_ms)
 {
-    struct choice *ch = select_compute(p, up);
+    struct choice *cur = atomic_load_explicit(&p->sel->cur, memory_order_acquire);
+    struct choice *ch = select_compute(p, up, latency_ms, cur ? cur->leader : -1);
     if (!ch) return NULL;
     return atomic_exchange_explicit(&p->sel->cur, ch, memory_order_acq_rel);
 }

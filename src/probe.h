@@ -1,0 +1,64 @@
+/* Health probes: one in flight per region, one deadline across DNS,
+ * connect, TLS, write and read (relayd's check_* files, one per kind).
+ * A probe only reports; health.c decides what a result means. */
+#ifndef DETOURD_PROBE_H
+#define DETOURD_PROBE_H
+
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <openssl/ssl.h>
+
+#include "config.h"
+#include "health.h"
+
+#define PROBE_MAX_BODY (64 * 1024) /* expect_body looks at this much */
+
+struct evdns_base;
+struct probe_env;
+struct probe;
+
+typedef void (*probe_done_cb)(void *arg, const struct probe_result *r);
+
+struct probe_env *probe_env_new(struct event_base *base, struct evdns_base *dns);
+void probe_env_free(struct probe_env *env);
+
+/* Starts a probe; cb runs exactly once (never from inside probe_start)
+ * unless the probe is cancelled first. */
+struct probe *probe_start(struct probe_env *env, const struct check_cfg *c, probe_done_cb cb,
+                          void *arg);
+void probe_cancel(struct probe *p);
+
+/* ---- shared by the probe kinds ---- */
+
+struct probe_kind {
+    void (*connected)(struct probe *p);
+    void (*readable)(struct probe *p);
+    void (*eof)(struct probe *p); /* the server closed the connection */
+};
+
+struct probe {
+    struct probe_env *env;
+    const struct check_cfg *c;
+    const struct probe_kind *kind;
+    probe_done_cb cb;
+    void *arg;
+    struct bufferevent *bev;
+    SSL *ssl;
+    struct event *deadline;
+    struct event *deliver; /* defers an immediate verdict out of probe_start */
+    struct timespec started;
+    bool connected;
+    bool done;
+    struct probe_result res;
+    /* http */
+    int status;
+    size_t head_len;
+    long long content_length; /* -1: unknown */
+};
+
+extern const struct probe_kind probe_kind_http, probe_kind_tcp;
+
+/* Ends the probe with a result (success when reason == HR_OK). */
+void probe_finish(struct probe *p, enum health_reason reason, int err, const char *detail);
+
+#endif
