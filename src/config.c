@@ -22,10 +22,18 @@
 #define MAX_NAME_LEN 64
 #define MS_PER_HOUR  (3600u * 1000u)
 
+struct host_ref {
+    const char *host;
+    const struct pool *pool;
+    const struct yt_node *node;
+};
+
 struct ctx {
     struct diag *d;
     struct config *c;
     struct check_cfg checks; /* the `checks:` block over built-in defaults */
+    struct host_ref *hosts;  /* every host of every pool, with its node */
+    size_t nhosts, caphosts;
 };
 
 #define ERR(ctx, node, ...) diag_add((ctx)->d, (node)->line, (node)->col, __VA_ARGS__)
@@ -163,6 +171,9 @@ static void check_keys(struct ctx *x, const struct yt_node *map, const char *wha
         const struct yt_node *k = map->u.pairs[i].key;
         if (k->kind != YT_SCALAR) continue; /* reported by the tree */
         bool ok = false;
+        for (size_t j = 0; j < i && !ok; j++) /* a duplicate: reported by the tree */
+            ok = map->u.pairs[j].key->kind == YT_SCALAR &&
+                 strcmp(map->u.pairs[j].key->str, k->str) == 0;
         for (const char *const *a = allowed; *a && !ok; a++) ok = strcmp(k->str, *a) == 0;
         if (ok) continue;
         char list[512] = "";
@@ -320,9 +331,9 @@ static bool text_ok(const char *s)
 /* ---- URLs ---- */
 
 struct url {
-    char *norm;      /* scheme and host lowercased, one trailing '/' dropped */
-    char host[256];  /* without brackets */
-    unsigned port;   /* explicit or the scheme's default */
+    char *norm;     /* scheme and host lowercased, one trailing '/' dropped */
+    char host[256]; /* without brackets */
+    unsigned port;  /* explicit or the scheme's default */
 };
 
 static bool url_char_ok(unsigned char c)
@@ -402,10 +413,13 @@ static const char *url_parse(const char *s, bool allow_query, struct url *u)
     return NULL;
 }
 
-static bool is_loopback_or_any(const char *host)
+/* Would a connection to host reach a wildcard listener of this family?
+ * (IPv6 listeners are v6-only.) */
+static bool reaches_wildcard(const char *host, bool v6)
 {
-    return strncmp(host, "127.", 4) == 0 || strcmp(host, "localhost") == 0 ||
-           strcmp(host, "::1") == 0 || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0;
+    if (strcmp(host, "localhost") == 0) return true;
+    if (v6) return strcmp(host, "::1") == 0 || strcmp(host, "::") == 0;
+    return strncmp(host, "127.", 4) == 0 || strcmp(host, "0.0.0.0") == 0;
 }
 
 /* True if a region url host:port is literally one of our own listeners. */
@@ -419,12 +433,12 @@ static const struct listen_addr *url_is_self(const struct config *c, const struc
         const struct listen_addr *l = &c->listen[i];
         if (l->port != u->port) continue;
         if (strcmp(l->host, h) == 0) return l;
-        bool any = strcmp(l->host, "0.0.0.0") == 0 || strcmp(l->host, "::") == 0;
-        if (any && is_loopback_or_any(h)) return l;
+        bool v6 = l->ss.ss_family == AF_INET6;
+        bool any = strcmp(l->host, v6 ? "::" : "0.0.0.0") == 0;
+        if (any && reaches_wildcard(h, v6)) return l;
     }
     return NULL;
 }
-
 
 /* ---- health checks ---- */
 
@@ -592,13 +606,13 @@ static void load_check_headers(struct ctx *x, const struct yt_node *n, struct ch
 }
 
 /* Applies the keys present in n over c. in_region allows `url`. */
-static void load_check(struct ctx *x, const struct yt_node *n, struct check_cfg *c,
-                       bool in_region)
+static void load_check(struct ctx *x, const struct yt_node *n, struct check_cfg *c, bool in_region)
 {
     static const char *const region_keys[] = {
-        "url",  "type",       "method",  "expect_status", "expect_body", "headers",
-        "tls_verify", "ca_file", "interval", "fast_interval", "down_interval", "timeout",
-        "rise", "fall",       "jitter",  "initial",       NULL};
+        "url",           "type",       "method",  "expect_status", "expect_body",
+        "headers",       "tls_verify", "ca_file", "interval",      "fast_interval",
+        "down_interval", "timeout",    "rise",    "fall",          "jitter",
+        "initial",       NULL};
     const char *const *keys = in_region ? region_keys : region_keys + 1;
     static const char *const types[] = {"http", "tcp", NULL};
     static const char *const initials[] = {"up", "down", NULL};
@@ -730,9 +744,9 @@ static void load_listen(struct ctx *x, const struct yt_node *n)
 
 static void load_limits(struct ctx *x, const struct yt_node *n)
 {
-    static const char *const keys[] = {"max_connections",  "header_timeout",   "idle_timeout",
-                                       "max_header_bytes", "max_uri_bytes",    "max_body_discard",
-                                       "shutdown_timeout", NULL};
+    static const char *const keys[] = {
+        "max_connections", "header_timeout",   "idle_timeout",     "max_header_bytes",
+        "max_uri_bytes",   "max_body_discard", "shutdown_timeout", NULL};
     if (!want(x, n, YT_MAP, "limits")) return;
     check_keys(x, n, "limits", keys);
     struct limits *l = &x->c->limits;
@@ -770,8 +784,9 @@ static void load_log(struct ctx *x, const struct yt_node *n)
 
 static void load_headers(struct ctx *x, const struct yt_node *n, struct pool *p)
 {
-    static const char *const reserved[] = {"location", "content-length", "date", "connection",
-                                           "transfer-encoding", "keep-alive", NULL};
+    static const char *const reserved[] = {"location",   "content-length",    "date",
+                                           "connection", "transfer-encoding", "keep-alive",
+                                           NULL};
     if (is_null(n)) return;
     if (!want(x, n, YT_MAP, "headers")) return;
     p->headers = calloc(n->len ? n->len : 1, sizeof(*p->headers));
@@ -828,14 +843,12 @@ static void load_all_down(struct ctx *x, const struct yt_node *n, struct pool *p
         }
         free(s);
     }
-    if (p->all_down == ALL_DOWN_FALLBACK && !u)
-        ERR(x, n, "all_down: action fallback needs a url");
+    if (p->all_down == ALL_DOWN_FALLBACK && !u) ERR(x, n, "all_down: action fallback needs a url");
 }
 
 static void load_region(struct ctx *x, const struct yt_node *n, struct pool *p, struct region *r)
 {
-    static const char *const keys[] = {"name",  "url",   "priority", "weight",
-                                       "state", "check", NULL};
+    static const char *const keys[] = {"name", "url", "priority", "weight", "state", "check", NULL};
     static const char *const states[] = {"auto", "up", "down", "drain", NULL};
     r->priority = 1;
     r->weight = 1;
@@ -879,7 +892,8 @@ static void load_region(struct ctx *x, const struct yt_node *n, struct pool *p, 
         }
     }
     free(s);
-    if (r->url || r->check.url) finish_check(x, chk && yt_get(chk, "url") ? yt_get(chk, "url") : v, r);
+    if (r->url || r->check.url)
+        finish_check(x, chk && yt_get(chk, "url") ? yt_get(chk, "url") : v, r);
     (void)p;
 }
 
@@ -935,14 +949,22 @@ static void load_hosts(struct ctx *x, const struct yt_node *n, struct pool *p)
             continue;
         }
         p->hosts[p->nhosts++] = s;
+        if (x->nhosts == x->caphosts) {
+            size_t cap = x->caphosts ? x->caphosts * 2 : 16;
+            struct host_ref *r = realloc(x->hosts, cap * sizeof(*r));
+            if (!r) continue;
+            x->hosts = r;
+            x->caphosts = cap;
+        }
+        x->hosts[x->nhosts++] = (struct host_ref){s, p, h};
     }
 }
 
 static void load_pool(struct ctx *x, const struct yt_node *n, struct pool *p)
 {
-    static const char *const keys[] = {"name",    "hosts",     "status",        "balance",
-                                       "hash_key", "cache_control", "headers",   "body",
-                                       "all_down", "regions",   NULL};
+    static const char *const keys[] = {"name",     "hosts",         "status",  "balance",
+                                       "hash_key", "cache_control", "headers", "body",
+                                       "all_down", "regions",       NULL};
     static const char *const balances[] = {"weighted", "latency", "hash", NULL};
     static const char *const bodies[] = {"html", "none", NULL};
     p->status = 307;
@@ -976,8 +998,7 @@ static void load_pool(struct ctx *x, const struct yt_node *n, struct pool *p)
         bool ok = strcmp(p->hash_key, "client_ip") == 0;
         if (!ok && strncasecmp(p->hash_key, "header:", 7) == 0 && p->hash_key[7]) {
             ok = true;
-            for (const char *c = p->hash_key + 7; *c; c++)
-                ok = ok && http_tchar[(unsigned char)*c];
+            for (const char *c = p->hash_key + 7; *c; c++) ok = ok && http_tchar[(unsigned char)*c];
         }
         if (!ok) ERR(x, v, "hash_key: '%s' is not client_ip or header:NAME", p->hash_key);
     }
@@ -1016,57 +1037,28 @@ static void load_pool(struct ctx *x, const struct yt_node *n, struct pool *p)
         for (size_t k = 0; k + 1 < p->nregions && r->name; k++) {
             if (p->regions[k].name && strcmp(p->regions[k].name, r->name) == 0) {
                 const struct yt_node *nn = yt_get(v->u.items[i], "name");
-                ERR(x, nn, "region name '%s' is used twice in pool %s (first at line %u)",
-                    r->name, p->name ? p->name : "?", p->regions[k].line);
+                ERR(x, nn, "region name '%s' is used twice in pool %s (first at line %u)", r->name,
+                    p->name ? p->name : "?", p->regions[k].line);
                 break;
             }
         }
     }
 }
 
-struct host_ref {
-    const char *host;
-    const struct pool *pool;
-    const struct yt_node *node;
-};
-
 static int host_ref_cmp(const void *a, const void *b)
 {
     const struct host_ref *x = a, *y = b;
     int c = strcmp(x->host, y->host);
     if (c) return c;
-    return x->node->line < y->node->line ? -1 : x->node->line > y->node->line;
+    if (x->node->line != y->node->line) return x->node->line < y->node->line ? -1 : 1;
+    return x->node->col < y->node->col ? -1 : x->node->col > y->node->col;
 }
 
-static void check_hosts(struct ctx *x, const struct yt_node *pools)
+static void check_hosts(struct ctx *x)
 {
-    struct config *c = x->c;
-    size_t total = 0;
-    for (size_t i = 0; i < c->npools; i++) total += c->pools[i].nhosts;
-    if (!total) return;
-    struct host_ref *refs = calloc(total, sizeof(*refs));
-    if (!refs) return;
-    size_t n = 0;
-    for (size_t i = 0; i < c->npools; i++) {
-        const struct yt_node *hs = yt_get(pools->u.items[i], "hosts");
-        for (size_t k = 0; k < c->pools[i].nhosts; k++) {
-            /* find the node of this host for its position */
-            const struct yt_node *node = hs;
-            for (size_t j = 0; hs && hs->kind == YT_SEQ && j < hs->len; j++) {
-                const struct yt_node *h = hs->u.items[j];
-                if (h->kind == YT_SCALAR && strcasecmp(h->str, c->pools[i].hosts[k]) == 0) {
-                    node = h;
-                    break;
-                }
-                if (h->kind == YT_SCALAR && h->len == strlen(c->pools[i].hosts[k]) + 1 &&
-                    strncasecmp(h->str, c->pools[i].hosts[k], h->len - 1) == 0) {
-                    node = h; /* written with a trailing dot */
-                    break;
-                }
-            }
-            refs[n++] = (struct host_ref){c->pools[i].hosts[k], &c->pools[i], node};
-        }
-    }
+    struct host_ref *refs = x->hosts;
+    size_t n = x->nhosts;
+    if (!n) return;
     qsort(refs, n, sizeof(*refs), host_ref_cmp);
     for (size_t i = 1; i < n; i++) {
         if (strcmp(refs[i].host, refs[i - 1].host) != 0) continue;
@@ -1077,7 +1069,6 @@ static void check_hosts(struct ctx *x, const struct yt_node *pools)
             ERR(x, refs[i].node, "hosts: '%s' is already used by pool %s (line %u)", refs[i].host,
                 refs[i - 1].pool->name ? refs[i - 1].pool->name : "?", refs[i - 1].node->line);
     }
-    free(refs);
 }
 
 static void load_pools(struct ctx *x, const struct yt_node *n)
@@ -1096,8 +1087,7 @@ static void load_pools(struct ctx *x, const struct yt_node *n)
         for (size_t k = 0; k + 1 < c->npools && p->name; k++) {
             if (c->pools[k].name && strcmp(c->pools[k].name, p->name) == 0) {
                 ERR(x, yt_get(n->u.items[i], "name"),
-                    "pool name '%s' is used twice (first at line %u)", p->name,
-                    c->pools[k].line);
+                    "pool name '%s' is used twice (first at line %u)", p->name, c->pools[k].line);
                 break;
             }
         }
@@ -1106,18 +1096,18 @@ static void load_pools(struct ctx *x, const struct yt_node *n)
                 ERR(x, n->u.items[i],
                     "pool %s: a second default pool (no 'hosts'); pool %s at line %u is "
                     "already the default",
-                    p->name ? p->name : "?",
-                    c->default_pool->name ? c->default_pool->name : "?", c->default_pool->line);
+                    p->name ? p->name : "?", c->default_pool->name ? c->default_pool->name : "?",
+                    c->default_pool->line);
             else
                 c->default_pool = p;
         }
     }
-    check_hosts(x, n);
+    check_hosts(x);
 }
 
 static void load_root(struct ctx *x, const struct yt_node *root)
 {
-    static const char *const keys[] = {"listen", "workers", "log",   "limits",
+    static const char *const keys[] = {"listen", "workers", "log", "limits",
                                        "checks", "pools",   NULL};
     struct config *c = x->c;
     if (!root || is_null(root)) {
@@ -1202,10 +1192,11 @@ struct config *config_parse(const char *name, const char *buf, size_t len, struc
         config_free(c);
         return NULL;
     }
-    struct ctx x = {d, c, {0}};
+    struct ctx x = {.d = d, .c = c};
     if (!check_defaults(&x.checks)) diag_add(d, 0, 0, "out of memory");
     load_root(&x, doc.root);
     check_free(&x.checks);
+    free(x.hosts);
     yt_free(&doc);
     collect_hash_headers(&x);
     if (d->n == before && !(redirect_prepare(c, d) && route_build(c) && select_init(c)) &&

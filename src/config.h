@@ -17,11 +17,11 @@
 #endif
 #define DETOURD_DEFAULT_CONFIG SYSCONFDIR "/detourd/detourd.yaml"
 
-#define CONFIG_MAX_FILE_BYTES (16u << 20)
-#define CONFIG_MAX_WEIGHT     1000
-#define CONFIG_MAX_PRIORITY   1000
-#define CONFIG_MAX_REGIONS    64 /* per pool: an up-set fits in a uint64_t */
-#define CONFIG_MAX_HASH_HEADERS 4 /* distinct hash_key headers over all pools */
+#define CONFIG_MAX_FILE_BYTES   (16u << 20)
+#define CONFIG_MAX_WEIGHT       1000
+#define CONFIG_MAX_PRIORITY     1000
+#define CONFIG_MAX_REGIONS      64 /* per pool: an up-set fits in a uint64_t */
+#define CONFIG_MAX_HASH_HEADERS 4  /* distinct hash_key headers over all pools */
 
 enum region_state { REGION_AUTO, REGION_UP, REGION_DOWN, REGION_DRAIN };
 enum balance { BALANCE_WEIGHTED, BALANCE_LATENCY, BALANCE_HASH };
@@ -32,8 +32,8 @@ enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 struct listen_addr {
     struct sockaddr_storage ss;
     socklen_t sslen;
-    char text[64];  /* as written, normalised: "127.0.0.1:8080", "[::]:8080" */
-    char host[48];  /* numeric host without brackets */
+    char text[64]; /* as written, normalised: "127.0.0.1:8080", "[::]:8080" */
+    char host[48]; /* numeric host without brackets */
     uint16_t port;
     unsigned line, col;
 };
@@ -67,18 +67,18 @@ enum check_type { CHECK_HTTP, CHECK_TCP };
  * `checks:` block, then the region's own `check:` block. */
 struct check_cfg {
     enum check_type type;
-    char *url;          /* normalised check url (default: the region url) */
-    bool tls;           /* https */
-    char *host;         /* host to connect to (no brackets) */
+    char *url;  /* normalised check url (default: the region url) */
+    bool tls;   /* https */
+    char *host; /* host to connect to (no brackets) */
     unsigned port;
-    char *path;         /* request target: path and query, "/" if empty */
+    char *path; /* request target: path and query, "/" if empty */
     char *method;
     uint8_t expect[(CHECK_STATUS_MAX + 1) / 8 + 1]; /* bit per acceptable status */
-    char *expect_body;  /* NULL: any body */
+    char *expect_body;                              /* NULL: any body */
     struct header *headers;
     size_t nheaders;
     bool tls_verify;
-    char *ca_file;      /* NULL: the system store */
+    char *ca_file; /* NULL: the system store */
     uint64_t interval_ms, fast_interval_ms, down_interval_ms, timeout_ms;
     unsigned rise, fall;
     unsigned jitter_pct;
@@ -92,13 +92,13 @@ static inline bool check_status_ok(const struct check_cfg *c, unsigned status)
 
 struct region {
     char *name;
-    char *url;          /* normalised: lowercase scheme, no trailing '/' */
+    char *url; /* normalised: lowercase scheme, no trailing '/' */
     size_t url_len;
     unsigned priority;
     unsigned weight;
     enum region_state state;
     unsigned line, col;
-    struct tmpl tmpl;   /* response template (redirect.c) */
+    struct tmpl tmpl; /* response template (redirect.c) */
     struct check_cfg check;
     struct health *health; /* live health state (health.c), not owned */
 };
@@ -122,9 +122,9 @@ struct pool {
     size_t nregions;
     unsigned line, col;
     /* response templates (redirect.c) */
-    struct chunk tail;      /* Cache-Control + extra headers, each ending CRLF */
-    struct tmpl fallback;   /* all_down: fallback */
-    struct tmpl reject;     /* all_down: reject, and nothing left to choose */
+    struct chunk tail;        /* Cache-Control + extra headers, each ending CRLF */
+    struct tmpl fallback;     /* all_down: fallback */
+    struct tmpl reject;       /* all_down: reject, and nothing left to choose */
     struct select_state *sel; /* selection state (select.c), the one mutable part */
 };
 

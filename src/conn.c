@@ -17,34 +17,34 @@
 #include "select.h"
 #include "server.h"
 
-#define OUT_INITIAL     4096
-#define OUT_HIGH_WATER  (64 * 1024) /* stop answering pipelined requests above */
-#define IN_SLACK        1024        /* input room beyond max_header_bytes */
-#define LINGER_MS       5000        /* how long a lingering close keeps reading */
-#define MAX_FREE_CONNS  1024
+#define OUT_INITIAL    4096
+#define OUT_HIGH_WATER (64 * 1024) /* stop answering pipelined requests above */
+#define IN_SLACK       1024        /* input room beyond max_header_bytes */
+#define LINGER_MS      5000        /* how long a lingering close keeps reading */
+#define MAX_FREE_CONNS 1024
 
 enum conn_state {
-    ST_HEAD,        /* reading a request head */
-    ST_BODY_LENGTH, /* discarding a Content-Length body */
-    ST_BODY_CHUNKED,/* discarding a chunked body */
-    ST_LINGER,      /* answered, closing: reading and dropping what comes */
+    ST_HEAD,         /* reading a request head */
+    ST_BODY_LENGTH,  /* discarding a Content-Length body */
+    ST_BODY_CHUNKED, /* discarding a chunked body */
+    ST_LINGER,       /* answered, closing: reading and dropping what comes */
 };
 
 struct conn {
     int fd;
     enum conn_state st;
-    bool close_after;   /* close once the output is flushed */
-    bool linger_after;  /* ... with a lingering close */
-    bool head_started;  /* a partial head is buffered: header_timeout runs */
-    bool want_write;    /* the write event is added */
-    bool reading;       /* the read event is added */
-    bool backlogged;    /* reading paused: the client does not read answers */
-    bool eof;           /* the client closed its side */
+    bool close_after;  /* close once the output is flushed */
+    bool linger_after; /* ... with a lingering close */
+    bool head_started; /* a partial head is buffered: header_timeout runs */
+    bool want_write;   /* the write event is added */
+    bool reading;      /* the read event is added */
+    bool backlogged;   /* reading paused: the client does not read answers */
+    bool eof;          /* the client closed its side */
     bool shut_wr;
     struct worker *w;
     struct event *rev, *wev, *tev;
-    uint64_t deadline;  /* monotonic ms */
-    uint64_t armed;     /* when the timer fires (0 = not armed) */
+    uint64_t deadline; /* monotonic ms */
+    uint64_t armed;    /* when the timer fires (0 = not armed) */
     char *in;
     size_t in_len, in_cap;
     char *out;
@@ -203,7 +203,7 @@ static void answer(struct conn *c, const char *base, const struct http_req *r, b
     uint64_t key = choice->action == CHOICE_HASH ? hash_key(c, base, r) : 0;
     enum choice_action action;
     int idx = select_next(p, choice, key, &action);
-    const struct tmpl *t = idx >= 0 ? &p->regions[idx].tmpl
+    const struct tmpl *t = idx >= 0                    ? &p->regions[idx].tmpl
                            : action == CHOICE_FALLBACK ? &p->fallback
                                                        : &p->reject;
     if (!out_reserve(c, redirect_max(p, t, r->path.len))) {
@@ -228,8 +228,8 @@ static void on_head(struct conn *c, const char *base, size_t avail)
     /* A client that waits for 100 Continue gets the redirect at once and
      * never sends the body; one whose body is too large to skip gets the
      * redirect and a lingering close. Either way the connection ends. */
-    if (body && (r->expect_continue ||
-                 (r->has_length && r->content_length > lim->max_body_discard)))
+    if (body &&
+        (r->expect_continue || (r->has_length && r->content_length > lim->max_body_discard)))
         keep = false;
     answer(c, base, r, keep);
     if (c->close_after) {
@@ -247,8 +247,9 @@ static void on_head(struct conn *c, const char *base, size_t avail)
     }
 }
 
-/* Parses and answers what is buffered. Returns false if c was closed. */
-static bool conn_process(struct conn *c)
+/* Answers the complete requests that are buffered, up to OUT_HIGH_WATER
+ * bytes of output. Returns true if any input was consumed. */
+static bool conn_consume(struct conn *c)
 {
     struct worker *w = c->w;
     const struct limits *lim = limits_of(c);
@@ -300,23 +301,36 @@ static bool conn_process(struct conn *c)
         memmove(c->in, c->in + pos, c->in_len - pos);
         c->in_len -= pos;
     }
+    return pos > 0;
+}
 
-    if (c->out_len) {
-        if (!conn_flush(c)) return false;
-    } else if (c->close_after) {
-        if (!c->linger_after) {
-            conn_close(c);
-            return false;
+/* Parses and answers what is buffered. Returns false if c was closed. */
+static bool conn_process(struct conn *c)
+{
+    struct worker *w = c->w;
+    const struct limits *lim = limits_of(c);
+    for (;;) {
+        bool progress = conn_consume(c);
+
+        if (c->out_len) {
+            if (!conn_flush(c)) return false;
+        } else if (c->close_after) {
+            if (!c->linger_after) {
+                conn_close(c);
+                return false;
+            }
+            start_linger(c);
         }
-        start_linger(c);
-    }
-    if (c->st == ST_LINGER || c->out_len) {
-        if (c->out_len >= OUT_HIGH_WATER && !c->close_after) {
-            /* the client does not read its answers: stop reading requests */
-            c->backlogged = true;
-            read_off(c);
+        if (c->st == ST_LINGER || c->out_len) {
+            if (c->out_len >= OUT_HIGH_WATER && !c->close_after) {
+                /* the client does not read its answers: stop reading requests */
+                c->backlogged = true;
+                read_off(c);
+            }
+            return true; /* the write side or the linger owns the deadline */
         }
-        return true; /* the write side or the linger owns the deadline */
+        /* all written: buffered pipelined requests may still be waiting */
+        if (!progress || c->in_len == 0) break;
     }
     if (c->st == ST_HEAD && c->in_len == 0) {
         if (w->srv->stopping) {
@@ -461,8 +475,7 @@ static struct conn *conn_get(struct worker *w)
     return c;
 }
 
-void conn_accepted(struct worker *w, int fd, const struct sockaddr_storage *peer,
-                   socklen_t peerlen)
+void conn_accepted(struct worker *w, int fd, const struct sockaddr_storage *peer, socklen_t peerlen)
 {
     struct conn *c = conn_get(w);
     if (!c) {
@@ -531,8 +544,7 @@ void conn_shutdown_all(struct worker *w)
         struct conn *next = c->next;
         /* a request in progress is answered with Connection: close
          * (server->stopping) and conn_process() closes it afterwards */
-        if (c->st == ST_HEAD && c->in_len == 0 && c->out_len == 0 && !c->close_after)
-            conn_close(c);
+        if (c->st == ST_HEAD && c->in_len == 0 && c->out_len == 0 && !c->close_after) conn_close(c);
         c = next;
     }
 }

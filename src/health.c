@@ -18,8 +18,8 @@ const double health_duration_bounds[HEALTH_DURATION_BUCKETS] = {
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
 
 static const char *const reason_names[HR_COUNT] = {
-    "ok",      "dns",   "connect refused", "connect timeout", "connect",
-    "tls",     "timeout", "status",        "body mismatch",   "reset",
+    "ok",  "dns",     "connect refused", "connect timeout", "connect",
+    "tls", "timeout", "status",          "body mismatch",   "reset",
 };
 static const char *const reason_labels[HR_COUNT] = {
     "ok",  "dns",     "connect_refused", "connect_timeout", "connect",
@@ -229,8 +229,8 @@ struct health_ctl *health_start(struct event_base *base, struct config *cfg)
     if (!hc) return NULL;
     hc->base = base;
     hc->cfg = cfg;
-    hc->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
-                                       EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    hc->dns =
+        evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
     if (!hc->dns) {
         /* no resolv.conf: IP literals and /etc/hosts still work */
         hc->dns = evdns_base_new(base, 0);

@@ -64,9 +64,9 @@ uint64_t health_jitter(uint64_t ms, unsigned pct, double rnd);
 struct health {
     struct health_state st;
     struct probe_result last;
-    time_t last_time;        /* wall clock of the last probe result */
-    time_t last_change;      /* wall clock of the last state change */
-    uint64_t changes;        /* state changes */
+    time_t last_time;   /* wall clock of the last probe result */
+    time_t last_change; /* wall clock of the last state change */
+    uint64_t changes;   /* state changes */
     uint64_t failures[HR_COUNT];
     uint64_t probes;
     /* check duration histogram (seconds) */

@@ -14,13 +14,13 @@ enum { PH_REQLINE, PH_HEADERS, PH_DONE };
 #define T1(c) [c] = 1
 const uint8_t http_tchar[256] = {
     T1('!'), T1('#'), T1('$'), T1('%'), T1('&'), T1('\''), T1('*'), T1('+'), T1('-'), T1('.'),
-    T1('^'), T1('_'), T1('`'), T1('|'), T1('~'), T1('0'), T1('1'), T1('2'), T1('3'), T1('4'),
-    T1('5'), T1('6'), T1('7'), T1('8'), T1('9'), T1('A'), T1('B'), T1('C'), T1('D'), T1('E'),
-    T1('F'), T1('G'), T1('H'), T1('I'), T1('J'), T1('K'), T1('L'), T1('M'), T1('N'), T1('O'),
-    T1('P'), T1('Q'), T1('R'), T1('S'), T1('T'), T1('U'), T1('V'), T1('W'), T1('X'), T1('Y'),
-    T1('Z'), T1('a'), T1('b'), T1('c'), T1('d'), T1('e'), T1('f'), T1('g'), T1('h'), T1('i'),
-    T1('j'), T1('k'), T1('l'), T1('m'), T1('n'), T1('o'), T1('p'), T1('q'), T1('r'), T1('s'),
-    T1('t'), T1('u'), T1('v'), T1('w'), T1('x'), T1('y'), T1('z'),
+    T1('^'), T1('_'), T1('`'), T1('|'), T1('~'), T1('0'),  T1('1'), T1('2'), T1('3'), T1('4'),
+    T1('5'), T1('6'), T1('7'), T1('8'), T1('9'), T1('A'),  T1('B'), T1('C'), T1('D'), T1('E'),
+    T1('F'), T1('G'), T1('H'), T1('I'), T1('J'), T1('K'),  T1('L'), T1('M'), T1('N'), T1('O'),
+    T1('P'), T1('Q'), T1('R'), T1('S'), T1('T'), T1('U'),  T1('V'), T1('W'), T1('X'), T1('Y'),
+    T1('Z'), T1('a'), T1('b'), T1('c'), T1('d'), T1('e'),  T1('f'), T1('g'), T1('h'), T1('i'),
+    T1('j'), T1('k'), T1('l'), T1('m'), T1('n'), T1('o'),  T1('p'), T1('q'), T1('r'), T1('s'),
+    T1('t'), T1('u'), T1('v'), T1('w'), T1('x'), T1('y'),  T1('z'),
 };
 #undef T1
 
@@ -76,8 +76,8 @@ static enum http_result parse_target(struct http_req *r, const char *buf, uint32
     /* absolute-form: scheme "://" authority [path-abempty] [ "?" query ] */
     uint32_t i = 0;
     while (i < len && ((t[i] | 0x20) >= 'a' && (t[i] | 0x20) <= 'z')) i++;
-    while (i < len && (((t[i] | 0x20) >= 'a' && (t[i] | 0x20) <= 'z') || (t[i] >= '0' && t[i] <= '9') ||
-                       t[i] == '+' || t[i] == '-' || t[i] == '.'))
+    while (i < len && (((t[i] | 0x20) >= 'a' && (t[i] | 0x20) <= 'z') ||
+                       (t[i] >= '0' && t[i] <= '9') || t[i] == '+' || t[i] == '-' || t[i] == '.'))
         i++;
     if (i > 0 && len - i >= 3 && memcmp(t + i, "://", 3) == 0) {
         uint32_t a = i + 3, e = a;
@@ -132,8 +132,7 @@ static enum http_result parse_content_length(struct http_req *r, const char *v, 
         if (v[i] < '0' || v[i] > '9') return fail(r, 400, "bad Content-Length");
         x = x * 10 + (uint64_t)(v[i] - '0');
     }
-    if (r->has_length && r->content_length != x)
-        return fail(r, 400, "conflicting Content-Length");
+    if (r->has_length && r->content_length != x) return fail(r, 400, "conflicting Content-Length");
     r->has_length = true;
     r->content_length = x;
     return HTTP_AGAIN;
@@ -202,8 +201,7 @@ static enum http_result finish(struct http_req *r, uint32_t head_len)
 {
     r->phase = PH_DONE;
     r->head_len = head_len;
-    if (r->chunked && r->has_length)
-        return fail(r, 400, "Content-Length with Transfer-Encoding");
+    if (r->chunked && r->has_length) return fail(r, 400, "Content-Length with Transfer-Encoding");
     if (r->minor == 1 && !r->has_host) return fail(r, 400, "HTTP/1.1 request without Host");
     if (r->minor == 1)
         r->keep_alive = !r->conn_close;
@@ -260,8 +258,20 @@ enum http_result http_parse_head(struct http_req *r, const char *buf, size_t len
 
 /* ---- chunked bodies ---- */
 
-enum { CH_SIZE, CH_EXT, CH_SIZE_LF, CH_DATA, CH_DATA_CR, CH_DATA_LF, CH_TRAILER, CH_TRAILER_LINE,
-       CH_TRAILER_LF, CH_LAST_LF, CH_DONE };
+enum {
+    CH_SIZE,
+    CH_SIZE_WS,
+    CH_EXT,
+    CH_SIZE_LF,
+    CH_DATA,
+    CH_DATA_CR,
+    CH_DATA_LF,
+    CH_TRAILER,
+    CH_TRAILER_LINE,
+    CH_TRAILER_LF,
+    CH_LAST_LF,
+    CH_DONE
+};
 
 void http_chunked_init(struct http_chunked *c)
 {
@@ -288,25 +298,62 @@ enum http_result http_chunked_skip(struct http_chunked *c, const char *buf, size
         case CH_SIZE: {
             int h = hexval(ch);
             if (h >= 0) {
-                if (c->remaining >> 59) { res = HTTP_ERROR; break; }
+                if (c->remaining >> 59) {
+                    res = HTTP_ERROR;
+                    break;
+                }
                 c->remaining = c->remaining * 16 + (uint64_t)h;
-                if (++c->linelen > MAX_CHUNK_LINE) { res = HTTP_ERROR; break; }
+                if (++c->linelen > MAX_CHUNK_LINE) {
+                    res = HTTP_ERROR;
+                    break;
+                }
                 i++;
                 break;
             }
-            if (c->linelen == 0) { res = HTTP_ERROR; break; }
-            c->state = CH_EXT;
-            break; /* re-examine ch as extension / line end */
+            /* chunk-size [ BWS ";" chunk-ext ] CRLF: nothing else may follow the size */
+            if (c->linelen == 0 ||
+                !(ch == ';' || ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n')) {
+                res = HTTP_ERROR;
+                break;
+            }
+            c->state = (ch == ' ' || ch == '\t') ? CH_SIZE_WS : CH_EXT;
+            break; /* re-examine ch as whitespace, extension or line end */
         }
+        case CH_SIZE_WS:
+            if (ch == ';' || ch == '\r' || ch == '\n') {
+                c->state = CH_EXT;
+                break; /* re-examine */
+            }
+            if (ch != ' ' && ch != '\t') {
+                res = HTTP_ERROR;
+                break;
+            }
+            if (++c->linelen > MAX_CHUNK_LINE) {
+                res = HTTP_ERROR;
+                break;
+            }
+            i++;
+            break;
         case CH_EXT:
-            if (ch == '\r') c->state = CH_SIZE_LF;
-            else if (ch == '\n') c->state = c->remaining ? CH_DATA : CH_TRAILER;
-            else if (ch < 0x20 && ch != '\t') { res = HTTP_ERROR; break; }
-            if (++c->linelen > MAX_CHUNK_LINE) { res = HTTP_ERROR; break; }
+            if (ch == '\r')
+                c->state = CH_SIZE_LF;
+            else if (ch == '\n')
+                c->state = c->remaining ? CH_DATA : CH_TRAILER;
+            else if (ch < 0x20 && ch != '\t') {
+                res = HTTP_ERROR;
+                break;
+            }
+            if (++c->linelen > MAX_CHUNK_LINE) {
+                res = HTTP_ERROR;
+                break;
+            }
             i++;
             break;
         case CH_SIZE_LF:
-            if (ch != '\n') { res = HTTP_ERROR; break; }
+            if (ch != '\n') {
+                res = HTTP_ERROR;
+                break;
+            }
             c->state = c->remaining ? CH_DATA : CH_TRAILER;
             i++;
             break;
@@ -320,37 +367,60 @@ enum http_result http_chunked_skip(struct http_chunked *c, const char *buf, size
             break;
         }
         case CH_DATA_CR:
-            if (ch == '\r') c->state = CH_DATA_LF;
-            else if (ch == '\n') c->state = CH_SIZE, c->linelen = 0;
-            else { res = HTTP_ERROR; break; }
+            if (ch == '\r')
+                c->state = CH_DATA_LF;
+            else if (ch == '\n')
+                c->state = CH_SIZE, c->linelen = 0;
+            else {
+                res = HTTP_ERROR;
+                break;
+            }
             i++;
             break;
         case CH_DATA_LF:
-            if (ch != '\n') { res = HTTP_ERROR; break; }
+            if (ch != '\n') {
+                res = HTTP_ERROR;
+                break;
+            }
             c->state = CH_SIZE;
             c->linelen = 0;
             i++;
             break;
         case CH_TRAILER: /* at the start of a trailer line */
             c->linelen = 0;
-            if (ch == '\r') c->state = CH_LAST_LF;
-            else if (ch == '\n') { c->state = CH_DONE; res = HTTP_DONE; }
-            else c->state = CH_TRAILER_LINE;
+            if (ch == '\r')
+                c->state = CH_LAST_LF;
+            else if (ch == '\n') {
+                c->state = CH_DONE;
+                res = HTTP_DONE;
+            } else
+                c->state = CH_TRAILER_LINE;
             i++;
             break;
         case CH_TRAILER_LINE:
-            if (ch == '\n') c->state = CH_TRAILER;
-            else if (ch == '\r') c->state = CH_TRAILER_LF;
-            else if ((ch < 0x20 && ch != '\t') || ++c->linelen > MAX_CHUNK_LINE) { res = HTTP_ERROR; break; }
+            if (ch == '\n')
+                c->state = CH_TRAILER;
+            else if (ch == '\r')
+                c->state = CH_TRAILER_LF;
+            else if ((ch < 0x20 && ch != '\t') || ++c->linelen > MAX_CHUNK_LINE) {
+                res = HTTP_ERROR;
+                break;
+            }
             i++;
             break;
         case CH_TRAILER_LF:
-            if (ch != '\n') { res = HTTP_ERROR; break; }
+            if (ch != '\n') {
+                res = HTTP_ERROR;
+                break;
+            }
             c->state = CH_TRAILER;
             i++;
             break;
         case CH_LAST_LF:
-            if (ch != '\n') { res = HTTP_ERROR; break; }
+            if (ch != '\n') {
+                res = HTTP_ERROR;
+                break;
+            }
             c->state = CH_DONE;
             res = HTTP_DONE;
             i++;

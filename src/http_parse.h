@@ -26,20 +26,20 @@ enum http_target_form { HTTP_ORIGIN, HTTP_ABSOLUTE, HTTP_AUTHORITY, HTTP_ASTERIS
 
 struct http_req {
     /* parser state; zero it (http_req_init) before the first call */
-    uint32_t line;  /* start of the line being parsed */
-    uint32_t scan;  /* where the search for the next LF resumes */
-    uint8_t phase;  /* request line, headers, done */
+    uint32_t line; /* start of the line being parsed */
+    uint32_t scan; /* where the search for the next LF resumes */
+    uint8_t phase; /* request line, headers, done */
 
     /* results, valid once HTTP_DONE is returned */
-    uint32_t head_len;        /* bytes of the head, including the blank line */
-    uint16_t status;          /* error status when HTTP_ERROR: 400, 414, ... */
-    const char *reason;       /* short why of an error (for debug logging) */
+    uint32_t head_len;  /* bytes of the head, including the blank line */
+    uint16_t status;    /* error status when HTTP_ERROR: 400, 414, ... */
+    const char *reason; /* short why of an error (for debug logging) */
     struct http_span method;
     struct http_span target;
-    struct http_span path;    /* path + query to append; empty means "/" */
-    struct http_span host;    /* Host field value, or authority of the target */
-    uint8_t form;             /* enum http_target_form */
-    uint8_t minor;            /* HTTP/1.minor */
+    struct http_span path; /* path + query to append; empty means "/" */
+    struct http_span host; /* Host field value, or authority of the target */
+    uint8_t form;          /* enum http_target_form */
+    uint8_t minor;         /* HTTP/1.minor */
     bool has_host;
     bool is_head;
     bool keep_alive;
@@ -47,8 +47,8 @@ struct http_req {
     bool chunked;
     bool has_length;
     uint64_t content_length;
-    bool conn_close;    /* Connection: close seen */
-    bool conn_keep;     /* Connection: keep-alive seen */
+    bool conn_close; /* Connection: close seen */
+    bool conn_keep;  /* Connection: keep-alive seen */
 };
 
 void http_req_init(struct http_req *r);

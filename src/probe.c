@@ -122,8 +122,8 @@ static void tls_error_text(struct probe *p, char *buf, size_t len)
     if (vr != X509_V_OK)
         snprintf(buf, len, "certificate: %s", X509_verify_cert_error_string(vr));
     else if (e)
-        snprintf(buf, len, "%s", ERR_reason_error_string(e) ? ERR_reason_error_string(e)
-                                                            : "handshake failed");
+        snprintf(buf, len, "%s",
+                 ERR_reason_error_string(e) ? ERR_reason_error_string(e) : "handshake failed");
     else
         snprintf(buf, len, "handshake failed");
     /* drain the rest of the queue so it does not leak into the next probe */
@@ -239,7 +239,8 @@ struct probe *probe_start(struct probe_env *env, const struct check_cfg *c, prob
     bufferevent_setcb(p->bev, on_read, NULL, on_event, p);
     bufferevent_setwatermark(p->bev, EV_READ, 0, PROBE_MAX_BODY + 16384);
     bufferevent_enable(p->bev, EV_READ | EV_WRITE);
-    struct timeval tv = {(time_t)(c->timeout_ms / 1000), (suseconds_t)(c->timeout_ms % 1000) * 1000};
+    struct timeval tv = {(time_t)(c->timeout_ms / 1000),
+                         (suseconds_t)(c->timeout_ms % 1000) * 1000};
     evtimer_add(p->deadline, &tv);
     if (bufferevent_socket_connect_hostname(p->bev, env->dns, AF_UNSPEC, c->host, (int)c->port) <
         0) {
@@ -260,8 +261,10 @@ oom:
 void probe_cancel(struct probe *p)
 {
     if (!p) return;
-    if (p->bev) bufferevent_free(p->bev);
-    else if (p->ssl) SSL_free(p->ssl);
+    if (p->bev)
+        bufferevent_free(p->bev);
+    else if (p->ssl)
+        SSL_free(p->ssl);
     if (p->deadline) event_free(p->deadline);
     if (p->deliver) event_free(p->deliver);
     free(p);

@@ -19,7 +19,8 @@ static void http_connected(struct probe *p)
     const struct check_cfg *c = p->c;
     struct evbuffer *out = bufferevent_get_output(p->bev);
     bool host_set = false;
-    for (size_t i = 0; i < c->nheaders; i++) host_set |= strcasecmp(c->headers[i].name, "host") == 0;
+    for (size_t i = 0; i < c->nheaders; i++)
+        host_set |= strcasecmp(c->headers[i].name, "host") == 0;
     evbuffer_add_printf(out, "%s %s HTTP/1.0\r\n", c->method, c->path);
     if (!host_set) {
         bool v6 = strchr(c->host, ':') != NULL;
@@ -83,8 +84,8 @@ static void http_decide(struct probe *p, bool final)
         const char *nl = buf ? memchr(buf, '\n', want) : NULL;
         if (!nl) {
             if (final || want >= MAX_HEAD)
-                probe_finish(p, HR_STATUS, 0, final ? "connection closed before a status line"
-                                                    : "no status line");
+                probe_finish(p, HR_STATUS, 0,
+                             final ? "connection closed before a status line" : "no status line");
             return;
         }
         p->status = parse_status(buf, (size_t)(nl - buf));
@@ -104,12 +105,13 @@ static void http_decide(struct probe *p, bool final)
     if (!p->head_len) {
         const char *e = NULL;
         for (size_t i = 0; i + 1 < want && !e; i++) {
-            if (buf[i] == '\n' && buf[i + 1] == '\n') e = buf + i + 2;
-            else if (i + 3 < want && memcmp(buf + i, "\r\n\r\n", 4) == 0) e = buf + i + 4;
+            if (buf[i] == '\n' && buf[i + 1] == '\n')
+                e = buf + i + 2;
+            else if (i + 3 < want && memcmp(buf + i, "\r\n\r\n", 4) == 0)
+                e = buf + i + 4;
         }
         if (!e) {
-            if (final || want >= MAX_HEAD)
-                probe_finish(p, HR_BODY, 0, "incomplete response head");
+            if (final || want >= MAX_HEAD) probe_finish(p, HR_BODY, 0, "incomplete response head");
             return;
         }
         p->head_len = (size_t)(e - buf);

@@ -39,7 +39,7 @@ size_t redirect_build(char *out, const struct pool *p, const struct tmpl *t, con
 size_t redirect_error(char *out, unsigned status, const struct date_cache *dc);
 
 /* Percent-encodes bytes that are not allowed in a URI path or query (and a
- * '%' that does not start a %XX escape); out needs 3*n bytes. A path that
+ * '%' that does not start a %XX escape); out needs 3*n+1 bytes. A path that
  * does not start with '/' gets one. Returns the bytes written. */
 size_t redirect_escape_path(char *out, const char *in, size_t n);
 

@@ -46,8 +46,7 @@ uint64_t select_fail_open_set(const struct pool *p);
 size_t select_wrr(const unsigned *weights, size_t n, uint64_t mask, uint16_t *seq);
 /* The lowest-latency region of tier (latency_ms < 0: unknown); prev keeps
  * its place unless another is at least 20% faster. -1 if none is known. */
-int select_latency_leader(const struct pool *p, uint64_t tier, const double *latency_ms,
-                          int prev);
+int select_latency_leader(const struct pool *p, uint64_t tier, const double *latency_ms, int prev);
 /* Computes the choice for an up-set, all_down included. latency_ms may be
  * NULL (no measurements). NULL on OOM. */
 struct choice *select_compute(const struct pool *p, uint64_t up, const double *latency_ms,

@@ -12,8 +12,8 @@
 #include "listener.h"
 #include "log.h"
 
-#define ACCEPT_BATCH     64  /* connections taken per wakeup of a listener */
-#define ACCEPT_RETRY_MS  100 /* pause after EMFILE and friends */
+#define ACCEPT_BATCH    64  /* connections taken per wakeup of a listener */
+#define ACCEPT_RETRY_MS 100 /* pause after EMFILE and friends */
 
 uint64_t worker_now(struct worker *w)
 {

@@ -26,20 +26,20 @@ struct worker {
     struct event_base *base;
     struct lsock *ls;
     size_t nls;
-    bool accepting;      /* listen events are added */
-    bool paused;         /* at max_connections or out of fds */
+    bool accepting; /* listen events are added */
+    bool paused;    /* at max_connections or out of fds */
     struct event *resume_timer;
-    struct conn *conns;  /* all open connections (doubly linked) */
+    struct conn *conns; /* all open connections (doubly linked) */
     struct conn *free_conns;
     size_t nfree;
-    uint64_t now_ms;     /* monotonic, refreshed at each callback */
+    uint64_t now_ms; /* monotonic, refreshed at each callback */
     struct date_cache date;
-    uint64_t requests;   /* answered requests (all statuses) */
+    uint64_t requests; /* answered requests (all statuses) */
 };
 
 struct server {
-    struct config *cfg;  /* current config (workers read it) */
-    struct worker w;     /* a single worker for now */
+    struct config *cfg; /* current config (workers read it) */
+    struct worker w;    /* a single worker for now */
     _Atomic unsigned nconns;
     bool stopping;
     struct event *stop_timer;

@@ -48,8 +48,7 @@ static struct yt_node *node_new(struct builder *b, enum yt_kind kind, const yaml
 {
     struct yt_doc *doc = b->doc;
     if (doc->nall >= YT_MAX_NODES) {
-        diag_add(b->d, m->line + 1, m->column + 1, "document has more than %d nodes",
-                 YT_MAX_NODES);
+        diag_add(b->d, m->line + 1, m->column + 1, "document has more than %d nodes", YT_MAX_NODES);
         return NULL;
     }
     if (!grow((void **)&doc->all, &doc->capall, doc->nall + 1, sizeof(*doc->all))) return NULL;
@@ -151,12 +150,11 @@ static bool on_event(struct builder *b, yaml_event_t *ev)
                      "nesting deeper than %d levels", YT_MAX_DEPTH);
             return false;
         }
-        n = node_new(b, ev->type == YAML_SEQUENCE_START_EVENT ? YT_SEQ : YT_MAP,
-                     &ev->start_mark);
+        n = node_new(b, ev->type == YAML_SEQUENCE_START_EVENT ? YT_SEQ : YT_MAP, &ev->start_mark);
         if (!n) return false;
-        b->stack_anchor[b->depth] = dup_anchor(ev->type == YAML_SEQUENCE_START_EVENT
-                                                   ? ev->data.sequence_start.anchor
-                                                   : ev->data.mapping_start.anchor);
+        b->stack_anchor[b->depth] =
+            dup_anchor(ev->type == YAML_SEQUENCE_START_EVENT ? ev->data.sequence_start.anchor
+                                                             : ev->data.mapping_start.anchor);
         b->stack[b->depth++] = n;
         return true;
     case YAML_SEQUENCE_END_EVENT:
@@ -219,7 +217,8 @@ bool yt_parse(struct yt_doc *doc, const char *buf, size_t len, struct diag *d)
     while (b.depth > 0) free(b.stack_anchor[--b.depth]);
     for (size_t i = 0; i < b.nanchors; i++) free(b.anchors[i].name);
     free(b.anchors);
-    if (b.failed) ok = false;
+    /* b.failed (duplicate or complex keys) is reported but not fatal here:
+     * the config walk goes on so every other error is reported too */
     if (!ok) {
         yt_free(doc);
         return false;

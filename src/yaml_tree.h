@@ -24,9 +24,9 @@ struct yt_pair {
 struct yt_node {
     enum yt_kind kind;
     unsigned line, col;
-    bool plain;  /* scalar written without quotes (may be a number/bool) */
-    size_t len;  /* scalar length, or number of items/pairs */
-    char *str;   /* scalar text, NUL-terminated (may contain NULs) */
+    bool plain; /* scalar written without quotes (may be a number/bool) */
+    size_t len; /* scalar length, or number of items/pairs */
+    char *str;  /* scalar text, NUL-terminated (may contain NULs) */
     union {
         struct yt_node **items; /* YT_SEQ */
         struct yt_pair *pairs;  /* YT_MAP */
