@@ -1143,22 +1143,29 @@ static void collect_hash_headers(struct ctx *x)
 {
     struct config *c = x->c;
     for (size_t i = 0; i < c->npools; i++) {
-        const struct pool *p = &c->pools[i];
+        struct pool *p = &c->pools[i];
+        p->hash_header = -1;
         if (p->balance != BALANCE_HASH || !p->hash_key || strncasecmp(p->hash_key, "header:", 7))
             continue;
         const char *name = p->hash_key + 7;
-        bool seen = false;
-        for (size_t k = 0; k < c->nhash_headers && !seen; k++)
-            seen = strcasecmp(c->hash_headers[k], name) == 0;
-        if (seen) continue;
+        for (size_t k = 0; k < c->nhash_headers && p->hash_header < 0; k++)
+            if (strcasecmp(c->hash_headers[k], name) == 0) p->hash_header = (int)k;
+        if (p->hash_header >= 0) continue;
         if (c->nhash_headers == CONFIG_MAX_HASH_HEADERS) {
             diag_add(x->d, p->line, p->col, "pool %s: at most %d different hash_key headers",
                      p->name ? p->name : "?", CONFIG_MAX_HASH_HEADERS);
             continue;
         }
         if (!c->hash_headers) c->hash_headers = calloc(CONFIG_MAX_HASH_HEADERS, sizeof(char *));
-        if (!c->hash_headers) return;
-        c->hash_headers[c->nhash_headers++] = strdup(name);
+        char *lc = strdup(name);
+        if (!c->hash_headers || !lc) {
+            free(lc);
+            return;
+        }
+        for (char *q = lc; *q; q++)
+            if (*q >= 'A' && *q <= 'Z') *q |= 0x20;
+        p->hash_header = (int)c->nhash_headers;
+        c->hash_headers[c->nhash_headers++] = lc;
     }
 }
 

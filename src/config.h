@@ -111,6 +111,7 @@ struct pool {
     unsigned status;
     enum balance balance;
     char *hash_key; /* "client_ip" or "header:NAME" */
+    int hash_header; /* index into config.hash_headers, or -1 for client_ip */
     char *cache_control;
     struct header *headers;
     size_t nheaders;
@@ -150,7 +151,7 @@ struct config {
     size_t npools;
     struct pool *default_pool;
     struct route_table *routes; /* Host -> pool (route.c) */
-    char **hash_headers;        /* header names that balance: hash needs */
+    char **hash_headers;        /* header names balance: hash needs (lowercase) */
     size_t nhash_headers;
 };
 

@@ -173,11 +173,14 @@ static void answer_error(struct conn *c, unsigned status)
     log_debug("client error %u: %s", status, c->req.reason ? c->req.reason : "");
 }
 
-/* The key of balance: hash — the client's address. */
-static uint64_t hash_key(const struct conn *c, const char *base, const struct http_req *r)
+/* The key of balance: hash — a request header, or the client's address
+ * (also when the header is missing). */
+static uint64_t hash_key(const struct conn *c, const struct pool *p, const char *base,
+                         const struct http_req *r)
 {
-    (void)base;
-    (void)r;
+    int h = p->hash_header;
+    if (h >= 0 && (r->captured >> h & 1))
+        return select_key_hash(base + r->capture[h].off, r->capture[h].len);
     if (c->peer.ss_family == AF_INET6) {
         const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&c->peer;
         return select_key_hash(&s6->sin6_addr, sizeof(s6->sin6_addr));
@@ -200,7 +203,7 @@ static void answer(struct conn *c, const char *base, const struct http_req *r, b
         return;
     }
     struct choice *choice = atomic_load_explicit(&p->sel->cur, memory_order_acquire);
-    uint64_t key = choice->action == CHOICE_HASH ? hash_key(c, base, r) : 0;
+    uint64_t key = choice->action == CHOICE_HASH ? hash_key(c, p, base, r) : 0;
     enum choice_action action;
     int idx = select_next(p, choice, key, &action);
     const struct tmpl *t = idx >= 0                    ? &p->regions[idx].tmpl
@@ -253,7 +256,9 @@ static bool conn_consume(struct conn *c)
 {
     struct worker *w = c->w;
     const struct limits *lim = limits_of(c);
-    const struct http_limits hl = {lim->max_header_bytes, lim->max_uri_bytes};
+    const struct config *cfg = w->srv->cfg;
+    const struct http_limits hl = {lim->max_header_bytes, lim->max_uri_bytes, cfg->hash_headers,
+                                   cfg->nhash_headers};
     size_t pos = 0;
     bool dated = false;
 

@@ -150,7 +150,18 @@ static void parse_connection(struct http_req *r, const char *v, size_t n)
     }
 }
 
-static enum http_result parse_header(struct http_req *r, const char *buf, uint32_t s, uint32_t e)
+static void capture(struct http_req *r, const struct http_limits *lim, const char *name,
+                    size_t nlen, uint32_t voff, size_t vlen)
+{
+    for (size_t k = 0; k < lim->ncapture && k < HTTP_MAX_CAPTURE; k++) {
+        if (r->captured >> k & 1 || !ieq(name, nlen, lim->capture[k])) continue;
+        r->captured |= (uint8_t)(1u << k);
+        r->capture[k] = (struct http_span){voff, (uint32_t)vlen};
+    }
+}
+
+static enum http_result parse_header(struct http_req *r, const char *buf, uint32_t s, uint32_t e,
+                                     const struct http_limits *lim)
 {
     const unsigned char *p = (const unsigned char *)buf;
     if (p[s] == ' ' || p[s] == '\t') return fail(r, 400, "obsolete line folding");
@@ -167,6 +178,7 @@ static enum http_result parse_header(struct http_req *r, const char *buf, uint32
     if (!value_ok(p + i, ve - i)) return fail(r, 400, "control character in header value");
     const char *v = buf + i;
     size_t vlen = ve - i;
+    if (lim->ncapture) capture(r, lim, name, nlen, i, vlen);
 
     switch (nlen) {
     case 4:
@@ -252,7 +264,7 @@ enum http_result http_parse_head(struct http_req *r, const char *buf, size_t len
             continue;
         }
         if (e == s) return finish(r, next);
-        if (parse_header(r, buf, s, e) == HTTP_ERROR) return HTTP_ERROR;
+        if (parse_header(r, buf, s, e, lim) == HTTP_ERROR) return HTTP_ERROR;
     }
 }
 

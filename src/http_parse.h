@@ -17,9 +17,13 @@ struct http_span {
 
 enum http_result { HTTP_AGAIN = 0, HTTP_DONE = 1, HTTP_ERROR = -1 };
 
+#define HTTP_MAX_CAPTURE 4
+
 struct http_limits {
     size_t max_header_bytes; /* request line + headers; over it: 431 */
     size_t max_uri_bytes;    /* request target; over it: 414 */
+    char *const *capture;    /* header names whose values to keep (lowercase) */
+    size_t ncapture;         /* at most HTTP_MAX_CAPTURE */
 };
 
 enum http_target_form { HTTP_ORIGIN, HTTP_ABSOLUTE, HTTP_AUTHORITY, HTTP_ASTERISK };
@@ -47,6 +51,8 @@ struct http_req {
     bool chunked;
     bool has_length;
     uint64_t content_length;
+    uint8_t captured; /* bit i: capture[i] was seen (the first one counts) */
+    struct http_span capture[HTTP_MAX_CAPTURE];
     bool conn_close; /* Connection: close seen */
     bool conn_keep;  /* Connection: keep-alive seen */
 };

@@ -20,7 +20,7 @@ static void check_spans(const struct http_req *r, size_t len)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    const struct http_limits lim = {2048, 1024};
+    const struct http_limits lim = {.max_header_bytes = 2048, .max_uri_bytes = 1024};
     const char *buf = (const char *)data;
     struct http_req one, two;
     http_req_init(&one);

@@ -7,7 +7,7 @@
 #include "http_parse.h"
 #include "unit.h"
 
-static const struct http_limits LIM = {8192, 8192};
+static const struct http_limits LIM = {.max_header_bytes = 8192, .max_uri_bytes = 8192};
 
 /* A test input: bytes with an explicit length (NULs allowed). */
 struct input {
@@ -224,7 +224,7 @@ static char *make_request(size_t target_len, size_t nheaders, size_t hdr_value_l
 
 START_TEST(test_uri_too_long)
 {
-    struct http_limits lim = {8192, 100};
+    struct http_limits lim = {.max_header_bytes = 8192, .max_uri_bytes = 100};
     struct http_req r;
     char *b = make_request(100, 0, 0);
     ck_assert_int_eq(parse_lim(&r, b, strlen(b), &lim), HTTP_DONE);
@@ -261,7 +261,7 @@ END_TEST
 
 START_TEST(test_head_too_large)
 {
-    struct http_limits lim = {1024, 1024};
+    struct http_limits lim = {.max_header_bytes = 1024, .max_uri_bytes = 1024};
     struct http_req r;
     /* find a request whose head is exactly 1024 bytes, then one byte more */
     char *b = make_request(10, 1, 10);
@@ -979,12 +979,35 @@ END_TEST
 
 #define NELEM(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
+START_TEST(test_capture_headers)
+{
+    char *names[] = {"x-user-id", "x-tenant"};
+    const struct http_limits lim = {.max_header_bytes = 8192,
+                                    .max_uri_bytes = 8192,
+                                    .capture = names,
+                                    .ncapture = 2};
+    const char *req = "GET / HTTP/1.1\r\nHost: a\r\nX-User-ID:  42 \r\n"
+                      "x-user-id: 43\r\nX-Other: 1\r\n\r\n";
+    struct http_req r;
+    http_req_init(&r);
+    ck_assert_int_eq(http_parse_head(&r, req, strlen(req), &lim), HTTP_DONE);
+    ck_assert_uint_eq(r.captured, 1); /* only the first name was present */
+    ck_assert_uint_eq(r.capture[0].len, 2);
+    ck_assert(memcmp(req + r.capture[0].off, "42", 2) == 0); /* the first field, trimmed */
+    /* without capture names nothing is kept */
+    http_req_init(&r);
+    ck_assert_int_eq(http_parse_head(&r, req, strlen(req), &LIM), HTTP_DONE);
+    ck_assert_uint_eq(r.captured, 0);
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("http_parse");
     TCase *tc = tcase_create("head");
     tcase_add_loop_test(tc, test_bad_input, 0, NELEM(bad_cases));
     tcase_add_test(tc, test_uri_too_long);
+    tcase_add_test(tc, test_capture_headers);
     tcase_add_test(tc, test_head_too_large);
     tcase_add_test(tc, test_simple_get);
     tcase_add_test(tc, test_again_until_complete);
