@@ -589,6 +589,57 @@ START_TEST(test_hash)
 }
 END_TEST
 
+/* Weighted rendezvous hashing over five regions: shares within 2% of the
+ * weights over 100,000 keys, and removing one region moves only its keys. */
+START_TEST(test_hash_distribution)
+{
+    static const char *const names[] = {"r0", "r1", "r2", "r3", "r4"};
+    static const unsigned weights[] = {1, 2, 3, 4, 5};
+    enum { N = 5, KEYS = 100000 };
+    pool_reset(N, ALL_DOWN_REJECT);
+    P.balance = BALANCE_HASH;
+    struct select_state *st = calloc(1, sizeof(*st));
+    ck_assert_ptr_nonnull(st);
+    for (size_t i = 0; i < N; i++) {
+        region_set(i, 1, weights[i], REGION_AUTO);
+        R[i].name = (char *)names[i];
+        st->seed[i] = select_key_hash(names[i], strlen(names[i]));
+    }
+    P.sel = st;
+    struct choice *all = select_compute(&P, all_set(N), NULL, -1);
+    struct choice *less = select_compute(&P, all_set(N) & ~BIT(2), NULL, -1);
+    size_t cnt[N] = {0}, moved_to[N] = {0}, moved = 0;
+    for (unsigned k = 0; k < KEYS; k++) {
+        uint64_t h = select_key_hash(&k, sizeof(k));
+        enum choice_action a;
+        int r = select_next(&P, all, h, &a);
+        int r2 = select_next(&P, less, h, &a);
+        cnt[r]++;
+        if (r != r2) {
+            ck_assert_int_eq(r, 2); /* only the removed region's keys move */
+            moved++;
+            moved_to[r2]++;
+        }
+    }
+    for (size_t i = 0; i < N; i++) {
+        double share = (double)cnt[i] / KEYS, want = weights[i] / 15.0;
+        ck_assert_msg(share > want - 0.02 && share < want + 0.02, "region %zu: %.4f vs %.4f", i,
+                      share, want);
+    }
+    ck_assert_uint_eq(moved, cnt[2]);
+    /* the moved keys spread by weight over the remaining regions (1:2:4:5) */
+    for (size_t i = 0; i < N; i++) {
+        if (i == 2) continue;
+        double share = (double)moved_to[i] / moved, want = weights[i] / 12.0;
+        ck_assert_msg(share > want - 0.03 && share < want + 0.03, "moved to %zu: %.4f vs %.4f", i,
+                      share, want);
+    }
+    free(all);
+    free(less);
+    free(st);
+}
+END_TEST
+
 /* ---- per-config state ---- */
 
 START_TEST(test_init_publish)
@@ -668,6 +719,7 @@ Suite *make_suite(void)
     tcase_add_test(tt, test_compute_all_down);
     tcase_add_test(tt, test_latency_leader);
     tcase_add_test(tt, test_hash);
+    tcase_add_test(tt, test_hash_distribution);
     tcase_add_test(tt, test_init_publish);
     suite_add_tcase(s, tt);
     return s;
