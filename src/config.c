@@ -806,6 +806,10 @@ static void load_headers(struct ctx *x, const struct yt_node *n, struct pool *p)
             ERR(x, k, "headers: '%s' is set by detourd itself and cannot be configured", k->str);
             continue;
         }
+        if (strcasecmp(k->str, "cache-control") == 0) {
+            ERR(x, k, "headers: set Cache-Control with the pool's cache_control key");
+            continue;
+        }
         struct header h = {0};
         if (!get_str(x, v, "headers value", &h.value)) continue;
         if (!text_ok(h.value)) {
@@ -836,10 +840,18 @@ static void load_all_down(struct ctx *x, const struct yt_node *n, struct pool *p
         if (get_str(x, u, "all_down.url", &s)) {
             struct url url;
             const char *err = url_parse(s, true, &url);
-            if (err)
+            const struct listen_addr *self = err ? NULL : url_is_self(x->c, &url);
+            if (err) {
                 ERR(x, u, "all_down.url: '%s' %s", s, err);
-            else
+            } else if (self) {
+                ERR(x, u,
+                    "all_down.url: '%s' points at this daemon's own listener %s (a redirect "
+                    "loop)",
+                    s, self->text);
+                free(url.norm);
+            } else {
                 p->all_down_url = url.norm;
+            }
         }
         free(s);
     }

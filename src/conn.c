@@ -53,6 +53,14 @@ struct conn {
     uint64_t body_left;
     struct http_chunked chunk;
     struct sockaddr_storage peer;
+    /* The answer to a request with a chunked body waits for the end of the
+     * body: only then is it known whether the connection can stay open. */
+    const struct pool *pend_pool;
+    const struct tmpl *pend_tmpl;
+    char *pend_path;
+    size_t pend_len, pend_cap;
+    bool pend_head;
+    uint8_t pend_minor;
     struct conn *prev, *next;
 };
 
@@ -189,35 +197,71 @@ static uint64_t hash_key(const struct conn *c, const struct pool *p, const char 
     return select_key_hash(&s4->sin_addr, sizeof(s4->sin_addr));
 }
 
-static void answer(struct conn *c, const char *base, const struct http_req *r, bool keep)
+/* Routes the request and picks the region: the template to answer with,
+ * or NULL after queuing a 421 when no pool takes the Host. */
+static const struct tmpl *choose(struct conn *c, const char *base, const struct http_req *r,
+                                 const struct pool **pool)
 {
-    struct worker *w = c->w;
-    const struct config *cfg = w->srv->cfg;
+    const struct config *cfg = c->w->srv->cfg;
     const struct pool *p;
     if (r->host.len || r->form == HTTP_ABSOLUTE || r->form == HTTP_AUTHORITY)
         p = route_lookup(cfg, base + r->host.off, r->host.len);
     else
         p = cfg->default_pool;
     if (!p) {
+        log_debug("no pool for Host '%.*s'", (int)(r->host.len < 256 ? r->host.len : 256),
+                  base + r->host.off);
         answer_error(c, 421);
-        return;
+        return NULL;
     }
     struct choice *choice = atomic_load_explicit(&p->sel->cur, memory_order_acquire);
     uint64_t key = choice->action == CHOICE_HASH ? hash_key(c, p, base, r) : 0;
     enum choice_action action;
     int idx = select_next(p, choice, key, &action);
-    const struct tmpl *t = idx >= 0                    ? &p->regions[idx].tmpl
-                           : action == CHOICE_FALLBACK ? &p->fallback
-                                                       : &p->reject;
-    if (!out_reserve(c, redirect_max(p, t, r->path.len))) {
+    *pool = p;
+    return idx >= 0 ? &p->regions[idx].tmpl : action == CHOICE_FALLBACK ? &p->fallback : &p->reject;
+}
+
+/* Queues the answer; the connection closes after it unless keep. */
+static void emit(struct conn *c, const struct pool *p, const struct tmpl *t, const char *path,
+                 size_t plen, bool head_only, uint8_t minor, bool keep)
+{
+    if (!out_reserve(c, redirect_max(p, t, plen))) {
         c->close_after = true;
         return;
     }
-    enum conn_hdr ch = !keep ? CONN_HDR_CLOSE : r->minor == 0 ? CONN_HDR_KEEP : CONN_HDR_NONE;
-    c->out_len += redirect_build(c->out + c->out_len, p, t, base + r->path.off, r->path.len,
-                                 r->is_head, ch, &w->date);
-    w->requests++;
+    enum conn_hdr ch = !keep ? CONN_HDR_CLOSE : minor == 0 ? CONN_HDR_KEEP : CONN_HDR_NONE;
+    c->out_len += redirect_build(c->out + c->out_len, p, t, path, plen, head_only, ch, &c->w->date);
+    c->w->requests++;
     if (!keep) c->close_after = true;
+}
+
+/* Keeps what the answer needs until the chunked body has been skipped. */
+static bool hold(struct conn *c, const struct pool *p, const struct tmpl *t, const char *path,
+                 const struct http_req *r)
+{
+    size_t n = r->path.len;
+    if (n > c->pend_cap) {
+        char *np = realloc(c->pend_path, n);
+        if (!np) return false;
+        c->pend_path = np;
+        c->pend_cap = n;
+    }
+    memcpy(c->pend_path, path, n);
+    c->pend_len = n;
+    c->pend_pool = p;
+    c->pend_tmpl = t;
+    c->pend_head = r->is_head;
+    c->pend_minor = r->minor;
+    return true;
+}
+
+static void emit_held(struct conn *c, bool keep)
+{
+    date_cache_update(&c->w->date, time(NULL));
+    emit(c, c->pend_pool, c->pend_tmpl, c->pend_path, c->pend_len, c->pend_head, c->pend_minor,
+         keep && !c->w->srv->stopping);
+    c->pend_pool = NULL;
 }
 
 /* A complete head starts at base: answer it and set up body handling.
@@ -234,17 +278,21 @@ static void on_head(struct conn *c, const char *base, size_t avail)
     if (body &&
         (r->expect_continue || (r->has_length && r->content_length > lim->max_body_discard)))
         keep = false;
-    answer(c, base, r, keep);
+    const struct pool *p = NULL;
+    const struct tmpl *t = choose(c, base, r, &p);
+    if (t && r->chunked && keep && hold(c, p, t, base + r->path.off, r)) {
+        c->st = ST_BODY_CHUNKED;
+        http_chunked_init(&c->chunk);
+        return;
+    }
+    if (t) emit(c, p, t, base + r->path.off, r->path.len, r->is_head, r->minor, keep);
     if (c->close_after) {
         /* unread bytes (a body, pipelined requests) would turn close()
          * into a reset that can destroy the answer: linger instead */
         c->linger_after = c->linger_after || body || avail > r->head_len;
         return;
     }
-    if (r->chunked) {
-        c->st = ST_BODY_CHUNKED;
-        http_chunked_init(&c->chunk);
-    } else if (body) {
+    if (body) {
         c->st = ST_BODY_LENGTH;
         c->body_left = r->content_length;
     }
@@ -290,12 +338,16 @@ static bool conn_consume(struct conn *c)
             enum http_result res = http_chunked_skip(&c->chunk, buf, avail, &used);
             pos += used;
             if (res == HTTP_ERROR || c->chunk.total > lim->max_body_discard) {
-                /* the answer is out already; end the connection politely */
+                /* too much (or broken framing) to skip: answer and close */
+                emit_held(c, false);
                 c->close_after = true;
                 c->linger_after = true;
                 break;
             }
-            if (res == HTTP_DONE) c->st = ST_HEAD;
+            if (res == HTTP_DONE) {
+                emit_held(c, true);
+                c->st = ST_HEAD;
+            }
         } else {
             pos = c->in_len;
         }
@@ -424,7 +476,8 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         c->armed = c->deadline;
         return;
     }
-    if (c->st == ST_HEAD && c->head_started && c->out_len == 0 && !c->close_after) {
+    if (c->st == ST_HEAD && c->head_started && c->in_len && c->out_len == 0 && !c->close_after) {
+        /* part of a head arrived, not all of it in time */
         c->in_len = 0;
         answer_error(c, 408);
         conn_flush(c);
@@ -448,6 +501,7 @@ static struct conn *conn_get(struct worker *w)
             if (!p) {
                 free(c->in);
                 free(c->out);
+                free(c->pend_path);
                 event_free(c->rev);
                 event_free(c->wev);
                 event_free(c->tev);
@@ -498,6 +552,7 @@ void conn_accepted(struct worker *w, int fd, const struct sockaddr_storage *peer
     c->want_write = c->reading = c->backlogged = c->eof = c->shut_wr = false;
     c->in_len = c->out_len = c->out_off = 0;
     c->armed = 0;
+    c->pend_pool = NULL;
     http_req_init(&c->req);
     memset(&c->peer, 0, sizeof(c->peer));
     memcpy(&c->peer, peer, peerlen < sizeof(c->peer) ? peerlen : sizeof(c->peer));
@@ -509,9 +564,10 @@ void conn_accepted(struct worker *w, int fd, const struct sockaddr_storage *peer
     w->conns = c;
     /* the request usually arrives with the connection: read it right away,
      * and only involve the event loop if the connection lives on */
+    c->head_started = true; /* header_timeout counts from the connection's start */
+    set_deadline(c, w->srv->cfg->limits.header_timeout_ms);
     if (!conn_read(c)) return;
     read_on(c);
-    if (!c->armed) set_deadline(c, w->srv->cfg->limits.idle_timeout_ms);
 }
 
 void conn_close(struct conn *c)
@@ -534,6 +590,7 @@ void conn_close(struct conn *c)
     } else {
         free(c->in);
         free(c->out);
+        free(c->pend_path);
         event_free(c->rev);
         event_free(c->wev);
         event_free(c->tev);
@@ -562,6 +619,7 @@ void conn_free_pool(struct worker *w)
         w->free_conns = c->next;
         free(c->in);
         free(c->out);
+        free(c->pend_path);
         event_free(c->rev);
         event_free(c->wev);
         event_free(c->tev);

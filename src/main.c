@@ -44,6 +44,18 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
     server_stop(s);
 }
 
+static void on_hup(evutil_socket_t sig, short what, void *arg)
+{
+    /* until hitless reload lands: never let SIGHUP kill the daemon */
+    log_warn("SIGHUP: configuration reload is not supported yet; restart detourd to apply "
+             "changes (still serving the loaded configuration)");
+}
+
+static void on_usr1(evutil_socket_t sig, short what, void *arg)
+{
+    log_info("SIGUSR1: no log files to reopen (logs go to stderr)");
+}
+
 int main(int argc, char **argv)
 {
     const char *path = DETOURD_DEFAULT_CONFIG;
@@ -121,8 +133,12 @@ int main(int argc, char **argv)
     }
     struct event *sigterm = evsignal_new(base, SIGTERM, on_stop_signal, &srv);
     struct event *sigint = evsignal_new(base, SIGINT, on_stop_signal, &srv);
+    struct event *sighup = evsignal_new(base, SIGHUP, on_hup, &srv);
+    struct event *sigusr1 = evsignal_new(base, SIGUSR1, on_usr1, &srv);
     evsignal_add(sigterm, NULL);
     evsignal_add(sigint, NULL);
+    evsignal_add(sighup, NULL);
+    evsignal_add(sigusr1, NULL);
 
     for (size_t i = 0; i < cfg->nlisten; i++) log_info("listening on %s", cfg->listen[i].text);
     log_info("detourd %s started: %zu pool%s from %s", PACKAGE_VERSION, cfg->npools,
@@ -134,6 +150,8 @@ int main(int argc, char **argv)
     health_stop(health);
     event_free(sigterm);
     event_free(sigint);
+    event_free(sighup);
+    event_free(sigusr1);
     server_free(&srv);
     event_base_free(base);
     config_free(cfg);
