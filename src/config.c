@@ -1205,6 +1205,8 @@ struct config *config_parse(const char *name, const char *buf, size_t len, struc
         return NULL;
     }
     set_defaults(c);
+    atomic_init(&c->refs, 1);
+    c->loaded_at = time(NULL);
     size_t before = d->n;
     struct yt_doc doc;
     if (!yt_parse(&doc, buf, len, d)) {
@@ -1253,6 +1255,17 @@ struct config *config_load(const char *path, struct diag *d)
         c = config_parse(path, buf, len, d);
     free(buf);
     return c;
+}
+
+struct config *config_ref(struct config *c)
+{
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    return c;
+}
+
+void config_unref(struct config *c)
+{
+    if (c && atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1) config_free(c);
 }
 
 void config_free(struct config *c)

@@ -8,7 +8,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdatomic.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "diag.h"
 
@@ -110,7 +112,7 @@ struct pool {
     bool is_default;
     unsigned status;
     enum balance balance;
-    char *hash_key; /* "client_ip" or "header:NAME" */
+    char *hash_key;  /* "client_ip" or "header:NAME" */
     int hash_header; /* index into config.hash_headers, or -1 for client_ip */
     char *cache_control;
     struct header *headers;
@@ -140,6 +142,8 @@ struct limits {
 };
 
 struct config {
+    _Atomic unsigned refs; /* config_ref/config_unref; freed at zero */
+    time_t loaded_at;
     char *path;
     struct listen_addr *listen;
     size_t nlisten;
@@ -161,6 +165,9 @@ struct config *config_load(const char *path, struct diag *d);
 /* Same, from memory (tests); name is used in messages. */
 struct config *config_parse(const char *name, const char *buf, size_t len, struct diag *d);
 void config_free(struct config *c);
+/* Reference counting: config_load/config_parse return one reference. */
+struct config *config_ref(struct config *c);
+void config_unref(struct config *c);
 
 /* Helpers shared with tests. Return false on a malformed value. */
 bool config_parse_duration(const char *s, uint64_t *ms);

@@ -55,6 +55,7 @@ struct conn {
     struct sockaddr_storage peer;
     /* The answer to a request with a chunked body waits for the end of the
      * body: only then is it known whether the connection can stay open. */
+    struct config *pend_cfg; /* keeps pend_pool and pend_tmpl alive */
     const struct pool *pend_pool;
     const struct tmpl *pend_tmpl;
     char *pend_path;
@@ -71,7 +72,7 @@ static bool conn_process(struct conn *c);
 
 static const struct limits *limits_of(const struct conn *c)
 {
-    return &c->w->srv->cfg->limits;
+    return &c->w->cfg->limits;
 }
 
 static void read_on(struct conn *c)
@@ -99,6 +100,13 @@ static void set_deadline(struct conn *c, uint64_t ms_from_now)
     struct timeval tv = {(time_t)(ms_from_now / 1000), (suseconds_t)(ms_from_now % 1000) * 1000};
     evtimer_add(c->tev, &tv);
     c->armed = c->deadline;
+}
+
+/* Counters have one writer (this worker): no locked instruction needed. */
+static inline void count_request(struct worker *w)
+{
+    uint64_t n = atomic_load_explicit(&w->stats.requests, memory_order_relaxed);
+    atomic_store_explicit(&w->stats.requests, n + 1, memory_order_relaxed);
 }
 
 /* ---- output ---- */
@@ -177,7 +185,7 @@ static void answer_error(struct conn *c, unsigned status)
     c->linger_after = true;
     date_cache_update(&w->date, time(NULL));
     c->out_len += redirect_error(c->out + c->out_len, status, &w->date);
-    w->requests++;
+    count_request(w);
     log_debug("client error %u: %s", status, c->req.reason ? c->req.reason : "");
 }
 
@@ -202,7 +210,7 @@ static uint64_t hash_key(const struct conn *c, const struct pool *p, const char 
 static const struct tmpl *choose(struct conn *c, const char *base, const struct http_req *r,
                                  const struct pool **pool)
 {
-    const struct config *cfg = c->w->srv->cfg;
+    const struct config *cfg = c->w->cfg;
     const struct pool *p;
     if (r->host.len || r->form == HTTP_ABSOLUTE || r->form == HTTP_AUTHORITY)
         p = route_lookup(cfg, base + r->host.off, r->host.len);
@@ -232,7 +240,7 @@ static void emit(struct conn *c, const struct pool *p, const struct tmpl *t, con
     }
     enum conn_hdr ch = !keep ? CONN_HDR_CLOSE : minor == 0 ? CONN_HDR_KEEP : CONN_HDR_NONE;
     c->out_len += redirect_build(c->out + c->out_len, p, t, path, plen, head_only, ch, &c->w->date);
-    c->w->requests++;
+    count_request(c->w);
     if (!keep) c->close_after = true;
 }
 
@@ -249,6 +257,7 @@ static bool hold(struct conn *c, const struct pool *p, const struct tmpl *t, con
     }
     memcpy(c->pend_path, path, n);
     c->pend_len = n;
+    c->pend_cfg = config_ref(c->w->cfg);
     c->pend_pool = p;
     c->pend_tmpl = t;
     c->pend_head = r->is_head;
@@ -260,8 +269,10 @@ static void emit_held(struct conn *c, bool keep)
 {
     date_cache_update(&c->w->date, time(NULL));
     emit(c, c->pend_pool, c->pend_tmpl, c->pend_path, c->pend_len, c->pend_head, c->pend_minor,
-         keep && !c->w->srv->stopping);
+         keep && !c->w->stopping);
     c->pend_pool = NULL;
+    config_unref(c->pend_cfg);
+    c->pend_cfg = NULL;
 }
 
 /* A complete head starts at base: answer it and set up body handling.
@@ -271,7 +282,7 @@ static void on_head(struct conn *c, const char *base, size_t avail)
     const struct http_req *r = &c->req;
     const struct limits *lim = limits_of(c);
     bool body = r->chunked || (r->has_length && r->content_length > 0);
-    bool keep = r->keep_alive && !c->w->srv->stopping;
+    bool keep = r->keep_alive && !c->w->stopping;
     /* A client that waits for 100 Continue gets the redirect at once and
      * never sends the body; one whose body is too large to skip gets the
      * redirect and a lingering close. Either way the connection ends. */
@@ -304,7 +315,7 @@ static bool conn_consume(struct conn *c)
 {
     struct worker *w = c->w;
     const struct limits *lim = limits_of(c);
-    const struct config *cfg = w->srv->cfg;
+    const struct config *cfg = w->cfg;
     const struct http_limits hl = {lim->max_header_bytes, lim->max_uri_bytes, cfg->hash_headers,
                                    cfg->nhash_headers};
     size_t pos = 0;
@@ -390,7 +401,7 @@ static bool conn_process(struct conn *c)
         if (!progress || c->in_len == 0) break;
     }
     if (c->st == ST_HEAD && c->in_len == 0) {
-        if (w->srv->stopping) {
+        if (w->stopping) {
             conn_close(c);
             return false;
         }
@@ -412,6 +423,14 @@ static bool conn_process(struct conn *c)
 /* Reads what the socket has. Returns false if c was closed. */
 static bool conn_read(struct conn *c)
 {
+    size_t want = limits_of(c)->max_header_bytes + IN_SLACK;
+    if (c->in_cap < want) { /* a reload raised max_header_bytes */
+        char *p = realloc(c->in, want);
+        if (p) {
+            c->in = p;
+            c->in_cap = want;
+        }
+    }
     for (int rounds = 0; rounds < 4; rounds++) {
         /* after the last answer everything read is dropped */
         if (c->close_after || c->st == ST_LINGER) c->in_len = 0;
@@ -490,7 +509,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
 static struct conn *conn_get(struct worker *w)
 {
-    const struct limits *lim = &w->srv->cfg->limits;
+    const struct limits *lim = &w->cfg->limits;
     size_t in_cap = lim->max_header_bytes + IN_SLACK;
     struct conn *c = w->free_conns;
     if (c) {
@@ -553,6 +572,7 @@ void conn_accepted(struct worker *w, int fd, const struct sockaddr_storage *peer
     c->in_len = c->out_len = c->out_off = 0;
     c->armed = 0;
     c->pend_pool = NULL;
+    c->pend_cfg = NULL;
     http_req_init(&c->req);
     memset(&c->peer, 0, sizeof(c->peer));
     memcpy(&c->peer, peer, peerlen < sizeof(c->peer) ? peerlen : sizeof(c->peer));
@@ -565,7 +585,7 @@ void conn_accepted(struct worker *w, int fd, const struct sockaddr_storage *peer
     /* the request usually arrives with the connection: read it right away,
      * and only involve the event loop if the connection lives on */
     c->head_started = true; /* header_timeout counts from the connection's start */
-    set_deadline(c, w->srv->cfg->limits.header_timeout_ms);
+    set_deadline(c, w->cfg->limits.header_timeout_ms);
     if (!conn_read(c)) return;
     read_on(c);
 }
@@ -573,6 +593,11 @@ void conn_accepted(struct worker *w, int fd, const struct sockaddr_storage *peer
 void conn_close(struct conn *c)
 {
     struct worker *w = c->w;
+    if (c->pend_cfg) {
+        config_unref(c->pend_cfg);
+        c->pend_cfg = NULL;
+        c->pend_pool = NULL;
+    }
     read_off(c);
     if (c->want_write) event_del(c->wev);
     if (c->armed) event_del(c->tev);

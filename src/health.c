@@ -90,9 +90,11 @@ struct health_ctl {
     struct event_base *base;
     struct evdns_base *dns;
     struct probe_env *penv;
-    struct config *cfg;
+    struct config *cfg; /* a reference: probes read its check settings */
     struct health *all;
     size_t n;
+    health_retire_fn retire;
+    void *retire_ctx;
 };
 
 bool health_region_up(const struct region *r)
@@ -122,24 +124,27 @@ static void pool_latencies(const struct pool *p, double *lat)
     }
 }
 
-static void swap_choice(struct pool *p, struct choice *ch)
+static void swap_choice(struct health_ctl *hc, struct pool *p, struct choice *ch)
 {
     struct choice *old = atomic_exchange_explicit(&p->sel->cur, ch, memory_order_acq_rel);
-    /* single event loop for now: nobody can hold the old choice */
-    free(old);
+    /* workers may still be reading it */
+    if (hc && hc->retire)
+        hc->retire(hc->retire_ctx, old, free);
+    else
+        free(old);
 }
 
-static void publish(struct pool *p)
+static void publish(struct health_ctl *hc, struct pool *p)
 {
     double lat[CONFIG_MAX_REGIONS];
     pool_latencies(p, lat);
     struct choice *cur = atomic_load_explicit(&p->sel->cur, memory_order_acquire);
     struct choice *ch = select_compute(p, health_pool_upset(p), lat, cur ? cur->leader : -1);
-    if (ch) swap_choice(p, ch);
+    if (ch) swap_choice(hc, p, ch);
 }
 
 /* balance: latency — a new measurement may move the leader */
-static void republish_latency(struct pool *p)
+static void republish_latency(struct health_ctl *hc, struct pool *p)
 {
     double lat[CONFIG_MAX_REGIONS];
     pool_latencies(p, lat);
@@ -151,7 +156,7 @@ static void republish_latency(struct pool *p)
             log_info("pool %s: latency leader %s -> %s (%.1f ms vs %.1f ms)", p->name,
                      p->regions[cur->leader].name, p->regions[ch->leader].name, lat[ch->leader],
                      lat[cur->leader]);
-        swap_choice(p, ch);
+        swap_choice(hc, p, ch);
     } else {
         free(ch);
     }
@@ -203,9 +208,9 @@ static void on_probe_done(void *arg, const struct probe_result *r)
         h->changes++;
         h->last_change = h->last_time;
         log_change(h);
-        publish(h->pool);
+        publish(h->ctl, h->pool);
     } else if (h->pool->balance == BALANCE_LATENCY && r->reason == HR_OK) {
-        republish_latency(h->pool);
+        republish_latency(h->ctl, h->pool);
     }
     double rnd = (double)(random() % 10000) / 10000.0;
     schedule(h, health_jitter(health_state_interval(&h->st, c), c->jitter_pct, rnd));
@@ -223,12 +228,68 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-struct health_ctl *health_start(struct event_base *base, struct config *cfg)
+static struct health *health_array(const struct config *cfg, size_t *n)
+{
+    size_t cnt = 0;
+    for (size_t i = 0; i < cfg->npools; i++) cnt += cfg->pools[i].nregions;
+    *n = cnt;
+    return calloc(cnt ? cnt : 1, sizeof(struct health));
+}
+
+/* Links the health records hs[] to cfg's regions; carried-over records
+ * keep their state. */
+static bool health_attach(struct health_ctl *hc, struct config *cfg, struct health *hs, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < cfg->npools; i++) {
+        struct pool *p = &cfg->pools[i];
+        for (size_t j = 0; j < p->nregions; j++, k++) {
+            struct health *h = &hs[k];
+            h->ctl = hc;
+            h->pool = p;
+            h->region = &p->regions[j];
+            h->timer = evtimer_new(hc->base, on_timer, h);
+            if (!h->timer) return false;
+        }
+    }
+    return k == n;
+}
+
+static void health_detach(struct health *hs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (hs[i].region && hs[i].region->health == &hs[i]) hs[i].region->health = NULL;
+        if (hs[i].probe) probe_cancel(hs[i].probe);
+        if (hs[i].timer) event_free(hs[i].timer);
+        hs[i].probe = NULL;
+        hs[i].timer = NULL;
+    }
+}
+
+static void start_all(struct health_ctl *hc, const bool *carried)
+{
+    for (size_t i = 0; i < hc->n; i++) {
+        struct health *h = &hc->all[i];
+        h->region->health = h;
+        if (carried && carried[i]) {
+            const struct check_cfg *c = &h->region->check;
+            double rnd = (double)(random() % 10000) / 10000.0;
+            schedule(h, health_jitter(health_state_interval(&h->st, c), c->jitter_pct, rnd));
+        } else {
+            event_active(h->timer, EV_TIMEOUT, 0); /* first probe now */
+        }
+    }
+    for (size_t i = 0; i < hc->cfg->npools; i++) publish(hc, &hc->cfg->pools[i]);
+}
+
+struct health_ctl *health_start(struct event_base *base, struct config *cfg,
+                                health_retire_fn retire, void *retire_ctx)
 {
     struct health_ctl *hc = calloc(1, sizeof(*hc));
     if (!hc) return NULL;
     hc->base = base;
-    hc->cfg = cfg;
+    hc->retire = retire;
+    hc->retire_ctx = retire_ctx;
     hc->dns =
         evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
     if (!hc->dns) {
@@ -237,44 +298,97 @@ struct health_ctl *health_start(struct event_base *base, struct config *cfg)
         if (hc->dns) evdns_base_load_hosts(hc->dns, NULL);
     }
     hc->penv = probe_env_new(base, hc->dns);
-    size_t n = 0;
-    for (size_t i = 0; i < cfg->npools; i++) n += cfg->pools[i].nregions;
-    hc->all = calloc(n ? n : 1, sizeof(*hc->all));
-    if (!hc->dns || !hc->penv || !hc->all) {
+    hc->all = health_array(cfg, &hc->n);
+    hc->cfg = config_ref(cfg);
+    if (!hc->dns || !hc->penv || !hc->all || !health_attach(hc, cfg, hc->all, hc->n)) {
         health_stop(hc);
         return NULL;
     }
     srandom((unsigned)time(NULL) ^ (unsigned)getpid());
-    for (size_t i = 0; i < cfg->npools; i++) {
-        struct pool *p = &cfg->pools[i];
-        for (size_t k = 0; k < p->nregions; k++) {
-            struct health *h = &hc->all[hc->n++];
-            struct region *r = &p->regions[k];
-            h->ctl = hc;
-            h->pool = p;
-            h->region = r;
-            health_state_init(&h->st, &r->check);
-            h->last_change = time(NULL);
-            h->timer = evtimer_new(base, on_timer, h);
-            r->health = h;
-            if (h->timer) event_active(h->timer, EV_TIMEOUT, 0); /* first probe now */
-        }
-        publish(p);
+    time_t now = time(NULL);
+    for (size_t i = 0; i < hc->n; i++) {
+        health_state_init(&hc->all[i].st, &hc->all[i].region->check);
+        hc->all[i].last_change = now;
     }
+    start_all(hc, NULL);
     return hc;
+}
+
+static const struct health *find_old(const struct health_ctl *hc, const struct pool *p,
+                                     const struct region *r)
+{
+    for (size_t i = 0; i < hc->n; i++) {
+        const struct health *h = &hc->all[i];
+        if (strcmp(h->pool->name, p->name) == 0 && strcmp(h->region->name, r->name) == 0)
+            return check_cfg_equal(&h->region->check, &r->check) ? h : NULL;
+    }
+    return NULL;
+}
+
+bool health_reload(struct health_ctl *hc, struct config *cfg)
+{
+    size_t n;
+    struct health *hs = health_array(cfg, &n);
+    bool *carried = calloc(n ? n : 1, sizeof(bool));
+    if (!hs || !carried || !health_attach(hc, cfg, hs, n)) {
+        if (hs) health_detach(hs, n);
+        free(hs);
+        free(carried);
+        return false;
+    }
+    time_t now = time(NULL);
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct health *h = &hs[i];
+        const struct health *old = find_old(hc, h->pool, h->region);
+        if (old) {
+            /* everything but the links and the in-flight probe */
+            h->st = old->st;
+            h->last = old->last;
+            h->last_time = old->last_time;
+            h->last_change = old->last_change;
+            h->changes = old->changes;
+            memcpy(h->failures, old->failures, sizeof(h->failures));
+            h->probes = old->probes;
+            memcpy(h->dur_buckets, old->dur_buckets, sizeof(h->dur_buckets));
+            h->dur_sum = old->dur_sum;
+            carried[i] = true;
+            kept++;
+        } else {
+            health_state_init(&h->st, &h->region->check);
+            h->last_change = now;
+        }
+    }
+    health_detach(hc->all, hc->n);
+    free(hc->all);
+    struct config *prev = hc->cfg;
+    hc->all = hs;
+    hc->n = n;
+    hc->cfg = config_ref(cfg);
+    start_all(hc, carried);
+    free(carried);
+    config_unref(prev);
+    log_debug("health: %zu of %zu regions carried their state over", kept, n);
+    return true;
 }
 
 void health_stop(struct health_ctl *hc)
 {
     if (!hc) return;
-    for (size_t i = 0; i < hc->n; i++) {
-        struct health *h = &hc->all[i];
-        if (h->probe) probe_cancel(h->probe);
-        if (h->timer) event_free(h->timer);
-        h->region->health = NULL;
-    }
+    if (hc->all) health_detach(hc->all, hc->n);
     free(hc->all);
     probe_env_free(hc->penv);
     if (hc->dns) evdns_base_free(hc->dns, 0);
+    config_unref(hc->cfg);
     free(hc);
+}
+
+size_t health_count(const struct health_ctl *hc)
+{
+    return hc->n;
+}
+
+const struct health *health_at(const struct health_ctl *hc, size_t i)
+{
+    return &hc->all[i];
 }

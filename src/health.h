@@ -86,9 +86,21 @@ extern const double health_duration_bounds[HEALTH_DURATION_BUCKETS];
 struct event_base;
 struct health_ctl;
 
+/* Frees a published choice once no worker can read it (server_retire). */
+typedef void (*health_retire_fn)(void *ctx, void *p, void (*free_fn)(void *));
+
 /* Starts checking every region of cfg; first probes run at once. */
-struct health_ctl *health_start(struct event_base *base, struct config *cfg);
+struct health_ctl *health_start(struct event_base *base, struct config *cfg,
+                                health_retire_fn retire, void *retire_ctx);
+/* Moves to a new config before it is published: the state of every region
+ * whose pool name, region name and check are unchanged carries over; new
+ * or changed regions start at `initial` and are probed at once. Publishes
+ * the new config's choices. False on OOM (then nothing changed). */
+bool health_reload(struct health_ctl *h, struct config *cfg);
 void health_stop(struct health_ctl *h);
+/* Walks every region's live health (for status and metrics). */
+size_t health_count(const struct health_ctl *h);
+const struct health *health_at(const struct health_ctl *h, size_t i);
 /* True if the region is up for traffic (operator override included). */
 bool health_region_up(const struct region *r);
 /* The up-set of a pool as the request path sees it. */

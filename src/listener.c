@@ -9,7 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-int listener_open(const struct listen_addr *a, char *err, size_t errlen)
+int listener_open(const struct listen_addr *a, bool reuseport, char *err, size_t errlen)
 {
     int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -20,6 +20,8 @@ int listener_open(const struct listen_addr *a, char *err, size_t errlen)
     const char *what = NULL;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
         what = "SO_REUSEADDR";
+    else if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
+        what = "SO_REUSEPORT";
     else if (a->ss.ss_family == AF_INET6 &&
              setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0)
         what = "IPV6_V6ONLY";

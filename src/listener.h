@@ -2,14 +2,16 @@
 #ifndef DETOURD_LISTENER_H
 #define DETOURD_LISTENER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "config.h"
 
 #define LISTEN_BACKLOG 4096
 
-/* Binds and listens on a; returns the fd, or -1 with a message in err
- * that names the address. */
-int listener_open(const struct listen_addr *a, char *err, size_t errlen);
+/* Binds and listens on a (with SO_REUSEPORT so that each worker can have a
+ * socket of its own); returns the fd, or -1 with a message in err that
+ * names the address. */
+int listener_open(const struct listen_addr *a, bool reuseport, char *err, size_t errlen);
 
 #endif

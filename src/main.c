@@ -1,4 +1,4 @@
-/* detourd: flags, startup, signals, the main loop. */
+/* detourd: flags, startup, signals, reload, the main loop. */
 #include "autoconf.h"
 
 #include <event2/event.h>
@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -15,6 +16,19 @@
 
 #define EXIT_CONFIG 1
 #define EXIT_USAGE  2
+
+struct daemon {
+    const char *path;
+    bool level_set;
+    enum log_level level;
+    struct event_base *base;
+    struct server srv;
+    struct health_ctl *health;
+    /* reload bookkeeping (metrics) */
+    uint64_t reloads_ok, reloads_failed;
+    bool last_reload_ok;
+    time_t last_reload;
+};
 
 static void usage(FILE *out)
 {
@@ -27,53 +41,104 @@ static void usage(FILE *out)
             "  -t        validate the config and exit\n"
             "  -l LEVEL  log level: error, warn, info, debug (overrides log.level)\n"
             "  -V        print the version and exit\n"
-            "  -h        print this help and exit\n",
+            "  -h        print this help and exit\n"
+            "\n"
+            "Signals: SIGHUP reloads the config, SIGTERM/SIGINT stop gracefully,\n"
+            "SIGUSR1 reopens the access log.\n",
             DETOURD_DEFAULT_CONFIG);
 }
 
-static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
+static void retire(void *ctx, void *p, void (*free_fn)(void *))
 {
-    struct server *s = arg;
-    if (s->stopping) {
-        log_warn("%s again: exiting now", strsignal(sig));
-        event_base_loopexit(s->w.base, NULL);
+    server_retire(ctx, p, free_fn);
+}
+
+static void apply_logging(struct daemon *d, const struct config *cfg)
+{
+    log_setup(d->level_set ? d->level : cfg->log_level, cfg->log_json);
+}
+
+/* Validate, then commit: on any error the running config is untouched. */
+static void reload(struct daemon *d)
+{
+    log_info("SIGHUP: reloading %s", d->path);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    struct diag dg;
+    diag_init(&dg, d->path);
+    struct config *cfg = config_load(d->path, &dg);
+    char err[256];
+    struct listener_set *set = NULL;
+    if (!cfg) {
+        for (size_t i = 0; i < dg.n; i++) {
+            diag_format(&dg, i, err, sizeof(err));
+            log_error("%s", err);
+        }
+        snprintf(err, sizeof(err), "%zu error%s in the new configuration", dg.n,
+                 dg.n == 1 ? "" : "s");
+    } else if (!(set = server_prepare(&d->srv, cfg, err, sizeof(err)))) {
+        log_error("%s", err);
+    } else if (!health_reload(d->health, cfg)) {
+        snprintf(err, sizeof(err), "out of memory moving health state");
+        log_error("%s", err);
+        server_abort(&d->srv, set);
+        set = NULL;
+    }
+    diag_free(&dg);
+    d->last_reload = time(NULL);
+    if (!set) {
+        config_unref(cfg);
+        d->reloads_failed++;
+        d->last_reload_ok = false;
+        log_error("reload failed (%s); still serving the previous configuration", err);
         return;
     }
-    log_info("%s: stopping (draining connections for up to %llums)", strsignal(sig),
-             (unsigned long long)s->cfg->limits.shutdown_timeout_ms);
-    server_stop(s);
+    server_commit(&d->srv, cfg, set);
+    apply_logging(d, cfg);
+    d->reloads_ok++;
+    d->last_reload_ok = true;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    log_info("reloaded %s: %zu pool%s, %zu listener%s (%.1f ms)", d->path, cfg->npools,
+             cfg->npools == 1 ? "" : "s", cfg->nlisten, cfg->nlisten == 1 ? "" : "s",
+             (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
 }
 
-static void on_hup(evutil_socket_t sig, short what, void *arg)
+static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
-    /* until hitless reload lands: never let SIGHUP kill the daemon */
-    log_warn("SIGHUP: configuration reload is not supported yet; restart detourd to apply "
-             "changes (still serving the loaded configuration)");
-}
-
-static void on_usr1(evutil_socket_t sig, short what, void *arg)
-{
-    log_info("SIGUSR1: no log files to reopen (logs go to stderr)");
+    struct daemon *d = arg;
+    switch (sig) {
+    case SIGHUP:
+        if (!atomic_load(&d->srv.stopping)) reload(d);
+        break;
+    case SIGUSR1: log_info("SIGUSR1: no log files to reopen (logs go to stderr)"); break;
+    default:
+        if (atomic_load(&d->srv.stopping)) {
+            log_warn("%s again: exiting now", strsignal((int)sig));
+            event_base_loopexit(d->base, NULL);
+            return;
+        }
+        log_info("%s: stopping (draining connections for up to %llums)", strsignal((int)sig),
+                 (unsigned long long)atomic_load(&d->srv.cfg)->limits.shutdown_timeout_ms);
+        server_stop(&d->srv);
+    }
 }
 
 int main(int argc, char **argv)
 {
-    const char *path = DETOURD_DEFAULT_CONFIG;
+    static struct daemon d = {.path = DETOURD_DEFAULT_CONFIG, .level = LOG_INFO};
     bool test_only = false;
-    bool level_set = false;
-    enum log_level level = LOG_INFO;
     int opt;
     while ((opt = getopt(argc, argv, "c:tl:Vh")) != -1) {
         switch (opt) {
-        case 'c': path = optarg; break;
+        case 'c': d.path = optarg; break;
         case 't': test_only = true; break;
         case 'l':
-            if (!log_parse_level(optarg, &level)) {
+            if (!log_parse_level(optarg, &d.level)) {
                 fprintf(stderr, "detourd: -l: '%s' is not one of error, warn, info, debug\n",
                         optarg);
                 return EXIT_USAGE;
             }
-            level_set = true;
+            d.level_set = true;
             break;
         case 'V': printf("detourd %s\n", PACKAGE_VERSION); return 0;
         case 'h': usage(stdout); return 0;
@@ -86,75 +151,66 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
 
-    struct diag d;
-    diag_init(&d, path);
-    struct config *cfg = config_load(path, &d);
+    struct diag dg;
+    diag_init(&dg, d.path);
+    struct config *cfg = config_load(d.path, &dg);
     if (!cfg) {
-        diag_print(&d, stderr);
-        diag_free(&d);
+        diag_print(&dg, stderr);
+        diag_free(&dg);
         return EXIT_CONFIG;
     }
-    diag_free(&d);
+    diag_free(&dg);
     if (test_only) {
-        printf("%s: configuration OK\n", path);
-        config_free(cfg);
+        printf("%s: configuration OK\n", d.path);
+        config_unref(cfg);
         return 0;
     }
-    log_setup(level_set ? level : cfg->log_level, cfg->log_json);
+    apply_logging(&d, cfg);
     signal(SIGPIPE, SIG_IGN);
+    d.last_reload_ok = true;
+    d.last_reload = time(NULL);
 
-    struct event_config *ecfg = event_config_new();
-    /* one thread per base; no locks needed inside libevent */
-    event_config_set_flag(ecfg, EVENT_BASE_FLAG_NOLOCK);
-    struct event_base *base = event_base_new_with_config(ecfg);
-    event_config_free(ecfg);
-    if (!base) {
+    d.base = event_base_new();
+    if (!d.base) {
         log_error("cannot create the event loop");
-        config_free(cfg);
+        config_unref(cfg);
         return EXIT_CONFIG;
     }
-
-    static struct server srv;
-    char err[256];
-    if (!server_init(&srv, base, cfg, err, sizeof(err))) {
-        log_error("%s", err);
-        server_free(&srv);
-        event_base_free(base);
-        config_free(cfg);
-        return EXIT_CONFIG;
-    }
-    struct health_ctl *health = health_start(base, cfg);
-    if (!health) {
+    /* health first: the choices reflect `initial` before any request */
+    d.health = health_start(d.base, cfg, retire, &d.srv);
+    if (!d.health) {
         log_error("cannot start health checks (out of memory)");
-        server_free(&srv);
-        event_base_free(base);
-        config_free(cfg);
+        config_unref(cfg);
+        event_base_free(d.base);
         return EXIT_CONFIG;
     }
-    struct event *sigterm = evsignal_new(base, SIGTERM, on_stop_signal, &srv);
-    struct event *sigint = evsignal_new(base, SIGINT, on_stop_signal, &srv);
-    struct event *sighup = evsignal_new(base, SIGHUP, on_hup, &srv);
-    struct event *sigusr1 = evsignal_new(base, SIGUSR1, on_usr1, &srv);
-    evsignal_add(sigterm, NULL);
-    evsignal_add(sigint, NULL);
-    evsignal_add(sighup, NULL);
-    evsignal_add(sigusr1, NULL);
+    char err[256];
+    if (!server_start(&d.srv, d.base, cfg, err, sizeof(err))) {
+        log_error("%s", err);
+        health_stop(d.health);
+        server_free(&d.srv);
+        event_base_free(d.base);
+        return EXIT_CONFIG;
+    }
+    static const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
+    struct event *sigev[sizeof(sigs) / sizeof(sigs[0])];
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+        sigev[i] = evsignal_new(d.base, sigs[i], on_signal, &d);
+        if (sigev[i]) evsignal_add(sigev[i], NULL);
+    }
 
     for (size_t i = 0; i < cfg->nlisten; i++) log_info("listening on %s", cfg->listen[i].text);
-    log_info("detourd %s started: %zu pool%s from %s", PACKAGE_VERSION, cfg->npools,
-             cfg->npools == 1 ? "" : "s", cfg->path);
+    log_info("detourd %s started: %zu pool%s from %s, %u worker%s", PACKAGE_VERSION, cfg->npools,
+             cfg->npools == 1 ? "" : "s", cfg->path, d.srv.nw, d.srv.nw == 1 ? "" : "s");
 
-    event_base_dispatch(base);
+    event_base_dispatch(d.base);
 
-    log_info("stopped");
-    health_stop(health);
-    event_free(sigterm);
-    event_free(sigint);
-    event_free(sighup);
-    event_free(sigusr1);
-    server_free(&srv);
-    event_base_free(base);
-    config_free(cfg);
+    health_stop(d.health);
+    server_free(&d.srv);
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        if (sigev[i]) event_free(sigev[i]);
+    event_base_free(d.base);
     libevent_global_shutdown();
+    log_info("stopped");
     return 0;
 }

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -15,6 +16,14 @@
 #define ACCEPT_BATCH    64  /* connections taken per wakeup of a listener */
 #define ACCEPT_RETRY_MS 100 /* pause after EMFILE and friends */
 
+enum {
+    CMD_CONFIG = 1u << 0,    /* take s->cfg */
+    CMD_LISTENERS = 1u << 1, /* rebuild accept events from s->lset */
+    CMD_STOP = 1u << 2,      /* graceful stop */
+    CMD_EXIT = 1u << 3,      /* leave the loop now */
+    CMD_BARRIER = 1u << 4,   /* acknowledge s->barrier_seq */
+};
+
 uint64_t worker_now(struct worker *w)
 {
     struct timespec ts;
@@ -23,17 +32,170 @@ uint64_t worker_now(struct worker *w)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+unsigned server_workers_for(const struct config *cfg)
+{
+    if (cfg->workers) return cfg->workers;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > SERVER_MAX_WORKERS ? SERVER_MAX_WORKERS : (unsigned)n;
+}
+
+static void kick(int efd)
+{
+    uint64_t one = 1;
+    ssize_t r = write(efd, &one, sizeof(one));
+    (void)r; /* EAGAIN: the counter is saturated, a wakeup is pending anyway */
+}
+
+static void send_cmd(struct worker *w, unsigned cmd)
+{
+    atomic_fetch_or(&w->cmds, cmd);
+    kick(w->efd);
+}
+
+static void broadcast(struct server *s, unsigned cmd)
+{
+    for (unsigned i = 0; i < s->nw; i++) send_cmd(&s->w[i], cmd);
+}
+
+/* ---- listeners ---- */
+
+static void close_listener(struct listener *l, unsigned nw)
+{
+    if (!l->fds) return;
+    for (unsigned i = 0; i < nw; i++) {
+        if (l->fds[i] < 0) continue;
+        if (!l->shared || i == 0) close(l->fds[i]);
+    }
+    free(l->fds);
+    l->fds = NULL;
+}
+
+static bool open_listener(struct server *s, struct listener *l, char *err, size_t errlen)
+{
+    l->fds = malloc(s->nw * sizeof(int));
+    if (!l->fds) {
+        snprintf(err, errlen, "out of memory");
+        return false;
+    }
+    for (unsigned i = 0; i < s->nw; i++) l->fds[i] = -1;
+    for (unsigned i = 0; i < s->nw; i++) {
+        l->fds[i] = listener_open(&l->addr, s->nw > 1, err, errlen);
+        if (l->fds[i] < 0) {
+            close_listener(l, s->nw);
+            return false;
+        }
+    }
+    return true;
+}
+
+static struct listener *find_listener(struct listener_set *set, const char *text)
+{
+    for (size_t i = 0; set && i < set->n; i++)
+        if (strcmp(set->l[i].addr.text, text) == 0) return &set->l[i];
+    return NULL;
+}
+
+/* A new set for cfg: kept addresses share the old sockets. */
+static struct listener_set *build_listeners(struct server *s, const struct config *cfg,
+                                            struct listener_set *old, char *err, size_t errlen)
+{
+    struct listener_set *set = calloc(1, sizeof(*set));
+    if (set) set->l = calloc(cfg->nlisten ? cfg->nlisten : 1, sizeof(*set->l));
+    if (!set || !set->l) {
+        free(set);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; i < cfg->nlisten; i++) {
+        struct listener *l = &set->l[set->n];
+        const struct listener *was = find_listener(old, cfg->listen[i].text);
+        l->addr = cfg->listen[i];
+        if (was) {
+            l->shared = was->shared;
+            l->inherited = was->inherited;
+            l->fds = malloc(s->nw * sizeof(int));
+            if (l->fds) memcpy(l->fds, was->fds, s->nw * sizeof(int));
+        } else if (!open_listener(s, l, err, errlen)) {
+            goto fail;
+        }
+        if (!l->fds) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+        set->n++;
+    }
+    return set;
+fail:
+    /* close only what this attempt opened */
+    for (size_t i = 0; i < set->n; i++) {
+        if (find_listener(old, set->l[i].addr.text))
+            free(set->l[i].fds);
+        else
+            close_listener(&set->l[i], s->nw);
+    }
+    free(set->l);
+    free(set);
+    return NULL;
+}
+
+struct fd_batch {
+    int *fds;
+    size_t n;
+};
+
+static void close_fd_batch(void *p)
+{
+    struct fd_batch *b = p;
+    for (size_t i = 0; i < b->n; i++) close(b->fds[i]);
+    free(b->fds);
+    free(b);
+}
+
+static void free_listener_set(void *p)
+{
+    struct listener_set *set = p;
+    for (size_t i = 0; i < set->n; i++) free(set->l[i].fds);
+    free(set->l);
+    free(set);
+}
+
+/* The sockets of old that set no longer has, to close after a barrier. */
+static struct fd_batch *removed_fds(struct server *s, struct listener_set *old,
+                                    struct listener_set *set)
+{
+    struct fd_batch *b = calloc(1, sizeof(*b));
+    if (!b) return NULL;
+    b->fds = calloc(old ? old->n * s->nw + 1 : 1, sizeof(int));
+    if (!b->fds) {
+        free(b);
+        return NULL;
+    }
+    for (size_t i = 0; old && i < old->n; i++) {
+        if (set && find_listener(set, old->l[i].addr.text)) continue;
+        log_info("closing listener %s", old->l[i].addr.text);
+        for (unsigned k = 0; k < s->nw; k++)
+            if (!old->l[i].shared || k == 0) b->fds[b->n++] = old->l[i].fds[k];
+    }
+    return b;
+}
+
+/* ---- the worker side ---- */
+
 static void accepting(struct worker *w, bool on)
 {
     if (w->accepting == on) return;
     for (size_t i = 0; i < w->nls; i++) {
-        if (!w->ls[i].ev) continue;
         if (on)
             event_add(w->ls[i].ev, NULL);
         else
             event_del(w->ls[i].ev);
     }
     w->accepting = on;
+}
+
+static bool below_limit(struct worker *w)
+{
+    return atomic_load(&w->srv->nconns) < w->cfg->limits.max_connections;
 }
 
 static void pause_accepting(struct worker *w, unsigned ms)
@@ -44,19 +206,15 @@ static void pause_accepting(struct worker *w, unsigned ms)
     evtimer_add(w->resume_timer, &tv);
 }
 
-static bool below_limit(struct worker *w)
-{
-    return atomic_load(&w->srv->nconns) < w->srv->cfg->limits.max_connections;
-}
-
 static void on_resume(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
-    if (w->srv->stopping) return;
+    if (w->stopping) return;
     if (below_limit(w)) {
         w->paused = false;
         accepting(w, true);
     } else {
+        /* another worker's connections may be the ones that close */
         pause_accepting(w, ACCEPT_RETRY_MS);
     }
 }
@@ -64,12 +222,12 @@ static void on_resume(evutil_socket_t fd, short what, void *arg)
 void server_conn_closed(struct worker *w)
 {
     atomic_fetch_sub(&w->srv->nconns, 1);
-    if (w->paused && !w->srv->stopping && below_limit(w)) {
+    if (w->paused && !w->stopping && below_limit(w)) {
         evtimer_del(w->resume_timer);
         w->paused = false;
         accepting(w, true);
     }
-    if (w->srv->stopping && !w->conns) event_base_loopexit(w->base, NULL);
+    if (w->stopping && !w->conns) event_base_loopexit(w->base, NULL);
 }
 
 static void on_accept(evutil_socket_t lfd, short what, void *arg)
@@ -95,83 +253,324 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
         }
         unsigned n = atomic_fetch_add(&s->nconns, 1) + 1;
         conn_accepted(w, fd, &ss, len);
-        if (n >= s->cfg->limits.max_connections && !w->paused) {
+        if (n >= w->cfg->limits.max_connections && !w->paused) {
             log_debug("max_connections (%u) reached; pausing accept", n);
-            accepting(w, false);
-            w->paused = true;
+            pause_accepting(w, ACCEPT_RETRY_MS);
         }
     }
 }
 
-bool server_init(struct server *s, struct event_base *base, struct config *cfg, char *err,
-                 size_t errlen)
+/* Makes the worker's accept events match s->lset. */
+static void sync_listeners(struct worker *w)
+{
+    struct listener_set *set = atomic_load(&w->srv->lset);
+    size_t n = w->stopping || !set ? 0 : set->n;
+    struct lsock *ls = calloc(n ? n : 1, sizeof(*ls));
+    if (!ls) {
+        log_error("worker %u: out of memory updating listeners", w->id);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int fd = set->l[i].fds[w->id];
+        ls[i].fd = fd;
+        for (size_t k = 0; k < w->nls; k++) {
+            if (w->ls[k].fd == fd && w->ls[k].ev) { /* kept: move its event */
+                ls[i].ev = w->ls[k].ev;
+                w->ls[k].ev = NULL;
+                break;
+            }
+        }
+        if (!ls[i].ev) {
+            ls[i].ev = event_new(w->base, fd, EV_READ | EV_PERSIST, on_accept, w);
+            if (ls[i].ev && w->accepting) event_add(ls[i].ev, NULL);
+        }
+    }
+    for (size_t k = 0; k < w->nls; k++)
+        if (w->ls[k].ev) event_free(w->ls[k].ev); /* removed: main closes the fd later */
+    free(w->ls);
+    w->ls = ls;
+    w->nls = n;
+    /* a socket without an event (OOM) is skipped */
+    for (size_t i = 0; i < w->nls; i++)
+        if (!w->ls[i].ev) w->ls[i] = w->ls[--w->nls];
+}
+
+static void on_mbox(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    struct server *s = w->srv;
+    uint64_t v;
+    ssize_t r = read(fd, &v, sizeof(v));
+    (void)r;
+    /* read the sequence before the commands: an acknowledged barrier then
+     * covers every command sent before it */
+    uint64_t seq = atomic_load(&s->barrier_seq);
+    unsigned cmds = atomic_exchange(&w->cmds, 0);
+    w->now_ms = worker_now(w);
+    if (cmds & CMD_CONFIG) {
+        struct config *c = atomic_load(&s->cfg);
+        if (c != w->cfg) {
+            config_ref(c);
+            config_unref(w->cfg);
+            w->cfg = c;
+        }
+    }
+    if (cmds & CMD_STOP && !w->stopping) {
+        w->stopping = true;
+        accepting(w, false);
+        evtimer_del(w->resume_timer);
+        sync_listeners(w); /* drops every accept event */
+        conn_shutdown_all(w);
+        if (!w->conns) event_base_loopexit(w->base, NULL);
+    }
+    if (cmds & CMD_LISTENERS) sync_listeners(w);
+    if (cmds & CMD_EXIT) event_base_loopexit(w->base, NULL);
+    if (cmds & CMD_BARRIER) {
+        atomic_store(&w->acked, seq);
+        kick(s->efd);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    event_base_dispatch(w->base);
+    atomic_fetch_add(&w->srv->exited, 1);
+    kick(w->srv->efd);
+    return NULL;
+}
+
+static bool worker_init(struct server *s, struct worker *w, unsigned id)
+{
+    w->srv = s;
+    w->id = id;
+    w->efd = -1;
+    struct event_config *ec = event_config_new();
+    if (!ec) return false;
+    /* one thread per base: libevent needs no locks */
+    event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
+    w->base = event_base_new_with_config(ec);
+    event_config_free(ec);
+    if (!w->base) return false;
+    w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (w->efd < 0) return false;
+    w->mbox = event_new(w->base, w->efd, EV_READ | EV_PERSIST, on_mbox, w);
+    w->resume_timer = evtimer_new(w->base, on_resume, w);
+    if (!w->mbox || !w->resume_timer) return false;
+    event_add(w->mbox, NULL);
+    w->cfg = config_ref(atomic_load(&s->cfg));
+    w->now_ms = worker_now(w);
+    w->accepting = true;
+    sync_listeners(w);
+    return true;
+}
+
+/* ---- the main side ---- */
+
+static void reap_retired(struct server *s)
+{
+    uint64_t min = UINT64_MAX;
+    for (unsigned i = 0; i < s->nw; i++) {
+        uint64_t a = atomic_load(&s->w[i].acked);
+        if (a < min) min = a;
+    }
+    bool all_gone = atomic_load(&s->exited) == s->nw;
+    struct retired **pp = &s->retired;
+    while (*pp) {
+        struct retired *r = *pp;
+        if (all_gone || r->seq <= min) {
+            *pp = r->next;
+            r->free_fn(r->p);
+            free(r);
+        } else {
+            pp = &r->next;
+        }
+    }
+}
+
+void server_retire(struct server *s, void *p, void (*free_fn)(void *))
+{
+    if (!p) return;
+    if (!s->running || atomic_load(&s->exited) == s->nw) {
+        free_fn(p);
+        return;
+    }
+    struct retired *r = malloc(sizeof(*r));
+    if (!r) {
+        /* cannot track it: leaking is safer than freeing early */
+        log_warn("out of memory: leaking a retired object");
+        return;
+    }
+    r->p = p;
+    r->free_fn = free_fn;
+    r->seq = atomic_fetch_add(&s->barrier_seq, 1) + 1;
+    r->next = s->retired;
+    s->retired = r;
+    broadcast(s, CMD_BARRIER);
+}
+
+static void on_main_mbox(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *s = arg;
+    uint64_t v;
+    ssize_t r = read(fd, &v, sizeof(v));
+    (void)r;
+    reap_retired(s);
+    if (atomic_load(&s->stopping) && atomic_load(&s->exited) == s->nw)
+        event_base_loopexit(s->base, NULL);
+}
+
+static void unref_config(void *p)
+{
+    config_unref(p);
+}
+
+bool server_start(struct server *s, struct event_base *base, struct config *cfg, char *err,
+                  size_t errlen)
 {
     memset(s, 0, sizeof(*s));
-    s->cfg = cfg;
-    atomic_init(&s->nconns, 0);
-    struct worker *w = &s->w;
-    w->srv = s;
-    w->base = base;
-    w->now_ms = worker_now(w);
-    w->resume_timer = evtimer_new(base, on_resume, w);
-    w->ls = calloc(cfg->nlisten, sizeof(*w->ls));
-    if (!w->ls || !w->resume_timer) {
+    s->base = base;
+    s->efd = -1;
+    atomic_init(&s->cfg, cfg);
+    s->nw = server_workers_for(cfg);
+    s->w = calloc(s->nw, sizeof(*s->w));
+    if (!s->w) {
         snprintf(err, errlen, "out of memory");
         return false;
     }
-    for (size_t i = 0; i < cfg->nlisten; i++) {
-        int fd = listener_open(&cfg->listen[i], err, errlen);
-        if (fd < 0) return false;
-        w->ls[w->nls].fd = fd;
-        w->ls[w->nls].ev = event_new(base, fd, EV_READ | EV_PERSIST, on_accept, w);
-        w->nls++;
-        if (!w->ls[w->nls - 1].ev) {
-            snprintf(err, errlen, "out of memory");
+    for (unsigned i = 0; i < s->nw; i++) s->w[i].efd = -1;
+    struct listener_set *set = build_listeners(s, cfg, NULL, err, errlen);
+    if (!set) return false;
+    atomic_init(&s->lset, set);
+    s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    s->mbox = s->efd >= 0 ? event_new(base, s->efd, EV_READ | EV_PERSIST, on_main_mbox, s) : NULL;
+    if (!s->mbox) {
+        snprintf(err, errlen, "cannot create the main mailbox: %s", strerror(errno));
+        return false;
+    }
+    event_add(s->mbox, NULL);
+    for (unsigned i = 0; i < s->nw; i++) {
+        if (!worker_init(s, &s->w[i], i)) {
+            snprintf(err, errlen, "cannot set up worker %u: %s", i, strerror(errno));
             return false;
         }
     }
-    accepting(w, true);
+    for (unsigned i = 0; i < s->nw; i++) {
+        int e = pthread_create(&s->w[i].thread, NULL, worker_main, &s->w[i]);
+        if (e) {
+            snprintf(err, errlen, "cannot start worker %u: %s", i, strerror(e));
+            for (unsigned k = 0; k < i; k++) send_cmd(&s->w[k], CMD_EXIT);
+            for (unsigned k = 0; k < i; k++) pthread_join(s->w[k].thread, NULL);
+            s->nw = i; /* joined: server_free must not join them again */
+            for (unsigned k = 0; k < s->nw; k++) s->w[k].thread = 0;
+            return false;
+        }
+    }
+    s->running = true;
     return true;
+}
+
+struct listener_set *server_prepare(struct server *s, const struct config *cfg, char *err,
+                                    size_t errlen)
+{
+    if (server_workers_for(cfg) != s->nw)
+        log_warn("workers: the number of workers changes only with a restart (keeping %u)", s->nw);
+    return build_listeners(s, cfg, atomic_load(&s->lset), err, errlen);
+}
+
+void server_abort(struct server *s, struct listener_set *set)
+{
+    struct listener_set *old = atomic_load(&s->lset);
+    for (size_t i = 0; i < set->n; i++) {
+        if (find_listener(old, set->l[i].addr.text))
+            free(set->l[i].fds);
+        else
+            close_listener(&set->l[i], s->nw);
+    }
+    free(set->l);
+    free(set);
+}
+
+void server_commit(struct server *s, struct config *cfg, struct listener_set *set)
+{
+    struct listener_set *old = atomic_load(&s->lset);
+    for (size_t i = 0; i < set->n; i++)
+        if (!find_listener(old, set->l[i].addr.text))
+            log_info("listening on %s", set->l[i].addr.text);
+    struct fd_batch *gone = removed_fds(s, old, set);
+    struct config *prev = atomic_exchange(&s->cfg, cfg);
+    atomic_store(&s->lset, set);
+    broadcast(s, CMD_CONFIG | CMD_LISTENERS);
+    server_retire(s, old, free_listener_set);
+    if (gone) server_retire(s, gone, close_fd_batch);
+    server_retire(s, prev, unref_config);
 }
 
 static void on_stop_timeout(evutil_socket_t fd, short what, void *arg)
 {
     struct server *s = arg;
     log_warn("shutdown_timeout reached; closing the remaining connections");
-    event_base_loopexit(s->w.base, NULL);
+    broadcast(s, CMD_EXIT);
 }
 
 void server_stop(struct server *s)
 {
-    struct worker *w = &s->w;
-    if (s->stopping) return;
-    s->stopping = true;
-    accepting(w, false);
-    evtimer_del(w->resume_timer);
-    for (size_t i = 0; i < w->nls; i++) {
-        event_free(w->ls[i].ev);
-        w->ls[i].ev = NULL;
-        close(w->ls[i].fd);
-        w->ls[i].fd = -1;
+    if (atomic_exchange(&s->stopping, true)) return;
+    broadcast(s, CMD_STOP);
+    /* listening sockets close once every worker has dropped its events */
+    struct fd_batch *all = removed_fds(s, atomic_load(&s->lset), NULL);
+    struct listener_set *empty = calloc(1, sizeof(*empty));
+    if (all && empty) {
+        struct listener_set *old = atomic_exchange(&s->lset, empty);
+        server_retire(s, old, free_listener_set);
+        server_retire(s, all, close_fd_batch);
+    } else {
+        free(empty);
+        if (all) close_fd_batch(all);
     }
-    /* idle connections close now, busy ones after their answer */
-    conn_shutdown_all(w);
-    uint64_t ms = s->cfg->limits.shutdown_timeout_ms;
+    uint64_t ms = atomic_load(&s->cfg)->limits.shutdown_timeout_ms;
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-    s->stop_timer = evtimer_new(w->base, on_stop_timeout, s);
+    s->stop_timer = evtimer_new(s->base, on_stop_timeout, s);
     if (s->stop_timer) evtimer_add(s->stop_timer, &tv);
-    if (!w->conns) event_base_loopexit(w->base, NULL);
+    if (atomic_load(&s->exited) == s->nw) event_base_loopexit(s->base, NULL);
 }
 
 void server_free(struct server *s)
 {
-    struct worker *w = &s->w;
-    conn_free_pool(w);
-    for (size_t i = 0; i < w->nls; i++) {
-        if (w->ls[i].ev) event_free(w->ls[i].ev);
-        if (w->ls[i].fd >= 0) close(w->ls[i].fd);
+    for (unsigned i = 0; i < s->nw; i++) send_cmd(&s->w[i], CMD_EXIT);
+    for (unsigned i = 0; i < s->nw; i++)
+        if (s->w[i].thread) pthread_join(s->w[i].thread, NULL);
+    atomic_store(&s->exited, s->nw);
+    reap_retired(s);
+    for (unsigned i = 0; i < s->nw; i++) {
+        struct worker *w = &s->w[i];
+        if (!w->base) continue;
+        conn_free_pool(w);
+        for (size_t k = 0; k < w->nls; k++) event_free(w->ls[k].ev);
+        free(w->ls);
+        if (w->resume_timer) event_free(w->resume_timer);
+        if (w->mbox) event_free(w->mbox);
+        if (w->efd >= 0) close(w->efd);
+        config_unref(w->cfg);
+        event_base_free(w->base);
     }
-    free(w->ls);
-    if (w->resume_timer) event_free(w->resume_timer);
+    free(s->w);
+    struct listener_set *set = atomic_load(&s->lset);
+    if (set) {
+        for (size_t i = 0; i < set->n; i++) close_listener(&set->l[i], s->nw);
+        free_listener_set(set);
+    }
+    if (s->mbox) event_free(s->mbox);
+    if (s->efd >= 0) close(s->efd);
     if (s->stop_timer) event_free(s->stop_timer);
+    config_unref(atomic_load(&s->cfg));
+    memset(s, 0, sizeof(*s));
+}
+
+uint64_t server_requests(const struct server *s)
+{
+    uint64_t n = 0;
+    for (unsigned i = 0; i < s->nw; i++)
+        n += atomic_load_explicit(&s->w[i].stats.requests, memory_order_relaxed);
+    return n;
 }

@@ -1,10 +1,16 @@
-/* The redirect server: listeners, the accept loop, connection bookkeeping,
- * graceful shutdown. One worker = one event_base; connections never move
- * between workers. */
+/* The redirect server: worker threads, listeners, the accept loop,
+ * connection bookkeeping, hitless reload and graceful shutdown.
+ *
+ * Each worker is a thread with its own event_base; connections never move
+ * between workers. The main thread owns signals, health checks and reload;
+ * it talks to workers through a mailbox (an eventfd plus command bits) and
+ * frees what workers might still read (old configs, old choices, old
+ * listener sets) only after every worker has passed a barrier. */
 #ifndef DETOURD_SERVER_H
 #define DETOURD_SERVER_H
 
 #include <event2/event.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -12,46 +18,109 @@
 #include "config.h"
 #include "redirect.h"
 
+#define SERVER_MAX_WORKERS 256
+
 struct conn;
+struct server;
+
+/* One listen address: an fd per worker (SO_REUSEPORT), or one fd shared by
+ * all workers (a socket passed by systemd). */
+struct listener {
+    struct listen_addr addr;
+    int *fds;    /* nworkers entries */
+    bool shared; /* fds are all the same socket */
+    bool inherited;
+};
+
+struct listener_set {
+    struct listener *l;
+    size_t n;
+};
 
 struct lsock {
     int fd;
     struct event *ev;
 };
 
-struct server;
+/* Per-worker counters, read by the main thread (relaxed). */
+struct worker_stats {
+    _Atomic uint64_t requests;
+    _Atomic uint64_t errors; /* 4xx/5xx answers */
+};
 
 struct worker {
     struct server *srv;
+    unsigned id;
+    pthread_t thread;
     struct event_base *base;
+    /* mailbox */
+    int efd;
+    struct event *mbox;
+    _Atomic unsigned cmds;
+    _Atomic uint64_t acked; /* last barrier sequence seen */
+    /* state owned by the worker thread */
+    struct config *cfg; /* current config (a reference) */
     struct lsock *ls;
     size_t nls;
-    bool accepting; /* listen events are added */
-    bool paused;    /* at max_connections or out of fds */
+    bool accepting;
+    bool paused; /* at max_connections or out of fds */
+    bool stopping;
     struct event *resume_timer;
-    struct conn *conns; /* all open connections (doubly linked) */
+    struct conn *conns; /* open connections (doubly linked) */
     struct conn *free_conns;
     size_t nfree;
     uint64_t now_ms; /* monotonic, refreshed at each callback */
     struct date_cache date;
-    uint64_t requests; /* answered requests (all statuses) */
+    struct worker_stats stats;
+};
+
+struct retired {
+    void *p;
+    void (*free_fn)(void *);
+    uint64_t seq;
+    struct retired *next;
 };
 
 struct server {
-    struct config *cfg; /* current config (workers read it) */
-    struct worker w;    /* a single worker for now */
+    struct event_base *base; /* the main thread's loop */
+    _Atomic(struct config *) cfg;
+    _Atomic(struct listener_set *) lset;
+    struct worker *w;
+    unsigned nw;
     _Atomic unsigned nconns;
-    bool stopping;
+    _Atomic bool stopping;
+    /* main-thread mailbox: workers report barriers and exits */
+    int efd;
+    struct event *mbox;
+    _Atomic unsigned exited;
+    _Atomic uint64_t barrier_seq;
+    struct retired *retired;
     struct event *stop_timer;
+    bool running;
 };
 
-/* Binds every listener of cfg; returns false with a message in err. */
-bool server_init(struct server *s, struct event_base *base, struct config *cfg, char *err,
-                 size_t errlen);
+/* Binds every listener of cfg (taking passed sockets first) and starts the
+ * workers; false with a message in err. cfg's reference passes to s. */
+bool server_start(struct server *s, struct event_base *base, struct config *cfg, char *err,
+                  size_t errlen);
+/* Reload in two steps. server_prepare binds the addresses cfg adds (kept
+ * addresses keep their sockets); NULL with a message in err if one cannot
+ * be bound. Then either server_commit publishes cfg (its reference passes
+ * to s) and the new listeners, or server_abort closes what was opened. */
+struct listener_set *server_prepare(struct server *s, const struct config *cfg, char *err,
+                                    size_t errlen);
+void server_commit(struct server *s, struct config *cfg, struct listener_set *set);
+void server_abort(struct server *s, struct listener_set *set);
 /* Graceful stop: close listeners, let connections finish, then leave the
- * loop (at the latest after limits.shutdown_timeout). */
+ * main loop (at the latest after limits.shutdown_timeout). */
 void server_stop(struct server *s);
+/* Joins the workers and frees everything. */
 void server_free(struct server *s);
+/* Frees p with free_fn once no worker can still be reading it. */
+void server_retire(struct server *s, void *p, void (*free_fn)(void *));
+/* Sums of the per-worker counters. */
+uint64_t server_requests(const struct server *s);
+unsigned server_workers_for(const struct config *cfg);
 
 /* conn.c */
 void conn_accepted(struct worker *w, int fd, const struct sockaddr_storage *peer,
