@@ -782,6 +782,26 @@ static void load_log(struct ctx *x, const struct yt_node *n)
         x->c->log_json = e == 1;
 }
 
+static void load_access_log(struct ctx *x, const struct yt_node *n)
+{
+    static const char *const keys[] = {"path", "format", NULL};
+    static const char *const formats[] = {"combined", "json", NULL};
+    if (is_null(n)) return;
+    if (!want(x, n, YT_MAP, "access_log")) return;
+    check_keys(x, n, "access_log", keys);
+    const struct yt_node *v;
+    int e;
+    if ((v = yt_get(n, "path")) && get_str(x, v, "access_log.path", &x->c->access_log)) {
+        if (x->c->access_log[0] != '/') {
+            ERR(x, v, "access_log.path: '%s' must be an absolute path", x->c->access_log);
+        }
+    } else if (!v) {
+        ERR(x, n, "access_log: 'path' is required");
+    }
+    if ((v = yt_get(n, "format")) && get_enum(x, v, "access_log.format", formats, &e))
+        x->c->access_log_json = e == 1;
+}
+
 static void load_headers(struct ctx *x, const struct yt_node *n, struct pool *p)
 {
     static const char *const reserved[] = {"location",   "content-length",    "date",
@@ -1141,6 +1161,7 @@ static void load_root(struct ctx *x, const struct yt_node *root)
             get_unsigned(x, v, "workers", 1, 256, &c->workers);
     }
     if ((v = yt_get(root, "log"))) load_log(x, v);
+    if ((v = yt_get(root, "access_log"))) load_access_log(x, v);
     if ((v = yt_get(root, "limits"))) load_limits(x, v);
     if ((v = yt_get(root, "checks"))) load_check(x, v, &x->checks, false);
     if ((v = yt_get(root, "pools")))
@@ -1151,33 +1172,44 @@ static void load_root(struct ctx *x, const struct yt_node *root)
 
 /* The distinct header names used by `hash_key: header:NAME`, which the
  * request parser captures. */
-static void collect_hash_headers(struct ctx *x)
+static int capture_add(struct ctx *x, const char *name, const struct pool *p)
 {
     struct config *c = x->c;
+    for (size_t k = 0; k < c->ncapture; k++)
+        if (strcasecmp(c->capture[k], name) == 0) return (int)k;
+    if (c->ncapture == CONFIG_MAX_CAPTURE) {
+        diag_add(x->d, p ? p->line : 0, p ? p->col : 0,
+                 "at most %d different hash_key headers over all pools", CONFIG_MAX_HASH_HEADERS);
+        return -1;
+    }
+    if (!c->capture) c->capture = calloc(CONFIG_MAX_CAPTURE, sizeof(char *));
+    char *lc = strdup(name);
+    if (!c->capture || !lc) {
+        free(lc);
+        return -1;
+    }
+    for (char *q = lc; *q; q++)
+        if (*q >= 'A' && *q <= 'Z') *q |= 0x20;
+    c->capture[c->ncapture] = lc;
+    return (int)c->ncapture++;
+}
+
+/* The request headers the parser keeps: the access log's, then the header
+ * names of `hash_key: header:NAME`. */
+static void collect_capture(struct ctx *x)
+{
+    struct config *c = x->c;
+    c->capture_ua = c->capture_referer = -1;
+    if (c->access_log) {
+        c->capture_ua = capture_add(x, "user-agent", NULL);
+        c->capture_referer = capture_add(x, "referer", NULL);
+    }
     for (size_t i = 0; i < c->npools; i++) {
         struct pool *p = &c->pools[i];
         p->hash_header = -1;
         if (p->balance != BALANCE_HASH || !p->hash_key || strncasecmp(p->hash_key, "header:", 7))
             continue;
-        const char *name = p->hash_key + 7;
-        for (size_t k = 0; k < c->nhash_headers && p->hash_header < 0; k++)
-            if (strcasecmp(c->hash_headers[k], name) == 0) p->hash_header = (int)k;
-        if (p->hash_header >= 0) continue;
-        if (c->nhash_headers == CONFIG_MAX_HASH_HEADERS) {
-            diag_add(x->d, p->line, p->col, "pool %s: at most %d different hash_key headers",
-                     p->name ? p->name : "?", CONFIG_MAX_HASH_HEADERS);
-            continue;
-        }
-        if (!c->hash_headers) c->hash_headers = calloc(CONFIG_MAX_HASH_HEADERS, sizeof(char *));
-        char *lc = strdup(name);
-        if (!c->hash_headers || !lc) {
-            free(lc);
-            return;
-        }
-        for (char *q = lc; *q; q++)
-            if (*q >= 'A' && *q <= 'Z') *q |= 0x20;
-        p->hash_header = (int)c->nhash_headers;
-        c->hash_headers[c->nhash_headers++] = lc;
+        p->hash_header = capture_add(x, p->hash_key + 7, p);
     }
 }
 
@@ -1219,7 +1251,7 @@ struct config *config_parse(const char *name, const char *buf, size_t len, struc
     check_free(&x.checks);
     free(x.hosts);
     yt_free(&doc);
-    collect_hash_headers(&x);
+    collect_capture(&x);
     if (d->n == before && !(redirect_prepare(c, d) && route_build(c) && select_init(c)) &&
         d->n == before)
         diag_add(d, 0, 0, "out of memory");
@@ -1295,8 +1327,9 @@ void config_free(struct config *c)
         free(p->regions);
     }
     free(c->pools);
-    for (size_t i = 0; i < c->nhash_headers; i++) free(c->hash_headers[i]);
-    free(c->hash_headers);
+    for (size_t i = 0; i < c->ncapture; i++) free(c->capture[i]);
+    free(c->capture);
+    free(c->access_log);
     free(c->listen);
     free(c->path);
     free(c);

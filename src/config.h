@@ -23,7 +23,8 @@
 #define CONFIG_MAX_WEIGHT       1000
 #define CONFIG_MAX_PRIORITY     1000
 #define CONFIG_MAX_REGIONS      64 /* per pool: an up-set fits in a uint64_t */
-#define CONFIG_MAX_HASH_HEADERS 4  /* distinct hash_key headers over all pools */
+#define CONFIG_MAX_CAPTURE    6  /* request headers the parser keeps (hash keys, access log) */
+#define CONFIG_MAX_HASH_HEADERS 4 /* distinct hash_key headers over all pools */
 
 enum region_state { REGION_AUTO, REGION_UP, REGION_DOWN, REGION_DRAIN };
 enum balance { BALANCE_WEIGHTED, BALANCE_LATENCY, BALANCE_HASH };
@@ -113,7 +114,7 @@ struct pool {
     unsigned status;
     enum balance balance;
     char *hash_key;  /* "client_ip" or "header:NAME" */
-    int hash_header; /* index into config.hash_headers, or -1 for client_ip */
+    int hash_header; /* index into config.capture, or -1 for client_ip */
     char *cache_control;
     struct header *headers;
     size_t nheaders;
@@ -155,8 +156,11 @@ struct config {
     size_t npools;
     struct pool *default_pool;
     struct route_table *routes; /* Host -> pool (route.c) */
-    char **hash_headers;        /* header names balance: hash needs (lowercase) */
-    size_t nhash_headers;
+    char **capture; /* header names the parser keeps (lowercase): hash keys, log fields */
+    size_t ncapture;
+    int capture_ua, capture_referer; /* indexes into capture, or -1 */
+    char *access_log;                /* path, or NULL: no access log */
+    bool access_log_json;
 };
 
 /* Loads and validates path. On success returns a config; on failure returns

@@ -316,8 +316,8 @@ static bool conn_consume(struct conn *c)
     struct worker *w = c->w;
     const struct limits *lim = limits_of(c);
     const struct config *cfg = w->cfg;
-    const struct http_limits hl = {lim->max_header_bytes, lim->max_uri_bytes, cfg->hash_headers,
-                                   cfg->nhash_headers};
+    const struct http_limits hl = {lim->max_header_bytes, lim->max_uri_bytes, cfg->capture,
+                                   cfg->ncapture};
     size_t pos = 0;
     bool dated = false;
 

@@ -12,6 +12,7 @@
 
 #include "log.h"
 #include "probe.h"
+#include "sdnotify.h"
 #include "select.h"
 
 const double health_duration_bounds[HEALTH_DURATION_BUCKETS] = {
@@ -162,6 +163,49 @@ static void republish_latency(struct health_ctl *hc, struct pool *p)
     }
 }
 
+void health_choice_text(const struct pool *p, char *buf, size_t len)
+{
+    const struct choice *ch = atomic_load_explicit(&p->sel->cur, memory_order_acquire);
+    buf[0] = '\0';
+    if (ch->action == CHOICE_FALLBACK || ch->action == CHOICE_REJECT) {
+        snprintf(buf, len, "%s", ch->action == CHOICE_FALLBACK ? "fallback" : "reject");
+        return;
+    }
+    uint64_t seen = 0;
+    size_t o = 0;
+    for (uint32_t i = 0; i < ch->n && o < len; i++) {
+        unsigned r = ch->seq[i];
+        if (seen >> r & 1) continue;
+        seen |= UINT64_C(1) << r;
+        int w = snprintf(buf + o, len - o, "%s%s", o ? "+" : "", p->regions[r].name);
+        if (w < 0) break;
+        o += (size_t)w;
+    }
+}
+
+void health_notify_status(const struct health_ctl *hc)
+{
+    char line[512], pick[128];
+    size_t o = 0, up = 0, total = 0;
+    const struct config *cfg = hc->cfg;
+    for (size_t i = 0; i < cfg->npools; i++) {
+        const struct pool *p = &cfg->pools[i];
+        for (size_t k = 0; k < p->nregions; k++, total++) up += health_region_up(&p->regions[k]);
+        if (i < 3 && o < sizeof(line)) {
+            health_choice_text(p, pick, sizeof(pick));
+            int w = snprintf(line + o, sizeof(line) - o, "%s%s\xe2\x86\x92%s", i ? ", " : "",
+                             p->name, pick);
+            if (w > 0) o += (size_t)w;
+        }
+    }
+    if (o >= sizeof(line)) o = sizeof(line) - 1;
+    if (cfg->npools > 3)
+        o += (size_t)snprintf(line + o, sizeof(line) - o, ", +%zu pools", cfg->npools - 3);
+    if (o >= sizeof(line)) o = sizeof(line) - 1;
+    snprintf(line + o, sizeof(line) - o, "; %zu/%zu regions up", up, total);
+    sdnotify_status("%s", line);
+}
+
 static void schedule(struct health *h, uint64_t ms)
 {
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
@@ -209,6 +253,7 @@ static void on_probe_done(void *arg, const struct probe_result *r)
         h->last_change = h->last_time;
         log_change(h);
         publish(h->ctl, h->pool);
+        health_notify_status(h->ctl);
     } else if (h->pool->balance == BALANCE_LATENCY && r->reason == HR_OK) {
         republish_latency(h->ctl, h->pool);
     }

@@ -98,6 +98,12 @@ struct health_ctl *health_start(struct event_base *base, struct config *cfg,
  * the new config's choices. False on OOM (then nothing changed). */
 bool health_reload(struct health_ctl *h, struct config *cfg);
 void health_stop(struct health_ctl *h);
+/* The region(s) a pool's traffic goes to now: "eu-west", "eu+us",
+ * "fallback", "reject". */
+void health_choice_text(const struct pool *p, char *buf, size_t len);
+/* Sends systemd a STATUS= line: "api→eu-west; 3/3 regions up". */
+void health_notify_status(const struct health_ctl *h);
+
 /* Walks every region's live health (for status and metrics). */
 size_t health_count(const struct health_ctl *h);
 const struct health *health_at(const struct health_ctl *h, size_t i);

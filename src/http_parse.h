@@ -17,7 +17,7 @@ struct http_span {
 
 enum http_result { HTTP_AGAIN = 0, HTTP_DONE = 1, HTTP_ERROR = -1 };
 
-#define HTTP_MAX_CAPTURE 4
+#define HTTP_MAX_CAPTURE 6
 
 struct http_limits {
     size_t max_header_bytes; /* request line + headers; over it: 431 */

@@ -12,6 +12,7 @@
 #include "config.h"
 #include "health.h"
 #include "log.h"
+#include "sdnotify.h"
 #include "server.h"
 
 #define EXIT_CONFIG 1
@@ -62,6 +63,7 @@ static void apply_logging(struct daemon *d, const struct config *cfg)
 static void reload(struct daemon *d)
 {
     log_info("SIGHUP: reloading %s", d->path);
+    sdnotify_reloading();
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     struct diag dg;
@@ -91,10 +93,13 @@ static void reload(struct daemon *d)
         d->reloads_failed++;
         d->last_reload_ok = false;
         log_error("reload failed (%s); still serving the previous configuration", err);
+        sdnotify_ready();
         return;
     }
     server_commit(&d->srv, cfg, set);
     apply_logging(d, cfg);
+    health_notify_status(d->health);
+    sdnotify_ready();
     d->reloads_ok++;
     d->last_reload_ok = true;
     clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -119,6 +124,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         }
         log_info("%s: stopping (draining connections for up to %llums)", strsignal((int)sig),
                  (unsigned long long)atomic_load(&d->srv.cfg)->limits.shutdown_timeout_ms);
+        sdnotify_stopping();
         server_stop(&d->srv);
     }
 }
@@ -192,6 +198,10 @@ int main(int argc, char **argv)
         event_base_free(d.base);
         return EXIT_CONFIG;
     }
+    sdnotify_unused_fds(); /* warns about each passed socket no listen: entry takes */
+    sdnotify_init(d.base);
+    health_notify_status(d.health);
+    sdnotify_ready();
     static const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
     struct event *sigev[sizeof(sigs) / sizeof(sigs[0])];
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
@@ -209,6 +219,7 @@ int main(int argc, char **argv)
     server_free(&d.srv);
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
         if (sigev[i]) event_free(sigev[i]);
+    sdnotify_free();
     event_base_free(d.base);
     libevent_global_shutdown();
     log_info("stopped");

@@ -12,6 +12,7 @@
 
 #include "listener.h"
 #include "log.h"
+#include "sdnotify.h"
 
 #define ACCEPT_BATCH    64  /* connections taken per wakeup of a listener */
 #define ACCEPT_RETRY_MS 100 /* pause after EMFILE and friends */
@@ -78,6 +79,12 @@ static bool open_listener(struct server *s, struct listener *l, char *err, size_
         return false;
     }
     for (unsigned i = 0; i < s->nw; i++) l->fds[i] = -1;
+    int pfd = sdnotify_listen_fd((const struct sockaddr *)&l->addr.ss, l->addr.sslen);
+    if (pfd >= 0) {
+        l->shared = l->inherited = true;
+        for (unsigned i = 0; i < s->nw; i++) l->fds[i] = pfd;
+        return true;
+    }
     for (unsigned i = 0; i < s->nw; i++) {
         l->fds[i] = listener_open(&l->addr, s->nw > 1, err, errlen);
         if (l->fds[i] < 0) {
