@@ -1139,8 +1139,8 @@ static void load_pools(struct ctx *x, const struct yt_node *n)
 
 static void load_root(struct ctx *x, const struct yt_node *root)
 {
-    static const char *const keys[] = {"listen", "workers", "log", "limits",
-                                       "checks", "pools",   NULL};
+    static const char *const keys[] = {"listen", "workers", "log",   "access_log",
+                                       "limits", "checks",  "pools", NULL};
     struct config *c = x->c;
     if (!root || is_null(root)) {
         diag_add(x->d, 1, 1, "the configuration is empty ('listen' and 'pools' are required)");

@@ -23,8 +23,8 @@
 #define CONFIG_MAX_WEIGHT       1000
 #define CONFIG_MAX_PRIORITY     1000
 #define CONFIG_MAX_REGIONS      64 /* per pool: an up-set fits in a uint64_t */
-#define CONFIG_MAX_CAPTURE    6  /* request headers the parser keeps (hash keys, access log) */
-#define CONFIG_MAX_HASH_HEADERS 4 /* distinct hash_key headers over all pools */
+#define CONFIG_MAX_CAPTURE      6  /* request headers the parser keeps (hash keys, access log) */
+#define CONFIG_MAX_HASH_HEADERS 4  /* distinct hash_key headers over all pools */
 
 enum region_state { REGION_AUTO, REGION_UP, REGION_DOWN, REGION_DRAIN };
 enum balance { BALANCE_WEIGHTED, BALANCE_LATENCY, BALANCE_HASH };
@@ -59,6 +59,8 @@ struct tmpl {
     struct chunk body_pre;  /* HTML body up to the path */
     struct chunk body_post; /* HTML body after the path */
     bool with_path;         /* append the request's path and query */
+    unsigned status;        /* for logs and metrics */
+    const char *region;     /* region name; NULL for fallback and reject */
 };
 
 enum check_type { CHECK_HTTP, CHECK_TCP };

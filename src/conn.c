@@ -62,6 +62,7 @@ struct conn {
     size_t pend_len, pend_cap;
     bool pend_head;
     uint8_t pend_minor;
+    char pend_method[16];
     struct conn *prev, *next;
 };
 
@@ -176,16 +177,70 @@ static bool conn_flush(struct conn *c)
 
 /* ---- answering ---- */
 
-/* Queues an error answer; the connection closes (lingering) after it. */
-static void answer_error(struct conn *c, unsigned status)
+static struct alog_str span_str(const char *base, struct http_span s, bool present)
+{
+    struct alog_str v = {present && base ? base + s.off : NULL, s.len};
+    return v;
+}
+
+/* One access log line; base is NULL when no request line was parsed. */
+static void log_access(struct conn *c, const char *base, const struct http_req *r, unsigned status,
+                       size_t bytes, const struct pool *p, const char *region)
+{
+    struct worker *w = c->w;
+    const struct config *cfg = w->cfg;
+    bool line = base && r->method.len;
+    struct alog_entry e = {
+        .peer = &c->peer,
+        .method = span_str(base, r->method, line),
+        .target = span_str(base, r->target, line),
+        .host = span_str(base, r->host, line && r->host.len),
+        .minor = r->minor,
+        .status = status,
+        .bytes = bytes,
+        .pool = p ? p->name : NULL,
+        .region = region,
+    };
+    if (cfg->capture_ua >= 0)
+        e.ua = span_str(base, r->capture[cfg->capture_ua],
+                        line && (r->captured >> cfg->capture_ua & 1));
+    if (cfg->capture_referer >= 0)
+        e.referer = span_str(base, r->capture[cfg->capture_referer],
+                             line && (r->captured >> cfg->capture_referer & 1));
+    alog_append(&w->alog, &e, cfg->access_log_json, w->date.sec);
+    if (w->alog.len >= ALOG_FLUSH_AT) worker_alog_flush(w);
+}
+
+static void log_access_held(struct conn *c, const struct http_req *r, size_t bytes)
+{
+    struct worker *w = c->w;
+    struct alog_entry e = {
+        .peer = &c->peer,
+        .method = {c->pend_method, r->method.len},
+        .target = {c->pend_path, c->pend_len},
+        .minor = r->minor,
+        .status = c->pend_tmpl->status,
+        .bytes = bytes,
+        .pool = c->pend_pool->name,
+        .region = c->pend_tmpl->region,
+    };
+    alog_append(&w->alog, &e, w->cfg->access_log_json, w->date.sec);
+    if (w->alog.len >= ALOG_FLUSH_AT) worker_alog_flush(w);
+}
+
+/* Queues an error answer; the connection closes (lingering) after it.
+ * base: the request's bytes, for the access log (NULL if unparsed). */
+static void answer_error(struct conn *c, unsigned status, const char *base)
 {
     struct worker *w = c->w;
     c->close_after = true;
     if (!out_reserve(c, REDIRECT_ERROR_MAX)) return; /* just close */
     c->linger_after = true;
     date_cache_update(&w->date, time(NULL));
-    c->out_len += redirect_error(c->out + c->out_len, status, &w->date);
+    size_t n = redirect_error(c->out + c->out_len, status, &w->date);
+    c->out_len += n;
     count_request(w);
+    if (w->cfg->access_log) log_access(c, base, &c->req, status, n, NULL, NULL);
     log_debug("client error %u: %s", status, c->req.reason ? c->req.reason : "");
 }
 
@@ -219,7 +274,7 @@ static const struct tmpl *choose(struct conn *c, const char *base, const struct 
     if (!p) {
         log_debug("no pool for Host '%.*s'", (int)(r->host.len < 256 ? r->host.len : 256),
                   base + r->host.off);
-        answer_error(c, 421);
+        answer_error(c, 421, base);
         return NULL;
     }
     struct choice *choice = atomic_load_explicit(&p->sel->cur, memory_order_acquire);
@@ -262,14 +317,28 @@ static bool hold(struct conn *c, const struct pool *p, const struct tmpl *t, con
     c->pend_tmpl = t;
     c->pend_head = r->is_head;
     c->pend_minor = r->minor;
+    size_t ml =
+        r->method.len < sizeof(c->pend_method) - 1 ? r->method.len : sizeof(c->pend_method) - 1;
+    memcpy(c->pend_method, path - r->path.off + r->method.off, ml);
+    c->pend_method[ml] = '\0';
     return true;
 }
 
 static void emit_held(struct conn *c, bool keep)
 {
     date_cache_update(&c->w->date, time(NULL));
+    size_t before = c->out_len;
     emit(c, c->pend_pool, c->pend_tmpl, c->pend_path, c->pend_len, c->pend_head, c->pend_minor,
          keep && !c->w->stopping);
+    if (c->w->cfg->access_log) {
+        struct http_req r;
+        http_req_init(&r);
+        r.minor = c->pend_minor;
+        /* the head is gone: log the method and path that were kept */
+        r.method = (struct http_span){0, (uint32_t)strlen(c->pend_method)};
+        r.target = (struct http_span){0, 0};
+        log_access_held(c, &r, c->out_len - before);
+    }
     c->pend_pool = NULL;
     config_unref(c->pend_cfg);
     c->pend_cfg = NULL;
@@ -296,7 +365,12 @@ static void on_head(struct conn *c, const char *base, size_t avail)
         http_chunked_init(&c->chunk);
         return;
     }
-    if (t) emit(c, p, t, base + r->path.off, r->path.len, r->is_head, r->minor, keep);
+    if (t) {
+        size_t before = c->out_len;
+        emit(c, p, t, base + r->path.off, r->path.len, r->is_head, r->minor, keep);
+        if (c->w->cfg->access_log)
+            log_access(c, base, r, t->status, c->out_len - before, p, t->region);
+    }
     if (c->close_after) {
         /* unread bytes (a body, pipelined requests) would turn close()
          * into a reset that can destroy the answer: linger instead */
@@ -328,7 +402,7 @@ static bool conn_consume(struct conn *c)
             enum http_result res = http_parse_head(&c->req, buf, avail, &hl);
             if (res == HTTP_AGAIN) break;
             if (res == HTTP_ERROR) {
-                answer_error(c, c->req.status);
+                answer_error(c, c->req.status, buf);
                 break;
             }
             if (!dated) {
@@ -498,7 +572,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     if (c->st == ST_HEAD && c->head_started && c->in_len && c->out_len == 0 && !c->close_after) {
         /* part of a head arrived, not all of it in time */
         c->in_len = 0;
-        answer_error(c, 408);
+        answer_error(c, 408, NULL);
         conn_flush(c);
         return;
     }

@@ -59,6 +59,39 @@ static void apply_logging(struct daemon *d, const struct config *cfg)
     log_setup(d->level_set ? d->level : cfg->log_level, cfg->log_json);
 }
 
+static bool same_alog(const struct config *a, const struct config *b)
+{
+    return (!a->access_log && !b->access_log) ||
+           (a->access_log && b->access_log && strcmp(a->access_log, b->access_log) == 0);
+}
+
+/* Opens cfg's access log if it differs from the running one. */
+static bool open_alog(struct daemon *d, const struct config *cfg, struct alog_file **out, char *err,
+                      size_t errlen)
+{
+    *out = NULL;
+    struct config *cur = atomic_load(&d->srv.cfg);
+    if (cur && same_alog(cur, cfg)) return true;
+    return !cfg->access_log || alog_open(cfg->access_log, out, err, errlen);
+}
+
+static void reopen_logs(struct daemon *d)
+{
+    const struct config *cfg = atomic_load(&d->srv.cfg);
+    if (!cfg->access_log) {
+        log_info("SIGUSR1: no access log configured; nothing to reopen");
+        return;
+    }
+    struct alog_file *f;
+    char err[256];
+    if (!alog_open(cfg->access_log, &f, err, sizeof(err))) {
+        log_error("SIGUSR1: %s; still writing to the old file", err);
+        return;
+    }
+    server_set_alog(&d->srv, f);
+    log_info("SIGUSR1: reopened the access log %s", cfg->access_log);
+}
+
 /* Validate, then commit: on any error the running config is untouched. */
 static void reload(struct daemon *d)
 {
@@ -71,6 +104,8 @@ static void reload(struct daemon *d)
     struct config *cfg = config_load(d->path, &dg);
     char err[256];
     struct listener_set *set = NULL;
+    struct alog_file *alog = NULL;
+    bool alog_changed = false;
     if (!cfg) {
         for (size_t i = 0; i < dg.n; i++) {
             diag_format(&dg, i, err, sizeof(err));
@@ -80,11 +115,17 @@ static void reload(struct daemon *d)
                  dg.n == 1 ? "" : "s");
     } else if (!(set = server_prepare(&d->srv, cfg, err, sizeof(err)))) {
         log_error("%s", err);
+    } else if (!open_alog(d, cfg, &alog, err, sizeof(err))) {
+        log_error("%s", err);
+        server_abort(&d->srv, set);
+        set = NULL;
     } else if (!health_reload(d->health, cfg)) {
         snprintf(err, sizeof(err), "out of memory moving health state");
         log_error("%s", err);
         server_abort(&d->srv, set);
         set = NULL;
+        alog_file_close(alog);
+        alog = NULL;
     }
     diag_free(&dg);
     d->last_reload = time(NULL);
@@ -96,7 +137,9 @@ static void reload(struct daemon *d)
         sdnotify_ready();
         return;
     }
+    alog_changed = !same_alog(atomic_load(&d->srv.cfg), cfg);
     server_commit(&d->srv, cfg, set);
+    if (alog_changed) server_set_alog(&d->srv, alog);
     apply_logging(d, cfg);
     health_notify_status(d->health);
     sdnotify_ready();
@@ -115,7 +158,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     case SIGHUP:
         if (!atomic_load(&d->srv.stopping)) reload(d);
         break;
-    case SIGUSR1: log_info("SIGUSR1: no log files to reopen (logs go to stderr)"); break;
+    case SIGUSR1: reopen_logs(d); break;
     default:
         if (atomic_load(&d->srv.stopping)) {
             log_warn("%s again: exiting now", strsignal((int)sig));
@@ -191,13 +234,23 @@ int main(int argc, char **argv)
         return EXIT_CONFIG;
     }
     char err[256];
+    struct alog_file *alog = NULL;
+    if (cfg->access_log && !alog_open(cfg->access_log, &alog, err, sizeof(err))) {
+        log_error("%s", err);
+        health_stop(d.health);
+        config_unref(cfg);
+        event_base_free(d.base);
+        return EXIT_CONFIG;
+    }
     if (!server_start(&d.srv, d.base, cfg, err, sizeof(err))) {
         log_error("%s", err);
+        alog_file_close(alog);
         health_stop(d.health);
         server_free(&d.srv);
         event_base_free(d.base);
         return EXIT_CONFIG;
     }
+    server_set_alog(&d.srv, alog);
     sdnotify_unused_fds(); /* warns about each passed socket no listen: entry takes */
     sdnotify_init(d.base);
     health_notify_status(d.health);

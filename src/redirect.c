@@ -234,6 +234,7 @@ static bool build_tmpl(struct tmpl *t, unsigned status, const char *url, bool wi
     if (extra_head) sb_str(&b, extra_head);
     bool ok = sb_take(&b, &t->head);
     t->with_path = with_path;
+    t->status = status;
     if (body == BODY_HTML) {
         sb_str(&b, "<!DOCTYPE html>\n<html><head><title>");
         snprintf(line, sizeof(line), "%u %s", status, http_reason(status));
@@ -282,10 +283,12 @@ bool redirect_prepare(struct config *c, struct diag *d)
             sb_str(&b, "\r\n");
         }
         ok = sb_take(&b, &p->tail) && ok;
-        for (size_t r = 0; r < p->nregions; r++)
+        for (size_t r = 0; r < p->nregions; r++) {
             ok = build_tmpl(&p->regions[r].tmpl, p->status, p->regions[r].url, true, NULL,
                             p->body) &&
                  ok;
+            p->regions[r].tmpl.region = p->regions[r].name;
+        }
         if (p->all_down_url)
             ok = build_tmpl(&p->fallback, p->status, p->all_down_url, false, NULL, p->body) && ok;
         char ra[48];

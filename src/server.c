@@ -338,10 +338,21 @@ static void on_mbox(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+void worker_alog_flush(struct worker *w)
+{
+    if (w->alog.len) alog_flush(&w->alog, atomic_load(&w->srv->alog));
+}
+
+static void on_alog_timer(evutil_socket_t fd, short what, void *arg)
+{
+    worker_alog_flush(arg);
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     event_base_dispatch(w->base);
+    worker_alog_flush(w);
     atomic_fetch_add(&w->srv->exited, 1);
     kick(w->srv->efd);
     return NULL;
@@ -363,8 +374,11 @@ static bool worker_init(struct server *s, struct worker *w, unsigned id)
     if (w->efd < 0) return false;
     w->mbox = event_new(w->base, w->efd, EV_READ | EV_PERSIST, on_mbox, w);
     w->resume_timer = evtimer_new(w->base, on_resume, w);
-    if (!w->mbox || !w->resume_timer) return false;
+    w->alog_timer = event_new(w->base, -1, EV_PERSIST, on_alog_timer, w);
+    if (!w->mbox || !w->resume_timer || !w->alog_timer) return false;
     event_add(w->mbox, NULL);
+    struct timeval second = {1, 0};
+    event_add(w->alog_timer, &second);
     w->cfg = config_ref(atomic_load(&s->cfg));
     w->now_ms = worker_now(w);
     w->accepting = true;
@@ -556,6 +570,8 @@ void server_free(struct server *s)
         for (size_t k = 0; k < w->nls; k++) event_free(w->ls[k].ev);
         free(w->ls);
         if (w->resume_timer) event_free(w->resume_timer);
+        if (w->alog_timer) event_free(w->alog_timer);
+        alog_buf_free(&w->alog);
         if (w->mbox) event_free(w->mbox);
         if (w->efd >= 0) close(w->efd);
         config_unref(w->cfg);
@@ -571,7 +587,14 @@ void server_free(struct server *s)
     if (s->efd >= 0) close(s->efd);
     if (s->stop_timer) event_free(s->stop_timer);
     config_unref(atomic_load(&s->cfg));
+    alog_file_close(atomic_load(&s->alog));
     memset(s, 0, sizeof(*s));
+}
+
+void server_set_alog(struct server *s, struct alog_file *f)
+{
+    struct alog_file *old = atomic_exchange(&s->alog, f);
+    server_retire(s, old, alog_file_close);
 }
 
 uint64_t server_requests(const struct server *s)

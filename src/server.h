@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "accesslog.h"
 #include "config.h"
 #include "redirect.h"
 
@@ -72,6 +73,8 @@ struct worker {
     uint64_t now_ms; /* monotonic, refreshed at each callback */
     struct date_cache date;
     struct worker_stats stats;
+    struct alog_buf alog;
+    struct event *alog_timer;
 };
 
 struct retired {
@@ -85,6 +88,7 @@ struct server {
     struct event_base *base; /* the main thread's loop */
     _Atomic(struct config *) cfg;
     _Atomic(struct listener_set *) lset;
+    _Atomic(struct alog_file *) alog; /* NULL: no access log */
     struct worker *w;
     unsigned nw;
     _Atomic unsigned nconns;
@@ -118,6 +122,11 @@ void server_stop(struct server *s);
 void server_free(struct server *s);
 /* Frees p with free_fn once no worker can still be reading it. */
 void server_retire(struct server *s, void *p, void (*free_fn)(void *));
+/* Publishes a new access log file (NULL: none); the old one is closed
+ * once no worker can still be writing to it. */
+void server_set_alog(struct server *s, struct alog_file *f);
+/* Writes the worker's buffered access log lines. */
+void worker_alog_flush(struct worker *w);
 /* Sums of the per-worker counters. */
 uint64_t server_requests(const struct server *s);
 unsigned server_workers_for(const struct config *cfg);
