@@ -359,11 +359,43 @@ struct health_ctl *health_start(struct event_base *base, struct config *cfg,
     return hc;
 }
 
-static const struct health *find_old(const struct health_ctl *hc, const struct pool *p,
-                                     const struct region *r)
+/* The old records by pool and region name: an open-addressing table, so a
+ * reload of thousands of regions stays linear. */
+struct old_index {
+    const struct health **slot;
+    size_t mask;
+};
+
+static uint64_t name_hash(const char *pool, const char *region)
 {
+    uint64_t h = UINT64_C(14695981039346656037);
+    for (const char *c = pool; *c; c++) h = (h ^ (unsigned char)*c) * UINT64_C(1099511628211);
+    h = (h ^ 0xff) * UINT64_C(1099511628211); /* separator */
+    for (const char *c = region; *c; c++) h = (h ^ (unsigned char)*c) * UINT64_C(1099511628211);
+    return h;
+}
+
+static bool old_index_build(struct old_index *ix, const struct health_ctl *hc)
+{
+    size_t size = 16;
+    while (size < hc->n * 2) size *= 2;
+    ix->slot = calloc(size, sizeof(*ix->slot));
+    if (!ix->slot) return false;
+    ix->mask = size - 1;
     for (size_t i = 0; i < hc->n; i++) {
         const struct health *h = &hc->all[i];
+        size_t k = name_hash(h->pool->name, h->region->name) & ix->mask;
+        while (ix->slot[k]) k = (k + 1) & ix->mask;
+        ix->slot[k] = h;
+    }
+    return true;
+}
+
+static const struct health *find_old(const struct old_index *ix, const struct pool *p,
+                                     const struct region *r)
+{
+    for (size_t k = name_hash(p->name, r->name) & ix->mask; ix->slot[k]; k = (k + 1) & ix->mask) {
+        const struct health *h = ix->slot[k];
         if (strcmp(h->pool->name, p->name) == 0 && strcmp(h->region->name, r->name) == 0)
             return check_cfg_equal(&h->region->check, &r->check) ? h : NULL;
     }
@@ -375,17 +407,19 @@ bool health_reload(struct health_ctl *hc, struct config *cfg)
     size_t n;
     struct health *hs = health_array(cfg, &n);
     bool *carried = calloc(n ? n : 1, sizeof(bool));
-    if (!hs || !carried || !health_attach(hc, cfg, hs, n)) {
+    struct old_index ix = {0};
+    if (!hs || !carried || !old_index_build(&ix, hc) || !health_attach(hc, cfg, hs, n)) {
         if (hs) health_detach(hs, n);
         free(hs);
         free(carried);
+        free(ix.slot);
         return false;
     }
     time_t now = time(NULL);
     size_t kept = 0;
     for (size_t i = 0; i < n; i++) {
         struct health *h = &hs[i];
-        const struct health *old = find_old(hc, h->pool, h->region);
+        const struct health *old = find_old(&ix, h->pool, h->region);
         if (old) {
             /* everything but the links and the in-flight probe */
             h->st = old->st;
@@ -404,6 +438,7 @@ bool health_reload(struct health_ctl *hc, struct config *cfg)
             h->last_change = now;
         }
     }
+    free(ix.slot);
     health_detach(hc->all, hc->n);
     free(hc->all);
     struct config *prev = hc->cfg;

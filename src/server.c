@@ -427,7 +427,17 @@ void server_retire(struct server *s, void *p, void (*free_fn)(void *))
     r->seq = atomic_fetch_add(&s->barrier_seq, 1) + 1;
     r->next = s->retired;
     s->retired = r;
-    broadcast(s, CMD_BARRIER);
+    /* many retires in one callback (a reload publishes a choice per pool)
+     * share one barrier, sent when the callback returns */
+    if (s->barrier_ev)
+        event_active(s->barrier_ev, EV_TIMEOUT, 0);
+    else
+        broadcast(s, CMD_BARRIER);
+}
+
+static void on_barrier(evutil_socket_t fd, short what, void *arg)
+{
+    broadcast(arg, CMD_BARRIER);
 }
 
 static void on_main_mbox(evutil_socket_t fd, short what, void *arg)
@@ -470,6 +480,7 @@ bool server_start(struct server *s, struct event_base *base, struct config *cfg,
         return false;
     }
     event_add(s->mbox, NULL);
+    s->barrier_ev = event_new(base, -1, 0, on_barrier, s);
     for (unsigned i = 0; i < s->nw; i++) {
         if (!worker_init(s, &s->w[i], i)) {
             snprintf(err, errlen, "cannot set up worker %u: %s", i, strerror(errno));
@@ -584,6 +595,7 @@ void server_free(struct server *s)
         free_listener_set(set);
     }
     if (s->mbox) event_free(s->mbox);
+    if (s->barrier_ev) event_free(s->barrier_ev);
     if (s->efd >= 0) close(s->efd);
     if (s->stop_timer) event_free(s->stop_timer);
     config_unref(atomic_load(&s->cfg));

@@ -99,6 +99,7 @@ struct server {
     _Atomic unsigned exited;
     _Atomic uint64_t barrier_seq;
     struct retired *retired;
+    struct event *barrier_ev; /* one barrier broadcast per batch of retires */
     struct event *stop_timer;
     bool running;
 };
