@@ -782,6 +782,121 @@ static void load_log(struct ctx *x, const struct yt_node *n)
         x->c->log_json = e == 1;
 }
 
+const unsigned config_error_status[CONFIG_ERROR_STATUSES] = {400, 408, 414, 421, 431, 501, 505};
+
+unsigned config_error_slot(const struct config *c, unsigned status)
+{
+    unsigned i = 0;
+    while (i + 1 < CONFIG_ERROR_STATUSES && config_error_status[i] != status) i++;
+    return (unsigned)(c->nslots - CONFIG_ERROR_STATUSES + i);
+}
+
+/* Numbers every template's counter column. */
+static void assign_slots(struct config *c)
+{
+    unsigned n = 0;
+    for (size_t i = 0; i < c->npools; i++) {
+        struct pool *p = &c->pools[i];
+        for (size_t k = 0; k < p->nregions; k++) p->regions[k].tmpl.slot = n++;
+        p->fallback.slot = n++;
+        p->reject.slot = n++;
+    }
+    c->nslots = n + CONFIG_ERROR_STATUSES;
+}
+
+bool config_alloc_counters(struct config *c, unsigned nworkers)
+{
+    if (c->counts) return true;
+    /* rows start on their own cache line: workers never share one */
+    c->stride = (c->nslots + 7) & ~(size_t)7;
+    c->counts = calloc(c->stride * (nworkers ? nworkers : 1), sizeof(*c->counts));
+    return c->counts != NULL;
+}
+
+bool config_parse_cidr(const char *s, struct cidr *out)
+{
+    memset(out, 0, sizeof(*out));
+    char addr[64];
+    const char *slash = strchr(s, '/');
+    size_t alen = slash ? (size_t)(slash - s) : strlen(s);
+    if (alen == 0 || alen >= sizeof(addr)) return false;
+    memcpy(addr, s, alen);
+    addr[alen] = '\0';
+    if (inet_pton(AF_INET, addr, out->addr) == 1) {
+        out->family = AF_INET;
+        out->bits = 32;
+    } else if (inet_pton(AF_INET6, addr, out->addr) == 1) {
+        out->family = AF_INET6;
+        out->bits = 128;
+    } else {
+        return false;
+    }
+    if (slash) {
+        size_t used;
+        uint64_t b;
+        if (!parse_u64(slash + 1, &used, &b) || slash[1 + used] != '\0' || b > out->bits)
+            return false;
+        out->bits = (unsigned)b;
+    }
+    return true;
+}
+
+bool cidr_match(const struct cidr *c, const struct sockaddr *sa)
+{
+    const uint8_t *a;
+    if (sa->sa_family != c->family) return false;
+    if (c->family == AF_INET)
+        a = (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
+    else
+        a = (const uint8_t *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
+    unsigned full = c->bits / 8, rest = c->bits % 8;
+    if (memcmp(a, c->addr, full) != 0) return false;
+    if (!rest) return true;
+    uint8_t mask = (uint8_t)(0xff << (8 - rest));
+    return (a[full] & mask) == (c->addr[full] & mask);
+}
+
+static void load_admin(struct ctx *x, const struct yt_node *n)
+{
+    static const char *const keys[] = {"listen", "allow", NULL};
+    struct config *c = x->c;
+    if (is_null(n)) return;
+    if (!want(x, n, YT_MAP, "admin")) return;
+    check_keys(x, n, "admin", keys);
+    const struct yt_node *v = yt_get(n, "listen");
+    if (!v) {
+        ERR(x, n, "admin: 'listen' is required");
+    } else if (want(x, v, YT_SCALAR, "admin.listen")) {
+        if (!config_parse_listen(v->str, &c->admin_listen)) {
+            ERR(x, v, "admin.listen: '%s' is not an address (IPv4:PORT or [IPv6]:PORT)", v->str);
+        } else {
+            c->admin_listen.line = v->line;
+            c->admin_listen.col = v->col;
+            c->admin = true;
+            for (size_t i = 0; i < c->nlisten; i++)
+                if (strcmp(c->listen[i].text, c->admin_listen.text) == 0)
+                    ERR(x, v, "admin.listen: %s is also a redirect listener (line %u)",
+                        c->admin_listen.text, c->listen[i].line);
+        }
+    }
+    static const char *const dflt[] = {"127.0.0.0/8", "::1/128"};
+    v = yt_get(n, "allow");
+    size_t cnt = v && v->kind == YT_SEQ ? v->len : 2;
+    if (v && !want(x, v, YT_SEQ, "admin.allow")) return;
+    c->admin_allow = calloc(cnt ? cnt : 1, sizeof(*c->admin_allow));
+    if (!c->admin_allow) return;
+    for (size_t i = 0; i < cnt; i++) {
+        const struct yt_node *it = v ? v->u.items[i] : NULL;
+        if (it && !want(x, it, YT_SCALAR, "admin.allow")) continue;
+        if (!config_parse_cidr(it ? it->str : dflt[i], &c->admin_allow[c->nadmin_allow])) {
+            ERR(x, it, "admin.allow: '%s' is not an address or CIDR (e.g. 10.0.0.0/8, ::1/128)",
+                it->str);
+            continue;
+        }
+        c->nadmin_allow++;
+    }
+}
+
 static void load_access_log(struct ctx *x, const struct yt_node *n)
 {
     static const char *const keys[] = {"path", "format", NULL};
@@ -1139,7 +1254,7 @@ static void load_pools(struct ctx *x, const struct yt_node *n)
 
 static void load_root(struct ctx *x, const struct yt_node *root)
 {
-    static const char *const keys[] = {"listen", "workers", "log",   "access_log",
+    static const char *const keys[] = {"listen", "workers", "admin", "log", "access_log",
                                        "limits", "checks",  "pools", NULL};
     struct config *c = x->c;
     if (!root || is_null(root)) {
@@ -1162,6 +1277,7 @@ static void load_root(struct ctx *x, const struct yt_node *root)
     }
     if ((v = yt_get(root, "log"))) load_log(x, v);
     if ((v = yt_get(root, "access_log"))) load_access_log(x, v);
+    if ((v = yt_get(root, "admin"))) load_admin(x, v);
     if ((v = yt_get(root, "limits"))) load_limits(x, v);
     if ((v = yt_get(root, "checks"))) load_check(x, v, &x->checks, false);
     if ((v = yt_get(root, "pools")))
@@ -1252,6 +1368,7 @@ struct config *config_parse(const char *name, const char *buf, size_t len, struc
     free(x.hosts);
     yt_free(&doc);
     collect_capture(&x);
+    assign_slots(c);
     if (d->n == before && !(redirect_prepare(c, d) && route_build(c) && select_init(c)) &&
         d->n == before)
         diag_add(d, 0, 0, "out of memory");
@@ -1330,6 +1447,8 @@ void config_free(struct config *c)
     for (size_t i = 0; i < c->ncapture; i++) free(c->capture[i]);
     free(c->capture);
     free(c->access_log);
+    free(c->admin_allow);
+    free((void *)c->counts);
     free(c->listen);
     free(c->path);
     free(c);

@@ -41,6 +41,13 @@ struct listen_addr {
     unsigned line, col;
 };
 
+/* An admin.allow entry. */
+struct cidr {
+    int family; /* AF_INET or AF_INET6 */
+    uint8_t addr[16];
+    unsigned bits;
+};
+
 struct header {
     char *name, *value;
 };
@@ -59,6 +66,7 @@ struct tmpl {
     struct chunk body_pre;  /* HTML body up to the path */
     struct chunk body_post; /* HTML body after the path */
     bool with_path;         /* append the request's path and query */
+    unsigned slot;          /* request counter column */
     unsigned status;        /* for logs and metrics */
     const char *region;     /* region name; NULL for fallback and reject */
 };
@@ -163,6 +171,15 @@ struct config {
     int capture_ua, capture_referer; /* indexes into capture, or -1 */
     char *access_log;                /* path, or NULL: no access log */
     bool access_log_json;
+    bool admin; /* admin.listen is set */
+    struct listen_addr admin_listen;
+    struct cidr *admin_allow;
+    size_t nadmin_allow;
+    /* request counters: one row per worker (server_adopt), one column per
+     * slot: every template (region, fallback, reject) and every error status */
+    size_t nslots;
+    size_t stride;
+    _Atomic uint64_t *counts;
 };
 
 /* Loads and validates path. On success returns a config; on failure returns
@@ -175,7 +192,17 @@ void config_free(struct config *c);
 struct config *config_ref(struct config *c);
 void config_unref(struct config *c);
 
+/* Error statuses the request path can answer, and their counter columns
+ * (after every template's). */
+#define CONFIG_ERROR_STATUSES 7
+extern const unsigned config_error_status[CONFIG_ERROR_STATUSES];
+unsigned config_error_slot(const struct config *c, unsigned status);
+/* Allocates the counter matrix for nworkers rows. */
+bool config_alloc_counters(struct config *c, unsigned nworkers);
+bool cidr_match(const struct cidr *c, const struct sockaddr *sa);
+
 /* Helpers shared with tests. Return false on a malformed value. */
+bool config_parse_cidr(const char *s, struct cidr *out);
 bool config_parse_duration(const char *s, uint64_t *ms);
 bool config_parse_size(const char *s, uint64_t *bytes);
 bool config_parse_listen(const char *s, struct listen_addr *out);

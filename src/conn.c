@@ -103,11 +103,11 @@ static void set_deadline(struct conn *c, uint64_t ms_from_now)
     c->armed = c->deadline;
 }
 
-/* Counters have one writer (this worker): no locked instruction needed. */
-static inline void count_request(struct worker *w)
+/* A counter row has one writer (this worker): no locked instruction. */
+static inline void count(_Atomic uint64_t *row, unsigned slot)
 {
-    uint64_t n = atomic_load_explicit(&w->stats.requests, memory_order_relaxed);
-    atomic_store_explicit(&w->stats.requests, n + 1, memory_order_relaxed);
+    uint64_t n = atomic_load_explicit(&row[slot], memory_order_relaxed);
+    atomic_store_explicit(&row[slot], n + 1, memory_order_relaxed);
 }
 
 /* ---- output ---- */
@@ -239,7 +239,7 @@ static void answer_error(struct conn *c, unsigned status, const char *base)
     date_cache_update(&w->date, time(NULL));
     size_t n = redirect_error(c->out + c->out_len, status, &w->date);
     c->out_len += n;
-    count_request(w);
+    count(w->counts, config_error_slot(w->cfg, status));
     if (w->cfg->access_log) log_access(c, base, &c->req, status, n, NULL, NULL);
     log_debug("client error %u: %s", status, c->req.reason ? c->req.reason : "");
 }
@@ -295,7 +295,12 @@ static void emit(struct conn *c, const struct pool *p, const struct tmpl *t, con
     }
     enum conn_hdr ch = !keep ? CONN_HDR_CLOSE : minor == 0 ? CONN_HDR_KEEP : CONN_HDR_NONE;
     c->out_len += redirect_build(c->out + c->out_len, p, t, path, plen, head_only, ch, &c->w->date);
-    count_request(c->w);
+    /* a held answer counts in the config it was chosen from */
+    const struct config *cfg = c->pend_cfg ? c->pend_cfg : c->w->cfg;
+    if (cfg == c->w->cfg)
+        count(c->w->counts, t->slot);
+    else if (cfg->counts)
+        count(cfg->counts + c->w->id * cfg->stride, t->slot);
     if (!keep) c->close_after = true;
 }
 

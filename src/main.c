@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "admin.h"
 #include "config.h"
 #include "health.h"
 #include "log.h"
@@ -25,10 +26,8 @@ struct daemon {
     struct event_base *base;
     struct server srv;
     struct health_ctl *health;
-    /* reload bookkeeping (metrics) */
-    uint64_t reloads_ok, reloads_failed;
-    bool last_reload_ok;
-    time_t last_reload;
+    struct admin *admin;
+    struct daemon_view view; /* what /status and /metrics show */
 };
 
 static void usage(FILE *out)
@@ -47,6 +46,11 @@ static void usage(FILE *out)
             "Signals: SIGHUP reloads the config, SIGTERM/SIGINT stop gracefully,\n"
             "SIGUSR1 reopens the access log.\n",
             DETOURD_DEFAULT_CONFIG);
+}
+
+static void fold_counts(void *ctx, const struct config *c, unsigned nrows)
+{
+    metrics_fold(ctx, c, nrows);
 }
 
 static void retire(void *ctx, void *p, void (*free_fn)(void *))
@@ -128,11 +132,11 @@ static void reload(struct daemon *d)
         alog = NULL;
     }
     diag_free(&dg);
-    d->last_reload = time(NULL);
+    d->view.last_reload = time(NULL);
     if (!set) {
         config_unref(cfg);
-        d->reloads_failed++;
-        d->last_reload_ok = false;
+        d->view.reloads_failed++;
+        d->view.last_reload_ok = false;
         log_error("reload failed (%s); still serving the previous configuration", err);
         sdnotify_ready();
         return;
@@ -143,8 +147,10 @@ static void reload(struct daemon *d)
     apply_logging(d, cfg);
     health_notify_status(d->health);
     sdnotify_ready();
-    d->reloads_ok++;
-    d->last_reload_ok = true;
+    if (!admin_reload(d->admin, cfg, err, sizeof(err)))
+        log_error("%s; the admin listener stays where it was", err);
+    d->view.reloads_ok++;
+    d->view.last_reload_ok = true;
     clock_gettime(CLOCK_MONOTONIC, &t1);
     log_info("reloaded %s: %zu pool%s, %zu listener%s (%.1f ms)", d->path, cfg->npools,
              cfg->npools == 1 ? "" : "s", cfg->nlisten, cfg->nlisten == 1 ? "" : "s",
@@ -216,8 +222,21 @@ int main(int argc, char **argv)
     }
     apply_logging(&d, cfg);
     signal(SIGPIPE, SIG_IGN);
-    d.last_reload_ok = true;
-    d.last_reload = time(NULL);
+    d.view = (struct daemon_view){
+        .srv = &d.srv,
+        .config_path = d.path,
+        .start_time = time(NULL),
+        .last_reload_ok = true,
+        .last_reload = time(NULL),
+        .metrics = metrics_new(),
+    };
+    if (!d.view.metrics) {
+        log_error("out of memory");
+        config_unref(cfg);
+        return EXIT_CONFIG;
+    }
+    d.srv.config_retired = fold_counts;
+    d.srv.config_retired_ctx = d.view.metrics;
 
     d.base = event_base_new();
     if (!d.base) {
@@ -251,6 +270,16 @@ int main(int argc, char **argv)
         return EXIT_CONFIG;
     }
     server_set_alog(&d.srv, alog);
+    d.view.health = d.health;
+    d.admin = admin_start(d.base, &d.view, cfg, err, sizeof(err));
+    if (!d.admin) {
+        log_error("%s", err);
+        health_stop(d.health);
+        server_free(&d.srv);
+        metrics_free(d.view.metrics);
+        event_base_free(d.base);
+        return EXIT_CONFIG;
+    }
     sdnotify_unused_fds(); /* warns about each passed socket no listen: entry takes */
     sdnotify_init(d.base);
     health_notify_status(d.health);
@@ -268,8 +297,10 @@ int main(int argc, char **argv)
 
     event_base_dispatch(d.base);
 
+    admin_stop(d.admin);
     health_stop(d.health);
     server_free(&d.srv);
+    metrics_free(d.view.metrics);
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
         if (sigev[i]) event_free(sigev[i]);
     sdnotify_free();

@@ -188,6 +188,11 @@ static struct fd_batch *removed_fds(struct server *s, struct listener_set *old,
 
 /* ---- the worker side ---- */
 
+static void set_row(struct worker *w)
+{
+    w->counts = w->cfg->counts + (size_t)w->id * w->cfg->stride;
+}
+
 static void accepting(struct worker *w, bool on)
 {
     if (w->accepting == on) return;
@@ -320,6 +325,7 @@ static void on_mbox(evutil_socket_t fd, short what, void *arg)
             config_ref(c);
             config_unref(w->cfg);
             w->cfg = c;
+            set_row(w);
         }
     }
     if (cmds & CMD_STOP && !w->stopping) {
@@ -380,6 +386,7 @@ static bool worker_init(struct server *s, struct worker *w, unsigned id)
     struct timeval second = {1, 0};
     event_add(w->alog_timer, &second);
     w->cfg = config_ref(atomic_load(&s->cfg));
+    set_row(w);
     w->now_ms = worker_now(w);
     w->accepting = true;
     sync_listeners(w);
@@ -451,9 +458,28 @@ static void on_main_mbox(evutil_socket_t fd, short what, void *arg)
         event_base_loopexit(s->base, NULL);
 }
 
-static void unref_config(void *p)
+struct config_job {
+    struct server *s;
+    struct config *c;
+};
+
+static void retire_config_done(void *p)
 {
-    config_unref(p);
+    struct config_job *j = p;
+    if (j->s->config_retired) j->s->config_retired(j->s->config_retired_ctx, j->c, j->s->nw);
+    config_unref(j->c);
+    free(j);
+}
+
+static void retire_config(struct server *s, struct config *c)
+{
+    struct config_job *j = malloc(sizeof(*j));
+    if (!j) {
+        config_unref(c); /* its counts are lost, nothing else */
+        return;
+    }
+    *j = (struct config_job){s, c};
+    server_retire(s, j, retire_config_done);
 }
 
 bool server_start(struct server *s, struct event_base *base, struct config *cfg, char *err,
@@ -470,6 +496,10 @@ bool server_start(struct server *s, struct event_base *base, struct config *cfg,
         return false;
     }
     for (unsigned i = 0; i < s->nw; i++) s->w[i].efd = -1;
+    if (!config_alloc_counters(cfg, s->nw)) {
+        snprintf(err, errlen, "out of memory");
+        return false;
+    }
     struct listener_set *set = build_listeners(s, cfg, NULL, err, errlen);
     if (!set) return false;
     atomic_init(&s->lset, set);
@@ -502,9 +532,12 @@ bool server_start(struct server *s, struct event_base *base, struct config *cfg,
     return true;
 }
 
-struct listener_set *server_prepare(struct server *s, const struct config *cfg, char *err,
-                                    size_t errlen)
+struct listener_set *server_prepare(struct server *s, struct config *cfg, char *err, size_t errlen)
 {
+    if (!config_alloc_counters(cfg, s->nw)) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
     if (server_workers_for(cfg) != s->nw)
         log_warn("workers: the number of workers changes only with a restart (keeping %u)", s->nw);
     return build_listeners(s, cfg, atomic_load(&s->lset), err, errlen);
@@ -535,7 +568,7 @@ void server_commit(struct server *s, struct config *cfg, struct listener_set *se
     broadcast(s, CMD_CONFIG | CMD_LISTENERS);
     server_retire(s, old, free_listener_set);
     if (gone) server_retire(s, gone, close_fd_batch);
-    server_retire(s, prev, unref_config);
+    retire_config(s, prev);
 }
 
 static void on_stop_timeout(evutil_socket_t fd, short what, void *arg)
@@ -607,12 +640,4 @@ void server_set_alog(struct server *s, struct alog_file *f)
 {
     struct alog_file *old = atomic_exchange(&s->alog, f);
     server_retire(s, old, alog_file_close);
-}
-
-uint64_t server_requests(const struct server *s)
-{
-    uint64_t n = 0;
-    for (unsigned i = 0; i < s->nw; i++)
-        n += atomic_load_explicit(&s->w[i].stats.requests, memory_order_relaxed);
-    return n;
 }

@@ -43,12 +43,6 @@ struct lsock {
     struct event *ev;
 };
 
-/* Per-worker counters, read by the main thread (relaxed). */
-struct worker_stats {
-    _Atomic uint64_t requests;
-    _Atomic uint64_t errors; /* 4xx/5xx answers */
-};
-
 struct worker {
     struct server *srv;
     unsigned id;
@@ -72,7 +66,7 @@ struct worker {
     size_t nfree;
     uint64_t now_ms; /* monotonic, refreshed at each callback */
     struct date_cache date;
-    struct worker_stats stats;
+    _Atomic uint64_t *counts; /* this worker's row of cfg->counts */
     struct alog_buf alog;
     struct event *alog_timer;
 };
@@ -100,6 +94,10 @@ struct server {
     _Atomic uint64_t barrier_seq;
     struct retired *retired;
     struct event *barrier_ev; /* one barrier broadcast per batch of retires */
+    /* called (main thread) when no worker uses a replaced config any more,
+     * before it is released: its counters are folded into lasting totals */
+    void (*config_retired)(void *ctx, const struct config *c, unsigned nrows);
+    void *config_retired_ctx;
     struct event *stop_timer;
     bool running;
 };
@@ -112,8 +110,7 @@ bool server_start(struct server *s, struct event_base *base, struct config *cfg,
  * addresses keep their sockets); NULL with a message in err if one cannot
  * be bound. Then either server_commit publishes cfg (its reference passes
  * to s) and the new listeners, or server_abort closes what was opened. */
-struct listener_set *server_prepare(struct server *s, const struct config *cfg, char *err,
-                                    size_t errlen);
+struct listener_set *server_prepare(struct server *s, struct config *cfg, char *err, size_t errlen);
 void server_commit(struct server *s, struct config *cfg, struct listener_set *set);
 void server_abort(struct server *s, struct listener_set *set);
 /* Graceful stop: close listeners, let connections finish, then leave the
@@ -128,8 +125,6 @@ void server_retire(struct server *s, void *p, void (*free_fn)(void *));
 void server_set_alog(struct server *s, struct alog_file *f);
 /* Writes the worker's buffered access log lines. */
 void worker_alog_flush(struct worker *w);
-/* Sums of the per-worker counters. */
-uint64_t server_requests(const struct server *s);
 unsigned server_workers_for(const struct config *cfg);
 
 /* conn.c */
