@@ -41,6 +41,7 @@ struct conn {
     bool backlogged;   /* reading paused: the client does not read answers */
     bool eof;          /* the client closed its side */
     bool shut_wr;
+    bool nodelay;       /* TCP_NODELAY set (only once a write was partial) */
     struct worker *w;
     struct event *rev, *wev, *tev;
     uint64_t deadline; /* monotonic ms */
@@ -137,6 +138,18 @@ static void start_linger(struct conn *c)
     set_deadline(c, LINGER_MS);
 }
 
+/* An answer normally leaves in one write after the request that asked for
+ * it carried the ACK of the previous one, so Nagle never holds it and the
+ * setsockopt is saved. Split writes and pipelined batches could wait for a
+ * delayed ACK: those connections get TCP_NODELAY. */
+static void set_nodelay(struct conn *c)
+{
+    if (c->nodelay) return;
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->nodelay = true;
+}
+
 /* Writes what is buffered. Returns false if the connection was closed. */
 static bool conn_flush(struct conn *c)
 {
@@ -144,6 +157,7 @@ static bool conn_flush(struct conn *c)
         ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
         if (n > 0) {
             c->out_off += (size_t)n;
+            if (c->out_off < c->out_len) set_nodelay(c);
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
@@ -398,6 +412,7 @@ static bool conn_consume(struct conn *c)
     const struct http_limits hl = {lim->max_header_bytes, lim->max_uri_bytes, cfg->capture,
                                    cfg->ncapture};
     size_t pos = 0;
+    unsigned answered = 0;
     bool dated = false;
 
     while (pos < c->in_len && !c->close_after && c->out_len < OUT_HIGH_WATER) {
@@ -415,6 +430,7 @@ static bool conn_consume(struct conn *c)
                 dated = true;
             }
             on_head(c, buf, avail);
+            if (++answered == 2) set_nodelay(c); /* pipelining */
             pos += c->req.head_len;
             c->head_started = false;
             http_req_init(&c->req);
@@ -641,9 +657,8 @@ void conn_accepted(struct worker *w, int fd, const struct sockaddr_storage *peer
         server_conn_closed(w);
         return;
     }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->fd = fd;
+    c->nodelay = false;
     c->w = w;
     c->st = ST_HEAD;
     c->close_after = c->linger_after = c->head_started = false;
