@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "health.h"
@@ -100,16 +101,22 @@ static void num_or_null(struct evbuffer *o, bool have, double v)
 void admin_status_json(struct evbuffer *o, const struct daemon_view *v)
 {
     const struct config *c = atomic_load(&v->srv->cfg);
-    evbuffer_add_printf(o, "{\"version\":\"%s\",\"start_time\":%lld,\"config\":{\"path\":",
-                        PACKAGE_VERSION, (long long)v->start_time);
-    jstr(o, v->config_path);
     evbuffer_add_printf(o,
-                        ",\"loaded_at\":%lld,\"last_reload\":{\"time\":%lld,\"success\":%s},"
-                        "\"reloads\":{\"success\":%llu,\"failure\":%llu}},"
+                        "{\"version\":\"%s\",\"now\":%lld,\"start_time\":%lld,\"config\":{"
+                        "\"path\":",
+                        PACKAGE_VERSION, (long long)time(NULL), (long long)v->start_time);
+    jstr(o, v->config_path);
+    evbuffer_add_printf(o, ",\"loaded_at\":%lld,\"last_reload\":", (long long)c->loaded_at);
+    if (v->reloads_ok + v->reloads_failed)
+        evbuffer_add_printf(o, "{\"time\":%lld,\"success\":%s}", (long long)v->last_reload,
+                            v->last_reload_ok ? "true" : "false");
+    else
+        evbuffer_add(o, "null", 4); /* no SIGHUP yet */
+    evbuffer_add_printf(o,
+                        ",\"reloads\":{\"success\":%llu,\"failure\":%llu}},"
                         "\"connections_active\":%u,\"pools\":[",
-                        (long long)c->loaded_at, (long long)v->last_reload,
-                        v->last_reload_ok ? "true" : "false", (unsigned long long)v->reloads_ok,
-                        (unsigned long long)v->reloads_failed, atomic_load(&v->srv->nconns));
+                        (unsigned long long)v->reloads_ok, (unsigned long long)v->reloads_failed,
+                        atomic_load(&v->srv->nconns));
     for (size_t i = 0; i < c->npools; i++) {
         const struct pool *p = &c->pools[i];
         if (i) evbuffer_add(o, ",", 1);
@@ -120,9 +127,19 @@ void admin_status_json(struct evbuffer *o, const struct daemon_view *v)
             if (k) evbuffer_add(o, ",", 1);
             jstr(o, p->hosts[k]);
         }
-        evbuffer_add_printf(
-            o, "],\"default\":%s,\"balance\":\"%s\",\"all_down\":\"%s\",\"chosen\":",
-            p->is_default ? "true" : "false", balance_name(p->balance), all_down_name(p->all_down));
+        const struct choice *ch = atomic_load_explicit(&p->sel->cur, memory_order_acquire);
+        bool all_down = ch->action == CHOICE_FALLBACK || ch->action == CHOICE_REJECT ||
+                        select_tier(p, ch->up) == 0; /* fail_open counts too */
+        uint64_t total = 0;
+        for (size_t k = 0; k < p->nregions; k++)
+            total += metrics_slot_total(v->metrics, c, v->srv->nw, p->name, p->regions[k].name,
+                                        p->status, p->regions[k].tmpl.slot);
+        evbuffer_add_printf(o,
+                            "],\"default\":%s,\"balance\":\"%s\",\"all_down\":\"%s\","
+                            "\"all_down_active\":%s,\"requests\":%llu,\"chosen\":",
+                            p->is_default ? "true" : "false", balance_name(p->balance),
+                            all_down_name(p->all_down), all_down ? "true" : "false",
+                            (unsigned long long)total);
         chosen_json(o, p);
         evbuffer_add(o, ",\"regions\":[", 12);
         for (size_t k = 0; k < p->nregions; k++) {
@@ -142,7 +159,7 @@ void admin_status_json(struct evbuffer *o, const struct daemon_view *v)
                 evbuffer_add_printf(o, "{\"time\":%lld,\"ok\":%s,\"reason\":\"%s\",\"detail\":",
                                     (long long)h->last_time,
                                     h->last.reason == HR_OK ? "true" : "false",
-                                    health_reason_name(h->last.reason));
+                                    health_reason_label(h->last.reason));
                 jstr(o, h->last.detail);
                 evbuffer_add(o, ",\"latency_ms\":", 14);
                 num_or_null(o, true, h->last.latency_ms);
@@ -160,9 +177,12 @@ void admin_status_json(struct evbuffer *o, const struct daemon_view *v)
                                 "\"latency_ms\":",
                                 h ? h->st.succ : 0, h ? h->st.fail : 0);
             num_or_null(o, h && h->st.have_latency, h ? h->st.latency_ms : 0);
-            evbuffer_add_printf(o,
-                                ",\"requests\":%llu,\"last_change\":%lld,\"state_changes\":%llu}",
-                                (unsigned long long)req, (long long)(h ? h->last_change : 0),
+            evbuffer_add_printf(o, ",\"requests\":%llu,\"last_change\":", (unsigned long long)req);
+            if (h && h->changes)
+                evbuffer_add_printf(o, "%lld", (long long)h->last_change);
+            else
+                evbuffer_add(o, "null", 4); /* no change since the start */
+            evbuffer_add_printf(o, ",\"state_changes\":%llu}",
                                 (unsigned long long)(h ? h->changes : 0));
         }
         evbuffer_add(o, "]}", 2);
