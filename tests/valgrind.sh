@@ -48,16 +48,20 @@ export DETOURD_WRAPPER="valgrind --error-exitcode=99 --leak-check=full \
 : >"$DETOURD_EXIT_LOG"
 
 status=0
-"$HERE/integration/run.sh" | tee "$VG_DIR/run.tap"
-rc=${PIPESTATUS[0]}
-if [ "$rc" -ne 0 ] || grep -q '^not ok' "$VG_DIR/run.tap"; then
-    echo "valgrind.sh: FAIL: integration tests failed under valgrind (exit $rc)"
-    status=1
-fi
-if ! grep -q '^1\.\.[0-9]' "$VG_DIR/run.tap"; then
-    echo "valgrind.sh: FAIL: run.sh printed no TAP plan"
-    status=1
-fi
+# the suites that exercise the request path, health checks and the
+# lifecycle (threads, reload); VALGRIND_SUITES overrides the list
+for suite in ${VALGRIND_SUITES:-run.sh checks.sh lifecycle.sh}; do
+    "$HERE/integration/$suite" | tee "$VG_DIR/$suite.tap"
+    rc=${PIPESTATUS[0]}
+    if [ "$rc" -ne 0 ] || grep -q '^not ok' "$VG_DIR/$suite.tap"; then
+        echo "valgrind.sh: FAIL: $suite failed under valgrind (exit $rc)"
+        status=1
+    fi
+    if ! grep -q '^1\.\.[0-9]' "$VG_DIR/$suite.tap"; then
+        echo "valgrind.sh: FAIL: $suite printed no TAP plan"
+        status=1
+    fi
+done
 
 # with -q valgrind writes only what it reports: any non-empty log is a finding
 for log in "$VG_DIR"/vg.*.log; do
