@@ -141,7 +141,12 @@ static void publish(struct health_ctl *hc, struct pool *p)
     pool_latencies(p, lat);
     struct choice *cur = atomic_load_explicit(&p->sel->cur, memory_order_acquire);
     struct choice *ch = select_compute(p, health_pool_upset(p), lat, cur ? cur->leader : -1);
-    if (ch) swap_choice(hc, p, ch);
+    if (!ch) return;
+    if (cur && select_same(cur, ch)) {
+        free(ch); /* nothing changes for the request path: keep the cycle going */
+        return;
+    }
+    swap_choice(hc, p, ch);
 }
 
 /* balance: latency — a new measurement may move the leader */

@@ -123,6 +123,12 @@ struct choice *select_compute(const struct pool *p, uint64_t up, const double *l
     return ch;
 }
 
+bool select_same(const struct choice *a, const struct choice *b)
+{
+    return a->action == b->action && a->n == b->n && a->leader == b->leader &&
+           memcmp(a->seq, b->seq, a->n * sizeof(a->seq[0])) == 0;
+}
+
 static inline uint64_t mix64(uint64_t x)
 {
     /* splitmix64 finaliser */

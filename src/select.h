@@ -52,6 +52,10 @@ int select_latency_leader(const struct pool *p, uint64_t tier, const double *lat
 struct choice *select_compute(const struct pool *p, uint64_t up, const double *latency_ms,
                               int prev_leader);
 
+/* True if two choices send traffic the same way (then the published one
+ * stays, and so does its position in the weighted cycle). */
+bool select_same(const struct choice *a, const struct choice *b);
+
 /* 64-bit hash of a hashing key (client address or header value). */
 uint64_t select_key_hash(const void *key, size_t len);
 /* Weighted rendezvous hashing over the choice's tier. */
