@@ -259,14 +259,9 @@ static void on_request(struct evhttp_request *req, void *arg)
     evbuffer_free(body);
 }
 
-static bool bind_admin(struct admin *a, const struct listen_addr *addr, char *err, size_t errlen)
+static bool attach(struct admin *a, const struct listen_addr *addr, int fd, char *err,
+                   size_t errlen)
 {
-    char e[200];
-    int fd = listener_open(addr, false, e, sizeof(e));
-    if (fd < 0) {
-        snprintf(err, errlen, "admin %s", e);
-        return false;
-    }
     struct evhttp_bound_socket *b = evhttp_accept_socket_with_handle(a->http, fd);
     if (!b) {
         close(fd);
@@ -278,6 +273,14 @@ static bool bind_admin(struct admin *a, const struct listen_addr *addr, char *er
     a->addr = *addr;
     log_info("admin listening on %s", addr->text);
     return true;
+}
+
+static int open_admin(const struct listen_addr *addr, char *err, size_t errlen)
+{
+    char e[200];
+    int fd = listener_open(addr, false, e, sizeof(e));
+    if (fd < 0) snprintf(err, errlen, "admin %s", e);
+    return fd;
 }
 
 struct admin *admin_start(struct event_base *base, struct daemon_view *v, const struct config *cfg,
@@ -298,28 +301,42 @@ struct admin *admin_start(struct event_base *base, struct daemon_view *v, const 
     evhttp_set_timeout(a->http, ADMIN_TIMEOUT_S);
     evhttp_set_max_headers_size(a->http, 8192);
     evhttp_set_max_body_size(a->http, ADMIN_MAX_BODY);
+    /* every method reaches on_request: the allow check comes first, then 405 */
     evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
-                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE);
+                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                            EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
+                                            EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
     evhttp_set_gencb(a->http, on_request, a);
-    if (cfg->admin && !bind_admin(a, &cfg->admin_listen, err, errlen)) {
-        admin_stop(a);
-        return NULL;
+    if (cfg->admin) {
+        int fd = open_admin(&cfg->admin_listen, err, errlen);
+        if (fd < 0 || !attach(a, &cfg->admin_listen, fd, err, errlen)) {
+            admin_stop(a);
+            return NULL;
+        }
     }
     return a;
 }
 
-bool admin_reload(struct admin *a, const struct config *cfg, char *err, size_t errlen)
+bool admin_prepare(struct admin *a, const struct config *cfg, int *fd, char *err, size_t errlen)
 {
+    *fd = -1;
+    if (!cfg->admin || (a->bound && strcmp(a->addr.text, cfg->admin_listen.text) == 0)) return true;
+    *fd = open_admin(&cfg->admin_listen, err, errlen);
+    return *fd >= 0;
+}
+
+void admin_commit(struct admin *a, const struct config *cfg, int fd)
+{
+    char err[200];
     if (!cfg->admin) {
         if (a->bound) {
             log_info("closing admin listener %s", a->addr.text);
             evhttp_del_accept_socket(a->http, a->bound);
             a->bound = NULL;
         }
-        return true;
+        return;
     }
-    if (a->bound && strcmp(a->addr.text, cfg->admin_listen.text) == 0) return true;
-    return bind_admin(a, &cfg->admin_listen, err, errlen);
+    if (fd >= 0 && !attach(a, &cfg->admin_listen, fd, err, sizeof(err))) log_error("%s", err);
 }
 
 void admin_stop(struct admin *a)

@@ -17,9 +17,11 @@ struct event_base;
 /* Starts the admin listener if cfg has one (else returns an idle admin). */
 struct admin *admin_start(struct event_base *base, struct daemon_view *v, const struct config *cfg,
                           char *err, size_t errlen);
-/* Follows a reload: rebinds when admin.listen changed (on failure the old
- * listener stays and err says why). */
-bool admin_reload(struct admin *a, const struct config *cfg, char *err, size_t errlen);
+/* Follows a reload in two steps, like the redirect listeners: prepare binds
+ * a changed admin.listen (false with err if it cannot; nothing changed),
+ * commit switches to it (or closes the listener if cfg has none). */
+bool admin_prepare(struct admin *a, const struct config *cfg, int *fd, char *err, size_t errlen);
+void admin_commit(struct admin *a, const struct config *cfg, int fd);
 void admin_stop(struct admin *a);
 
 /* Writes the /status document (exposed for tests). */

@@ -614,7 +614,7 @@ static void load_check(struct ctx *x, const struct yt_node *n, struct check_cfg 
         "down_interval", "timeout",    "rise",    "fall",          "jitter",
         "initial",       NULL};
     const char *const *keys = in_region ? region_keys : region_keys + 1;
-    static const char *const types[] = {"http", "tcp", NULL};
+    static const char *const types[] = {"http", "tcp", "none", NULL};
     static const char *const initials[] = {"up", "down", NULL};
     const char *what = in_region ? "check" : "checks";
     if (!want(x, n, YT_MAP, what)) return;
@@ -856,6 +856,15 @@ bool cidr_match(const struct cidr *c, const struct sockaddr *sa)
     return (a[full] & mask) == (c->addr[full] & mask);
 }
 
+/* Would binding both addresses clash (same port, and the same address or
+ * a wildcard of the same family)? */
+static bool same_socket(const struct listen_addr *a, const struct listen_addr *b)
+{
+    if (a->port != b->port || a->ss.ss_family != b->ss.ss_family) return false;
+    const char *any = a->ss.ss_family == AF_INET6 ? "::" : "0.0.0.0";
+    return strcmp(a->host, b->host) == 0 || strcmp(a->host, any) == 0 || strcmp(b->host, any) == 0;
+}
+
 static void load_admin(struct ctx *x, const struct yt_node *n)
 {
     static const char *const keys[] = {"listen", "allow", NULL};
@@ -868,15 +877,16 @@ static void load_admin(struct ctx *x, const struct yt_node *n)
         ERR(x, n, "admin: 'listen' is required");
     } else if (want(x, v, YT_SCALAR, "admin.listen")) {
         if (!config_parse_listen(v->str, &c->admin_listen)) {
-            ERR(x, v, "admin.listen: '%s' is not an address (IPv4:PORT or [IPv6]:PORT)", v->str);
+            ERR(x, v, "admin.listen: '%s' is not an address (IPv4:PORT, [IPv6]:PORT or *:PORT)",
+                v->str);
         } else {
             c->admin_listen.line = v->line;
             c->admin_listen.col = v->col;
             c->admin = true;
             for (size_t i = 0; i < c->nlisten; i++)
-                if (strcmp(c->listen[i].text, c->admin_listen.text) == 0)
-                    ERR(x, v, "admin.listen: %s is also a redirect listener (line %u)",
-                        c->admin_listen.text, c->listen[i].line);
+                if (same_socket(&c->listen[i], &c->admin_listen))
+                    ERR(x, v, "admin.listen: %s overlaps the redirect listener %s (line %u)",
+                        c->admin_listen.text, c->listen[i].text, c->listen[i].line);
         }
     }
     static const char *const dflt[] = {"127.0.0.0/8", "::1/128"};
@@ -919,9 +929,9 @@ static void load_access_log(struct ctx *x, const struct yt_node *n)
 
 static void load_headers(struct ctx *x, const struct yt_node *n, struct pool *p)
 {
-    static const char *const reserved[] = {"location",   "content-length",    "date",
-                                           "connection", "transfer-encoding", "keep-alive",
-                                           NULL};
+    static const char *const reserved[] = {
+        "location",          "content-length", "date",         "connection",
+        "transfer-encoding", "keep-alive",     "content-type", NULL};
     if (is_null(n)) return;
     if (!want(x, n, YT_MAP, "headers")) return;
     p->headers = calloc(n->len ? n->len : 1, sizeof(*p->headers));
@@ -1295,7 +1305,10 @@ static int capture_add(struct ctx *x, const char *name, const struct pool *p)
         if (strcasecmp(c->capture[k], name) == 0) return (int)k;
     if (c->ncapture == CONFIG_MAX_CAPTURE) {
         diag_add(x->d, p ? p->line : 0, p ? p->col : 0,
-                 "at most %d different hash_key headers over all pools", CONFIG_MAX_HASH_HEADERS);
+                 "too many different hash_key headers: at most %d request headers are kept, "
+                 "%s",
+                 CONFIG_MAX_CAPTURE,
+                 c->access_log ? "2 of them for the access log" : "over all pools");
         return -1;
     }
     if (!c->capture) c->capture = calloc(CONFIG_MAX_CAPTURE, sizeof(char *));

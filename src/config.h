@@ -71,7 +71,7 @@ struct tmpl {
     const char *region;     /* region name; NULL for fallback and reject */
 };
 
-enum check_type { CHECK_HTTP, CHECK_TCP };
+enum check_type { CHECK_HTTP, CHECK_TCP, CHECK_NONE };
 
 #define CHECK_STATUS_MIN 100
 #define CHECK_STATUS_MAX 599

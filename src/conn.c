@@ -41,7 +41,7 @@ struct conn {
     bool backlogged;   /* reading paused: the client does not read answers */
     bool eof;          /* the client closed its side */
     bool shut_wr;
-    bool nodelay;       /* TCP_NODELAY set (only once a write was partial) */
+    bool nodelay; /* TCP_NODELAY set (only once a write was partial) */
     struct worker *w;
     struct event *rev, *wev, *tev;
     uint64_t deadline; /* monotonic ms */

@@ -22,6 +22,10 @@ static const char *const reason_names[HR_COUNT] = {
     "ok",  "dns",     "connect refused", "connect timeout", "connect",
     "tls", "timeout", "status",          "body mismatch",   "reset",
 };
+/* The step that failed, for log lines ("connect: Connection refused"). */
+static const char *const reason_phases[HR_COUNT] = {
+    "ok", "dns", "connect", "connect", "connect", "tls", "timeout", "http", "body", "read",
+};
 static const char *const reason_labels[HR_COUNT] = {
     "ok",  "dns",     "connect_refused", "connect_timeout", "connect",
     "tls", "timeout", "status",          "body_mismatch",   "reset",
@@ -236,7 +240,7 @@ static void log_change(const struct health *h)
     else
         log_warn("pool %s region %s DOWN after %u failure%s: %s: %s%s", h->pool->name,
                  h->region->name, h->st.fail, h->st.fail == 1 ? "" : "s",
-                 health_reason_name(r->reason), r->detail,
+                 reason_phases[r->reason < HR_COUNT ? r->reason : 0], r->detail,
                  h->region->state != REGION_AUTO ? " (operator override in force)" : "");
     (void)c;
 }
@@ -269,7 +273,7 @@ static void on_probe_done(void *arg, const struct probe_result *r)
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct health *h = arg;
-    if (h->probe) return; /* one at a time */
+    if (h->probe || h->region->check.type == CHECK_NONE) return; /* one at a time */
     h->probe = probe_start(h->ctl->penv, &h->region->check, on_probe_done, h);
     if (!h->probe) {
         log_warn("pool %s region %s: cannot start a check (out of memory)", h->pool->name,

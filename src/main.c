@@ -109,6 +109,7 @@ static void reload(struct daemon *d)
     char err[256];
     struct listener_set *set = NULL;
     struct alog_file *alog = NULL;
+    int admin_fd = -1;
     bool alog_changed = false;
     if (!cfg) {
         for (size_t i = 0; i < dg.n; i++) {
@@ -119,6 +120,10 @@ static void reload(struct daemon *d)
                  dg.n == 1 ? "" : "s");
     } else if (!(set = server_prepare(&d->srv, cfg, err, sizeof(err)))) {
         log_error("%s", err);
+    } else if (!admin_prepare(d->admin, cfg, &admin_fd, err, sizeof(err))) {
+        log_error("%s", err);
+        server_abort(&d->srv, set);
+        set = NULL;
     } else if (!open_alog(d, cfg, &alog, err, sizeof(err))) {
         log_error("%s", err);
         server_abort(&d->srv, set);
@@ -132,6 +137,7 @@ static void reload(struct daemon *d)
         alog = NULL;
     }
     diag_free(&dg);
+    if (!set && admin_fd >= 0) close(admin_fd);
     d->view.last_reload = time(NULL);
     if (!set) {
         config_unref(cfg);
@@ -147,8 +153,7 @@ static void reload(struct daemon *d)
     apply_logging(d, cfg);
     health_notify_status(d->health);
     sdnotify_ready();
-    if (!admin_reload(d->admin, cfg, err, sizeof(err)))
-        log_error("%s; the admin listener stays where it was", err);
+    admin_commit(d->admin, cfg, admin_fd);
     d->view.reloads_ok++;
     d->view.last_reload_ok = true;
     clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -244,68 +249,64 @@ int main(int argc, char **argv)
         config_unref(cfg);
         return EXIT_CONFIG;
     }
-    /* health first: the choices reflect `initial` before any request */
-    d.health = health_start(d.base, cfg, retire, &d.srv);
-    if (!d.health) {
-        log_error("cannot start health checks (out of memory)");
-        config_unref(cfg);
-        event_base_free(d.base);
-        return EXIT_CONFIG;
-    }
-    char err[256];
-    struct alog_file *alog = NULL;
-    if (cfg->access_log && !alog_open(cfg->access_log, &alog, err, sizeof(err))) {
-        log_error("%s", err);
-        health_stop(d.health);
-        config_unref(cfg);
-        event_base_free(d.base);
-        return EXIT_CONFIG;
-    }
-    if (!server_start(&d.srv, d.base, cfg, err, sizeof(err))) {
-        log_error("%s", err);
-        alog_file_close(alog);
-        health_stop(d.health);
-        server_free(&d.srv);
-        event_base_free(d.base);
-        return EXIT_CONFIG;
-    }
-    server_set_alog(&d.srv, alog);
-    d.view.health = d.health;
-    d.admin = admin_start(d.base, &d.view, cfg, err, sizeof(err));
-    if (!d.admin) {
-        log_error("%s", err);
-        health_stop(d.health);
-        server_free(&d.srv);
-        metrics_free(d.view.metrics);
-        event_base_free(d.base);
-        return EXIT_CONFIG;
-    }
-    sdnotify_unused_fds(); /* warns about each passed socket no listen: entry takes */
-    sdnotify_init(d.base);
-    health_notify_status(d.health);
-    sdnotify_ready();
+    /* signals are loop events from here on: a SIGHUP or SIGTERM during
+     * startup is handled once the loop runs instead of killing the daemon */
     static const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
     struct event *sigev[sizeof(sigs) / sizeof(sigs[0])];
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
         sigev[i] = evsignal_new(d.base, sigs[i], on_signal, &d);
         if (sigev[i]) evsignal_add(sigev[i], NULL);
     }
+    /* health first: the choices reflect `initial` before any request */
+    int rc = EXIT_CONFIG;
+    char err[256];
+    struct alog_file *alog = NULL;
+    bool attempted = false;
+    d.health = health_start(d.base, cfg, retire, &d.srv);
+    if (!d.health) {
+        log_error("cannot start health checks (out of memory)");
+        config_unref(cfg);
+        goto out;
+    }
+    if (cfg->access_log && !alog_open(cfg->access_log, &alog, err, sizeof(err))) {
+        log_error("%s", err);
+        config_unref(cfg);
+        goto out;
+    }
+    attempted = true;
+    if (!server_start(&d.srv, d.base, cfg, err, sizeof(err))) { /* takes cfg either way */
+        log_error("%s", err);
+        alog_file_close(alog);
+        goto out;
+    }
+    server_set_alog(&d.srv, alog);
+    d.view.health = d.health;
+    d.admin = admin_start(d.base, &d.view, cfg, err, sizeof(err));
+    if (!d.admin) {
+        log_error("%s", err);
+        goto out;
+    }
+    sdnotify_unused_fds(); /* warns about each passed socket no listen: entry takes */
+    sdnotify_init(d.base);
+    health_notify_status(d.health);
+    sdnotify_ready();
 
     for (size_t i = 0; i < cfg->nlisten; i++) log_info("listening on %s", cfg->listen[i].text);
     log_info("detourd %s started: %zu pool%s from %s, %u worker%s", PACKAGE_VERSION, cfg->npools,
              cfg->npools == 1 ? "" : "s", cfg->path, d.srv.nw, d.srv.nw == 1 ? "" : "s");
 
     event_base_dispatch(d.base);
-
+    rc = 0;
+    log_info("stopped");
+out:
     admin_stop(d.admin);
     health_stop(d.health);
-    server_free(&d.srv);
+    if (attempted) server_free(&d.srv);
     metrics_free(d.view.metrics);
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
         if (sigev[i]) event_free(sigev[i]);
     sdnotify_free();
     event_base_free(d.base);
     libevent_global_shutdown();
-    log_info("stopped");
-    return 0;
+    return rc;
 }

@@ -215,12 +215,14 @@ void metrics_render(struct evbuffer *out, const struct daemon_view *v)
     metrics_free(ra.seen);
 
     size_t nh = health_count(v->health);
-    head(out, "detourd_region_up", "gauge", "1 if the region may receive traffic, else 0.");
+    head(out, "detourd_region_up", "gauge",
+         "1 if the region may receive traffic (up and weight > 0), else 0.");
     for (size_t i = 0; i < nh; i++) {
         const struct health *h = health_at(v->health, i);
         evbuffer_add(out, "detourd_region_up", 17);
         pr_labels(out, h->pool->name, h->region->name);
-        evbuffer_add_printf(out, "} %d\n", health_region_up(h->region) ? 1 : 0);
+        const struct region *r = h->region;
+        evbuffer_add_printf(out, "} %d\n", health_region_up(r) && r->weight > 0 ? 1 : 0);
     }
     head(out, "detourd_region_state_changes_total", "counter",
          "Up/down transitions decided by health checks.");

@@ -125,7 +125,7 @@ static void http_decide(struct probe *p, bool final)
     }
     bool complete = final || body >= PROBE_MAX_BODY ||
                     (p->content_length >= 0 && body >= (size_t)p->content_length);
-    if (complete) probe_finish(p, HR_BODY, 0, "body does not contain expect_body");
+    if (complete) probe_finish(p, HR_BODY, 0, "expect_body not found");
 }
 
 static void http_readable(struct probe *p)

@@ -291,9 +291,11 @@ bool redirect_prepare(struct config *c, struct diag *d)
         }
         if (p->all_down_url)
             ok = build_tmpl(&p->fallback, p->status, p->all_down_url, false, NULL, p->body) && ok;
+        p->fallback.region = "fallback";
         char ra[48];
         snprintf(ra, sizeof(ra), "\r\nRetry-After: %u", p->retry_after);
         ok = build_tmpl(&p->reject, 503, NULL, false, ra, p->body) && ok;
+        p->reject.region = "reject";
     }
     if (!ok) diag_add(d, 0, 0, "out of memory building response templates");
     return ok;

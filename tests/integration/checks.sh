@@ -76,7 +76,7 @@ t_closed_port_fails_over() {
     wait_answer "$L" "^307 http://127.0.0.1:$B/" 5 || return 1
     t1=$(now_ms)
     diag "fail-over after $((t1 - t0)) ms"
-    grep -q "pool api region primary DOWN after 2 failures: connect refused" \
+    grep -q "pool api region primary DOWN after 2 failures: connect: Connection refused" \
         "$(daemon_log tiers)" || why "no DOWN line with its reason in the log"
 }
 t "primary port closed: traffic moves to the secondary tier, logged with the reason" t_closed_port_fails_over
@@ -92,8 +92,8 @@ t "primary recovers: traffic fails back after rise successes" t_fail_back
 t_status_500() {
     set_mode a 500
     wait_answer "$L" "^307 http://127.0.0.1:$B/" 5 || return 1
-    grep -q "region primary DOWN after 2 failures: status: status 500" "$(daemon_log tiers)" ||
-        why "no 'status 500' reason in the log"
+    grep -q "region primary DOWN after 2 failures: http: status 500" "$(daemon_log tiers)" ||
+        why "no 'http: status 500' reason in the log"
     set_mode a ok
     wait_answer "$L" "^307 http://127.0.0.1:$A/" 5
 }
@@ -163,11 +163,11 @@ t_body_mismatch() {
     set_mode a body
     local i
     for ((i = 0; i < 60; i++)); do
-        grep -q "pool body region good DOWN after 2 failures: body mismatch" \
+        grep -q "pool body region good DOWN after 2 failures: body: expect_body not found" \
             "$(daemon_log kinds)" && break
         sleep 0.05
     done
-    grep -q "pool body region good DOWN after 2 failures: body mismatch" "$(daemon_log kinds)" ||
+    grep -q "pool body region good DOWN after 2 failures: body: expect_body not found" "$(daemon_log kinds)" ||
         why "expect_body mismatch not detected"
     # fail_open: the only region still gets the traffic
     got=$(hanswer "$L2" body.test)
@@ -185,7 +185,7 @@ t_tcp() {
         sleep 0.05
     done
     expect_eq "tcp fail-over" "$got" "307 http://127.0.0.1:$B/x" || return 1
-    grep -q "pool tcp region t1 DOWN after 2 failures: connect refused" "$(daemon_log kinds)" ||
+    grep -q "pool tcp region t1 DOWN after 2 failures: connect: Connection refused" "$(daemon_log kinds)" ||
         why "no connect refused reason"
     backend c "$C" || return 1
     for ((i = 0; i < 100; i++)); do
@@ -364,7 +364,12 @@ CONF=$(tmpf override.yaml)
 conf "$CONF" "$L6" "  - name: api
     regions:
       - {name: forced, url: \"http://127.0.0.1:$D/forced\", state: up}
-      - {name: healthy, url: \"http://127.0.0.1:$A/healthy\", state: down}"
+      - {name: healthy, url: \"http://127.0.0.1:$A/healthy\", state: down}
+  - name: unchecked
+    hosts: [unchecked.test]
+    regions:
+      - {name: nocheck, url: \"http://127.0.0.1:$D/none\", check: {type: none}}
+      - {name: backup, url: \"http://127.0.0.1:$A/backup\", priority: 2}"
 start_detourd override "$CONF" "$L6" || echo "Bail out! detourd did not start"
 OV_PID=$LAST_PID
 t_override() {
@@ -377,6 +382,17 @@ t_override() {
         why "checks did not keep running under the override"
 }
 t "operator state overrides checks, and checks keep running" t_override
+
+t_type_none() {
+    # nothing listens on D, but a region with check type none is never probed
+    local got
+    got=$(curl -s -o /dev/null -w '%{http_code} %{redirect_url}' -H 'Host: unchecked.test' \
+        "http://127.0.0.1:$L6/x")
+    expect_eq "type: none keeps its initial state" "$got" "307 http://127.0.0.1:$D/none/x" ||
+        return 1
+    ! grep -q "region nocheck" "$(daemon_log override)" || why "a type: none region was checked"
+}
+t "check type none: the region is never probed and keeps its initial state" t_type_none
 stop_pid "$OV_PID" 10
 
 done_testing

@@ -86,6 +86,35 @@ struct err_case {
 };
 
 static const struct err_case err_cases[] = {
+    /* later sections: checks, admin, access_log, headers */
+    {"check type unknown",
+     LISTEN "pools:\n  - name: api\n    regions:\n      - {name: eu, url: "
+            "\"http://e\", check: {type: ping}}\n",
+     5, 51, "check type: 'ping' is not one of: http | tcp | none"},
+    {"checks rise out of range", LISTEN "checks: {rise: 0}\npools:\n  - name: api\n" REGION, 2, 16,
+     "rise: 0 is out of range (1..100)"},
+    {"checks jitter not a percentage",
+     LISTEN "checks: {jitter: 10}\npools:\n  - name: api\n" REGION, 2, 18,
+     "jitter: '10' is not a percentage"},
+    {"expect_status bad class",
+     LISTEN "checks: {expect_status: [\"6xx\"]}\npools:\n  - name: api\n" REGION, 2, 26,
+     "expect_status: '6xx' is not a status code"},
+    {"checks url only per region",
+     LISTEN "checks: {url: \"http://x\"}\npools:\n  - name: api\n" REGION, 2, 10,
+     "unknown key 'url' in checks"},
+    {"admin overlaps a listener",
+     LISTEN "admin: {listen: \"0.0.0.0:8080\"}\npools:\n  - name: api\n" REGION, 2, 17,
+     "admin.listen: 0.0.0.0:8080 overlaps the redirect listener 127.0.0.1:8080"},
+    {"admin allow bad cidr",
+     LISTEN
+     "admin: {listen: \"127.0.0.1:9\", allow: [\"10.0.0.0/33\"]}\npools:\n  - name: api\n" REGION,
+     2, 40, "admin.allow: '10.0.0.0/33' is not an address or CIDR"},
+    {"access_log relative path",
+     LISTEN "access_log: {path: logs/a.log}\npools:\n  - name: api\n" REGION, 2, 20,
+     "access_log.path: 'logs/a.log' must be an absolute path"},
+    {"header Content-Type is ours",
+     LISTEN "pools:\n  - name: api\n    headers: {Content-Type: x}\n" REGION, 4, 15,
+     "headers: 'Content-Type' is set by detourd itself"},
     /* YAML syntax */
     {"unclosed flow list", "listen: [\"127.0.0.1:8080\"\npools: x\n", 2, 1,
      "YAML syntax error: did not find expected ',' or ']'"},
@@ -120,8 +149,7 @@ static const struct err_case err_cases[] = {
             "\"https://eu.example.com\"\n        url: \"https://eu2.example.com\"\n",
      7, 9, "duplicate key 'url' (first at line 6)"},
     {"duplicate flow key",
-     LISTEN "pools:\n  - {name: api, name: b, regions: [{name: eu, url: \"http://e\"}]}\n", 3,
-     17,
+     LISTEN "pools:\n  - {name: api, name: b, regions: [{name: eu, url: \"http://e\"}]}\n", 3, 17,
      "duplicate key 'name' (first at line 3)"},
     /* wrong types */
     {"listen is a mapping", "listen: {a: b}\npools:\n  - name: api\n" REGION, 1, 9,
@@ -508,12 +536,11 @@ START_TEST(test_many_errors)
     diag_free(&d);
     c = parse("a: 1\na: 2\nb: 1\nb: 2\nc: {x: 1, x: 2}\n", &d);
     ck_assert_ptr_null(c);
-    ck_assert_msg(has_err(&d, 2, 1, "duplicate key 'a'") &&
-                      has_err(&d, 4, 1, "duplicate key 'b'") &&
-                      has_err(&d, 5, 11, "duplicate key 'x'") &&
-                      has_err(&d, 1, 1, "unknown key 'a'") && !has_err(&d, 2, 1, "unknown key") &&
-                      has_err(&d, 1, 1, "'listen' is required"),
-                  "got:%s", dump(&d));
+    ck_assert_msg(
+        has_err(&d, 2, 1, "duplicate key 'a'") && has_err(&d, 4, 1, "duplicate key 'b'") &&
+            has_err(&d, 5, 11, "duplicate key 'x'") && has_err(&d, 1, 1, "unknown key 'a'") &&
+            !has_err(&d, 2, 1, "unknown key") && has_err(&d, 1, 1, "'listen' is required"),
+        "got:%s", dump(&d));
     ck_assert_msg(d.n == 8, "got:%s", dump(&d));
     diag_free(&d);
 }
