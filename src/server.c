@@ -231,6 +231,21 @@ static void on_resume(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* The worker has nothing left to do: a thread leaves its loop (and then
+ * reports); the inline worker reports at once. */
+static void worker_done(struct worker *w)
+{
+    if (w->done) return;
+    w->done = true;
+    if (!w->inline_loop) {
+        event_base_loopexit(w->base, NULL);
+        return;
+    }
+    worker_alog_flush(w);
+    atomic_fetch_add(&w->srv->exited, 1);
+    kick(w->srv->efd);
+}
+
 void server_conn_closed(struct worker *w)
 {
     atomic_fetch_sub(&w->srv->nconns, 1);
@@ -239,7 +254,7 @@ void server_conn_closed(struct worker *w)
         w->paused = false;
         accepting(w, true);
     }
-    if (w->stopping && !w->conns) event_base_loopexit(w->base, NULL);
+    if (w->stopping && !w->conns) worker_done(w);
 }
 
 static void on_accept(evutil_socket_t lfd, short what, void *arg)
@@ -334,10 +349,10 @@ static void on_mbox(evutil_socket_t fd, short what, void *arg)
         evtimer_del(w->resume_timer);
         sync_listeners(w); /* drops every accept event */
         conn_shutdown_all(w);
-        if (!w->conns) event_base_loopexit(w->base, NULL);
+        if (!w->conns) worker_done(w);
     }
     if (cmds & CMD_LISTENERS) sync_listeners(w);
-    if (cmds & CMD_EXIT) event_base_loopexit(w->base, NULL);
+    if (cmds & CMD_EXIT) worker_done(w);
     if (cmds & CMD_BARRIER) {
         atomic_store(&w->acked, seq);
         kick(s->efd);
@@ -369,12 +384,20 @@ static bool worker_init(struct server *s, struct worker *w, unsigned id)
     w->srv = s;
     w->id = id;
     w->efd = -1;
-    struct event_config *ec = event_config_new();
-    if (!ec) return false;
-    /* one thread per base: libevent needs no locks */
-    event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
-    w->base = event_base_new_with_config(ec);
-    event_config_free(ec);
+    if (s->nw == 1) {
+        /* One worker runs on the main thread: a single-threaded process
+         * spares the kernel a file reference count on every socket call
+         * and libc its cancellation wrappers. */
+        w->inline_loop = true;
+        w->base = s->base;
+    } else {
+        struct event_config *ec = event_config_new();
+        if (!ec) return false;
+        /* one thread per base: libevent needs no locks */
+        event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
+        w->base = event_base_new_with_config(ec);
+        event_config_free(ec);
+    }
     if (!w->base) return false;
     w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (w->efd < 0) return false;
@@ -517,7 +540,7 @@ bool server_start(struct server *s, struct event_base *base, struct config *cfg,
             return false;
         }
     }
-    for (unsigned i = 0; i < s->nw; i++) {
+    for (unsigned i = 0; i < s->nw && !s->w[0].inline_loop; i++) {
         int e = pthread_create(&s->w[i].thread, NULL, worker_main, &s->w[i]);
         if (e) {
             snprintf(err, errlen, "cannot start worker %u: %s", i, strerror(e));
@@ -619,7 +642,7 @@ void server_free(struct server *s)
         if (w->mbox) event_free(w->mbox);
         if (w->efd >= 0) close(w->efd);
         config_unref(w->cfg);
-        event_base_free(w->base);
+        if (!w->inline_loop) event_base_free(w->base);
     }
     free(s->w);
     struct listener_set *set = atomic_load(&s->lset);

@@ -47,6 +47,8 @@ struct worker {
     struct server *srv;
     unsigned id;
     pthread_t thread;
+    bool inline_loop; /* the only worker: runs on the main thread's loop */
+    bool done;
     struct event_base *base;
     /* mailbox */
     int efd;
