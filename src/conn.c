@@ -22,6 +22,7 @@
 #define IN_SLACK       1024        /* input room beyond max_header_bytes */
 #define LINGER_MS      5000        /* how long a lingering close keeps reading */
 #define MAX_FREE_CONNS 1024
+#define READ_ROUNDS    4 /* full reads per wakeup before others get a turn */
 
 enum conn_state {
     ST_HEAD,         /* reading a request head */
@@ -84,6 +85,13 @@ static void read_on(struct conn *c)
     c->reading = true;
 }
 
+/* With edge-triggered reads, a reader that stops before the socket is
+ * drained (fairness, a paused or lingering connection) must wake itself. */
+static void read_again(struct conn *c)
+{
+    if (c->reading) event_active(c->rev, EV_READ, 0);
+}
+
 static void read_off(struct conn *c)
 {
     if (!c->reading) return;
@@ -135,6 +143,7 @@ static void start_linger(struct conn *c)
     c->in_len = 0;
     c->backlogged = false;
     read_on(c);
+    read_again(c); /* drain what arrived while the answer was written */
     set_deadline(c, LINGER_MS);
 }
 
@@ -526,7 +535,7 @@ static bool conn_read(struct conn *c)
             c->in_cap = want;
         }
     }
-    for (int rounds = 0; rounds < 4; rounds++) {
+    for (int rounds = 0; rounds < READ_ROUNDS; rounds++) {
         /* after the last answer everything read is dropped */
         if (c->close_after || c->st == ST_LINGER) c->in_len = 0;
         size_t room = c->in_cap - c->in_len;
@@ -553,6 +562,9 @@ static bool conn_read(struct conn *c)
         conn_close(c);
         return false;
     }
+    /* more may be waiting and no new edge will say so: come back after
+     * the other connections had their turn */
+    read_again(c);
     return true;
 }
 
@@ -572,6 +584,7 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
         if (c->backlogged && !c->close_after) {
             c->backlogged = false;
             read_on(c);
+            read_again(c); /* requests that waited in the socket */
         }
         conn_process(c); /* pipelined requests held back by the backlog */
     }
@@ -670,7 +683,9 @@ void conn_accepted(struct worker *w, int fd, const struct sockaddr_storage *peer
     http_req_init(&c->req);
     memset(&c->peer, 0, sizeof(c->peer));
     memcpy(&c->peer, peer, peerlen < sizeof(c->peer) ? peerlen : sizeof(c->peer));
-    event_assign(c->rev, w->base, fd, EV_READ | EV_PERSIST, on_read, c);
+    /* edge-triggered: epoll need not re-poll the socket after every wakeup;
+     * the reader then owns draining it (see conn_read) */
+    event_assign(c->rev, w->base, fd, EV_READ | EV_PERSIST | EV_ET, on_read, c);
     event_assign(c->wev, w->base, fd, EV_WRITE | EV_PERSIST, on_write, c);
     c->prev = NULL;
     c->next = w->conns;
