@@ -60,15 +60,21 @@ static inline bool ishex(unsigned char c)
     return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f');
 }
 
-size_t redirect_escape_path(char *out, const char *in, size_t n)
+/* Escapes into out; *amps counts the '&'s written (the HTML body needs
+ * them as "&amp;"). */
+static size_t escape_path(char *out, const char *in, size_t n, size_t *amps)
 {
     const unsigned char *p = (const unsigned char *)in;
     char *o = out;
+    size_t a = 0;
     if (n == 0 || p[0] != '/') *o++ = '/';
     for (size_t i = 0; i < n; i++) {
         unsigned char c = p[i];
-        if (uri_ok[c] || (c == '%' && i + 2 < n && ishex(p[i + 1]) && ishex(p[i + 2]))) {
+        if (uri_ok[c]) {
             *o++ = (char)c;
+            a += c == '&';
+        } else if (c == '%' && i + 2 < n && ishex(p[i + 1]) && ishex(p[i + 2])) {
+            *o++ = '%';
         } else {
             o[0] = '%';
             o[1] = hexdig[c >> 4];
@@ -76,7 +82,14 @@ size_t redirect_escape_path(char *out, const char *in, size_t n)
             o += 3;
         }
     }
+    *amps = a;
     return (size_t)(o - out);
+}
+
+size_t redirect_escape_path(char *out, const char *in, size_t n)
+{
+    size_t amps;
+    return escape_path(out, in, n, &amps);
 }
 
 static char *put(char *o, const void *src, size_t n)
@@ -100,13 +113,19 @@ static char *put_uint(char *o, size_t v)
 
 /* Copies an already percent-encoded path, turning '&' into "&amp;" (the only
  * character of an encoded URI that matters inside a double-quoted attribute). */
-static char *put_html(char *o, const char *s, size_t n)
+static char *put_html(char *o, const char *s, size_t n, size_t amps)
 {
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '&')
+    if (!amps) return put(o, s, n);
+    const char *end = s + n;
+    while (s < end) {
+        const char *amp = memchr(s, '&', (size_t)(end - s));
+        size_t run = amp ? (size_t)(amp - s) : (size_t)(end - s);
+        o = put(o, s, run);
+        s += run;
+        if (amp) {
             o = PUTS(o, "&amp;");
-        else
-            *o++ = s[i];
+            s++;
+        }
     }
     return o;
 }
@@ -127,8 +146,7 @@ size_t redirect_build(char *out, const struct pool *p, const struct tmpl *t, con
     const char *esc = o;
     size_t esc_len = 0, amps = 0;
     if (t->with_path) {
-        esc_len = redirect_escape_path(o, path, path_len);
-        for (size_t i = 0; i < esc_len; i++) amps += esc[i] == '&';
+        esc_len = escape_path(o, path, path_len, &amps);
         o += esc_len;
     }
     o = PUTS(o, DATE_HDR);
@@ -146,7 +164,7 @@ size_t redirect_build(char *out, const struct pool *p, const struct tmpl *t, con
     o = PUTS(o, "\r\n");
     if (!head_only && body_len) {
         o = put(o, t->body_pre.p, t->body_pre.len);
-        o = put_html(o, esc, esc_len);
+        o = put_html(o, esc, esc_len, amps);
         o = put(o, t->body_post.p, t->body_post.len);
     }
     return (size_t)(o - out);

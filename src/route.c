@@ -16,6 +16,7 @@ struct route_entry {
 struct route_table {
     struct route_entry *slots;
     size_t mask;
+    size_t n;
     bool has_wildcards;
 };
 
@@ -86,6 +87,7 @@ bool route_build(struct config *c)
             size_t s = h & t->mask;
             while (t->slots[s].name) s = (s + 1) & t->mask;
             t->slots[s] = (struct route_entry){name, len, h, p};
+            t->n++;
         }
     }
     c->routes = t;
@@ -101,10 +103,11 @@ void route_free(struct route_table *t)
 
 const struct pool *route_lookup(const struct config *c, const char *host, size_t len)
 {
+    const struct route_table *t = c->routes;
+    if (t->n == 0) return c->default_pool; /* one default pool: nothing to match */
     char buf[ROUTE_MAX_HOST];
     size_t n = route_normalize(host, len, buf);
     if (n == 0) return c->default_pool;
-    const struct route_table *t = c->routes;
     const struct route_entry *e = find(t, buf, n);
     if (e) return e->pool;
     if (t->has_wildcards) {
