@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -35,4 +36,10 @@ int listener_open(const struct listen_addr *a, bool reuseport, char *err, size_t
         return -1;
     }
     return fd;
+}
+
+void listener_defer_accept(int fd, unsigned seconds)
+{
+    int s = seconds ? (int)seconds : 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &s, sizeof(s)); /* an optimisation only */
 }

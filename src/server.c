@@ -71,7 +71,8 @@ static void close_listener(struct listener *l, unsigned nw)
     l->fds = NULL;
 }
 
-static bool open_listener(struct server *s, struct listener *l, char *err, size_t errlen)
+static bool open_listener(struct server *s, struct listener *l, uint64_t defer_ms, char *err,
+                          size_t errlen)
 {
     l->fds = malloc(s->nw * sizeof(int));
     if (!l->fds) {
@@ -82,6 +83,7 @@ static bool open_listener(struct server *s, struct listener *l, char *err, size_
     int pfd = sdnotify_listen_fd((const struct sockaddr *)&l->addr.ss, l->addr.sslen);
     if (pfd >= 0) {
         l->shared = l->inherited = true;
+        listener_defer_accept(pfd, (unsigned)((defer_ms + 999) / 1000));
         for (unsigned i = 0; i < s->nw; i++) l->fds[i] = pfd;
         return true;
     }
@@ -91,6 +93,7 @@ static bool open_listener(struct server *s, struct listener *l, char *err, size_
             close_listener(l, s->nw);
             return false;
         }
+        listener_defer_accept(l->fds[i], (unsigned)((defer_ms + 999) / 1000));
     }
     return true;
 }
@@ -122,7 +125,7 @@ static struct listener_set *build_listeners(struct server *s, const struct confi
             l->inherited = was->inherited;
             l->fds = malloc(s->nw * sizeof(int));
             if (l->fds) memcpy(l->fds, was->fds, s->nw * sizeof(int));
-        } else if (!open_listener(s, l, err, errlen)) {
+        } else if (!open_listener(s, l, cfg->limits.header_timeout_ms, err, errlen)) {
             goto fail;
         }
         if (!l->fds) {

@@ -1171,6 +1171,8 @@ def answer(s, wait):
     return data.split(b"\r\n")[0].decode("latin-1")
 
 first = socket.create_connection(addr, timeout=5 * scale)  # accepted: it is first
+first.sendall(b"GET /he")  # (a connection is handed over once it has data)
+time.sleep(0.3 * scale)
 socks, failed = [], 0
 for i in range(n - 1):
     s = socket.socket()
@@ -1180,14 +1182,33 @@ for i in range(n - 1):
         failed += 1
     socks.append(s)
 print("opened", len(socks) + 1, "connect_errors", failed)
+# each idle connection sends the first byte of a request: a silent one would
+# stay in the kernel (TCP_DEFER_ACCEPT) and never count against the limit
+late_i = 199
+todo = {s.fileno(): s for i, s in enumerate(socks) if i != late_i}
+poller = select.poll()
+for fd in todo:
+    poller.register(fd, select.POLLOUT)
+end = time.monotonic() + 10 * scale
+while todo and time.monotonic() < end:
+    for fd, ev in poller.poll(500):
+        s = todo.pop(fd, None)
+        if s is None:
+            continue
+        poller.unregister(fd)
+        try:
+            s.send(b"G")
+        except OSError:
+            failed += 1
+print("primed", len(socks) - len(todo) - 1)
 time.sleep(1.0)  # the daemon accepts up to max_connections
 print("daemon_pid_check")
 sys.stdout.flush()
 # a connection the daemon holds still works
-first.sendall(b"GET /held HTTP/1.1\r\nHost: a\r\n\r\n")
+first.sendall(b"ld HTTP/1.1\r\nHost: a\r\n\r\n")
 print("held", answer(first, 5 * scale))
 # one far past the limit is not served while the limit holds
-late = socks[199]
+late = socks[late_i]
 late_ok = True
 try:
     _, w, _ = select.select([], [late], [], 2 * scale)
