@@ -254,19 +254,19 @@ static bool build_tmpl(struct tmpl *t, unsigned status, const char *url, bool wi
     t->with_path = with_path;
     t->status = status;
     if (body == BODY_HTML) {
-        sb_str(&b, "<!DOCTYPE html>\n<html><head><title>");
+        /* short: every byte is copied for every request (HTML5 needs no
+         * html, head or body tags) */
+        sb_str(&b, "<!DOCTYPE html>\n<title>");
         snprintf(line, sizeof(line), "%u %s", status, http_reason(status));
         sb_str(&b, line);
-        sb_str(&b, "</title></head>\n<body><h1>");
-        sb_str(&b, line);
+        sb_str(&b, "</title>\n");
         if (url) {
-            sb_str(&b, "</h1>\n<p><a href=\"");
+            sb_str(&b, "<p><a href=\"");
             sb_html(&b, url);
             ok = sb_take(&b, &t->body_pre) && ok;
-            sb_str(&b, "\">Continue here.</a></p></body></html>\n");
+            sb_str(&b, "\">Continue here</a>\n");
         } else {
-            sb_str(&b, "</h1>\n<p>No backend region is available. Try again later.</p>"
-                       "</body></html>\n");
+            sb_str(&b, "<p>No backend region is available. Try again later.\n");
             ok = sb_take(&b, &t->body_pre) && ok;
         }
         ok = sb_take(&b, &t->body_post) && ok;

@@ -321,8 +321,12 @@ static void sync_listeners(struct worker *w)
     w->ls = ls;
     w->nls = n;
     /* a socket without an event (OOM) is skipped */
-    for (size_t i = 0; i < w->nls; i++)
-        if (!w->ls[i].ev) w->ls[i] = w->ls[--w->nls];
+    for (size_t i = 0; i < w->nls;) {
+        if (!w->ls[i].ev)
+            w->ls[i] = w->ls[--w->nls];
+        else
+            i++;
+    }
 }
 
 static void on_mbox(evutil_socket_t fd, short what, void *arg)

@@ -1275,7 +1275,13 @@ def one_request(s, path):
     s.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: a\r\n\r\n")
     s.settimeout(5 * scale)
     got = b""
-    while b"</html>" not in got:
+    while True:  # one whole answer: the head, then Content-Length bytes
+        head, sep, body = got.partition(b"\r\n\r\n")
+        if sep:
+            cl = [l.split(b":", 1)[1] for l in head.split(b"\r\n")
+                  if l.lower().startswith(b"content-length:")]
+            if len(body) >= int(cl[0]) if cl else True:
+                break
         d = s.recv(65536)
         if not d:
             break

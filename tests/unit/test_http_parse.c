@@ -982,10 +982,8 @@ END_TEST
 START_TEST(test_capture_headers)
 {
     char *names[] = {"x-user-id", "x-tenant"};
-    const struct http_limits lim = {.max_header_bytes = 8192,
-                                    .max_uri_bytes = 8192,
-                                    .capture = names,
-                                    .ncapture = 2};
+    const struct http_limits lim = {
+        .max_header_bytes = 8192, .max_uri_bytes = 8192, .capture = names, .ncapture = 2};
     const char *req = "GET / HTTP/1.1\r\nHost: a\r\nX-User-ID:  42 \r\n"
                       "x-user-id: 43\r\nX-Other: 1\r\n\r\n";
     struct http_req r;
