@@ -440,6 +440,40 @@ static const struct listen_addr *url_is_self(const struct config *c, const struc
     return NULL;
 }
 
+/* A map of header names to values: names are tokens, values have no
+ * control characters; refused(name) may veto a name with a reason. */
+static void load_header_map(struct ctx *x, const struct yt_node *n, const char *what,
+                            const char *(*refused)(const char *), struct header **out, size_t *nout)
+{
+    if (!want(x, n, YT_MAP, what)) return;
+    *out = calloc(n->len ? n->len : 1, sizeof(**out));
+    if (!*out) return;
+    for (size_t i = 0; i < n->len; i++) {
+        const struct yt_node *k = n->u.pairs[i].key, *v = n->u.pairs[i].value;
+        if (k->kind != YT_SCALAR) continue;
+        bool ok = k->len > 0;
+        for (size_t j = 0; j < k->len; j++) ok = ok && http_tchar[(unsigned char)k->str[j]];
+        if (!ok) {
+            ERR(x, k, "%s: '%s' is not a valid header name", what, k->str);
+            continue;
+        }
+        const char *why = refused ? refused(k->str) : NULL;
+        if (why) {
+            ERR(x, k, "%s: '%s' %s", what, k->str, why);
+            continue;
+        }
+        struct header h = {0};
+        if (!get_str(x, v, what, &h.value)) continue;
+        if (!text_ok(h.value)) {
+            ERR(x, v, "%s: value of '%s' contains a control character", what, k->str);
+            free(h.value);
+            continue;
+        }
+        h.name = strdup(k->str);
+        (*out)[(*nout)++] = h;
+    }
+}
+
 /* ---- health checks ---- */
 
 static void expect_set(struct check_cfg *c, unsigned lo, unsigned hi)
@@ -575,34 +609,14 @@ static void load_expect(struct ctx *x, const struct yt_node *n, struct check_cfg
 
 static void load_check_headers(struct ctx *x, const struct yt_node *n, struct check_cfg *c)
 {
-    if (!want(x, n, YT_MAP, "check headers")) return;
     for (size_t i = 0; i < c->nheaders; i++) {
         free(c->headers[i].name);
         free(c->headers[i].value);
     }
     free(c->headers);
+    c->headers = NULL;
     c->nheaders = 0;
-    c->headers = calloc(n->len ? n->len : 1, sizeof(*c->headers));
-    if (!c->headers) return;
-    for (size_t i = 0; i < n->len; i++) {
-        const struct yt_node *k = n->u.pairs[i].key, *v = n->u.pairs[i].value;
-        if (k->kind != YT_SCALAR) continue;
-        bool ok = k->len > 0;
-        for (size_t j = 0; j < k->len; j++) ok = ok && http_tchar[(unsigned char)k->str[j]];
-        if (!ok) {
-            ERR(x, k, "check headers: '%s' is not a valid header name", k->str);
-            continue;
-        }
-        struct header h = {0};
-        if (!get_str(x, v, "check headers value", &h.value)) continue;
-        if (!text_ok(h.value)) {
-            ERR(x, v, "check headers: value of '%s' contains a control character", k->str);
-            free(h.value);
-            continue;
-        }
-        h.name = strdup(k->str);
-        c->headers[c->nheaders++] = h;
-    }
+    load_header_map(x, n, "check headers", NULL, &c->headers, &c->nheaders);
 }
 
 /* Applies the keys present in n over c. in_region allows `url`. */
@@ -927,44 +941,22 @@ static void load_access_log(struct ctx *x, const struct yt_node *n)
         x->c->access_log_json = e == 1;
 }
 
-static void load_headers(struct ctx *x, const struct yt_node *n, struct pool *p)
+/* Headers detourd writes itself: a pool may not set them. */
+static const char *reserved_header(const char *name)
 {
     static const char *const reserved[] = {
         "location",          "content-length", "date",         "connection",
         "transfer-encoding", "keep-alive",     "content-type", NULL};
+    for (const char *const *r = reserved; *r; r++)
+        if (strcasecmp(name, *r) == 0) return "is set by detourd itself and cannot be configured";
+    if (strcasecmp(name, "cache-control") == 0) return "is set with the pool's cache_control key";
+    return NULL;
+}
+
+static void load_headers(struct ctx *x, const struct yt_node *n, struct pool *p)
+{
     if (is_null(n)) return;
-    if (!want(x, n, YT_MAP, "headers")) return;
-    p->headers = calloc(n->len ? n->len : 1, sizeof(*p->headers));
-    if (!p->headers) return;
-    for (size_t i = 0; i < n->len; i++) {
-        const struct yt_node *k = n->u.pairs[i].key, *v = n->u.pairs[i].value;
-        if (k->kind != YT_SCALAR) continue;
-        bool ok = k->len > 0;
-        for (size_t j = 0; j < k->len; j++) ok = ok && http_tchar[(unsigned char)k->str[j]];
-        if (!ok) {
-            ERR(x, k, "headers: '%s' is not a valid header name", k->str);
-            continue;
-        }
-        bool res = false;
-        for (const char *const *r = reserved; *r && !res; r++) res = strcasecmp(k->str, *r) == 0;
-        if (res) {
-            ERR(x, k, "headers: '%s' is set by detourd itself and cannot be configured", k->str);
-            continue;
-        }
-        if (strcasecmp(k->str, "cache-control") == 0) {
-            ERR(x, k, "headers: set Cache-Control with the pool's cache_control key");
-            continue;
-        }
-        struct header h = {0};
-        if (!get_str(x, v, "headers value", &h.value)) continue;
-        if (!text_ok(h.value)) {
-            ERR(x, v, "headers: value of '%s' contains a control character", k->str);
-            free(h.value);
-            continue;
-        }
-        h.name = strdup(k->str);
-        p->headers[p->nheaders++] = h;
-    }
+    load_header_map(x, n, "headers", reserved_header, &p->headers, &p->nheaders);
 }
 
 static void load_all_down(struct ctx *x, const struct yt_node *n, struct pool *p)

@@ -615,6 +615,18 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
 /* ---- lifecycle ---- */
 
+/* Frees a connection object (its socket is already closed). */
+static void conn_destroy(struct conn *c)
+{
+    free(c->in);
+    free(c->out);
+    free(c->pend_path);
+    event_free(c->rev);
+    event_free(c->wev);
+    event_free(c->tev);
+    free(c);
+}
+
 static struct conn *conn_get(struct worker *w)
 {
     const struct limits *lim = &w->cfg->limits;
@@ -626,13 +638,7 @@ static struct conn *conn_get(struct worker *w)
         if (c->in_cap != in_cap) {
             char *p = realloc(c->in, in_cap);
             if (!p) {
-                free(c->in);
-                free(c->out);
-                free(c->pend_path);
-                event_free(c->rev);
-                event_free(c->wev);
-                event_free(c->tev);
-                free(c);
+                conn_destroy(c);
                 return NULL;
             }
             c->in = p;
@@ -722,13 +728,7 @@ void conn_close(struct conn *c)
         w->free_conns = c;
         w->nfree++;
     } else {
-        free(c->in);
-        free(c->out);
-        free(c->pend_path);
-        event_free(c->rev);
-        event_free(c->wev);
-        event_free(c->tev);
-        free(c);
+        conn_destroy(c);
     }
     server_conn_closed(w);
 }
@@ -751,13 +751,7 @@ void conn_free_pool(struct worker *w)
     while (w->free_conns) {
         struct conn *c = w->free_conns;
         w->free_conns = c->next;
-        free(c->in);
-        free(c->out);
-        free(c->pend_path);
-        event_free(c->rev);
-        event_free(c->wev);
-        event_free(c->tev);
-        free(c);
+        conn_destroy(c);
     }
     w->nfree = 0;
 }

@@ -105,6 +105,20 @@ static struct listener *find_listener(struct listener_set *set, const char *text
     return NULL;
 }
 
+/* Drops a set that was never published: closes only the sockets it opened
+ * itself (those old does not have). */
+static void discard_listeners(struct server *s, struct listener_set *set, struct listener_set *old)
+{
+    for (size_t i = 0; i < set->n; i++) {
+        if (find_listener(old, set->l[i].addr.text))
+            free(set->l[i].fds);
+        else
+            close_listener(&set->l[i], s->nw);
+    }
+    free(set->l);
+    free(set);
+}
+
 /* A new set for cfg: kept addresses share the old sockets. */
 static struct listener_set *build_listeners(struct server *s, const struct config *cfg,
                                             struct listener_set *old, char *err, size_t errlen)
@@ -136,15 +150,7 @@ static struct listener_set *build_listeners(struct server *s, const struct confi
     }
     return set;
 fail:
-    /* close only what this attempt opened */
-    for (size_t i = 0; i < set->n; i++) {
-        if (find_listener(old, set->l[i].addr.text))
-            free(set->l[i].fds);
-        else
-            close_listener(&set->l[i], s->nw);
-    }
-    free(set->l);
-    free(set);
+    discard_listeners(s, set, old);
     return NULL;
 }
 
@@ -575,15 +581,7 @@ struct listener_set *server_prepare(struct server *s, struct config *cfg, char *
 
 void server_abort(struct server *s, struct listener_set *set)
 {
-    struct listener_set *old = atomic_load(&s->lset);
-    for (size_t i = 0; i < set->n; i++) {
-        if (find_listener(old, set->l[i].addr.text))
-            free(set->l[i].fds);
-        else
-            close_listener(&set->l[i], s->nw);
-    }
-    free(set->l);
-    free(set);
+    discard_listeners(s, set, atomic_load(&s->lset));
 }
 
 void server_commit(struct server *s, struct config *cfg, struct listener_set *set)
