@@ -51,11 +51,30 @@ static bool ieq(const char *a, size_t alen, const char *lit)
 }
 
 /* Field values may hold HTAB, SP, visible ASCII and obs-text; no CTLs. */
+/* 1 for the bytes that end a request target: controls, SP and DEL. */
+static const uint8_t target_end[256] = {
+    [0x00] = 1, [0x01] = 1, [0x02] = 1, [0x03] = 1, [0x04] = 1, [0x05] = 1, [0x06] = 1,
+    [0x07] = 1, [0x08] = 1, [0x09] = 1, [0x0a] = 1, [0x0b] = 1, [0x0c] = 1, [0x0d] = 1,
+    [0x0e] = 1, [0x0f] = 1, [0x10] = 1, [0x11] = 1, [0x12] = 1, [0x13] = 1, [0x14] = 1,
+    [0x15] = 1, [0x16] = 1, [0x17] = 1, [0x18] = 1, [0x19] = 1, [0x1a] = 1, [0x1b] = 1,
+    [0x1c] = 1, [0x1d] = 1, [0x1e] = 1, [0x1f] = 1, [0x20] = 1, [0x7f] = 1,
+};
+
+/* 1 for the bytes a field value may not hold: controls but HTAB, and DEL. */
+static const uint8_t value_bad[256] = {
+    [0x00] = 1, [0x01] = 1, [0x02] = 1, [0x03] = 1, [0x04] = 1, [0x05] = 1, [0x06] = 1, [0x07] = 1,
+    [0x08] = 1, [0x0a] = 1, [0x0b] = 1, [0x0c] = 1, [0x0d] = 1, [0x0e] = 1, [0x0f] = 1, [0x10] = 1,
+    [0x11] = 1, [0x12] = 1, [0x13] = 1, [0x14] = 1, [0x15] = 1, [0x16] = 1, [0x17] = 1, [0x18] = 1,
+    [0x19] = 1, [0x1a] = 1, [0x1b] = 1, [0x1c] = 1, [0x1d] = 1, [0x1e] = 1, [0x1f] = 1, [0x7f] = 1,
+};
+
+/* Field values may hold HTAB, SP, visible ASCII and obs-text; no CTLs.
+ * Branch-free over the value: one table load and an OR per byte. */
 static bool value_ok(const unsigned char *p, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        if ((p[i] < 0x20 && p[i] != '\t') || p[i] == 0x7f) return false;
-    return true;
+    unsigned bad = 0;
+    for (const unsigned char *end = p + n; p < end; p++) bad |= value_bad[*p];
+    return !bad;
 }
 
 static enum http_result parse_target(struct http_req *r, const char *buf, uint32_t off,
@@ -111,7 +130,13 @@ static enum http_result parse_request_line(struct http_req *r, const char *buf, 
     r->method = (struct http_span){s, i - s};
     r->is_head = (i - s == 4 && memcmp(buf + s, "HEAD", 4) == 0);
     uint32_t ts = ++i;
-    while (i < e && p[i] > 0x20 && p[i] != 0x7f) i++;
+    /* the line ends in CR or LF (p[e]), which stops the scan: no bound check */
+    const unsigned char *q = p + i, *last = p + e;
+    while (q + 3 < last &&
+           !(target_end[q[0]] | target_end[q[1]] | target_end[q[2]] | target_end[q[3]]))
+        q += 4;
+    while (!target_end[*q]) q++;
+    i = (uint32_t)(q - p);
     if (i - ts > lim->max_uri_bytes) return fail(r, 414, "request target too long");
     if (i == ts || i >= e || p[i] != ' ') return fail(r, 400, "malformed request target");
     uint32_t te = i++;
