@@ -395,4 +395,6 @@ t_type_none() {
 t "check type none: the region is never probed and keeps its initial state" t_type_none
 stop_pid "$OV_PID" 10
 
+t "no sanitizer report in any daemon's log" t_no_sanitizer_reports
+
 done_testing

@@ -589,3 +589,17 @@ except Exception as e:
     v = "<%s>" % e
 print(v)' "$1" "$2"
 }
+
+# t_no_sanitizer_reports: fails if any daemon's log holds a sanitizer
+# report (ASan/LSan/UBSan/TSan builds); use as the last test of a suite
+t_no_sanitizer_reports() {
+    local f found=""
+    for f in "$TEST_TMP"/detourd:*.log; do
+        [ -e "$f" ] || continue
+        if grep -qE 'AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|runtime error:|ThreadSanitizer' "$f"; then
+            found+=" ${f##*/}"
+            why "$(grep -m 5 -E 'Sanitizer|runtime error:' "$f")"
+        fi
+    done
+    [ -z "$found" ] || why "sanitizer reports in:$found"
+}

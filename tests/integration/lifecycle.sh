@@ -248,4 +248,6 @@ t_access_log_json() {
 t "access log: format json, switched by a reload" t_access_log_json
 stop_pid "$WPID" 10
 
+t "no sanitizer report in any daemon's log" t_no_sanitizer_reports
+
 done_testing
