@@ -179,14 +179,47 @@ size_t redirect_build(char *out, const struct pool *p, const struct tmpl *t, con
     return (size_t)(o - out);
 }
 
+/* Error answers are literals but for Date: nothing is formatted for them
+ * but the cached date and one small number. */
+struct err_tmpl {
+    unsigned status;
+    const char *line; /* status line and "Date: " */
+    size_t line_len;
+    const char *body;
+    size_t body_len;
+};
+
+#define ERR_TMPL(code, reason)                                                                     \
+    {                                                                                              \
+        code, "HTTP/1.1 " #code " " reason "\r\nDate: ",                                           \
+            sizeof("HTTP/1.1 " #code " " reason "\r\nDate: ") - 1, #code " " reason "\n",          \
+            sizeof(#code " " reason "\n") - 1                                                      \
+    }
+
+static const struct err_tmpl err_tmpls[] = {
+    ERR_TMPL(400, "Bad Request"),
+    ERR_TMPL(408, "Request Timeout"),
+    ERR_TMPL(414, "URI Too Long"),
+    ERR_TMPL(421, "Misdirected Request"),
+    ERR_TMPL(431, "Request Header Fields Too Large"),
+    ERR_TMPL(500, "Internal Server Error"),
+    ERR_TMPL(501, "Not Implemented"),
+    ERR_TMPL(503, "Service Unavailable"),
+    ERR_TMPL(505, "HTTP Version Not Supported"),
+};
+
 size_t redirect_error(char *out, unsigned status, const struct date_cache *dc)
 {
-    const char *reason = http_reason(status);
-    int n = snprintf(out, REDIRECT_ERROR_MAX,
-                     "HTTP/1.1 %u %s\r\nDate: %s\r\nContent-Type: text/plain\r\n"
-                     "Content-Length: %zu\r\nConnection: close\r\n\r\n%u %s\n",
-                     status, reason, dc->str, strlen(reason) + 5, status, reason);
-    return n < 0 ? 0 : ((size_t)n >= REDIRECT_ERROR_MAX ? REDIRECT_ERROR_MAX - 1 : (size_t)n);
+    const struct err_tmpl *t = &err_tmpls[5]; /* 500 for a status without a template */
+    for (size_t i = 0; i < sizeof(err_tmpls) / sizeof(err_tmpls[0]); i++)
+        if (err_tmpls[i].status == status) t = &err_tmpls[i];
+    char *o = put(out, t->line, t->line_len);
+    o = put(o, dc->str, HTTP_DATE_LEN);
+    o = PUTS(o, "\r\nContent-Type: text/plain\r\nContent-Length: ");
+    o = put_uint(o, t->body_len);
+    o = PUTS(o, "\r\nConnection: close\r\n\r\n");
+    o = put(o, t->body, t->body_len);
+    return (size_t)(o - out);
 }
 
 /* ---- templates, built at config load ---- */
