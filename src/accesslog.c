@@ -11,6 +11,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "json.h"
+#include "lit.h"
+
 bool alog_open(const char *path, struct alog_file **out, char *err, size_t errlen)
 {
     int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
@@ -55,45 +58,50 @@ static bool reserve(struct alog_buf *b, size_t n)
     return true;
 }
 
+/* Every call stays inside what alog_append() reserved. */
 static void put(struct alog_buf *b, const char *s, size_t n)
 {
     memcpy(b->p + b->len, s, n);
     b->len += n;
 }
 
+/* escaped fields in a line: method, target, host, pool, region, referer,
+ * user agent (each at most 6 bytes a byte escaped, either format) */
+#define ALOG_FIELDS 7
+
 static const char hexd[] = "0123456789abcdef";
 
-/* Copies a field, escaping what could break the line: quotes, backslashes,
- * control characters and bytes >= 0x80 (combined: \xHH; JSON: \u00HH). */
+/* Copies a field (cut at ALOG_MAX_FIELD). JSON: a quoted string by the JSON
+ * escaper, or null. Combined: quotes, backslashes, control characters and
+ * bytes >= 0x7f become \xHH, as nginx writes them, or "-" when absent. */
 static void put_esc(struct alog_buf *b, struct alog_str s, bool json)
 {
     if (!s.p) {
         if (json)
-            put(b, "null", 4);
+            put(b, LIT("null"));
         else
-            put(b, "-", 1);
+            put(b, LIT("-"));
         return;
     }
     size_t n = s.len < ALOG_MAX_FIELD ? s.len : ALOG_MAX_FIELD;
-    if (json) put(b, "\"", 1);
+    if (json) {
+        put(b, LIT("\""));
+        b->len += json_escape(b->p + b->len, s.p, n);
+        put(b, LIT("\""));
+        return;
+    }
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s.p[i];
         if (c == '"' || c == '\\') {
             char e[2] = {'\\', (char)c};
-            put(b, e, 2);
+            put(b, e, sizeof(e));
         } else if (c < 0x20 || c >= 0x7f) {
-            if (json) {
-                char e[6] = {'\\', 'u', '0', '0', hexd[c >> 4], hexd[c & 15]};
-                put(b, e, 6);
-            } else {
-                char e[4] = {'\\', 'x', hexd[c >> 4], hexd[c & 15]};
-                put(b, e, 4);
-            }
+            char e[4] = {'\\', 'x', hexd[c >> 4], hexd[c & 15]};
+            put(b, e, sizeof(e));
         } else {
             b->p[b->len++] = (char)c;
         }
     }
-    if (json) put(b, "\"", 1);
 }
 
 static void put_cstr(struct alog_buf *b, const char *s, bool json)
@@ -114,7 +122,7 @@ static void client_text(const struct sockaddr_storage *ss, char *buf, size_t len
 
 void alog_append(struct alog_buf *b, const struct alog_entry *e, bool json, time_t now)
 {
-    if (!reserve(b, ALOG_MAX_LINE + 6 * 6 * ALOG_MAX_FIELD)) {
+    if (!reserve(b, ALOG_MAX_LINE + ALOG_FIELDS * JSON_ESCAPE_MAX(ALOG_MAX_FIELD))) {
         b->dropped++;
         return;
     }
@@ -133,46 +141,46 @@ void alog_append(struct alog_buf *b, const struct alog_entry *e, bool json, time
         n = snprintf(num, sizeof(num), "{\"time\":\"%s\",\"client\":\"", b->when);
         put(b, num, (size_t)n);
         put(b, client, strlen(client));
-        put(b, "\",\"method\":", 11);
+        put(b, LIT("\",\"method\":"));
         put_esc(b, e->method, true);
-        put(b, ",\"target\":", 10);
+        put(b, LIT(",\"target\":"));
         put_esc(b, e->target, true);
         n = snprintf(num, sizeof(num), ",\"proto\":\"HTTP/1.%u\",\"status\":%u,\"bytes\":%zu",
                      e->minor, e->status, e->bytes);
         put(b, num, (size_t)n);
-        put(b, ",\"host\":", 8);
+        put(b, LIT(",\"host\":"));
         put_esc(b, e->host, true);
-        put(b, ",\"pool\":", 8);
+        put(b, LIT(",\"pool\":"));
         put_cstr(b, e->pool, true);
-        put(b, ",\"region\":", 10);
+        put(b, LIT(",\"region\":"));
         put_cstr(b, e->region, true);
-        put(b, ",\"referer\":", 11);
+        put(b, LIT(",\"referer\":"));
         put_esc(b, e->referer, true);
-        put(b, ",\"user_agent\":", 14);
+        put(b, LIT(",\"user_agent\":"));
         put_esc(b, e->ua, true);
-        put(b, "}\n", 2);
+        put(b, LIT("}\n"));
         return;
     }
     /* combined: client - - [time] "request" status bytes "referer" "ua" */
     put(b, client, strlen(client));
-    put(b, " - - [", 6);
+    put(b, LIT(" - - ["));
     put(b, b->when, strlen(b->when));
-    put(b, "] \"", 3);
+    put(b, LIT("] \""));
     if (e->method.p) {
         put_esc(b, e->method, false);
-        put(b, " ", 1);
+        put(b, LIT(" "));
         put_esc(b, e->target, false);
         n = snprintf(num, sizeof(num), " HTTP/1.%u", e->minor);
         put(b, num, (size_t)n);
     } else {
-        put(b, "-", 1);
+        put(b, LIT("-"));
     }
     n = snprintf(num, sizeof(num), "\" %u %zu \"", e->status, e->bytes);
     put(b, num, (size_t)n);
     put_esc(b, e->referer, false);
-    put(b, "\" \"", 3);
+    put(b, LIT("\" \""));
     put_esc(b, e->ua, false);
-    put(b, "\"\n", 2);
+    put(b, LIT("\"\n"));
 }
 
 void alog_flush(struct alog_buf *b, const struct alog_file *f)

@@ -14,7 +14,9 @@
 #include <unistd.h>
 
 #include "health.h"
+#include "json.h"
 #include "listener.h"
+#include "lit.h"
 #include "log.h"
 #include "select.h"
 #include "server.h"
@@ -33,25 +35,6 @@ struct admin {
 };
 
 /* ---- JSON ---- */
-
-static void jstr(struct evbuffer *o, const char *s)
-{
-    if (!s) {
-        evbuffer_add(o, "null", 4);
-        return;
-    }
-    evbuffer_add(o, "\"", 1);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            evbuffer_add_printf(o, "\\%c", c);
-        else if (c < 0x20)
-            evbuffer_add_printf(o, "\\u%04x", c);
-        else
-            evbuffer_add(o, s, 1);
-    }
-    evbuffer_add(o, "\"", 1);
-}
 
 static const char *effective_state(const struct region *r)
 {
@@ -72,9 +55,9 @@ static const char *all_down_name(enum all_down_action a)
 static void chosen_json(struct evbuffer *o, const struct pool *p)
 {
     const struct choice *ch = atomic_load_explicit(&p->sel->cur, memory_order_acquire);
-    evbuffer_add(o, "[", 1);
+    evbuffer_add(o, LIT("["));
     if (ch->action == CHOICE_FALLBACK || ch->action == CHOICE_REJECT) {
-        jstr(o, ch->action == CHOICE_FALLBACK ? "fallback" : "reject");
+        json_str(o, ch->action == CHOICE_FALLBACK ? "fallback" : "reject");
     } else {
         uint64_t seen = 0;
         bool first = true;
@@ -82,12 +65,12 @@ static void chosen_json(struct evbuffer *o, const struct pool *p)
             unsigned r = ch->seq[i];
             if (seen >> r & 1) continue;
             seen |= UINT64_C(1) << r;
-            if (!first) evbuffer_add(o, ",", 1);
-            jstr(o, p->regions[r].name);
+            if (!first) evbuffer_add(o, LIT(","));
+            json_str(o, p->regions[r].name);
             first = false;
         }
     }
-    evbuffer_add(o, "]", 1);
+    evbuffer_add(o, LIT("]"));
 }
 
 static void num_or_null(struct evbuffer *o, bool have, double v)
@@ -95,7 +78,7 @@ static void num_or_null(struct evbuffer *o, bool have, double v)
     if (have && isfinite(v))
         evbuffer_add_printf(o, "%.3f", v);
     else
-        evbuffer_add(o, "null", 4);
+        evbuffer_add(o, LIT("null"));
 }
 
 void admin_status_json(struct evbuffer *o, const struct daemon_view *v)
@@ -105,13 +88,13 @@ void admin_status_json(struct evbuffer *o, const struct daemon_view *v)
                         "{\"version\":\"%s\",\"now\":%lld,\"start_time\":%lld,\"config\":{"
                         "\"path\":",
                         PACKAGE_VERSION, (long long)time(NULL), (long long)v->start_time);
-    jstr(o, v->config_path);
+    json_str(o, v->config_path);
     evbuffer_add_printf(o, ",\"loaded_at\":%lld,\"last_reload\":", (long long)c->loaded_at);
     if (v->reloads_ok + v->reloads_failed)
         evbuffer_add_printf(o, "{\"time\":%lld,\"success\":%s}", (long long)v->last_reload,
                             v->last_reload_ok ? "true" : "false");
     else
-        evbuffer_add(o, "null", 4); /* no SIGHUP yet */
+        evbuffer_add(o, LIT("null")); /* no SIGHUP yet */
     evbuffer_add_printf(o,
                         ",\"reloads\":{\"success\":%llu,\"failure\":%llu}},"
                         "\"connections_active\":%u,\"pools\":[",
@@ -119,13 +102,13 @@ void admin_status_json(struct evbuffer *o, const struct daemon_view *v)
                         atomic_load(&v->srv->nconns));
     for (size_t i = 0; i < c->npools; i++) {
         const struct pool *p = &c->pools[i];
-        if (i) evbuffer_add(o, ",", 1);
-        evbuffer_add(o, "{\"name\":", 8);
-        jstr(o, p->name);
-        evbuffer_add(o, ",\"hosts\":[", 10);
+        if (i) evbuffer_add(o, LIT(","));
+        evbuffer_add(o, LIT("{\"name\":"));
+        json_str(o, p->name);
+        evbuffer_add(o, LIT(",\"hosts\":["));
         for (size_t k = 0; k < p->nhosts; k++) {
-            if (k) evbuffer_add(o, ",", 1);
-            jstr(o, p->hosts[k]);
+            if (k) evbuffer_add(o, LIT(","));
+            json_str(o, p->hosts[k]);
         }
         const struct choice *ch = atomic_load_explicit(&p->sel->cur, memory_order_acquire);
         bool all_down = ch->action == CHOICE_FALLBACK || ch->action == CHOICE_REJECT ||
@@ -141,15 +124,15 @@ void admin_status_json(struct evbuffer *o, const struct daemon_view *v)
                             all_down_name(p->all_down), all_down ? "true" : "false",
                             (unsigned long long)total);
         chosen_json(o, p);
-        evbuffer_add(o, ",\"regions\":[", 12);
+        evbuffer_add(o, LIT(",\"regions\":["));
         for (size_t k = 0; k < p->nregions; k++) {
             const struct region *r = &p->regions[k];
             const struct health *h = r->health;
-            if (k) evbuffer_add(o, ",", 1);
-            evbuffer_add(o, "{\"name\":", 8);
-            jstr(o, r->name);
-            evbuffer_add(o, ",\"url\":", 7);
-            jstr(o, r->url);
+            if (k) evbuffer_add(o, LIT(","));
+            evbuffer_add(o, LIT("{\"name\":"));
+            json_str(o, r->name);
+            evbuffer_add(o, LIT(",\"url\":"));
+            json_str(o, r->url);
             evbuffer_add_printf(o,
                                 ",\"state\":\"%s\",\"override\":\"%s\",\"check_up\":%s,"
                                 "\"weight\":%u,\"priority\":%u,\"last_check\":",
@@ -160,15 +143,15 @@ void admin_status_json(struct evbuffer *o, const struct daemon_view *v)
                                     (long long)h->last_time,
                                     h->last.reason == HR_OK ? "true" : "false",
                                     health_reason_label(h->last.reason));
-                jstr(o, h->last.detail);
-                evbuffer_add(o, ",\"latency_ms\":", 14);
+                json_str(o, h->last.detail);
+                evbuffer_add(o, LIT(",\"latency_ms\":"));
                 num_or_null(o, true, h->last.latency_ms);
                 if (h->last.status)
                     evbuffer_add_printf(o, ",\"status\":%d}", h->last.status);
                 else
-                    evbuffer_add(o, ",\"status\":null}", 15);
+                    evbuffer_add(o, LIT(",\"status\":null}"));
             } else {
-                evbuffer_add(o, "null", 4);
+                evbuffer_add(o, LIT("null"));
             }
             uint64_t req = metrics_slot_total(v->metrics, c, v->srv->nw, p->name, r->name,
                                               p->status, r->tmpl.slot);
@@ -181,13 +164,13 @@ void admin_status_json(struct evbuffer *o, const struct daemon_view *v)
             if (h && h->changes)
                 evbuffer_add_printf(o, "%lld", (long long)h->last_change);
             else
-                evbuffer_add(o, "null", 4); /* no change since the start */
+                evbuffer_add(o, LIT("null")); /* no change since the start */
             evbuffer_add_printf(o, ",\"state_changes\":%llu}",
                                 (unsigned long long)(h ? h->changes : 0));
         }
-        evbuffer_add(o, "]}", 2);
+        evbuffer_add(o, LIT("]}"));
     }
-    evbuffer_add(o, "]}\n", 3);
+    evbuffer_add(o, LIT("]}\n"));
 }
 
 /* ---- HTTP ---- */

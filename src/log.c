@@ -7,6 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "json.h"
+
 static enum log_level cur_level = LOG_INFO;
 static bool cur_json;
 
@@ -34,23 +36,6 @@ bool log_parse_level(const char *s, enum log_level *out)
     return false;
 }
 
-static void json_escape(const char *s, char *out, size_t len)
-{
-    size_t o = 0;
-    for (; *s && o + 7 < len; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            out[o++] = '\\';
-            out[o++] = (char)c;
-        } else if (c < 0x20) {
-            o += (size_t)snprintf(out + o, len - o, "\\u%04x", c);
-        } else {
-            out[o++] = (char)c;
-        }
-    }
-    out[o] = '\0';
-}
-
 void log_msg(enum log_level level, const char *fmt, ...)
 {
     if (level > cur_level) return;
@@ -67,10 +52,10 @@ void log_msg(enum log_level level, const char *fmt, ...)
     size_t w = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(when + w, sizeof(when) - w, ".%03ldZ", ts.tv_nsec / 1000000);
     if (cur_json) {
-        char esc[sizeof(msg) * 2];
-        json_escape(msg, esc, sizeof(esc));
-        fprintf(stderr, "{\"time\":\"%s\",\"level\":\"%s\",\"msg\":\"%s\"}\n", when,
-                level_names[level], esc);
+        char esc[JSON_ESCAPE_MAX(sizeof(msg))];
+        size_t n = json_escape(esc, msg, strlen(msg));
+        fprintf(stderr, "{\"time\":\"%s\",\"level\":\"%s\",\"msg\":\"%.*s\"}\n", when,
+                level_names[level], (int)n, esc);
     } else {
         fprintf(stderr, "%s detourd[%s]: %s\n", when, level_names[level], msg);
     }

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lit.h"
+
 #define DATE_HDR "\r\nDate: "
 #define CL_HDR   "\r\nContent-Length: "
 
@@ -107,8 +109,6 @@ static char *put(char *o, const void *src, size_t n)
     return o + n;
 }
 
-#define PUTS(o, lit) put((o), (lit), sizeof(lit) - 1)
-
 static char *put_uint(char *o, size_t v)
 {
     char tmp[24];
@@ -132,7 +132,7 @@ static char *put_html(char *o, const char *s, size_t n, size_t amps)
         o = put(o, s, run);
         s += run;
         if (amp) {
-            o = PUTS(o, "&amp;");
+            o = put(o, LIT("&amp;"));
             s++;
         }
     }
@@ -158,19 +158,19 @@ size_t redirect_build(char *out, const struct pool *p, const struct tmpl *t, con
         esc_len = escape_path(o, path, path_len, &amps);
         o += esc_len;
     }
-    o = PUTS(o, DATE_HDR);
+    o = put(o, LIT(DATE_HDR));
     o = put(o, dc->str, HTTP_DATE_LEN);
-    o = PUTS(o, CL_HDR);
+    o = put(o, LIT(CL_HDR));
     size_t body_len = 0;
     if (t->body_pre.len) body_len = t->body_pre.len + esc_len + 4 * amps + t->body_post.len;
     o = put_uint(o, body_len);
-    o = PUTS(o, "\r\n");
+    o = put(o, LIT("\r\n"));
     o = put(o, p->tail.p, p->tail.len);
     if (ch == CONN_HDR_CLOSE)
-        o = PUTS(o, "Connection: close\r\n");
+        o = put(o, LIT("Connection: close\r\n"));
     else if (ch == CONN_HDR_KEEP)
-        o = PUTS(o, "Connection: keep-alive\r\n");
-    o = PUTS(o, "\r\n");
+        o = put(o, LIT("Connection: keep-alive\r\n"));
+    o = put(o, LIT("\r\n"));
     if (!head_only && body_len) {
         o = put(o, t->body_pre.p, t->body_pre.len);
         o = put_html(o, esc, esc_len, amps);
@@ -215,9 +215,9 @@ size_t redirect_error(char *out, unsigned status, const struct date_cache *dc)
         if (err_tmpls[i].status == status) t = &err_tmpls[i];
     char *o = put(out, t->line, t->line_len);
     o = put(o, dc->str, HTTP_DATE_LEN);
-    o = PUTS(o, "\r\nContent-Type: text/plain\r\nContent-Length: ");
+    o = put(o, LIT("\r\nContent-Type: text/plain\r\nContent-Length: "));
     o = put_uint(o, t->body_len);
-    o = PUTS(o, "\r\nConnection: close\r\n\r\n");
+    o = put(o, LIT("\r\nConnection: close\r\n\r\n"));
     o = put(o, t->body, t->body_len);
     return (size_t)(o - out);
 }
@@ -273,7 +273,7 @@ static bool sb_take(struct sbuf *b, struct chunk *c)
         free(b->p);
         return false;
     }
-    if (!b->p) sb_add(b, "", 0);
+    if (!b->p) sb_add(b, LIT(""));
     c->p = b->p;
     c->len = b->len;
     memset(b, 0, sizeof(*b));
