@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "html.h"
 #include "lit.h"
 
 #define DATE_HDR "\r\nDate: "
@@ -230,20 +231,27 @@ struct sbuf {
     bool oom;
 };
 
-static void sb_add(struct sbuf *b, const char *s, size_t n)
+/* Makes room for n more bytes and a NUL; false (and oom set) if it cannot. */
+static bool sb_grow(struct sbuf *b, size_t n)
 {
-    if (b->oom) return;
+    if (b->oom) return false;
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 128;
         while (cap < b->len + n + 1) cap *= 2;
         char *np = realloc(b->p, cap);
         if (!np) {
             b->oom = true;
-            return;
+            return false;
         }
         b->p = np;
         b->cap = cap;
     }
+    return true;
+}
+
+static void sb_add(struct sbuf *b, const char *s, size_t n)
+{
+    if (!sb_grow(b, n)) return;
     memcpy(b->p + b->len, s, n);
     b->len += n;
     b->p[b->len] = '\0';
@@ -256,15 +264,10 @@ static void sb_str(struct sbuf *b, const char *s)
 
 static void sb_html(struct sbuf *b, const char *s)
 {
-    for (; *s; s++) {
-        switch (*s) {
-        case '&': sb_str(b, "&amp;"); break;
-        case '<': sb_str(b, "&lt;"); break;
-        case '>': sb_str(b, "&gt;"); break;
-        case '"': sb_str(b, "&quot;"); break;
-        default: sb_add(b, s, 1);
-        }
-    }
+    size_t n = strlen(s);
+    if (!sb_grow(b, HTML_ESCAPE_MAX(n))) return;
+    b->len += html_escape(b->p + b->len, s, n);
+    b->p[b->len] = '\0';
 }
 
 static bool sb_take(struct sbuf *b, struct chunk *c)

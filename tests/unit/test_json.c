@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "html.h"
 #include "json.h"
 #include "lit.h"
 #include "unit.h"
@@ -144,6 +145,51 @@ START_TEST(evbuffer_string)
 }
 END_TEST
 
+static void hcheck(const char *in, size_t n, const char *want)
+{
+    char *out = malloc(HTML_ESCAPE_MAX(n) + 1);
+    ck_assert_ptr_nonnull(out);
+    size_t len = html_escape(out, in, n);
+    ck_assert_uint_le(len, HTML_ESCAPE_MAX(n));
+    out[len] = '\0';
+    ck_assert_str_eq(out, want);
+    free(out);
+}
+
+#define HCHECK(lit, want) hcheck(LIT(lit), want)
+#define U                 "\xef\xbf\xbd" /* U+FFFD, as UTF-8 */
+
+START_TEST(html_escapes)
+{
+    HCHECK("", "");
+    HCHECK("eu-west", "eu-west");
+    HCHECK("<script>\"a\" & 'b'</script>",
+           "&lt;script&gt;&quot;a&quot; &amp; &#39;b&#39;&lt;/script&gt;");
+    HCHECK("tab\tnew\nline", "tab\tnew\nline");
+    HCHECK("\x01\x7f", U U); /* control characters are not HTML text */
+    HCHECK("caf\xc3\xa9 \xf0\x9f\x98\x80", "caf\xc3\xa9 \xf0\x9f\x98\x80");
+    HCHECK("caf\xe9", "caf" U);
+    HCHECK("\xed\xa0\x80", U U U);
+    HCHECK("\xc0\xaf", U U);
+    HCHECK("\xf0\x9f\x98<", U "&lt;");
+}
+END_TEST
+
+START_TEST(html_evbuffer)
+{
+    struct evbuffer *b = evbuffer_new();
+    ck_assert_ptr_nonnull(b);
+    html_str(b, NULL);
+    html_str(b, "");
+    html_str(b, "a<\xff");
+    size_t n = evbuffer_get_length(b);
+    const char want[] = "a&lt;" U;
+    ck_assert_uint_eq(n, sizeof(want) - 1);
+    ck_assert_int_eq(memcmp(evbuffer_pullup(b, -1), want, n), 0);
+    evbuffer_free(b);
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("json");
@@ -157,6 +203,10 @@ Suite *make_suite(void)
     tcase_add_test(tc, worst_case_bound);
     tcase_add_test(tc, seq_lengths);
     tcase_add_test(tc, evbuffer_string);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("html");
+    tcase_add_test(tc, html_escapes);
+    tcase_add_test(tc, html_evbuffer);
     suite_add_tcase(s, tc);
     return s;
 }
