@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "health.h"
+#include "html.h"
 #include "json.h"
 #include "listener.h"
 #include "lit.h"
@@ -173,6 +174,324 @@ void admin_status_json(struct evbuffer *o, const struct daemon_view *v)
     evbuffer_add(o, LIT("]}\n"));
 }
 
+/* ---- the status page ---- */
+
+/* What the page reads of the server, in one place. */
+static const struct config *view_config(const struct daemon_view *v)
+{
+    return atomic_load(&v->srv->cfg);
+}
+
+static unsigned view_connections(const struct daemon_view *v)
+{
+    return atomic_load(&v->srv->nconns);
+}
+
+static uint64_t region_requests(const struct daemon_view *v, const struct config *c,
+                                const struct pool *p, const struct region *r)
+{
+    return metrics_slot_total(v->metrics, c, v->srv->nw, p->name, r->name, p->status, r->tmpl.slot);
+}
+
+#define EN_DASH "\xe2\x80\x93"
+
+struct page {
+    struct evbuffer *o;
+    const struct daemon_view *v;
+    const struct config *c;
+    time_t now;
+};
+
+/* The page's script writes the same words (ago(), iso(), ms() there). */
+static void ago(char *b, size_t len, bool have, time_t t, time_t now)
+{
+    if (!have) {
+        snprintf(b, len, "never");
+        return;
+    }
+    long long s = now > t ? (long long)(now - t) : 0;
+    if (s < 2)
+        snprintf(b, len, "just now");
+    else if (s < 90)
+        snprintf(b, len, "%lld s ago", s);
+    else if (s < 5400)
+        snprintf(b, len, "%lld min ago", (s + 30) / 60);
+    else if (s < 36000)
+        snprintf(b, len, "%lld h %lld min ago", s / 3600, s % 3600 / 60);
+    else if (s < 172800)
+        snprintf(b, len, "%lld h ago", (s + 1800) / 3600);
+    else
+        snprintf(b, len, "%lld days ago", (s + 43200) / 86400);
+}
+
+static void iso(char *b, size_t len, time_t t)
+{
+    struct tm tm;
+    if (!gmtime_r(&t, &tm) || !strftime(b, len, "%Y-%m-%dT%H:%M:%SZ", &tm)) b[0] = '\0';
+}
+
+static void ms(char *b, size_t len, bool have, double v)
+{
+    if (have && isfinite(v))
+        snprintf(b, len, "%.1f ms", v);
+    else
+        snprintf(b, len, EN_DASH);
+}
+
+/* A header item: <div title><dt>label</dt><dd class>value</dd></div> */
+static void page_item(struct page *pg, const char *label, const char *val, const char *cls,
+                      const char *title)
+{
+    struct evbuffer *o = pg->o;
+    evbuffer_add(o, LIT("<div"));
+    if (title) {
+        evbuffer_add(o, LIT(" title=\""));
+        html_str(o, title);
+        evbuffer_add(o, LIT("\""));
+    }
+    evbuffer_add(o, LIT("><dt>"));
+    html_str(o, label);
+    evbuffer_add(o, LIT("</dt><dd"));
+    if (cls) evbuffer_add_printf(o, " class=\"%s\"", cls);
+    evbuffer_add(o, LIT(">"));
+    html_str(o, val);
+    evbuffer_add(o, LIT("</dd></div>"));
+}
+
+static void page_header(struct page *pg)
+{
+    const struct daemon_view *v = pg->v;
+    char a[64], t[64], b[160];
+    page_item(pg, "version", PACKAGE_VERSION, NULL, NULL);
+    iso(t, sizeof(t), pg->c->loaded_at);
+    snprintf(b, sizeof(b), "loaded %s", t);
+    page_item(pg, "config", v->config_path, NULL, b);
+    if (v->reloads_ok + v->reloads_failed) {
+        char val[96];
+        ago(a, sizeof(a), true, v->last_reload, pg->now);
+        snprintf(val, sizeof(val), "%s, %s", v->last_reload_ok ? "ok" : "FAILED", a);
+        iso(t, sizeof(t), v->last_reload);
+        snprintf(b, sizeof(b), "%s " EN_DASH " reloads: %llu ok, %llu failed", t,
+                 (unsigned long long)v->reloads_ok, (unsigned long long)v->reloads_failed);
+        page_item(pg, "last reload", val, v->last_reload_ok ? NULL : "bad", b);
+    } else {
+        page_item(pg, "last reload", "none", NULL, NULL);
+    }
+    snprintf(a, sizeof(a), "%u", view_connections(v));
+    page_item(pg, "connections", a, NULL, NULL);
+    ago(a, sizeof(a), true, v->start_time, pg->now);
+    char *sfx = strstr(a, " ago");
+    if (sfx) *sfx = '\0';
+    iso(t, sizeof(t), v->start_time);
+    page_item(pg, "up since", a, NULL, t);
+}
+
+/* The regions traffic goes to now (a bit each), or the all-down action. */
+static uint64_t chosen_regions(const struct pool *p, const char **action)
+{
+    const struct choice *ch = atomic_load_explicit(&p->sel->cur, memory_order_acquire);
+    *action = NULL;
+    if (ch->action == CHOICE_FALLBACK || ch->action == CHOICE_REJECT) {
+        *action = ch->action == CHOICE_FALLBACK ? "fallback" : "reject";
+        return 0;
+    }
+    uint64_t set = 0;
+    for (uint32_t i = 0; i < ch->n; i++) set |= UINT64_C(1) << ch->seq[i];
+    return set;
+}
+
+static void page_row(struct page *pg, const struct pool *p, size_t k, bool chosen, uint64_t req,
+                     uint64_t total)
+{
+    struct evbuffer *o = pg->o;
+    const struct region *r = &p->regions[k];
+    const struct health *h = r->health;
+    const char *st = effective_state(r), *ov = region_state_name(r->state);
+    char a[96], b[96], t[64];
+    unsigned succ = h ? h->st.succ : 0, fail = h ? h->st.fail : 0;
+
+    evbuffer_add_printf(o, "<tr class=\"state-%s\" data-pool=\"", st);
+    html_str(o, p->name);
+    evbuffer_add(o, LIT("\" data-region=\""));
+    html_str(o, r->name);
+    evbuffer_add_printf(o, "\" data-state=\"%s\"><th scope=\"row\">", st);
+    html_str(o, r->name);
+    if (chosen)
+        evbuffer_add(o, LIT("<span class=\"chosen\" title=\"traffic goes here now\">"
+                            "\xe2\x86\x90 chosen</span>"));
+    evbuffer_add(o, LIT("<span class=\"u\">"));
+    html_str(o, r->url);
+    evbuffer_add(o, LIT("</span></th>"));
+
+    /* state */
+    evbuffer_add_printf(o,
+                        "<td title=\"checks %s; %u successes, %u failures in a row\">"
+                        "<span class=\"st\">%s</span><span class=\"d\">",
+                        h && h->st.up ? "pass" : "fail", succ, fail, st);
+    if (fail > 0)
+        evbuffer_add_printf(o, "%u failed in a row", fail);
+    else
+        evbuffer_add_printf(o, "%u ok in a row", succ);
+    evbuffer_add(o, LIT("</span></td>"));
+    evbuffer_add_printf(o, "<td%s>%s</td>", strcmp(ov, "auto") ? " class=\"ov\"" : "", ov);
+    evbuffer_add_printf(o, "<td class=\"n\">%u</td><td class=\"n\">%u</td>", r->priority,
+                        r->weight);
+
+    /* last check */
+    if (h && h->probes) {
+        const struct probe_result *lc = &h->last;
+        iso(t, sizeof(t), h->last_time);
+        evbuffer_add(o, LIT("<td title=\""));
+        html_str(o, t);
+        if (lc->detail[0]) {
+            evbuffer_add(o, LIT(" " EN_DASH " "));
+            html_str(o, lc->detail);
+        }
+        if (lc->status) evbuffer_add_printf(o, " (HTTP %d)", lc->status);
+        evbuffer_add(o, LIT("\">"));
+        if (lc->reason == HR_OK) {
+            evbuffer_add(o, LIT("ok"));
+        } else {
+            snprintf(a, sizeof(a), "%s", health_reason_label(lc->reason));
+            for (char *c = a; *c; c++)
+                if (*c == '_') *c = ' ';
+            html_str(o, a);
+        }
+        if (lc->status) evbuffer_add_printf(o, " %d", lc->status);
+        ago(a, sizeof(a), true, h->last_time, pg->now);
+        evbuffer_add(o, LIT("<span class=\"d\">"));
+        html_str(o, a);
+        if (isfinite(lc->latency_ms)) {
+            ms(b, sizeof(b), true, lc->latency_ms);
+            evbuffer_add_printf(o, ", %s", b);
+        }
+        evbuffer_add(o, LIT("</span></td>"));
+    } else {
+        evbuffer_add(o, LIT("<td>not yet</td>"));
+    }
+
+    /* latency */
+    ms(a, sizeof(a), h && h->st.have_latency, h ? h->st.latency_ms : 0);
+    evbuffer_add_printf(o, "<td class=\"n\">%s</td>", a);
+
+    /* share of the pool's redirects since the start */
+    evbuffer_add_printf(o, "<td class=\"n\" title=\"%llu redirects since start\">",
+                        (unsigned long long)req);
+    double sh = total ? 100.0 * (double)req / (double)total : 0;
+    if (total)
+        evbuffer_add_printf(o, "%.*f %%", sh >= 10 || sh == 0 ? 0 : 1, sh);
+    else
+        evbuffer_add(o, LIT(EN_DASH));
+    evbuffer_add_printf(o,
+                        "<span class=\"bar\" aria-hidden=\"true\"><i style=\"width:%.1f%%\">"
+                        "</i></span></td>",
+                        sh);
+
+    /* last change */
+    bool changed = h && h->changes;
+    unsigned long long changes = h ? (unsigned long long)h->changes : 0;
+    if (changed)
+        iso(t, sizeof(t), h->last_change);
+    else
+        t[0] = '\0';
+    ago(a, sizeof(a), changed, changed ? h->last_change : 0, pg->now);
+    evbuffer_add_printf(o,
+                        "<td title=\"%s " EN_DASH " %llu changes since start\">%s"
+                        "<span class=\"d\">%llu change%s</span></td></tr>",
+                        t, changes, a, changes, changes == 1 ? "" : "s");
+}
+
+static void page_pool(struct page *pg, const struct pool *p)
+{
+    struct evbuffer *o = pg->o;
+    const char *action;
+    uint64_t chosen = chosen_regions(p, &action), total = 0, req[CONFIG_MAX_REGIONS];
+    for (size_t k = 0; k < p->nregions; k++) {
+        req[k] = region_requests(pg->v, pg->c, p, &p->regions[k]);
+        total += req[k];
+    }
+    evbuffer_add(o, LIT("<section aria-label=\"pool "));
+    html_str(o, p->name);
+    evbuffer_add(o, LIT("\"><h2><span>pool "));
+    html_str(o, p->name);
+    evbuffer_add(o, LIT("</span><small>"));
+    if (p->is_default) {
+        evbuffer_add(o, LIT("default pool"));
+    } else {
+        evbuffer_add(o, LIT("hosts: "));
+        for (size_t k = 0; k < p->nhosts; k++) {
+            if (k) evbuffer_add(o, LIT(", "));
+            html_str(o, p->hosts[k]);
+        }
+    }
+    evbuffer_add_printf(o, "</small><small>balance: %s \xc2\xb7 all down: %s</small>",
+                        balance_name(p->balance), all_down_name(p->all_down));
+    if (action)
+        evbuffer_add_printf(o, "<span class=\"pill\">all regions down \xe2\x86\x92 %s</span>",
+                            action);
+    evbuffer_add(o, LIT("</h2><table><caption class=\"sr\">Regions of pool "));
+    html_str(o, p->name);
+    evbuffer_add(o, LIT("</caption><thead><tr>"));
+    static const char *const cols[] = {"region",     "state",   "override", "priority",   "weight",
+                                       "last check", "latency", "share",    "last change"};
+    for (size_t i = 0; i < sizeof(cols) / sizeof(cols[0]); i++)
+        evbuffer_add_printf(o, "<th scope=\"col\">%s</th>", cols[i]);
+    evbuffer_add(o, LIT("</tr></thead><tbody>"));
+    for (size_t k = 0; k < p->nregions; k++) page_row(pg, p, k, chosen >> k & 1, req[k], total);
+    evbuffer_add(o, LIT("</tbody></table></section>"));
+}
+
+static void page_pools(struct page *pg)
+{
+    for (size_t i = 0; i < pg->c->npools; i++) page_pool(pg, &pg->c->pools[i]);
+}
+
+static void page_title(struct page *pg)
+{
+    unsigned down = 0;
+    for (size_t i = 0; i < pg->c->npools; i++)
+        for (size_t k = 0; k < pg->c->pools[i].nregions; k++)
+            down += strcmp(effective_state(&pg->c->pools[i].regions[k]), "down") == 0;
+    if (down) evbuffer_add_printf(pg->o, "(%u down) ", down);
+}
+
+static void page_footer(struct page *pg)
+{
+    char t[64];
+    iso(t, sizeof(t), pg->now);
+    evbuffer_add_printf(pg->o, "As of %s. Refreshes every 2 s while scripts run.", t);
+}
+
+/* Serves admin_page with its marks (an HTML comment "<!--@NAME-->")
+ * replaced by the current state; the text between them is referenced, not
+ * copied. */
+void admin_page_html(struct evbuffer *o, const struct daemon_view *v)
+{
+    static const struct {
+        const char *name;
+        void (*fill)(struct page *);
+    } marks[] = {{"title", page_title},
+                 {"header", page_header},
+                 {"pools", page_pools},
+                 {"footer", page_footer}};
+    struct page pg = {o, v, view_config(v), time(NULL)};
+    const char *s = admin_page, *end = admin_page + admin_page_len;
+    while (s < end) {
+        const char *m = memmem(s, (size_t)(end - s), LIT("<!--@"));
+        const char *e = m ? memmem(m, (size_t)(end - m), LIT("-->")) : NULL;
+        if (!m || !e) break;
+        evbuffer_add_reference(o, s, (size_t)(m - s), NULL, NULL);
+        const char *name = m + LIT_LEN("<!--@");
+        size_t len = (size_t)(e - name);
+        for (size_t i = 0; i < sizeof(marks) / sizeof(marks[0]); i++) {
+            if (strlen(marks[i].name) != len || memcmp(marks[i].name, name, len) != 0) continue;
+            marks[i].fill(&pg);
+        }
+        s = e + LIT_LEN("-->");
+    }
+    evbuffer_add_reference(o, s, (size_t)(end - s), NULL, NULL);
+}
+
 /* ---- HTTP ---- */
 
 static bool allowed(struct evhttp_request *req, const struct config *c)
@@ -233,7 +552,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         metrics_render(body, v);
         reply(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", body);
     } else if (strcmp(path, "/") == 0 || strcmp(path, "/index.html") == 0) {
-        evbuffer_add_reference(body, admin_page, admin_page_len, NULL, NULL);
+        admin_page_html(body, v);
         reply(req, 200, "OK", "text/html; charset=utf-8", body);
     } else {
         evbuffer_add_printf(body, "not found; try /, /status, /metrics or /healthz\n");

@@ -27,5 +27,7 @@ void admin_stop(struct admin *a);
 /* Writes the /status document (exposed for tests). */
 struct evbuffer;
 void admin_status_json(struct evbuffer *out, const struct daemon_view *v);
+/* Writes the status page, its rows filled in (exposed for tests). */
+void admin_page_html(struct evbuffer *out, const struct daemon_view *v);
 
 #endif
