@@ -151,5 +151,70 @@ t_wrr_changed_weights_restart() {
 t "changed weights start the new sequence from its beginning" t_wrr_changed_weights_restart
 stop_pid "$WRR_PID" 10
 
+# ---- memory after a burst of connections ----
+# Connection objects freed after a burst go back to the system: the daemon
+# does not keep the high-water mark of every burst for good.
+CONF3=$(write_config burst.yaml <<EOF
+listen: ["127.0.0.1:$L2"]
+workers: 2
+pools:
+  - name: api
+    regions:
+      - {name: a, url: "http://a.test", check: {type: none}}
+EOF
+)
+start_detourd burst "$CONF3" "$L2" || echo "Bail out! detourd did not start"
+BURST_PID=$LAST_PID
+
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
+# burst PORT N: N connections open at once, each answered, then all closed
+burst() {
+    "$PYTHON" - "$1" "$2" <<'PY'
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+socks = [socket.create_connection(("127.0.0.1", port), 10) for _ in range(n)]
+for s in socks:
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+for s in socks:
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        d = s.recv(4096)
+        if not d:
+            sys.exit("closed early")
+        buf += d
+for s in socks:
+    s.close()
+PY
+}
+
+t_burst_memory_returns() {
+    local base peak now i n
+    burst "$L2" 20 || why "warm-up burst failed" || return 1
+    base=$(rss_kb "$BURST_PID")
+    burst "$L2" 400 || why "burst failed" || return 1
+    peak=$(rss_kb "$BURST_PID")
+    [ $((peak - base)) -ge 2048 ] || why "the burst took only $((peak - base)) KiB" || return 1
+    # the idle objects go within a few seconds; what stays is the event
+    # loop's per-descriptor state, which pins some pages
+    local goal=$((peak - (peak - base) / 3))
+    n=$(awk -v t="$(scale 10)" 'BEGIN { printf "%d\n", t / 0.1 + 1 }')
+    for ((i = 0; i < n; i++)); do
+        now=$(rss_kb "$BURST_PID")
+        [ "$now" -le "$goal" ] && break
+        sleep 0.1
+    done
+    diag "RSS ${base} KiB before a burst of 400 connections, ${peak} KiB after it, ${now} KiB once idle"
+    [ "$now" -le "$goal" ] || why "RSS still ${now} KiB, want at most ${goal} KiB"
+}
+# sanitizer and valgrind builds have allocators of their own
+if [ -n "${DETOURD_WRAPPER:-}" ] || [ ! -r "/proc/$BURST_PID/status" ] ||
+    grep -qE 'lib(a|t)san' "/proc/$BURST_PID/maps" 2>/dev/null; then
+    tap_skip "the memory of a burst of connections goes back" "needs /proc and glibc's allocator"
+else
+    t "the memory of a burst of connections goes back once they are closed" t_burst_memory_returns
+fi
+stop_pid "$BURST_PID" 10
+
 t "no sanitizer reports" t_no_sanitizer_reports
 done_testing
