@@ -3,6 +3,9 @@
 #include "autoconf.h"
 
 #include <errno.h>
+#ifdef HAVE_MALLOC_H
+#include <malloc.h>
+#endif
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -635,6 +638,7 @@ static struct conn *conn_get(struct worker *w)
     if (c) {
         w->free_conns = c->next;
         w->nfree--;
+        if (w->nfree < w->free_low) w->free_low = w->nfree;
         if (c->in_cap != in_cap) {
             char *p = realloc(c->in, in_cap);
             if (!p) {
@@ -743,6 +747,21 @@ void conn_shutdown_all(struct worker *w)
         if (c->st == ST_HEAD && c->in_len == 0 && c->out_len == 0 && !c->close_after) conn_close(c);
         c = next;
     }
+}
+
+void conn_trim_free(struct worker *w)
+{
+    size_t n = w->free_low;
+    for (; n && w->free_conns; n--) {
+        struct conn *c = w->free_conns;
+        w->free_conns = c->next;
+        w->nfree--;
+        conn_destroy(c);
+    }
+#ifdef HAVE_MALLOC_TRIM
+    if (w->free_low) malloc_trim(0); /* hand the freed pages back */
+#endif
+    w->free_low = w->nfree;
 }
 
 void conn_free_pool(struct worker *w)

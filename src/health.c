@@ -129,47 +129,23 @@ static void pool_latencies(const struct pool *p, double *lat)
     }
 }
 
-static void swap_choice(struct health_ctl *hc, struct pool *p, struct choice *ch)
+/* Publishes p's choice for its up-set now (prev: as in select_publish) and
+ * retires the one it replaces: workers may still be reading it. */
+static void publish(struct health_ctl *hc, struct pool *p, const struct pool *prev)
 {
-    struct choice *old = atomic_exchange_explicit(&p->sel->cur, ch, memory_order_acq_rel);
-    /* workers may still be reading it */
+    double lat[CONFIG_MAX_REGIONS];
+    pool_latencies(p, lat);
+    struct choice *old = select_publish(p, prev, health_pool_upset(p), lat);
+    if (!old) return;
+    const struct choice *ch = atomic_load_explicit(&p->sel->cur, memory_order_acquire);
+    if ((!prev || prev == p) && ch->leader >= 0 && old->leader >= 0 && ch->leader != old->leader)
+        log_info("pool %s: latency leader %s -> %s (%.1f ms vs %.1f ms)", p->name,
+                 p->regions[old->leader].name, p->regions[ch->leader].name, lat[ch->leader],
+                 lat[old->leader]);
     if (hc && hc->retire)
         hc->retire(hc->retire_ctx, old, free);
     else
         free(old);
-}
-
-static void publish(struct health_ctl *hc, struct pool *p)
-{
-    double lat[CONFIG_MAX_REGIONS];
-    pool_latencies(p, lat);
-    struct choice *cur = atomic_load_explicit(&p->sel->cur, memory_order_acquire);
-    struct choice *ch = select_compute(p, health_pool_upset(p), lat, cur ? cur->leader : -1);
-    if (!ch) return;
-    if (cur && select_same(cur, ch)) {
-        free(ch); /* nothing changes for the request path: keep the cycle going */
-        return;
-    }
-    swap_choice(hc, p, ch);
-}
-
-/* balance: latency — a new measurement may move the leader */
-static void republish_latency(struct health_ctl *hc, struct pool *p)
-{
-    double lat[CONFIG_MAX_REGIONS];
-    pool_latencies(p, lat);
-    struct choice *cur = atomic_load_explicit(&p->sel->cur, memory_order_acquire);
-    struct choice *ch = select_compute(p, health_pool_upset(p), lat, cur->leader);
-    if (!ch) return;
-    if (ch->leader != cur->leader) {
-        if (ch->leader >= 0 && cur->leader >= 0)
-            log_info("pool %s: latency leader %s -> %s (%.1f ms vs %.1f ms)", p->name,
-                     p->regions[cur->leader].name, p->regions[ch->leader].name, lat[ch->leader],
-                     lat[cur->leader]);
-        swap_choice(hc, p, ch);
-    } else {
-        free(ch);
-    }
 }
 
 void health_choice_text(const struct pool *p, char *buf, size_t len)
@@ -215,10 +191,26 @@ void health_notify_status(const struct health_ctl *hc)
     sdnotify_status("%s", line);
 }
 
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Arms the timer for the next probe at `due` (monotonic milliseconds). */
+static void schedule_at(struct health *h, uint64_t due)
+{
+    uint64_t now = mono_ms();
+    uint64_t ms = due > now ? due - now : 0;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    h->due_ms = due ? due : 1;
+    evtimer_add(h->timer, &tv);
+}
+
 static void schedule(struct health *h, uint64_t ms)
 {
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-    evtimer_add(h->timer, &tv);
+    schedule_at(h, mono_ms() + ms);
 }
 
 static void observe_duration(struct health *h, double ms)
@@ -261,10 +253,10 @@ static void on_probe_done(void *arg, const struct probe_result *r)
         h->changes++;
         h->last_change = h->last_time;
         log_change(h);
-        publish(h->ctl, h->pool);
+        publish(h->ctl, h->pool, NULL);
         health_notify_status(h->ctl);
     } else if (h->pool->balance == BALANCE_LATENCY && r->reason == HR_OK) {
-        republish_latency(h->ctl, h->pool);
+        publish(h->ctl, h->pool, NULL); /* a new measurement may move the leader */
     }
     double rnd = (double)(random() % 10000) / 10000.0;
     schedule(h, health_jitter(health_state_interval(&h->st, c), c->jitter_pct, rnd));
@@ -273,6 +265,7 @@ static void on_probe_done(void *arg, const struct probe_result *r)
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct health *h = arg;
+    h->due_ms = 0;
     if (h->probe || h->region->check.type == CHECK_NONE) return; /* one at a time */
     h->probe = probe_start(h->ctl->penv, &h->region->check, on_probe_done, h);
     if (!h->probe) {
@@ -320,22 +313,6 @@ static void health_detach(struct health *hs, size_t n)
     }
 }
 
-static void start_all(struct health_ctl *hc, const bool *carried)
-{
-    for (size_t i = 0; i < hc->n; i++) {
-        struct health *h = &hc->all[i];
-        h->region->health = h;
-        if (carried && carried[i]) {
-            const struct check_cfg *c = &h->region->check;
-            double rnd = (double)(random() % 10000) / 10000.0;
-            schedule(h, health_jitter(health_state_interval(&h->st, c), c->jitter_pct, rnd));
-        } else {
-            event_active(h->timer, EV_TIMEOUT, 0); /* first probe now */
-        }
-    }
-    for (size_t i = 0; i < hc->cfg->npools; i++) publish(hc, &hc->cfg->pools[i]);
-}
-
 struct health_ctl *health_start(struct event_base *base, struct config *cfg,
                                 health_retire_fn retire, void *retire_ctx)
 {
@@ -361,17 +338,20 @@ struct health_ctl *health_start(struct event_base *base, struct config *cfg,
     srandom((unsigned)time(NULL) ^ (unsigned)getpid());
     time_t now = time(NULL);
     for (size_t i = 0; i < hc->n; i++) {
-        health_state_init(&hc->all[i].st, &hc->all[i].region->check);
-        hc->all[i].last_change = now;
+        struct health *h = &hc->all[i];
+        health_state_init(&h->st, &h->region->check);
+        h->last_change = now;
+        h->region->health = h;
+        event_active(h->timer, EV_TIMEOUT, 0); /* first probe now */
     }
-    start_all(hc, NULL);
+    for (size_t i = 0; i < cfg->npools; i++) publish(hc, &cfg->pools[i], NULL);
     return hc;
 }
 
 /* The old records by pool and region name: an open-addressing table, so a
  * reload of thousands of regions stays linear. */
 struct old_index {
-    const struct health **slot;
+    struct health **slot;
     size_t mask;
 };
 
@@ -384,7 +364,7 @@ static uint64_t name_hash(const char *pool, const char *region)
     return h;
 }
 
-static bool old_index_build(struct old_index *ix, const struct health_ctl *hc)
+static bool old_index_build(struct old_index *ix, struct health_ctl *hc)
 {
     size_t size = 16;
     while (size < hc->n * 2) size *= 2;
@@ -392,7 +372,7 @@ static bool old_index_build(struct old_index *ix, const struct health_ctl *hc)
     if (!ix->slot) return false;
     ix->mask = size - 1;
     for (size_t i = 0; i < hc->n; i++) {
-        const struct health *h = &hc->all[i];
+        struct health *h = &hc->all[i];
         size_t k = name_hash(h->pool->name, h->region->name) & ix->mask;
         while (ix->slot[k]) k = (k + 1) & ix->mask;
         ix->slot[k] = h;
@@ -400,63 +380,91 @@ static bool old_index_build(struct old_index *ix, const struct health_ctl *hc)
     return true;
 }
 
-static const struct health *find_old(const struct old_index *ix, const struct pool *p,
-                                     const struct region *r)
+static struct health *find_old(const struct old_index *ix, const struct pool *p,
+                               const struct region *r)
 {
     for (size_t k = name_hash(p->name, r->name) & ix->mask; ix->slot[k]; k = (k + 1) & ix->mask) {
-        const struct health *h = ix->slot[k];
-        if (strcmp(h->pool->name, p->name) == 0 && strcmp(h->region->name, r->name) == 0)
-            return check_cfg_equal(&h->region->check, &r->check) ? h : NULL;
+        struct health *h = ix->slot[k];
+        if (strcmp(h->pool->name, p->name) == 0 && strcmp(h->region->name, r->name) == 0) return h;
     }
     return NULL;
+}
+
+/* Everything but the links, the timer and the probe. */
+static void carry_state(struct health *h, const struct health *old)
+{
+    h->st = old->st;
+    h->last = old->last;
+    h->last_time = old->last_time;
+    h->last_change = old->last_change;
+    h->changes = old->changes;
+    memcpy(h->failures, old->failures, sizeof(h->failures));
+    h->probes = old->probes;
+    memcpy(h->dur_buckets, old->dur_buckets, sizeof(h->dur_buckets));
+    h->dur_sum = old->dur_sum;
+}
+
+/* A carried-over region keeps its schedule, so reloads, however frequent,
+ * never delay a check: the probe in flight moves over (its result counts
+ * here), else the next probe stays due when it was. */
+static void take_over(struct health *h, struct health *old)
+{
+    if (old->probe) {
+        h->probe = old->probe;
+        old->probe = NULL;
+        probe_rebind(h->probe, &h->region->check, h);
+    } else if (old->due_ms) {
+        schedule_at(h, old->due_ms);
+    } else if (h->region->check.type != CHECK_NONE) {
+        event_active(h->timer, EV_TIMEOUT, 0); /* its timer had just fired */
+    }
 }
 
 bool health_reload(struct health_ctl *hc, struct config *cfg)
 {
     size_t n;
     struct health *hs = health_array(cfg, &n);
-    bool *carried = calloc(n ? n : 1, sizeof(bool));
+    /* per new pool: the running pool of that name, whose weighted cycle
+     * goes on if the choice stays the same */
+    const struct pool **prev = calloc(cfg->npools ? cfg->npools : 1, sizeof(*prev));
     struct old_index ix = {0};
-    if (!hs || !carried || !old_index_build(&ix, hc) || !health_attach(hc, cfg, hs, n)) {
+    if (!hs || !prev || !old_index_build(&ix, hc) || !health_attach(hc, cfg, hs, n)) {
         if (hs) health_detach(hs, n);
         free(hs);
-        free(carried);
+        free(prev);
         free(ix.slot);
         return false;
     }
     time_t now = time(NULL);
-    size_t kept = 0;
-    for (size_t i = 0; i < n; i++) {
-        struct health *h = &hs[i];
-        const struct health *old = find_old(&ix, h->pool, h->region);
-        if (old) {
-            /* everything but the links and the in-flight probe */
-            h->st = old->st;
-            h->last = old->last;
-            h->last_time = old->last_time;
-            h->last_change = old->last_change;
-            h->changes = old->changes;
-            memcpy(h->failures, old->failures, sizeof(h->failures));
-            h->probes = old->probes;
-            memcpy(h->dur_buckets, old->dur_buckets, sizeof(h->dur_buckets));
-            h->dur_sum = old->dur_sum;
-            carried[i] = true;
-            kept++;
-        } else {
-            health_state_init(&h->st, &h->region->check);
-            h->last_change = now;
+    size_t kept = 0, k = 0;
+    for (size_t i = 0; i < cfg->npools; i++) {
+        struct pool *p = &cfg->pools[i];
+        for (size_t j = 0; j < p->nregions; j++, k++) {
+            struct health *h = &hs[k];
+            struct health *old = find_old(&ix, p, h->region);
+            if (old && !prev[i]) prev[i] = old->pool;
+            h->region->health = h;
+            if (old && check_cfg_equal(&old->region->check, &h->region->check)) {
+                carry_state(h, old);
+                take_over(h, old);
+                kept++;
+            } else {
+                health_state_init(&h->st, &h->region->check);
+                h->last_change = now;
+                event_active(h->timer, EV_TIMEOUT, 0); /* new or changed: probe now */
+            }
         }
     }
     free(ix.slot);
-    health_detach(hc->all, hc->n);
+    health_detach(hc->all, hc->n); /* cancels the probes of regions not carried */
     free(hc->all);
-    struct config *prev = hc->cfg;
+    struct config *old_cfg = hc->cfg;
     hc->all = hs;
     hc->n = n;
     hc->cfg = config_ref(cfg);
-    start_all(hc, carried);
-    free(carried);
-    config_unref(prev);
+    for (size_t i = 0; i < cfg->npools; i++) publish(hc, &cfg->pools[i], prev[i]);
+    free(prev);
+    config_unref(old_cfg);
     log_debug("health: %zu of %zu regions carried their state over", kept, n);
     return true;
 }

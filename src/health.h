@@ -78,6 +78,7 @@ struct health {
     struct region *region;
     struct event *timer;
     struct probe *probe;
+    uint64_t due_ms; /* monotonic ms the next probe is due; 0: none scheduled */
 };
 
 #define HEALTH_DURATION_BUCKETS 12
@@ -93,9 +94,11 @@ typedef void (*health_retire_fn)(void *ctx, void *p, void (*free_fn)(void *));
 struct health_ctl *health_start(struct event_base *base, struct config *cfg,
                                 health_retire_fn retire, void *retire_ctx);
 /* Moves to a new config before it is published: the state of every region
- * whose pool name, region name and check are unchanged carries over; new
+ * whose pool name, region name and check are unchanged carries over, with
+ * its schedule (the probe in flight, or the time the next one is due); new
  * or changed regions start at `initial` and are probed at once. Publishes
- * the new config's choices. False on OOM (then nothing changed). */
+ * the new config's choices; a pool whose choice is unchanged goes on with
+ * its weighted cycle where it was. False on OOM (then nothing changed). */
 bool health_reload(struct health_ctl *h, struct config *cfg);
 void health_stop(struct health_ctl *h);
 /* The region(s) a pool's traffic goes to now: "eu-west", "eu+us",

@@ -2,6 +2,9 @@
 #include "autoconf.h"
 
 #include <event2/event.h>
+#ifdef HAVE_MALLOC_H
+#include <malloc.h>
+#endif
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -156,6 +159,9 @@ static void reload(struct daemon *d)
     admin_commit(d->admin, cfg, admin_fd);
     d->view.reloads_ok++;
     d->view.last_reload_ok = true;
+#ifdef HAVE_MALLOC_TRIM
+    malloc_trim(0); /* what the last reloads freed goes back to the system */
+#endif
     clock_gettime(CLOCK_MONOTONIC, &t1);
     log_info("reloaded %s: %zu pool%s, %zu listener%s (%.1f ms)", d->path, cfg->npools,
              cfg->npools == 1 ? "" : "s", cfg->nlisten, cfg->nlisten == 1 ? "" : "s",
@@ -186,6 +192,13 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 int main(int argc, char **argv)
 {
     static struct daemon d = {.path = DETOURD_DEFAULT_CONFIG, .level = LOG_INFO};
+#ifdef HAVE_MALLOPT
+    /* Fixed thresholds: glibc otherwise raises both after the first large
+     * block is freed (a reload's file buffer), and from then on keeps every
+     * freed page of every thread's heap for good. */
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    mallopt(M_TRIM_THRESHOLD, 128 * 1024);
+#endif
     bool test_only = false;
     int opt;
     while ((opt = getopt(argc, argv, "c:tl:Vh")) != -1) {

@@ -258,6 +258,12 @@ oom:
     return NULL;
 }
 
+void probe_rebind(struct probe *p, const struct check_cfg *c, void *arg)
+{
+    p->c = c;
+    p->arg = arg;
+}
+
 void probe_cancel(struct probe *p)
 {
     if (!p) return;

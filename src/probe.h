@@ -27,6 +27,9 @@ void probe_env_free(struct probe_env *env);
 struct probe *probe_start(struct probe_env *env, const struct check_cfg *c, probe_done_cb cb,
                           void *arg);
 void probe_cancel(struct probe *p);
+/* Hands a probe in flight to a new owner (a reload's copy of its region):
+ * c must be equal to the check it was started with (check_cfg_equal). */
+void probe_rebind(struct probe *p, const struct check_cfg *c, void *arg);
 
 /* ---- shared by the probe kinds ---- */
 

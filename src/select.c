@@ -184,11 +184,35 @@ bool select_init(struct config *c)
     return true;
 }
 
-struct choice *select_publish(struct pool *p, uint64_t up, const double *latency_ms)
+bool select_same_regions(const struct pool *a, const struct pool *b)
 {
+    if (a->nregions != b->nregions) return false;
+    for (size_t i = 0; i < a->nregions; i++)
+        if (a->regions[i].weight != b->regions[i].weight ||
+            strcmp(a->regions[i].name, b->regions[i].name) != 0)
+            return false;
+    return true;
+}
+
+struct choice *select_publish(struct pool *p, const struct pool *prev, uint64_t up,
+                              const double *latency_ms)
+{
+    if (!prev) prev = p;
     struct choice *cur = atomic_load_explicit(&p->sel->cur, memory_order_acquire);
-    struct choice *ch = select_compute(p, up, latency_ms, cur ? cur->leader : -1);
+    const struct choice *base =
+        prev == p ? cur : atomic_load_explicit(&prev->sel->cur, memory_order_acquire);
+    if (base && prev != p && !select_same_regions(p, prev)) base = NULL;
+    struct choice *ch = select_compute(p, up, latency_ms, base ? base->leader : -1);
     if (!ch) return NULL;
+    if (base && select_same(base, ch)) {
+        if (base == cur && cur->up == up) {
+            free(ch); /* nothing changes, not even what /status shows */
+            return NULL;
+        }
+        /* the same traffic: go on where the running cycle is */
+        atomic_store_explicit(&ch->next, atomic_load_explicit(&base->next, memory_order_relaxed),
+                              memory_order_relaxed);
+    }
     return atomic_exchange_explicit(&p->sel->cur, ch, memory_order_acq_rel);
 }
 

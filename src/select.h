@@ -55,6 +55,9 @@ struct choice *select_compute(const struct pool *p, uint64_t up, const double *l
 /* True if two choices send traffic the same way (then the published one
  * stays, and so does its position in the weighted cycle). */
 bool select_same(const struct choice *a, const struct choice *b);
+/* True if two pools have the same regions (names and weights, in order):
+ * then equal choices of theirs send traffic to the same places. */
+bool select_same_regions(const struct pool *a, const struct pool *b);
 
 /* 64-bit hash of a hashing key (client address or header value). */
 uint64_t select_key_hash(const void *key, size_t len);
@@ -80,8 +83,17 @@ static inline int select_next(const struct pool *p, struct choice *ch, uint64_t 
  * operator states only (auto counts as up until health checks report). */
 bool select_init(struct config *c);
 void select_release(struct config *c);
-/* Publishes a new choice; the old one is returned for the caller to free
- * once no worker can still be reading it (NULL on OOM: nothing changed). */
-struct choice *select_publish(struct pool *p, uint64_t up, const double *latency_ms);
+/* The one way a pool's choice is published: at load, on every health
+ * change and on a reload. Computes the choice for the up-set `up`
+ * (latency_ms may be NULL). `prev` is the pool whose choice the traffic
+ * follows now: p itself (or NULL), or on a reload the same-named pool of the
+ * running config. When the new choice sends traffic the same way as prev's
+ * (same regions and weights, same sequence), it continues prev's position
+ * in the weighted cycle instead of starting over; when it equals p's
+ * current choice outright, nothing is published. Returns the replaced
+ * choice for the caller to free once no worker can still be reading it;
+ * NULL when nothing changed (or on OOM: then the current choice stays). */
+struct choice *select_publish(struct pool *p, const struct pool *prev, uint64_t up,
+                              const double *latency_ms);
 
 #endif

@@ -380,6 +380,7 @@ void worker_alog_flush(struct worker *w)
 static void on_alog_timer(evutil_socket_t fd, short what, void *arg)
 {
     worker_alog_flush(arg);
+    conn_trim_free(arg);
 }
 
 static void *worker_main(void *arg)

@@ -66,6 +66,7 @@ struct worker {
     struct conn *conns; /* open connections (doubly linked) */
     struct conn *free_conns;
     size_t nfree;
+    size_t free_low; /* fewest idle connection objects since the last trim */
     uint64_t now_ms; /* monotonic, refreshed at each callback */
     struct date_cache date;
     _Atomic uint64_t *counts; /* this worker's row of cfg->counts */
@@ -137,6 +138,9 @@ void conn_close(struct conn *c);
  * (with Connection: close). */
 void conn_shutdown_all(struct worker *w);
 void conn_free_pool(struct worker *w);
+/* Frees the idle connection objects no connection needed since the last
+ * call (once a second), so a burst's high-water mark does not stay. */
+void conn_trim_free(struct worker *w);
 
 /* server.c, used by conn.c */
 void server_conn_closed(struct worker *w);

@@ -1,7 +1,15 @@
 #include "autoconf.h"
 
+#include <event2/event.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
+#include "diag.h"
 #include "health.h"
 #include "unit.h"
 
@@ -148,6 +156,135 @@ START_TEST(test_reason_names)
 }
 END_TEST
 
+/* ---- the live part: reloads keep each region's schedule ---- */
+
+/* A loopback TCP socket bound to a free port; listening or not. */
+static int loopback_socket(bool listening, unsigned *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    socklen_t len = sizeof(a);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    *port = ntohs(a.sin_port);
+    if (listening) ck_assert_int_eq(listen(fd, 8), 0);
+    return fd;
+}
+
+static struct config *live_config(unsigned hang_port, unsigned dead_port, const char *dead_path)
+{
+    char yaml[1024];
+    snprintf(yaml, sizeof(yaml),
+             "listen: [\"127.0.0.1:8080\"]\n"
+             "checks: {interval: 3s, fast_interval: 3s, down_interval: 3s, timeout: 600ms,"
+             " rise: 2, fall: 3, jitter: 0%%}\n"
+             "pools:\n"
+             "  - name: api\n"
+             "    regions:\n"
+             "      - {name: hang, url: \"http://127.0.0.1:%u\"}\n"
+             "      - name: dead\n"
+             "        url: \"http://127.0.0.1:%u\"\n"
+             "        check: {url: \"http://127.0.0.1:%u%s\"}\n",
+             hang_port, dead_port, dead_port, dead_path);
+    struct diag d;
+    diag_init(&d, "live.yaml");
+    struct config *c = config_parse("live.yaml", yaml, strlen(yaml), &d);
+    diag_free(&d);
+    ck_assert_msg(c != NULL, "config rejected");
+    return c;
+}
+
+static const struct health *record(const struct health_ctl *hc, const char *region)
+{
+    for (size_t i = 0; i < health_count(hc); i++)
+        if (strcmp(health_at(hc, i)->region->name, region) == 0) return health_at(hc, i);
+    ck_abort_msg("no health record for %s", region);
+    return NULL;
+}
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Runs the loop until the region has `probes` results (bounded). */
+static void run_until_probes(struct event_base *base, const struct health_ctl *hc,
+                             const char *region, uint64_t probes, double secs)
+{
+    double end = mono_s() + secs;
+    while (record(hc, region)->probes < probes) {
+        ck_assert_msg(mono_s() < end, "%s: no probe result within %.1f s", region, secs);
+        struct timeval tick = {0, 20000};
+        event_base_loopexit(base, &tick);
+        event_base_dispatch(base);
+    }
+}
+
+START_TEST(test_reload_keeps_schedule_and_probe)
+{
+    unsigned hang_port, dead_port;
+    int hang_fd = loopback_socket(true, &hang_port);  /* connects, never answers */
+    int dead_fd = loopback_socket(false, &dead_port); /* bound, not listening: refused */
+    struct event_base *base = event_base_new();
+    ck_assert_ptr_nonnull(base);
+    struct config *c1 = live_config(hang_port, dead_port, "/");
+    struct health_ctl *hc = health_start(base, c1, NULL, NULL);
+    ck_assert_ptr_nonnull(hc);
+
+    /* both probe at once: dead is refused, hang waits for its timeout */
+    run_until_probes(base, hc, "dead", 1, 5);
+    const struct health *dead = record(hc, "dead");
+    const struct health *hang = record(hc, "hang");
+    ck_assert_uint_eq(dead->last.reason, HR_CONNECT_REFUSED);
+    uint64_t due = dead->due_ms;
+    ck_assert_uint_ne(due, 0);
+    ck_assert_ptr_nonnull(hang->probe);
+    ck_assert_uint_eq(hang->probes, 0);
+    const struct probe *in_flight = hang->probe;
+
+    /* reloads of the same file keep the next probe's time and the probe in
+     * flight: however frequent, they never delay a check */
+    struct config *c2 = live_config(hang_port, dead_port, "/");
+    ck_assert(health_reload(hc, c2));
+    struct config *c3 = live_config(hang_port, dead_port, "/");
+    ck_assert(health_reload(hc, c3));
+    dead = record(hc, "dead");
+    hang = record(hc, "hang");
+    ck_assert_ptr_eq(dead->region, &c3->pools[0].regions[1]);
+    ck_assert_uint_eq(dead->due_ms, due);
+    ck_assert_uint_eq(dead->probes, 1);
+    ck_assert_uint_eq(dead->st.fail, 1);
+    ck_assert_ptr_eq(hang->probe, in_flight);
+
+    /* the carried probe reports to the new record */
+    run_until_probes(base, hc, "hang", 1, 5);
+    hang = record(hc, "hang");
+    ck_assert_uint_eq(hang->last.reason, HR_TIMEOUT);
+    ck_assert_ptr_null(hang->probe);
+    ck_assert_uint_ne(hang->due_ms, 0);
+    ck_assert_uint_eq(record(hc, "dead")->probes, 1); /* not due yet */
+
+    /* a changed check starts over and probes at once */
+    struct config *c4 = live_config(hang_port, dead_port, "/other");
+    ck_assert(health_reload(hc, c4));
+    ck_assert_uint_eq(record(hc, "dead")->probes, 0);
+    ck_assert_uint_eq(record(hc, "hang")->probes, 1);
+    run_until_probes(base, hc, "dead", 1, 5);
+
+    health_stop(hc);
+    config_unref(c1);
+    config_unref(c2);
+    config_unref(c3);
+    config_unref(c4);
+    event_base_free(base);
+    close(hang_fd);
+    close(dead_fd);
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("health");
@@ -161,5 +298,9 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_latency_moving_average);
     tcase_add_test(tc, test_reason_names);
     suite_add_tcase(s, tc);
+    TCase *tl = tcase_create("reload");
+    tcase_set_timeout(tl, 30);
+    tcase_add_test(tl, test_reload_keeps_schedule_and_probe);
+    suite_add_tcase(s, tl);
     return s;
 }

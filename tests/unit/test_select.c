@@ -674,7 +674,7 @@ START_TEST(test_init_publish)
     ck_assert_int_eq(select_next(p, cur, 0, &a), 0);
 
     /* eu goes down: us takes over */
-    struct choice *old = select_publish(p, BIT(1), NULL);
+    struct choice *old = select_publish(p, NULL, BIT(1), NULL);
     ck_assert_ptr_eq(old, cur);
     free(old);
     cur = atomic_load(&p->sel->cur);
@@ -682,7 +682,7 @@ START_TEST(test_init_publish)
     for (int i = 0; i < 5; i++) ck_assert_int_eq(select_next(p, cur, 0, &a), 1);
 
     /* everything down: fail_open by default, back to the best tier */
-    old = select_publish(p, 0, NULL);
+    old = select_publish(p, NULL, 0, NULL);
     free(old);
     cur = atomic_load(&p->sel->cur);
     ck_assert_int_eq(cur->action, CHOICE_REGION);
@@ -698,6 +698,102 @@ START_TEST(test_init_publish)
     select_release(c);
     ck_assert_ptr_null(c->pools[0].sel);
     config_free(c);
+}
+END_TEST
+
+static struct config *parse_yaml(const char *yaml)
+{
+    struct diag d;
+    diag_init(&d, "sel.yaml");
+    struct config *c = config_parse("sel.yaml", yaml, strlen(yaml), &d);
+    diag_free(&d);
+    ck_assert_msg(c != NULL, "config rejected");
+    return c;
+}
+
+#define WRR_POOL(W0, NAME1)                                                                        \
+    "listen: [\"127.0.0.1:8080\"]\n"                                                               \
+    "pools:\n"                                                                                     \
+    "  - name: api\n"                                                                              \
+    "    regions:\n"                                                                               \
+    "      - {name: eu, url: \"https://eu.example.com\", weight: " W0 "}\n"                        \
+    "      - {name: " NAME1 ", url: \"https://us.example.com\"}\n"                                 \
+    "      - {name: ap, url: \"https://ap.example.com\", priority: 2}\n"
+
+/* The regions the next n requests go to, as letters ('a' + index). */
+static void take(struct pool *p, int n, char *out)
+{
+    struct choice *ch = atomic_load(&p->sel->cur);
+    enum choice_action a;
+    for (int i = 0; i < n; i++) out[i] = (char)('a' + select_next(p, ch, 0, &a));
+    out[n] = '\0';
+}
+
+START_TEST(test_publish_same_choice_keeps_cycle)
+{
+    struct config *c = parse_yaml(WRR_POOL("2", "us"));
+    struct pool *p = &c->pools[0];
+    char got[16];
+    take(p, 2, got);
+    ck_assert_str_eq(got, "ab");
+    /* the same up-set again: nothing is published, the cycle goes on */
+    struct choice *cur = atomic_load(&p->sel->cur);
+    ck_assert_ptr_null(select_publish(p, NULL, BIT(0) | BIT(1) | BIT(2), NULL));
+    ck_assert_ptr_eq(atomic_load(&p->sel->cur), cur);
+    /* the backup tier goes down: the traffic is the same, the choice records
+     * the new up-set and continues the cycle */
+    struct choice *old = select_publish(p, NULL, BIT(0) | BIT(1), NULL);
+    ck_assert_ptr_eq(old, cur);
+    free(old);
+    cur = atomic_load(&p->sel->cur);
+    ck_assert_uint_eq(cur->up, BIT(0) | BIT(1));
+    take(p, 4, got);
+    ck_assert_str_eq(got, "aaba"); /* the cycle is a, b, a */
+    /* a real change starts the new sequence from its beginning */
+    old = select_publish(p, NULL, BIT(1) | BIT(2), NULL);
+    free(old);
+    take(p, 2, got);
+    ck_assert_str_eq(got, "bb");
+    config_unref(c);
+}
+END_TEST
+
+/* A reload with the same pool goes on where the running cycle is, so a
+ * reload between requests does not send them all to the first region. */
+START_TEST(test_publish_across_reload)
+{
+    struct config *run = parse_yaml(WRR_POOL("1", "us"));
+    char got[16];
+    take(&run->pools[0], 1, got);
+    ck_assert_str_eq(got, "a");
+    for (int i = 0; i < 5; i++) {
+        struct config *next = parse_yaml(WRR_POOL("1", "us"));
+        free(select_publish(&next->pools[0], &run->pools[0], BIT(0) | BIT(1), NULL));
+        config_unref(run);
+        run = next;
+        take(&run->pools[0], 1, got);
+        ck_assert_str_eq(got, i % 2 ? "a" : "b");
+    }
+    /* other weights: a new sequence, from its start */
+    struct config *w = parse_yaml(WRR_POOL("3", "us"));
+    free(select_publish(&w->pools[0], &run->pools[0], BIT(0) | BIT(1), NULL));
+    take(&w->pools[0], 4, got);
+    ck_assert_str_eq(got, "aaba");
+    /* a region renamed: the same sequence of indexes, but other regions */
+    struct config *r = parse_yaml(WRR_POOL("3", "sa"));
+    take(&w->pools[0], 1, got);
+    free(select_publish(&r->pools[0], &w->pools[0], BIT(0) | BIT(1), NULL));
+    take(&r->pools[0], 4, got);
+    ck_assert_str_eq(got, "aaba");
+    /* the up-set differs from the running one: the choice is another */
+    struct config *d = parse_yaml(WRR_POOL("3", "sa"));
+    free(select_publish(&d->pools[0], &r->pools[0], BIT(1), NULL));
+    take(&d->pools[0], 2, got);
+    ck_assert_str_eq(got, "bb");
+    config_unref(run);
+    config_unref(w);
+    config_unref(r);
+    config_unref(d);
 }
 END_TEST
 
@@ -721,6 +817,8 @@ Suite *make_suite(void)
     tcase_add_test(tt, test_hash);
     tcase_add_test(tt, test_hash_distribution);
     tcase_add_test(tt, test_init_publish);
+    tcase_add_test(tt, test_publish_same_choice_keeps_cycle);
+    tcase_add_test(tt, test_publish_across_reload);
     suite_add_tcase(s, tt);
     return s;
 }
