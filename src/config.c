@@ -13,6 +13,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "hash.h"
 #include "http_parse.h"
 #include "redirect.h"
 #include "route.h"
@@ -31,10 +32,47 @@ struct host_ref {
 struct ctx {
     struct diag *d;
     struct config *c;
-    struct check_cfg checks; /* the `checks:` block over built-in defaults */
-    struct host_ref *hosts;  /* every host of every pool, with its node */
+    struct host_ref *hosts; /* every host of every pool, with its node */
     size_t nhosts, caphosts;
 };
+
+/* Names seen so far, with the line of each: duplicate checks stay linear
+ * for configs of many thousand pools or listeners. */
+struct seen {
+    struct seen_slot {
+        const char *name; /* NULL: empty */
+        unsigned line;
+    } * slot;
+    size_t mask, n;
+};
+
+static struct seen_slot *seen_find(struct seen_slot *tab, size_t mask, const char *name)
+{
+    size_t i = (size_t)fnv1a64_str(FNV64_OFFSET, name) & mask;
+    while (tab[i].name && strcmp(tab[i].name, name) != 0) i = (i + 1) & mask;
+    return &tab[i];
+}
+
+/* The line where name was first seen, or 0 after recording it (name must
+ * outlive s). Out of memory, nothing is found. */
+static unsigned seen_add(struct seen *s, const char *name, unsigned line)
+{
+    if (2 * (s->n + 1) > s->mask) {
+        size_t size = s->mask ? 2 * (s->mask + 1) : 64;
+        struct seen_slot *t = calloc(size, sizeof(*t));
+        if (!t) return 0;
+        for (size_t i = 0; s->slot && i <= s->mask; i++)
+            if (s->slot[i].name) *seen_find(t, size - 1, s->slot[i].name) = s->slot[i];
+        free(s->slot);
+        s->slot = t;
+        s->mask = size - 1;
+    }
+    struct seen_slot *e = seen_find(s->slot, s->mask, name);
+    if (e->name) return e->line;
+    *e = (struct seen_slot){name, line};
+    s->n++;
+    return 0;
+}
 
 #define ERR(ctx, node, ...) diag_add((ctx)->d, (node)->line, (node)->col, __VA_ARGS__)
 
@@ -158,10 +196,47 @@ static bool want(struct ctx *x, const struct yt_node *n, enum yt_kind k, const c
     return false;
 }
 
+/* A scalar without NUL bytes (a "\0" escape in a quoted string): values
+ * are compared and parsed as C strings, which would cut them short. */
+static bool scalar(struct ctx *x, const struct yt_node *n, const char *what)
+{
+    if (!want(x, n, YT_SCALAR, what)) return false;
+    if (memchr(n->str, '\0', n->len)) {
+        ERR(x, n, "%s: NUL byte in string", what);
+        return false;
+    }
+    return true;
+}
+
 static bool is_null(const struct yt_node *n)
 {
     return n->kind == YT_SCALAR && n->plain &&
            (n->len == 0 || strcmp(n->str, "~") == 0 || strcmp(n->str, "null") == 0);
+}
+
+/* A scalar's text for a message: bytes that would not print (a NUL from a
+ * "\0" escape, controls) are shown as \xNN, and a long one is cut. */
+static const char *shown(const struct yt_node *n, char *buf, size_t size)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n->len && o + 5 < size; i++) {
+        unsigned char c = (unsigned char)n->str[i];
+        if (c < 0x20 || c == 0x7f)
+            o += (size_t)snprintf(buf + o, size - o, "\\x%02x", c);
+        else
+            buf[o++] = (char)c;
+    }
+    if (o + 5 >= size && size > 4) memcpy(buf + size - 4, "...", 3), o = size - 1;
+    buf[o] = '\0';
+    return buf;
+}
+
+/* The key is exactly lit: compared with its length, so that a key with a
+ * NUL in it ("limit\0") is never taken for a shorter one. */
+static bool key_is(const struct yt_node *k, const char *lit)
+{
+    size_t n = strlen(lit);
+    return k->kind == YT_SCALAR && k->len == n && memcmp(k->str, lit, n) == 0;
 }
 
 static void check_keys(struct ctx *x, const struct yt_node *map, const char *what,
@@ -169,29 +244,23 @@ static void check_keys(struct ctx *x, const struct yt_node *map, const char *wha
 {
     for (size_t i = 0; i < map->len; i++) {
         const struct yt_node *k = map->u.pairs[i].key;
-        if (k->kind != YT_SCALAR) continue; /* reported by the tree */
+        if (k->kind != YT_SCALAR || k->dup) continue; /* reported by the tree */
         bool ok = false;
-        for (size_t j = 0; j < i && !ok; j++) /* a duplicate: reported by the tree */
-            ok = map->u.pairs[j].key->kind == YT_SCALAR &&
-                 strcmp(map->u.pairs[j].key->str, k->str) == 0;
-        for (const char *const *a = allowed; *a && !ok; a++) ok = strcmp(k->str, *a) == 0;
+        for (const char *const *a = allowed; *a && !ok; a++) ok = key_is(k, *a);
         if (ok) continue;
-        char list[512] = "";
+        char list[512] = "", name[96];
         for (const char *const *a = allowed; *a; a++) {
             if (a != allowed) strncat(list, ", ", sizeof(list) - strlen(list) - 1);
             strncat(list, *a, sizeof(list) - strlen(list) - 1);
         }
-        ERR(x, k, "unknown key '%s' in %s (expected one of: %s)", k->str, what, list);
+        ERR(x, k, "unknown key '%s' in %s (expected one of: %s)", shown(k, name, sizeof(name)),
+            what, list);
     }
 }
 
 static bool get_str(struct ctx *x, const struct yt_node *n, const char *what, char **out)
 {
-    if (!want(x, n, YT_SCALAR, what)) return false;
-    if (memchr(n->str, '\0', n->len)) {
-        ERR(x, n, "%s: NUL byte in string", what);
-        return false;
-    }
+    if (!scalar(x, n, what)) return false;
     char *s = strdup(n->str);
     if (!s) return false;
     free(*out);
@@ -202,7 +271,7 @@ static bool get_str(struct ctx *x, const struct yt_node *n, const char *what, ch
 static bool get_uint(struct ctx *x, const struct yt_node *n, const char *what, uint64_t min,
                      uint64_t max, uint64_t *out)
 {
-    if (!want(x, n, YT_SCALAR, what)) return false;
+    if (!scalar(x, n, what)) return false;
     size_t used;
     uint64_t v;
     if (!n->plain || !parse_u64(n->str, &used, &v) || n->str[used] != '\0') {
@@ -242,7 +311,7 @@ static void fmt_ms(uint64_t ms, char *buf, size_t len)
 static bool get_duration(struct ctx *x, const struct yt_node *n, const char *what, uint64_t min,
                          uint64_t max, uint64_t *out)
 {
-    if (!want(x, n, YT_SCALAR, what)) return false;
+    if (!scalar(x, n, what)) return false;
     uint64_t v;
     if (!config_parse_duration(n->str, &v)) {
         ERR(x, n, "%s: '%s' is not a duration (a number with a unit: ms, s, m, h; e.g. 250ms)",
@@ -263,7 +332,7 @@ static bool get_duration(struct ctx *x, const struct yt_node *n, const char *wha
 static bool get_size(struct ctx *x, const struct yt_node *n, const char *what, uint64_t min,
                      uint64_t max, size_t *out)
 {
-    if (!want(x, n, YT_SCALAR, what)) return false;
+    if (!scalar(x, n, what)) return false;
     uint64_t v;
     if (!config_parse_size(n->str, &v)) {
         ERR(x, n, "%s: '%s' is not a size (bytes, or a number with k, m or g)", what, n->str);
@@ -281,7 +350,7 @@ static bool get_size(struct ctx *x, const struct yt_node *n, const char *what, u
 static bool get_enum(struct ctx *x, const struct yt_node *n, const char *what,
                      const char *const *names, int *out)
 {
-    if (!want(x, n, YT_SCALAR, what)) return false;
+    if (!scalar(x, n, what)) return false;
     char list[256] = "";
     for (int i = 0; names[i]; i++) {
         if (strcmp(n->str, names[i]) == 0) {
@@ -338,7 +407,9 @@ struct url {
 
 static bool url_char_ok(unsigned char c)
 {
-    return (c > 0x20 && c < 0x7f && !strchr("\"<>\\^`{|}", c));
+    static const uint8_t bad[128] = {['"'] = 1, ['<'] = 1, ['>'] = 1, ['\\'] = 1, ['^'] = 1,
+                                     ['`'] = 1, ['{'] = 1, ['|'] = 1, ['}'] = 1};
+    return c > 0x20 && c < 0x7f && !bad[c];
 }
 
 /* Parses an absolute http(s) URL. Returns NULL or an error message. */
@@ -499,52 +570,44 @@ static bool check_defaults(struct check_cfg *c)
     return c->method != NULL;
 }
 
+static void free_headers(struct header *h, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(h[i].name);
+        free(h[i].value);
+    }
+    free(h);
+}
+
 static void check_free(struct check_cfg *c)
 {
-    free(c->url);
-    free(c->host);
-    free(c->path);
-    free(c->method);
-    free(c->expect_body);
-    for (size_t i = 0; i < c->nheaders; i++) {
-        free(c->headers[i].name);
-        free(c->headers[i].value);
-    }
-    free(c->headers);
-    free(c->ca_file);
+    unsigned b = c->borrowed;
+    if (!(b & CHECK_BORROW_URL)) free(c->url);
+    if (!(b & CHECK_BORROW_HOST)) free(c->host);
+    if (!(b & CHECK_BORROW_PATH)) free(c->path);
+    if (!(b & CHECK_BORROW_METHOD)) free(c->method);
+    if (!(b & CHECK_BORROW_BODY)) free(c->expect_body);
+    if (!(b & CHECK_BORROW_CA)) free(c->ca_file);
+    if (!(b & CHECK_BORROW_HEADERS)) free_headers(c->headers, c->nheaders);
     memset(c, 0, sizeof(*c));
 }
 
-static char *dup_or_null(const char *s, bool *ok)
+/* A region's check starts as the `checks:` block: its strings and headers
+ * are borrowed, not copied (a region costs the same however many default
+ * headers there are), until the region sets its own (own()). */
+static void check_borrow(struct check_cfg *dst, const struct check_cfg *src)
 {
-    if (!s) return NULL;
-    char *d = strdup(s);
-    if (!d) *ok = false;
-    return d;
+    *dst = *src;
+    dst->borrowed = CHECK_BORROW_ALL;
 }
 
-static bool check_copy(struct check_cfg *dst, const struct check_cfg *src)
+/* Makes the string at *field the check's own to replace: a borrowed one is
+ * dropped, not freed. */
+static void own(struct check_cfg *c, unsigned bit, char **field)
 {
-    bool ok = true;
-    *dst = *src;
-    dst->url = dup_or_null(src->url, &ok);
-    dst->host = dup_or_null(src->host, &ok);
-    dst->path = dup_or_null(src->path, &ok);
-    dst->method = dup_or_null(src->method, &ok);
-    dst->expect_body = dup_or_null(src->expect_body, &ok);
-    dst->ca_file = dup_or_null(src->ca_file, &ok);
-    dst->headers = NULL;
-    dst->nheaders = 0;
-    if (src->nheaders) {
-        dst->headers = calloc(src->nheaders, sizeof(*dst->headers));
-        if (!dst->headers) return false;
-        for (size_t i = 0; i < src->nheaders; i++) {
-            dst->headers[i].name = dup_or_null(src->headers[i].name, &ok);
-            dst->headers[i].value = dup_or_null(src->headers[i].value, &ok);
-            dst->nheaders++;
-        }
-    }
-    return ok;
+    if (!(c->borrowed & bit)) return;
+    *field = NULL;
+    c->borrowed &= ~bit;
 }
 
 static bool streq_null(const char *a, const char *b)
@@ -565,7 +628,7 @@ bool check_cfg_equal(const struct check_cfg *a, const struct check_cfg *b)
         !streq_null(a->path, b->path) || !streq_null(a->method, b->method) ||
         !streq_null(a->expect_body, b->expect_body) || !streq_null(a->ca_file, b->ca_file))
         return false;
-    for (size_t i = 0; i < a->nheaders; i++)
+    for (size_t i = 0; i < a->nheaders && a->headers != b->headers; i++)
         if (strcmp(a->headers[i].name, b->headers[i].name) != 0 ||
             strcmp(a->headers[i].value, b->headers[i].value) != 0)
             return false;
@@ -588,7 +651,7 @@ static void load_expect(struct ctx *x, const struct yt_node *n, struct check_cfg
     memset(c->expect, 0, sizeof(c->expect));
     for (size_t i = 0; i < cnt; i++) {
         const struct yt_node *it = items[i];
-        if (!want(x, it, YT_SCALAR, "expect_status")) continue;
+        if (!scalar(x, it, "expect_status")) continue;
         const char *v = it->str;
         if (strlen(v) == 3 && v[0] >= '1' && v[0] <= '5' && (v[1] | 0x20) == 'x' &&
             (v[2] | 0x20) == 'x') {
@@ -609,11 +672,10 @@ static void load_expect(struct ctx *x, const struct yt_node *n, struct check_cfg
 
 static void load_check_headers(struct ctx *x, const struct yt_node *n, struct check_cfg *c)
 {
-    for (size_t i = 0; i < c->nheaders; i++) {
-        free(c->headers[i].name);
-        free(c->headers[i].value);
-    }
-    free(c->headers);
+    if (c->borrowed & CHECK_BORROW_HEADERS)
+        c->borrowed &= ~(unsigned)CHECK_BORROW_HEADERS;
+    else
+        free_headers(c->headers, c->nheaders);
     c->headers = NULL;
     c->nheaders = 0;
     load_header_map(x, n, "check headers", NULL, &c->headers, &c->nheaders);
@@ -637,13 +699,15 @@ static void load_check(struct ctx *x, const struct yt_node *n, struct check_cfg 
     int e;
     if ((v = yt_get(n, "type")) && get_enum(x, v, "check type", types, &e))
         c->type = (enum check_type)e;
-    if ((v = yt_get(n, "method")) && get_str(x, v, "check method", &c->method)) {
+    if ((v = yt_get(n, "method"))) own(c, CHECK_BORROW_METHOD, &c->method);
+    if (v && get_str(x, v, "check method", &c->method)) {
         bool ok = c->method[0] != '\0';
         for (const char *m = c->method; *m; m++) ok = ok && http_tchar[(unsigned char)*m];
         if (!ok) ERR(x, v, "check method: '%s' is not an HTTP method token", c->method);
     }
     if ((v = yt_get(n, "expect_status"))) load_expect(x, v, c);
     if ((v = yt_get(n, "expect_body"))) {
+        own(c, CHECK_BORROW_BODY, &c->expect_body);
         if (get_str(x, v, "expect_body", &c->expect_body) && c->expect_body[0] == '\0') {
             free(c->expect_body);
             c->expect_body = NULL;
@@ -658,7 +722,8 @@ static void load_check(struct ctx *x, const struct yt_node *n, struct check_cfg 
         else
             ERR(x, v, "tls_verify: expected true or false");
     }
-    if ((v = yt_get(n, "ca_file")) && get_str(x, v, "ca_file", &c->ca_file)) {
+    if ((v = yt_get(n, "ca_file"))) own(c, CHECK_BORROW_CA, &c->ca_file);
+    if (v && get_str(x, v, "ca_file", &c->ca_file)) {
         if (access(c->ca_file, R_OK) != 0)
             ERR(x, v, "ca_file: cannot read '%s': %s", c->ca_file, strerror(errno));
     }
@@ -671,7 +736,7 @@ static void load_check(struct ctx *x, const struct yt_node *n, struct check_cfg 
     if ((v = yt_get(n, "timeout"))) get_duration(x, v, "timeout", 10, 60000, &c->timeout_ms);
     if ((v = yt_get(n, "rise"))) get_unsigned(x, v, "rise", 1, 100, &c->rise);
     if ((v = yt_get(n, "fall"))) get_unsigned(x, v, "fall", 1, 100, &c->fall);
-    if ((v = yt_get(n, "jitter")) && want(x, v, YT_SCALAR, "jitter")) {
+    if ((v = yt_get(n, "jitter")) && scalar(x, v, "jitter")) {
         size_t used;
         uint64_t pct;
         if (!parse_u64(v->str, &used, &pct) || strcmp(v->str + used, "%") != 0 || pct > 50)
@@ -681,7 +746,10 @@ static void load_check(struct ctx *x, const struct yt_node *n, struct check_cfg 
     }
     if ((v = yt_get(n, "initial")) && get_enum(x, v, "initial", initials, &e))
         c->initial_up = e == 0;
-    if (in_region && (v = yt_get(n, "url"))) get_str(x, v, "check url", &c->url);
+    if (in_region && (v = yt_get(n, "url"))) {
+        own(c, CHECK_BORROW_URL, &c->url);
+        get_str(x, v, "check url", &c->url);
+    }
 }
 
 /* Resolves the check url (given or the region's) into host, port, path. */
@@ -696,7 +764,12 @@ static void finish_check(struct ctx *x, const struct yt_node *at, struct region 
         ERR(x, at, "check url: '%s' %s", src, err);
         return;
     }
+    own(c, CHECK_BORROW_URL, &c->url);
+    own(c, CHECK_BORROW_HOST, &c->host);
+    own(c, CHECK_BORROW_PATH, &c->path);
     free(c->url);
+    free(c->host);
+    free(c->path);
     c->url = u.norm;
     c->tls = strncmp(u.norm, "https:", 6) == 0;
     c->host = strdup(u.host);
@@ -732,9 +805,10 @@ static void load_listen(struct ctx *x, const struct yt_node *n)
     }
     c->listen = calloc(cnt, sizeof(*c->listen));
     if (!c->listen) return;
+    struct seen seen = {0};
     for (size_t i = 0; i < cnt; i++) {
         const struct yt_node *item = n->kind == YT_SEQ ? n->u.items[i] : n;
-        if (!want(x, item, YT_SCALAR, "listen")) continue;
+        if (!scalar(x, item, "listen")) continue;
         struct listen_addr la;
         if (!config_parse_listen(item->str, &la)) {
             ERR(x, item,
@@ -744,16 +818,14 @@ static void load_listen(struct ctx *x, const struct yt_node *n)
         }
         la.line = item->line;
         la.col = item->col;
-        bool dup = false;
-        for (size_t k = 0; k < c->nlisten && !dup; k++) {
-            if (strcmp(c->listen[k].text, la.text) == 0) {
-                ERR(x, item, "listen: '%s' is listed twice (first at line %u)", item->str,
-                    c->listen[k].line);
-                dup = true;
-            }
-        }
-        if (!dup) c->listen[c->nlisten++] = la;
+        c->listen[c->nlisten] = la;
+        unsigned first = seen_add(&seen, c->listen[c->nlisten].text, la.line);
+        if (first)
+            ERR(x, item, "listen: '%s' is listed twice (first at line %u)", item->str, first);
+        else
+            c->nlisten++;
     }
+    free(seen.slot);
 }
 
 static void load_limits(struct ctx *x, const struct yt_node *n)
@@ -889,7 +961,7 @@ static void load_admin(struct ctx *x, const struct yt_node *n)
     const struct yt_node *v = yt_get(n, "listen");
     if (!v) {
         ERR(x, n, "admin: 'listen' is required");
-    } else if (want(x, v, YT_SCALAR, "admin.listen")) {
+    } else if (scalar(x, v, "admin.listen")) {
         if (!config_parse_listen(v->str, &c->admin_listen)) {
             ERR(x, v, "admin.listen: '%s' is not an address (IPv4:PORT, [IPv6]:PORT or *:PORT)",
                 v->str);
@@ -911,7 +983,7 @@ static void load_admin(struct ctx *x, const struct yt_node *n)
     if (!c->admin_allow) return;
     for (size_t i = 0; i < cnt; i++) {
         const struct yt_node *it = v ? v->u.items[i] : NULL;
-        if (it && !want(x, it, YT_SCALAR, "admin.allow")) continue;
+        if (it && !scalar(x, it, "admin.allow")) continue;
         if (!config_parse_cidr(it ? it->str : dflt[i], &c->admin_allow[c->nadmin_allow])) {
             ERR(x, it, "admin.allow: '%s' is not an address or CIDR (e.g. 10.0.0.0/8, ::1/128)",
                 it->str);
@@ -1003,7 +1075,7 @@ static void load_region(struct ctx *x, const struct yt_node *n, struct pool *p, 
     r->weight = 1;
     r->line = n->line;
     r->col = n->col;
-    if (!check_copy(&r->check, &x->checks)) diag_add(x->d, n->line, n->col, "out of memory");
+    check_borrow(&r->check, &x->c->checks);
     if (!want(x, n, YT_MAP, "region")) return;
     check_keys(x, n, "region", keys);
     const struct yt_node *v;
@@ -1230,16 +1302,14 @@ static void load_pools(struct ctx *x, const struct yt_node *n)
     }
     c->pools = calloc(n->len, sizeof(*c->pools));
     if (!c->pools) return;
+    struct seen names = {0};
     for (size_t i = 0; i < n->len; i++) {
         struct pool *p = &c->pools[c->npools++];
         load_pool(x, n->u.items[i], p);
-        for (size_t k = 0; k + 1 < c->npools && p->name; k++) {
-            if (c->pools[k].name && strcmp(c->pools[k].name, p->name) == 0) {
-                ERR(x, yt_get(n->u.items[i], "name"),
-                    "pool name '%s' is used twice (first at line %u)", p->name, c->pools[k].line);
-                break;
-            }
-        }
+        unsigned first = p->name ? seen_add(&names, p->name, p->line) : 0;
+        if (first)
+            ERR(x, yt_get(n->u.items[i], "name"), "pool name '%s' is used twice (first at line %u)",
+                p->name, first);
         if (p->is_default) {
             if (c->default_pool)
                 ERR(x, n->u.items[i],
@@ -1251,6 +1321,7 @@ static void load_pools(struct ctx *x, const struct yt_node *n)
                 c->default_pool = p;
         }
     }
+    free(names.slot);
     check_hosts(x);
 }
 
@@ -1272,7 +1343,7 @@ static void load_root(struct ctx *x, const struct yt_node *root)
     else
         ERR(x, root, "'listen' is required");
     if ((v = yt_get(root, "workers"))) {
-        if (v->kind == YT_SCALAR && strcmp(v->str, "auto") == 0)
+        if (key_is(v, "auto"))
             c->workers = 0;
         else
             get_unsigned(x, v, "workers", 1, 256, &c->workers);
@@ -1281,7 +1352,7 @@ static void load_root(struct ctx *x, const struct yt_node *root)
     if ((v = yt_get(root, "access_log"))) load_access_log(x, v);
     if ((v = yt_get(root, "admin"))) load_admin(x, v);
     if ((v = yt_get(root, "limits"))) load_limits(x, v);
-    if ((v = yt_get(root, "checks"))) load_check(x, v, &x->checks, false);
+    if ((v = yt_get(root, "checks"))) load_check(x, v, &x->c->checks, false);
     if ((v = yt_get(root, "pools")))
         load_pools(x, v);
     else
@@ -1367,9 +1438,8 @@ struct config *config_parse(const char *name, const char *buf, size_t len, struc
         return NULL;
     }
     struct ctx x = {.d = d, .c = c};
-    if (!check_defaults(&x.checks)) diag_add(d, 0, 0, "out of memory");
+    if (!check_defaults(&c->checks)) diag_add(d, 0, 0, "out of memory");
     load_root(&x, doc.root);
-    check_free(&x.checks);
     free(x.hosts);
     yt_free(&doc);
     collect_capture(&x);
@@ -1449,6 +1519,7 @@ void config_free(struct config *c)
         free(p->regions);
     }
     free(c->pools);
+    check_free(&c->checks); /* after the regions that borrow from it */
     for (size_t i = 0; i < c->ncapture; i++) free(c->capture[i]);
     free(c->capture);
     free(c->access_log);

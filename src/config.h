@@ -96,7 +96,17 @@ struct check_cfg {
     unsigned rise, fall;
     unsigned jitter_pct;
     bool initial_up;
+    unsigned borrowed; /* CHECK_BORROW_* bits: pointers owned by config.checks */
 };
+
+#define CHECK_BORROW_URL     1u
+#define CHECK_BORROW_HOST    2u
+#define CHECK_BORROW_PATH    4u
+#define CHECK_BORROW_METHOD  8u
+#define CHECK_BORROW_BODY    16u
+#define CHECK_BORROW_CA      32u
+#define CHECK_BORROW_HEADERS 64u
+#define CHECK_BORROW_ALL     127u
 
 static inline bool check_status_ok(const struct check_cfg *c, unsigned status)
 {
@@ -166,6 +176,7 @@ struct config {
     size_t npools;
     struct pool *default_pool;
     struct route_table *routes; /* Host -> pool (route.c) */
+    struct check_cfg checks;    /* the `checks:` block over built-in defaults */
     char **capture; /* header names the parser keeps (lowercase): hash keys, log fields */
     size_t ncapture;
     int capture_ua, capture_referer; /* indexes into capture, or -1 */
