@@ -15,6 +15,7 @@
 
 #include "hash.h"
 #include "http_parse.h"
+#include "netaddr.h"
 #include "redirect.h"
 #include "route.h"
 #include "select.h"
@@ -84,25 +85,11 @@ const char *region_state_name(enum region_state s)
 
 /* ---- scalar parsing helpers (pure) ---- */
 
-static bool parse_u64(const char *s, size_t *consumed, uint64_t *out)
-{
-    uint64_t v = 0;
-    size_t i = 0;
-    if (s[0] < '0' || s[0] > '9') return false;
-    for (; s[i] >= '0' && s[i] <= '9'; i++) {
-        if (v > (UINT64_MAX - 9) / 10) return false;
-        v = v * 10 + (uint64_t)(s[i] - '0');
-    }
-    *consumed = i;
-    *out = v;
-    return true;
-}
-
 bool config_parse_duration(const char *s, uint64_t *ms)
 {
     size_t n;
     uint64_t v;
-    if (!parse_u64(s, &n, &v)) return false;
+    if (!netaddr_parse_u64(s, &n, &v)) return false;
     const char *u = s + n;
     uint64_t mul;
     if (strcmp(u, "ms") == 0)
@@ -124,7 +111,7 @@ bool config_parse_size(const char *s, uint64_t *bytes)
 {
     size_t n;
     uint64_t v;
-    if (!parse_u64(s, &n, &v)) return false;
+    if (!netaddr_parse_u64(s, &n, &v)) return false;
     const char *u = s + n;
     uint64_t mul;
     if (*u == '\0')
@@ -139,51 +126,6 @@ bool config_parse_size(const char *s, uint64_t *bytes)
         return false;
     if (v > UINT64_MAX / mul) return false;
     *bytes = v * mul;
-    return true;
-}
-
-bool config_parse_listen(const char *s, struct listen_addr *out)
-{
-    memset(out, 0, sizeof(*out));
-    const char *colon;
-    char host[48];
-    if (s[0] == '[') {
-        const char *rb = strchr(s, ']');
-        if (!rb || rb[1] != ':' || (size_t)(rb - s - 1) >= sizeof(host)) return false;
-        memcpy(host, s + 1, (size_t)(rb - s - 1));
-        host[rb - s - 1] = '\0';
-        colon = rb + 1;
-    } else {
-        colon = strrchr(s, ':');
-        if (!colon || (size_t)(colon - s) >= sizeof(host)) return false;
-        memcpy(host, s, (size_t)(colon - s));
-        host[colon - s] = '\0';
-        if (strcmp(host, "*") == 0 || host[0] == '\0') strcpy(host, "0.0.0.0");
-    }
-    size_t n;
-    uint64_t port;
-    if (!parse_u64(colon + 1, &n, &port) || colon[1 + n] != '\0' || port == 0 || port > 65535)
-        return false;
-    out->port = (uint16_t)port;
-    struct sockaddr_in *sin = (struct sockaddr_in *)&out->ss;
-    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->ss;
-    if (s[0] != '[' && inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
-        sin->sin_family = AF_INET;
-        sin->sin_port = htons(out->port);
-        out->sslen = sizeof(*sin);
-        snprintf(out->text, sizeof(out->text), "%s:%u", host, out->port);
-    } else if (s[0] == '[' && inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
-        sin6->sin6_family = AF_INET6;
-        sin6->sin6_port = htons(out->port);
-        out->sslen = sizeof(*sin6);
-        char norm[INET6_ADDRSTRLEN];
-        inet_ntop(AF_INET6, &sin6->sin6_addr, norm, sizeof(norm));
-        snprintf(host, sizeof(host), "%s", norm);
-        snprintf(out->text, sizeof(out->text), "[%s]:%u", host, out->port);
-    } else {
-        return false;
-    }
-    snprintf(out->host, sizeof(out->host), "%s", host);
     return true;
 }
 
@@ -274,7 +216,7 @@ static bool get_uint(struct ctx *x, const struct yt_node *n, const char *what, u
     if (!scalar(x, n, what)) return false;
     size_t used;
     uint64_t v;
-    if (!n->plain || !parse_u64(n->str, &used, &v) || n->str[used] != '\0') {
+    if (!n->plain || !netaddr_parse_u64(n->str, &used, &v) || n->str[used] != '\0') {
         ERR(x, n, "%s: '%s' is not a whole number", what, n->str);
         return false;
     }
@@ -395,93 +337,6 @@ static bool text_ok(const char *s)
     for (; *s; s++)
         if (((unsigned char)*s < 0x20 && *s != '\t') || *s == 0x7f) return false;
     return true;
-}
-
-/* ---- URLs ---- */
-
-struct url {
-    char *norm;     /* scheme and host lowercased, one trailing '/' dropped */
-    char host[256]; /* without brackets */
-    unsigned port;  /* explicit or the scheme's default */
-};
-
-static bool url_char_ok(unsigned char c)
-{
-    static const uint8_t bad[128] = {['"'] = 1, ['<'] = 1, ['>'] = 1, ['\\'] = 1, ['^'] = 1,
-                                     ['`'] = 1, ['{'] = 1, ['|'] = 1, ['}'] = 1};
-    return c > 0x20 && c < 0x7f && !bad[c];
-}
-
-/* Parses an absolute http(s) URL. Returns NULL or an error message. */
-static const char *url_parse(const char *s, bool allow_query, struct url *u)
-{
-    memset(u, 0, sizeof(*u));
-    size_t slen = strlen(s);
-    size_t sch;
-    if (strncasecmp(s, "http://", 7) == 0) {
-        sch = 7;
-        u->port = 80;
-    } else if (strncasecmp(s, "https://", 8) == 0) {
-        sch = 8;
-        u->port = 443;
-    } else {
-        return "must be an absolute http:// or https:// URL";
-    }
-    for (size_t i = 0; i < slen; i++)
-        if (!url_char_ok((unsigned char)s[i]))
-            return "contains a character not allowed in a URL (percent-encode it)";
-    const char *a = s + sch;
-    size_t alen = strcspn(a, "/?#");
-    if (alen == 0) return "has no host";
-    if (memchr(a, '@', alen)) return "must not carry user:password@";
-    const char *port = NULL;
-    size_t hlen;
-    if (a[0] == '[') {
-        const char *rb = memchr(a, ']', alen);
-        if (!rb) return "has an unterminated IPv6 literal";
-        hlen = (size_t)(rb - a - 1);
-        if (hlen >= sizeof(u->host)) return "has a host name that is too long";
-        memcpy(u->host, a + 1, hlen);
-        struct in6_addr tmp;
-        if (inet_pton(AF_INET6, u->host, &tmp) != 1) return "has an invalid IPv6 literal";
-        if (rb + 1 < a + alen) {
-            if (rb[1] != ':') return "has garbage after the IPv6 literal";
-            port = rb + 2;
-        }
-    } else {
-        const char *colon = memchr(a, ':', alen);
-        hlen = colon ? (size_t)(colon - a) : alen;
-        if (hlen == 0) return "has no host";
-        if (hlen >= sizeof(u->host)) return "has a host name that is too long";
-        for (size_t i = 0; i < hlen; i++) {
-            char c = a[i];
-            if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '-' || c == '.' || c == '_'))
-                return "has an invalid host name";
-            u->host[i] = (char)((c >= 'A' && c <= 'Z') ? c | 0x20 : c);
-        }
-        if (colon) port = colon + 1;
-    }
-    if (port) {
-        size_t plen = (size_t)(a + alen - port), used;
-        uint64_t p;
-        if (plen == 0 || !parse_u64(port, &used, &p) || used != plen || p == 0 || p > 65535)
-            return "has an invalid port (1..65535)";
-        u->port = (unsigned)p;
-    }
-    const char *rest = a + alen;
-    if (!allow_query && strpbrk(rest, "?#")) return "must not carry a query or fragment";
-    if (strchr(rest, '#')) return "must not carry a fragment";
-    /* normalise: lowercase scheme and host, keep port and path as written */
-    size_t n = slen;
-    if (!allow_query && n > sch + alen && s[n - 1] == '/') n--;
-    u->norm = malloc(n + 1);
-    if (!u->norm) return "out of memory";
-    memcpy(u->norm, s, n);
-    u->norm[n] = '\0';
-    for (size_t i = 0; i < sch + alen; i++)
-        if (u->norm[i] >= 'A' && u->norm[i] <= 'Z') u->norm[i] |= 0x20;
-    return NULL;
 }
 
 /* Would a connection to host reach a wildcard listener of this family?
@@ -661,7 +516,7 @@ static void load_expect(struct ctx *x, const struct yt_node *n, struct check_cfg
         }
         size_t used;
         uint64_t code;
-        if (parse_u64(v, &used, &code) && v[used] == '\0' && code >= CHECK_STATUS_MIN &&
+        if (netaddr_parse_u64(v, &used, &code) && v[used] == '\0' && code >= CHECK_STATUS_MIN &&
             code <= CHECK_STATUS_MAX) {
             expect_set(c, (unsigned)code, (unsigned)code);
             continue;
@@ -739,7 +594,7 @@ static void load_check(struct ctx *x, const struct yt_node *n, struct check_cfg 
     if ((v = yt_get(n, "jitter")) && scalar(x, v, "jitter")) {
         size_t used;
         uint64_t pct;
-        if (!parse_u64(v->str, &used, &pct) || strcmp(v->str + used, "%") != 0 || pct > 50)
+        if (!netaddr_parse_u64(v->str, &used, &pct) || strcmp(v->str + used, "%") != 0 || pct > 50)
             ERR(x, v, "jitter: '%s' is not a percentage from 0%% to 50%%", v->str);
         else
             c->jitter_pct = (unsigned)pct;
@@ -759,7 +614,7 @@ static void finish_check(struct ctx *x, const struct yt_node *at, struct region 
     const char *src = c->url ? c->url : r->url;
     if (!src) return;
     struct url u;
-    const char *err = url_parse(src, true, &u);
+    const char *err = netaddr_parse_url(src, true, &u);
     if (err) {
         ERR(x, at, "check url: '%s' %s", src, err);
         return;
@@ -810,7 +665,7 @@ static void load_listen(struct ctx *x, const struct yt_node *n)
         const struct yt_node *item = n->kind == YT_SEQ ? n->u.items[i] : n;
         if (!scalar(x, item, "listen")) continue;
         struct listen_addr la;
-        if (!config_parse_listen(item->str, &la)) {
+        if (!netaddr_parse_listen(item->str, &la)) {
             ERR(x, item,
                 "listen: '%s' is not an address (IPv4:PORT, [IPv6]:PORT or *:PORT, port 1..65535)",
                 item->str);
@@ -899,49 +754,6 @@ bool config_alloc_counters(struct config *c, unsigned nworkers)
     return c->counts != NULL;
 }
 
-bool config_parse_cidr(const char *s, struct cidr *out)
-{
-    memset(out, 0, sizeof(*out));
-    char addr[64];
-    const char *slash = strchr(s, '/');
-    size_t alen = slash ? (size_t)(slash - s) : strlen(s);
-    if (alen == 0 || alen >= sizeof(addr)) return false;
-    memcpy(addr, s, alen);
-    addr[alen] = '\0';
-    if (inet_pton(AF_INET, addr, out->addr) == 1) {
-        out->family = AF_INET;
-        out->bits = 32;
-    } else if (inet_pton(AF_INET6, addr, out->addr) == 1) {
-        out->family = AF_INET6;
-        out->bits = 128;
-    } else {
-        return false;
-    }
-    if (slash) {
-        size_t used;
-        uint64_t b;
-        if (!parse_u64(slash + 1, &used, &b) || slash[1 + used] != '\0' || b > out->bits)
-            return false;
-        out->bits = (unsigned)b;
-    }
-    return true;
-}
-
-bool cidr_match(const struct cidr *c, const struct sockaddr *sa)
-{
-    const uint8_t *a;
-    if (sa->sa_family != c->family) return false;
-    if (c->family == AF_INET)
-        a = (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
-    else
-        a = (const uint8_t *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
-    unsigned full = c->bits / 8, rest = c->bits % 8;
-    if (memcmp(a, c->addr, full) != 0) return false;
-    if (!rest) return true;
-    uint8_t mask = (uint8_t)(0xff << (8 - rest));
-    return (a[full] & mask) == (c->addr[full] & mask);
-}
-
 /* Would binding both addresses clash (same port, and the same address or
  * a wildcard of the same family)? */
 static bool same_socket(const struct listen_addr *a, const struct listen_addr *b)
@@ -962,7 +774,7 @@ static void load_admin(struct ctx *x, const struct yt_node *n)
     if (!v) {
         ERR(x, n, "admin: 'listen' is required");
     } else if (scalar(x, v, "admin.listen")) {
-        if (!config_parse_listen(v->str, &c->admin_listen)) {
+        if (!netaddr_parse_listen(v->str, &c->admin_listen)) {
             ERR(x, v, "admin.listen: '%s' is not an address (IPv4:PORT, [IPv6]:PORT or *:PORT)",
                 v->str);
         } else {
@@ -984,7 +796,7 @@ static void load_admin(struct ctx *x, const struct yt_node *n)
     for (size_t i = 0; i < cnt; i++) {
         const struct yt_node *it = v ? v->u.items[i] : NULL;
         if (it && !scalar(x, it, "admin.allow")) continue;
-        if (!config_parse_cidr(it ? it->str : dflt[i], &c->admin_allow[c->nadmin_allow])) {
+        if (!netaddr_parse_cidr(it ? it->str : dflt[i], &c->admin_allow[c->nadmin_allow])) {
             ERR(x, it, "admin.allow: '%s' is not an address or CIDR (e.g. 10.0.0.0/8, ::1/128)",
                 it->str);
             continue;
@@ -1048,7 +860,7 @@ static void load_all_down(struct ctx *x, const struct yt_node *n, struct pool *p
         char *s = NULL;
         if (get_str(x, u, "all_down.url", &s)) {
             struct url url;
-            const char *err = url_parse(s, true, &url);
+            const char *err = netaddr_parse_url(s, true, &url);
             const struct listen_addr *self = err ? NULL : url_is_self(x->c, &url);
             if (err) {
                 ERR(x, u, "all_down.url: '%s' %s", s, err);
@@ -1098,7 +910,7 @@ static void load_region(struct ctx *x, const struct yt_node *n, struct pool *p, 
     char *s = NULL;
     if (!get_str(x, v, "url", &s)) return;
     struct url u;
-    const char *err = url_parse(s, false, &u);
+    const char *err = netaddr_parse_url(s, false, &u);
     if (err) {
         ERR(x, v, "url: '%s' %s", s, err);
     } else {

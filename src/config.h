@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "diag.h"
+#include "netaddr.h"
 
 #ifndef SYSCONFDIR
 #define SYSCONFDIR "/etc"
@@ -31,22 +32,6 @@ enum balance { BALANCE_WEIGHTED, BALANCE_LATENCY, BALANCE_HASH };
 enum body_kind { BODY_HTML, BODY_NONE };
 enum all_down_action { ALL_DOWN_FAIL_OPEN, ALL_DOWN_FALLBACK, ALL_DOWN_REJECT };
 enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
-
-struct listen_addr {
-    struct sockaddr_storage ss;
-    socklen_t sslen;
-    char text[64]; /* as written, normalised: "127.0.0.1:8080", "[::]:8080" */
-    char host[48]; /* numeric host without brackets */
-    uint16_t port;
-    unsigned line, col;
-};
-
-/* An admin.allow entry. */
-struct cidr {
-    int family; /* AF_INET or AF_INET6 */
-    uint8_t addr[16];
-    unsigned bits;
-};
 
 struct header {
     char *name, *value;
@@ -210,13 +195,10 @@ extern const unsigned config_error_status[CONFIG_ERROR_STATUSES];
 unsigned config_error_slot(const struct config *c, unsigned status);
 /* Allocates the counter matrix for nworkers rows. */
 bool config_alloc_counters(struct config *c, unsigned nworkers);
-bool cidr_match(const struct cidr *c, const struct sockaddr *sa);
 
 /* Helpers shared with tests. Return false on a malformed value. */
-bool config_parse_cidr(const char *s, struct cidr *out);
 bool config_parse_duration(const char *s, uint64_t *ms);
 bool config_parse_size(const char *s, uint64_t *bytes);
-bool config_parse_listen(const char *s, struct listen_addr *out);
 
 const char *region_state_name(enum region_state s);
 /* True if two regions' effective checks are the same (health carries over). */

@@ -954,7 +954,7 @@ END_TEST
 START_TEST(test_parse_listen)
 {
     struct listen_addr la;
-    ck_assert(config_parse_listen("127.0.0.1:8080", &la));
+    ck_assert(netaddr_parse_listen("127.0.0.1:8080", &la));
     ck_assert_str_eq(la.text, "127.0.0.1:8080");
     ck_assert_str_eq(la.host, "127.0.0.1");
     ck_assert_uint_eq(la.port, 8080);
@@ -964,27 +964,27 @@ START_TEST(test_parse_listen)
     ck_assert_uint_eq(ntohs(sin->sin_port), 8080);
     ck_assert_uint_eq(ntohl(sin->sin_addr.s_addr), 0x7f000001);
 
-    ck_assert(config_parse_listen("[::]:8080", &la));
+    ck_assert(netaddr_parse_listen("[::]:8080", &la));
     ck_assert_str_eq(la.text, "[::]:8080");
     ck_assert_str_eq(la.host, "::");
     ck_assert_int_eq(la.ss.ss_family, AF_INET6);
     ck_assert_uint_eq(la.sslen, sizeof(struct sockaddr_in6));
     ck_assert_uint_eq(ntohs(((const struct sockaddr_in6 *)&la.ss)->sin6_port), 8080);
 
-    ck_assert(config_parse_listen("[0:0:0::1]:1", &la));
+    ck_assert(netaddr_parse_listen("[0:0:0::1]:1", &la));
     ck_assert_str_eq(la.text, "[::1]:1");
     ck_assert_str_eq(la.host, "::1");
     ck_assert_uint_eq(la.port, 1);
 
-    ck_assert(config_parse_listen("[2001:DB8::A]:65535", &la));
+    ck_assert(netaddr_parse_listen("[2001:DB8::A]:65535", &la));
     ck_assert_str_eq(la.text, "[2001:db8::a]:65535");
 
-    ck_assert(config_parse_listen("*:80", &la));
+    ck_assert(netaddr_parse_listen("*:80", &la));
     ck_assert_str_eq(la.text, "0.0.0.0:80");
     ck_assert_int_eq(la.ss.ss_family, AF_INET);
-    ck_assert(config_parse_listen(":81", &la));
+    ck_assert(netaddr_parse_listen(":81", &la));
     ck_assert_str_eq(la.text, "0.0.0.0:81");
-    ck_assert(config_parse_listen("0.0.0.0:9180", &la));
+    ck_assert(netaddr_parse_listen("0.0.0.0:9180", &la));
     ck_assert_str_eq(la.host, "0.0.0.0");
 
     static const char *const bad[] = {
@@ -1010,7 +1010,7 @@ START_TEST(test_parse_listen)
         "[1111:2222:3333:4444:5555:6666:7777:8888:9999:aaaa:bbbb]:80",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        ck_assert_msg(!config_parse_listen(bad[i], &la), "accepted '%s'", bad[i]);
+        ck_assert_msg(!netaddr_parse_listen(bad[i], &la), "accepted '%s'", bad[i]);
 }
 END_TEST
 
@@ -1177,6 +1177,64 @@ START_TEST(test_error_flood_is_capped)
 }
 END_TEST
 
+static struct sockaddr_storage sa_of(const char *ip)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, ip, &a4->sin_addr) == 1)
+        a4->sin_family = AF_INET;
+    else if (inet_pton(AF_INET6, ip, &a6->sin6_addr) == 1)
+        a6->sin6_family = AF_INET6;
+    return ss;
+}
+
+START_TEST(test_cidr)
+{
+    static const struct {
+        const char *cidr, *ip;
+        bool match;
+    } cases[] = {
+        {"127.0.0.0/8", "127.1.2.3", true},
+        {"127.0.0.0/8", "128.0.0.1", false},
+        {"10.1.2.3/8", "10.200.0.1", true}, /* host bits are ignored */
+        {"192.168.1.0/23", "192.168.0.7", true},
+        {"192.168.1.0/23", "192.168.2.1", false},
+        {"192.168.1.128/25", "192.168.1.200", true},
+        {"192.168.1.128/25", "192.168.1.127", false},
+        {"10.0.0.1", "10.0.0.1", true},
+        {"10.0.0.1", "10.0.0.2", false},
+        {"10.0.0.1/32", "10.0.0.1", true},
+        {"0.0.0.0/0", "203.0.113.9", true},
+        {"0.0.0.0/0", "::1", false},
+        {"::1/128", "::1", true},
+        {"::1", "::2", false},
+        {"2001:db8::/32", "2001:db8:ffff::1", true},
+        {"2001:db8::/33", "2001:db8:8000::1", false},
+        {"2001:db8::/33", "2001:db8:7fff::1", true},
+        {"::/0", "2001:db8::1", true},
+        {"::/0", "127.0.0.1", false},
+        {"fe80::1/127", "fe80::", true},
+        {"fe80::1/127", "fe80::2", false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct cidr c;
+        ck_assert_msg(netaddr_parse_cidr(cases[i].cidr, &c), "%s", cases[i].cidr);
+        struct sockaddr_storage ss = sa_of(cases[i].ip);
+        ck_assert_msg(cidr_match(&c, (struct sockaddr *)&ss) == cases[i].match, "%s in %s",
+                      cases[i].ip, cases[i].cidr);
+    }
+    static const char *const bad[] = {"",          "/8",          "10.0.0.0/33", "::/129",
+                                      "10.0.0/8",  "10.0.0.0/-1", "10.0.0.0/8x", "x",
+                                      "10.0.0.0/", "1.2.3.4.5"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct cidr c;
+        ck_assert_msg(!netaddr_parse_cidr(bad[i], &c), "accepted '%s'", bad[i]);
+    }
+}
+END_TEST
+
 #define NELEM(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 Suite *make_suite(void)
@@ -1205,6 +1263,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_parse_duration);
     tcase_add_test(tc, test_parse_size);
     tcase_add_test(tc, test_parse_listen);
+    tcase_add_test(tc, test_cidr);
     suite_add_tcase(s, tc);
     return s;
 }
