@@ -38,9 +38,12 @@ void diag_add(struct diag *d, unsigned line, unsigned col, const char *fmt, ...)
         d->items = it;
         d->cap = cap;
     }
-    char *msg = strdup(buf);
-    if (!msg) return;
-    d->items[d->n++] = (struct diag_item){line, col, msg};
+    struct diag_item *it = &d->items[d->n];
+    it->msg = strdup(buf);
+    if (!it->msg) return;
+    it->line = line;
+    it->col = col;
+    d->n++;
 }
 
 void diag_format(const struct diag *d, size_t i, char *buf, size_t len)
