@@ -34,7 +34,7 @@ static struct config *cfg;
 
 static const struct tmpl *pick(const struct pool *p, unsigned k)
 {
-    if (k % 4 == 2) return &p->fallback;
+    if (k % 4 == 2 && p->fallback.head.p) return &p->fallback; /* built for all_down: fallback */
     if (k % 4 == 3) return &p->reject;
     return &p->regions[k % p->nregions].tmpl;
 }
