@@ -13,7 +13,9 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "hash.h"
 #include "http_parse.h"
+#include "netaddr.h"
 #include "redirect.h"
 #include "route.h"
 #include "select.h"
@@ -31,10 +33,47 @@ struct host_ref {
 struct ctx {
     struct diag *d;
     struct config *c;
-    struct check_cfg checks; /* the `checks:` block over built-in defaults */
-    struct host_ref *hosts;  /* every host of every pool, with its node */
+    struct host_ref *hosts; /* every host of every pool, with its node */
     size_t nhosts, caphosts;
 };
+
+/* Names seen so far, with the line of each: duplicate checks stay linear
+ * for configs of many thousand pools or listeners. */
+struct seen {
+    struct seen_slot {
+        const char *name; /* NULL: empty */
+        unsigned line;
+    } * slot;
+    size_t mask, n;
+};
+
+static struct seen_slot *seen_find(struct seen_slot *tab, size_t mask, const char *name)
+{
+    size_t i = (size_t)fnv1a64_str(FNV64_OFFSET, name) & mask;
+    while (tab[i].name && strcmp(tab[i].name, name) != 0) i = (i + 1) & mask;
+    return &tab[i];
+}
+
+/* The line where name was first seen, or 0 after recording it (name must
+ * outlive s). Out of memory, nothing is found. */
+static unsigned seen_add(struct seen *s, const char *name, unsigned line)
+{
+    if (2 * (s->n + 1) > s->mask) {
+        size_t size = s->mask ? 2 * (s->mask + 1) : 64;
+        struct seen_slot *t = calloc(size, sizeof(*t));
+        if (!t) return 0;
+        for (size_t i = 0; s->slot && i <= s->mask; i++)
+            if (s->slot[i].name) *seen_find(t, size - 1, s->slot[i].name) = s->slot[i];
+        free(s->slot);
+        s->slot = t;
+        s->mask = size - 1;
+    }
+    struct seen_slot *e = seen_find(s->slot, s->mask, name);
+    if (e->name) return e->line;
+    *e = (struct seen_slot){name, line};
+    s->n++;
+    return 0;
+}
 
 #define ERR(ctx, node, ...) diag_add((ctx)->d, (node)->line, (node)->col, __VA_ARGS__)
 
@@ -46,25 +85,11 @@ const char *region_state_name(enum region_state s)
 
 /* ---- scalar parsing helpers (pure) ---- */
 
-static bool parse_u64(const char *s, size_t *consumed, uint64_t *out)
-{
-    uint64_t v = 0;
-    size_t i = 0;
-    if (s[0] < '0' || s[0] > '9') return false;
-    for (; s[i] >= '0' && s[i] <= '9'; i++) {
-        if (v > (UINT64_MAX - 9) / 10) return false;
-        v = v * 10 + (uint64_t)(s[i] - '0');
-    }
-    *consumed = i;
-    *out = v;
-    return true;
-}
-
 bool config_parse_duration(const char *s, uint64_t *ms)
 {
     size_t n;
     uint64_t v;
-    if (!parse_u64(s, &n, &v)) return false;
+    if (!netaddr_parse_u64(s, &n, &v)) return false;
     const char *u = s + n;
     uint64_t mul;
     if (strcmp(u, "ms") == 0)
@@ -86,7 +111,7 @@ bool config_parse_size(const char *s, uint64_t *bytes)
 {
     size_t n;
     uint64_t v;
-    if (!parse_u64(s, &n, &v)) return false;
+    if (!netaddr_parse_u64(s, &n, &v)) return false;
     const char *u = s + n;
     uint64_t mul;
     if (*u == '\0')
@@ -104,51 +129,6 @@ bool config_parse_size(const char *s, uint64_t *bytes)
     return true;
 }
 
-bool config_parse_listen(const char *s, struct listen_addr *out)
-{
-    memset(out, 0, sizeof(*out));
-    const char *colon;
-    char host[48];
-    if (s[0] == '[') {
-        const char *rb = strchr(s, ']');
-        if (!rb || rb[1] != ':' || (size_t)(rb - s - 1) >= sizeof(host)) return false;
-        memcpy(host, s + 1, (size_t)(rb - s - 1));
-        host[rb - s - 1] = '\0';
-        colon = rb + 1;
-    } else {
-        colon = strrchr(s, ':');
-        if (!colon || (size_t)(colon - s) >= sizeof(host)) return false;
-        memcpy(host, s, (size_t)(colon - s));
-        host[colon - s] = '\0';
-        if (strcmp(host, "*") == 0 || host[0] == '\0') strcpy(host, "0.0.0.0");
-    }
-    size_t n;
-    uint64_t port;
-    if (!parse_u64(colon + 1, &n, &port) || colon[1 + n] != '\0' || port == 0 || port > 65535)
-        return false;
-    out->port = (uint16_t)port;
-    struct sockaddr_in *sin = (struct sockaddr_in *)&out->ss;
-    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->ss;
-    if (s[0] != '[' && inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
-        sin->sin_family = AF_INET;
-        sin->sin_port = htons(out->port);
-        out->sslen = sizeof(*sin);
-        snprintf(out->text, sizeof(out->text), "%s:%u", host, out->port);
-    } else if (s[0] == '[' && inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
-        sin6->sin6_family = AF_INET6;
-        sin6->sin6_port = htons(out->port);
-        out->sslen = sizeof(*sin6);
-        char norm[INET6_ADDRSTRLEN];
-        inet_ntop(AF_INET6, &sin6->sin6_addr, norm, sizeof(norm));
-        snprintf(host, sizeof(host), "%s", norm);
-        snprintf(out->text, sizeof(out->text), "[%s]:%u", host, out->port);
-    } else {
-        return false;
-    }
-    snprintf(out->host, sizeof(out->host), "%s", host);
-    return true;
-}
-
 /* ---- typed getters over yaml nodes ---- */
 
 static bool want(struct ctx *x, const struct yt_node *n, enum yt_kind k, const char *what)
@@ -158,10 +138,47 @@ static bool want(struct ctx *x, const struct yt_node *n, enum yt_kind k, const c
     return false;
 }
 
+/* A scalar without NUL bytes (a "\0" escape in a quoted string): values
+ * are compared and parsed as C strings, which would cut them short. */
+static bool scalar(struct ctx *x, const struct yt_node *n, const char *what)
+{
+    if (!want(x, n, YT_SCALAR, what)) return false;
+    if (memchr(n->str, '\0', n->len)) {
+        ERR(x, n, "%s: NUL byte in string", what);
+        return false;
+    }
+    return true;
+}
+
 static bool is_null(const struct yt_node *n)
 {
     return n->kind == YT_SCALAR && n->plain &&
            (n->len == 0 || strcmp(n->str, "~") == 0 || strcmp(n->str, "null") == 0);
+}
+
+/* A scalar's text for a message: bytes that would not print (a NUL from a
+ * "\0" escape, controls) are shown as \xNN, and a long one is cut. */
+static const char *shown(const struct yt_node *n, char *buf, size_t size)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n->len && o + 5 < size; i++) {
+        unsigned char c = (unsigned char)n->str[i];
+        if (c < 0x20 || c == 0x7f)
+            o += (size_t)snprintf(buf + o, size - o, "\\x%02x", c);
+        else
+            buf[o++] = (char)c;
+    }
+    if (o + 5 >= size && size > 4) memcpy(buf + size - 4, "...", 3), o = size - 1;
+    buf[o] = '\0';
+    return buf;
+}
+
+/* The key is exactly lit: compared with its length, so that a key with a
+ * NUL in it ("limit\0") is never taken for a shorter one. */
+static bool key_is(const struct yt_node *k, const char *lit)
+{
+    size_t n = strlen(lit);
+    return k->kind == YT_SCALAR && k->len == n && memcmp(k->str, lit, n) == 0;
 }
 
 static void check_keys(struct ctx *x, const struct yt_node *map, const char *what,
@@ -169,29 +186,23 @@ static void check_keys(struct ctx *x, const struct yt_node *map, const char *wha
 {
     for (size_t i = 0; i < map->len; i++) {
         const struct yt_node *k = map->u.pairs[i].key;
-        if (k->kind != YT_SCALAR) continue; /* reported by the tree */
+        if (k->kind != YT_SCALAR || k->dup) continue; /* reported by the tree */
         bool ok = false;
-        for (size_t j = 0; j < i && !ok; j++) /* a duplicate: reported by the tree */
-            ok = map->u.pairs[j].key->kind == YT_SCALAR &&
-                 strcmp(map->u.pairs[j].key->str, k->str) == 0;
-        for (const char *const *a = allowed; *a && !ok; a++) ok = strcmp(k->str, *a) == 0;
+        for (const char *const *a = allowed; *a && !ok; a++) ok = key_is(k, *a);
         if (ok) continue;
-        char list[512] = "";
+        char list[512] = "", name[96];
         for (const char *const *a = allowed; *a; a++) {
             if (a != allowed) strncat(list, ", ", sizeof(list) - strlen(list) - 1);
             strncat(list, *a, sizeof(list) - strlen(list) - 1);
         }
-        ERR(x, k, "unknown key '%s' in %s (expected one of: %s)", k->str, what, list);
+        ERR(x, k, "unknown key '%s' in %s (expected one of: %s)", shown(k, name, sizeof(name)),
+            what, list);
     }
 }
 
 static bool get_str(struct ctx *x, const struct yt_node *n, const char *what, char **out)
 {
-    if (!want(x, n, YT_SCALAR, what)) return false;
-    if (memchr(n->str, '\0', n->len)) {
-        ERR(x, n, "%s: NUL byte in string", what);
-        return false;
-    }
+    if (!scalar(x, n, what)) return false;
     char *s = strdup(n->str);
     if (!s) return false;
     free(*out);
@@ -202,10 +213,10 @@ static bool get_str(struct ctx *x, const struct yt_node *n, const char *what, ch
 static bool get_uint(struct ctx *x, const struct yt_node *n, const char *what, uint64_t min,
                      uint64_t max, uint64_t *out)
 {
-    if (!want(x, n, YT_SCALAR, what)) return false;
+    if (!scalar(x, n, what)) return false;
     size_t used;
     uint64_t v;
-    if (!n->plain || !parse_u64(n->str, &used, &v) || n->str[used] != '\0') {
+    if (!n->plain || !netaddr_parse_u64(n->str, &used, &v) || n->str[used] != '\0') {
         ERR(x, n, "%s: '%s' is not a whole number", what, n->str);
         return false;
     }
@@ -242,7 +253,7 @@ static void fmt_ms(uint64_t ms, char *buf, size_t len)
 static bool get_duration(struct ctx *x, const struct yt_node *n, const char *what, uint64_t min,
                          uint64_t max, uint64_t *out)
 {
-    if (!want(x, n, YT_SCALAR, what)) return false;
+    if (!scalar(x, n, what)) return false;
     uint64_t v;
     if (!config_parse_duration(n->str, &v)) {
         ERR(x, n, "%s: '%s' is not a duration (a number with a unit: ms, s, m, h; e.g. 250ms)",
@@ -263,7 +274,7 @@ static bool get_duration(struct ctx *x, const struct yt_node *n, const char *wha
 static bool get_size(struct ctx *x, const struct yt_node *n, const char *what, uint64_t min,
                      uint64_t max, size_t *out)
 {
-    if (!want(x, n, YT_SCALAR, what)) return false;
+    if (!scalar(x, n, what)) return false;
     uint64_t v;
     if (!config_parse_size(n->str, &v)) {
         ERR(x, n, "%s: '%s' is not a size (bytes, or a number with k, m or g)", what, n->str);
@@ -281,7 +292,7 @@ static bool get_size(struct ctx *x, const struct yt_node *n, const char *what, u
 static bool get_enum(struct ctx *x, const struct yt_node *n, const char *what,
                      const char *const *names, int *out)
 {
-    if (!want(x, n, YT_SCALAR, what)) return false;
+    if (!scalar(x, n, what)) return false;
     char list[256] = "";
     for (int i = 0; names[i]; i++) {
         if (strcmp(n->str, names[i]) == 0) {
@@ -326,91 +337,6 @@ static bool text_ok(const char *s)
     for (; *s; s++)
         if (((unsigned char)*s < 0x20 && *s != '\t') || *s == 0x7f) return false;
     return true;
-}
-
-/* ---- URLs ---- */
-
-struct url {
-    char *norm;     /* scheme and host lowercased, one trailing '/' dropped */
-    char host[256]; /* without brackets */
-    unsigned port;  /* explicit or the scheme's default */
-};
-
-static bool url_char_ok(unsigned char c)
-{
-    return (c > 0x20 && c < 0x7f && !strchr("\"<>\\^`{|}", c));
-}
-
-/* Parses an absolute http(s) URL. Returns NULL or an error message. */
-static const char *url_parse(const char *s, bool allow_query, struct url *u)
-{
-    memset(u, 0, sizeof(*u));
-    size_t slen = strlen(s);
-    size_t sch;
-    if (strncasecmp(s, "http://", 7) == 0) {
-        sch = 7;
-        u->port = 80;
-    } else if (strncasecmp(s, "https://", 8) == 0) {
-        sch = 8;
-        u->port = 443;
-    } else {
-        return "must be an absolute http:// or https:// URL";
-    }
-    for (size_t i = 0; i < slen; i++)
-        if (!url_char_ok((unsigned char)s[i]))
-            return "contains a character not allowed in a URL (percent-encode it)";
-    const char *a = s + sch;
-    size_t alen = strcspn(a, "/?#");
-    if (alen == 0) return "has no host";
-    if (memchr(a, '@', alen)) return "must not carry user:password@";
-    const char *port = NULL;
-    size_t hlen;
-    if (a[0] == '[') {
-        const char *rb = memchr(a, ']', alen);
-        if (!rb) return "has an unterminated IPv6 literal";
-        hlen = (size_t)(rb - a - 1);
-        if (hlen >= sizeof(u->host)) return "has a host name that is too long";
-        memcpy(u->host, a + 1, hlen);
-        struct in6_addr tmp;
-        if (inet_pton(AF_INET6, u->host, &tmp) != 1) return "has an invalid IPv6 literal";
-        if (rb + 1 < a + alen) {
-            if (rb[1] != ':') return "has garbage after the IPv6 literal";
-            port = rb + 2;
-        }
-    } else {
-        const char *colon = memchr(a, ':', alen);
-        hlen = colon ? (size_t)(colon - a) : alen;
-        if (hlen == 0) return "has no host";
-        if (hlen >= sizeof(u->host)) return "has a host name that is too long";
-        for (size_t i = 0; i < hlen; i++) {
-            char c = a[i];
-            if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '-' || c == '.' || c == '_'))
-                return "has an invalid host name";
-            u->host[i] = (char)((c >= 'A' && c <= 'Z') ? c | 0x20 : c);
-        }
-        if (colon) port = colon + 1;
-    }
-    if (port) {
-        size_t plen = (size_t)(a + alen - port), used;
-        uint64_t p;
-        if (plen == 0 || !parse_u64(port, &used, &p) || used != plen || p == 0 || p > 65535)
-            return "has an invalid port (1..65535)";
-        u->port = (unsigned)p;
-    }
-    const char *rest = a + alen;
-    if (!allow_query && strpbrk(rest, "?#")) return "must not carry a query or fragment";
-    if (strchr(rest, '#')) return "must not carry a fragment";
-    /* normalise: lowercase scheme and host, keep port and path as written */
-    size_t n = slen;
-    if (!allow_query && n > sch + alen && s[n - 1] == '/') n--;
-    u->norm = malloc(n + 1);
-    if (!u->norm) return "out of memory";
-    memcpy(u->norm, s, n);
-    u->norm[n] = '\0';
-    for (size_t i = 0; i < sch + alen; i++)
-        if (u->norm[i] >= 'A' && u->norm[i] <= 'Z') u->norm[i] |= 0x20;
-    return NULL;
 }
 
 /* Would a connection to host reach a wildcard listener of this family?
@@ -499,52 +425,44 @@ static bool check_defaults(struct check_cfg *c)
     return c->method != NULL;
 }
 
+static void free_headers(struct header *h, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(h[i].name);
+        free(h[i].value);
+    }
+    free(h);
+}
+
 static void check_free(struct check_cfg *c)
 {
-    free(c->url);
-    free(c->host);
-    free(c->path);
-    free(c->method);
-    free(c->expect_body);
-    for (size_t i = 0; i < c->nheaders; i++) {
-        free(c->headers[i].name);
-        free(c->headers[i].value);
-    }
-    free(c->headers);
-    free(c->ca_file);
+    unsigned b = c->borrowed;
+    if (!(b & CHECK_BORROW_URL)) free(c->url);
+    if (!(b & CHECK_BORROW_HOST)) free(c->host);
+    if (!(b & CHECK_BORROW_PATH)) free(c->path);
+    if (!(b & CHECK_BORROW_METHOD)) free(c->method);
+    if (!(b & CHECK_BORROW_BODY)) free(c->expect_body);
+    if (!(b & CHECK_BORROW_CA)) free(c->ca_file);
+    if (!(b & CHECK_BORROW_HEADERS)) free_headers(c->headers, c->nheaders);
     memset(c, 0, sizeof(*c));
 }
 
-static char *dup_or_null(const char *s, bool *ok)
+/* A region's check starts as the `checks:` block: its strings and headers
+ * are borrowed, not copied (a region costs the same however many default
+ * headers there are), until the region sets its own (own()). */
+static void check_borrow(struct check_cfg *dst, const struct check_cfg *src)
 {
-    if (!s) return NULL;
-    char *d = strdup(s);
-    if (!d) *ok = false;
-    return d;
+    *dst = *src;
+    dst->borrowed = CHECK_BORROW_ALL;
 }
 
-static bool check_copy(struct check_cfg *dst, const struct check_cfg *src)
+/* Makes the string at *field the check's own to replace: a borrowed one is
+ * dropped, not freed. */
+static void own(struct check_cfg *c, unsigned bit, char **field)
 {
-    bool ok = true;
-    *dst = *src;
-    dst->url = dup_or_null(src->url, &ok);
-    dst->host = dup_or_null(src->host, &ok);
-    dst->path = dup_or_null(src->path, &ok);
-    dst->method = dup_or_null(src->method, &ok);
-    dst->expect_body = dup_or_null(src->expect_body, &ok);
-    dst->ca_file = dup_or_null(src->ca_file, &ok);
-    dst->headers = NULL;
-    dst->nheaders = 0;
-    if (src->nheaders) {
-        dst->headers = calloc(src->nheaders, sizeof(*dst->headers));
-        if (!dst->headers) return false;
-        for (size_t i = 0; i < src->nheaders; i++) {
-            dst->headers[i].name = dup_or_null(src->headers[i].name, &ok);
-            dst->headers[i].value = dup_or_null(src->headers[i].value, &ok);
-            dst->nheaders++;
-        }
-    }
-    return ok;
+    if (!(c->borrowed & bit)) return;
+    *field = NULL;
+    c->borrowed &= ~bit;
 }
 
 static bool streq_null(const char *a, const char *b)
@@ -565,7 +483,7 @@ bool check_cfg_equal(const struct check_cfg *a, const struct check_cfg *b)
         !streq_null(a->path, b->path) || !streq_null(a->method, b->method) ||
         !streq_null(a->expect_body, b->expect_body) || !streq_null(a->ca_file, b->ca_file))
         return false;
-    for (size_t i = 0; i < a->nheaders; i++)
+    for (size_t i = 0; i < a->nheaders && a->headers != b->headers; i++)
         if (strcmp(a->headers[i].name, b->headers[i].name) != 0 ||
             strcmp(a->headers[i].value, b->headers[i].value) != 0)
             return false;
@@ -588,7 +506,7 @@ static void load_expect(struct ctx *x, const struct yt_node *n, struct check_cfg
     memset(c->expect, 0, sizeof(c->expect));
     for (size_t i = 0; i < cnt; i++) {
         const struct yt_node *it = items[i];
-        if (!want(x, it, YT_SCALAR, "expect_status")) continue;
+        if (!scalar(x, it, "expect_status")) continue;
         const char *v = it->str;
         if (strlen(v) == 3 && v[0] >= '1' && v[0] <= '5' && (v[1] | 0x20) == 'x' &&
             (v[2] | 0x20) == 'x') {
@@ -598,7 +516,7 @@ static void load_expect(struct ctx *x, const struct yt_node *n, struct check_cfg
         }
         size_t used;
         uint64_t code;
-        if (parse_u64(v, &used, &code) && v[used] == '\0' && code >= CHECK_STATUS_MIN &&
+        if (netaddr_parse_u64(v, &used, &code) && v[used] == '\0' && code >= CHECK_STATUS_MIN &&
             code <= CHECK_STATUS_MAX) {
             expect_set(c, (unsigned)code, (unsigned)code);
             continue;
@@ -609,11 +527,10 @@ static void load_expect(struct ctx *x, const struct yt_node *n, struct check_cfg
 
 static void load_check_headers(struct ctx *x, const struct yt_node *n, struct check_cfg *c)
 {
-    for (size_t i = 0; i < c->nheaders; i++) {
-        free(c->headers[i].name);
-        free(c->headers[i].value);
-    }
-    free(c->headers);
+    if (c->borrowed & CHECK_BORROW_HEADERS)
+        c->borrowed &= ~(unsigned)CHECK_BORROW_HEADERS;
+    else
+        free_headers(c->headers, c->nheaders);
     c->headers = NULL;
     c->nheaders = 0;
     load_header_map(x, n, "check headers", NULL, &c->headers, &c->nheaders);
@@ -637,13 +554,15 @@ static void load_check(struct ctx *x, const struct yt_node *n, struct check_cfg 
     int e;
     if ((v = yt_get(n, "type")) && get_enum(x, v, "check type", types, &e))
         c->type = (enum check_type)e;
-    if ((v = yt_get(n, "method")) && get_str(x, v, "check method", &c->method)) {
+    if ((v = yt_get(n, "method"))) own(c, CHECK_BORROW_METHOD, &c->method);
+    if (v && get_str(x, v, "check method", &c->method)) {
         bool ok = c->method[0] != '\0';
         for (const char *m = c->method; *m; m++) ok = ok && http_tchar[(unsigned char)*m];
         if (!ok) ERR(x, v, "check method: '%s' is not an HTTP method token", c->method);
     }
     if ((v = yt_get(n, "expect_status"))) load_expect(x, v, c);
     if ((v = yt_get(n, "expect_body"))) {
+        own(c, CHECK_BORROW_BODY, &c->expect_body);
         if (get_str(x, v, "expect_body", &c->expect_body) && c->expect_body[0] == '\0') {
             free(c->expect_body);
             c->expect_body = NULL;
@@ -658,7 +577,8 @@ static void load_check(struct ctx *x, const struct yt_node *n, struct check_cfg 
         else
             ERR(x, v, "tls_verify: expected true or false");
     }
-    if ((v = yt_get(n, "ca_file")) && get_str(x, v, "ca_file", &c->ca_file)) {
+    if ((v = yt_get(n, "ca_file"))) own(c, CHECK_BORROW_CA, &c->ca_file);
+    if (v && get_str(x, v, "ca_file", &c->ca_file)) {
         if (access(c->ca_file, R_OK) != 0)
             ERR(x, v, "ca_file: cannot read '%s': %s", c->ca_file, strerror(errno));
     }
@@ -671,17 +591,20 @@ static void load_check(struct ctx *x, const struct yt_node *n, struct check_cfg 
     if ((v = yt_get(n, "timeout"))) get_duration(x, v, "timeout", 10, 60000, &c->timeout_ms);
     if ((v = yt_get(n, "rise"))) get_unsigned(x, v, "rise", 1, 100, &c->rise);
     if ((v = yt_get(n, "fall"))) get_unsigned(x, v, "fall", 1, 100, &c->fall);
-    if ((v = yt_get(n, "jitter")) && want(x, v, YT_SCALAR, "jitter")) {
+    if ((v = yt_get(n, "jitter")) && scalar(x, v, "jitter")) {
         size_t used;
         uint64_t pct;
-        if (!parse_u64(v->str, &used, &pct) || strcmp(v->str + used, "%") != 0 || pct > 50)
+        if (!netaddr_parse_u64(v->str, &used, &pct) || strcmp(v->str + used, "%") != 0 || pct > 50)
             ERR(x, v, "jitter: '%s' is not a percentage from 0%% to 50%%", v->str);
         else
             c->jitter_pct = (unsigned)pct;
     }
     if ((v = yt_get(n, "initial")) && get_enum(x, v, "initial", initials, &e))
         c->initial_up = e == 0;
-    if (in_region && (v = yt_get(n, "url"))) get_str(x, v, "check url", &c->url);
+    if (in_region && (v = yt_get(n, "url"))) {
+        own(c, CHECK_BORROW_URL, &c->url);
+        get_str(x, v, "check url", &c->url);
+    }
 }
 
 /* Resolves the check url (given or the region's) into host, port, path. */
@@ -691,12 +614,17 @@ static void finish_check(struct ctx *x, const struct yt_node *at, struct region 
     const char *src = c->url ? c->url : r->url;
     if (!src) return;
     struct url u;
-    const char *err = url_parse(src, true, &u);
+    const char *err = netaddr_parse_url(src, true, &u);
     if (err) {
         ERR(x, at, "check url: '%s' %s", src, err);
         return;
     }
+    own(c, CHECK_BORROW_URL, &c->url);
+    own(c, CHECK_BORROW_HOST, &c->host);
+    own(c, CHECK_BORROW_PATH, &c->path);
     free(c->url);
+    free(c->host);
+    free(c->path);
     c->url = u.norm;
     c->tls = strncmp(u.norm, "https:", 6) == 0;
     c->host = strdup(u.host);
@@ -732,11 +660,12 @@ static void load_listen(struct ctx *x, const struct yt_node *n)
     }
     c->listen = calloc(cnt, sizeof(*c->listen));
     if (!c->listen) return;
+    struct seen seen = {0};
     for (size_t i = 0; i < cnt; i++) {
         const struct yt_node *item = n->kind == YT_SEQ ? n->u.items[i] : n;
-        if (!want(x, item, YT_SCALAR, "listen")) continue;
+        if (!scalar(x, item, "listen")) continue;
         struct listen_addr la;
-        if (!config_parse_listen(item->str, &la)) {
+        if (!netaddr_parse_listen(item->str, &la)) {
             ERR(x, item,
                 "listen: '%s' is not an address (IPv4:PORT, [IPv6]:PORT or *:PORT, port 1..65535)",
                 item->str);
@@ -744,16 +673,14 @@ static void load_listen(struct ctx *x, const struct yt_node *n)
         }
         la.line = item->line;
         la.col = item->col;
-        bool dup = false;
-        for (size_t k = 0; k < c->nlisten && !dup; k++) {
-            if (strcmp(c->listen[k].text, la.text) == 0) {
-                ERR(x, item, "listen: '%s' is listed twice (first at line %u)", item->str,
-                    c->listen[k].line);
-                dup = true;
-            }
-        }
-        if (!dup) c->listen[c->nlisten++] = la;
+        c->listen[c->nlisten] = la;
+        unsigned first = seen_add(&seen, c->listen[c->nlisten].text, la.line);
+        if (first)
+            ERR(x, item, "listen: '%s' is listed twice (first at line %u)", item->str, first);
+        else
+            c->nlisten++;
     }
+    free(seen.slot);
 }
 
 static void load_limits(struct ctx *x, const struct yt_node *n)
@@ -827,49 +754,6 @@ bool config_alloc_counters(struct config *c, unsigned nworkers)
     return c->counts != NULL;
 }
 
-bool config_parse_cidr(const char *s, struct cidr *out)
-{
-    memset(out, 0, sizeof(*out));
-    char addr[64];
-    const char *slash = strchr(s, '/');
-    size_t alen = slash ? (size_t)(slash - s) : strlen(s);
-    if (alen == 0 || alen >= sizeof(addr)) return false;
-    memcpy(addr, s, alen);
-    addr[alen] = '\0';
-    if (inet_pton(AF_INET, addr, out->addr) == 1) {
-        out->family = AF_INET;
-        out->bits = 32;
-    } else if (inet_pton(AF_INET6, addr, out->addr) == 1) {
-        out->family = AF_INET6;
-        out->bits = 128;
-    } else {
-        return false;
-    }
-    if (slash) {
-        size_t used;
-        uint64_t b;
-        if (!parse_u64(slash + 1, &used, &b) || slash[1 + used] != '\0' || b > out->bits)
-            return false;
-        out->bits = (unsigned)b;
-    }
-    return true;
-}
-
-bool cidr_match(const struct cidr *c, const struct sockaddr *sa)
-{
-    const uint8_t *a;
-    if (sa->sa_family != c->family) return false;
-    if (c->family == AF_INET)
-        a = (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
-    else
-        a = (const uint8_t *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
-    unsigned full = c->bits / 8, rest = c->bits % 8;
-    if (memcmp(a, c->addr, full) != 0) return false;
-    if (!rest) return true;
-    uint8_t mask = (uint8_t)(0xff << (8 - rest));
-    return (a[full] & mask) == (c->addr[full] & mask);
-}
-
 /* Would binding both addresses clash (same port, and the same address or
  * a wildcard of the same family)? */
 static bool same_socket(const struct listen_addr *a, const struct listen_addr *b)
@@ -889,8 +773,8 @@ static void load_admin(struct ctx *x, const struct yt_node *n)
     const struct yt_node *v = yt_get(n, "listen");
     if (!v) {
         ERR(x, n, "admin: 'listen' is required");
-    } else if (want(x, v, YT_SCALAR, "admin.listen")) {
-        if (!config_parse_listen(v->str, &c->admin_listen)) {
+    } else if (scalar(x, v, "admin.listen")) {
+        if (!netaddr_parse_listen(v->str, &c->admin_listen)) {
             ERR(x, v, "admin.listen: '%s' is not an address (IPv4:PORT, [IPv6]:PORT or *:PORT)",
                 v->str);
         } else {
@@ -911,8 +795,8 @@ static void load_admin(struct ctx *x, const struct yt_node *n)
     if (!c->admin_allow) return;
     for (size_t i = 0; i < cnt; i++) {
         const struct yt_node *it = v ? v->u.items[i] : NULL;
-        if (it && !want(x, it, YT_SCALAR, "admin.allow")) continue;
-        if (!config_parse_cidr(it ? it->str : dflt[i], &c->admin_allow[c->nadmin_allow])) {
+        if (it && !scalar(x, it, "admin.allow")) continue;
+        if (!netaddr_parse_cidr(it ? it->str : dflt[i], &c->admin_allow[c->nadmin_allow])) {
             ERR(x, it, "admin.allow: '%s' is not an address or CIDR (e.g. 10.0.0.0/8, ::1/128)",
                 it->str);
             continue;
@@ -976,7 +860,7 @@ static void load_all_down(struct ctx *x, const struct yt_node *n, struct pool *p
         char *s = NULL;
         if (get_str(x, u, "all_down.url", &s)) {
             struct url url;
-            const char *err = url_parse(s, true, &url);
+            const char *err = netaddr_parse_url(s, true, &url);
             const struct listen_addr *self = err ? NULL : url_is_self(x->c, &url);
             if (err) {
                 ERR(x, u, "all_down.url: '%s' %s", s, err);
@@ -1003,7 +887,7 @@ static void load_region(struct ctx *x, const struct yt_node *n, struct pool *p, 
     r->weight = 1;
     r->line = n->line;
     r->col = n->col;
-    if (!check_copy(&r->check, &x->checks)) diag_add(x->d, n->line, n->col, "out of memory");
+    check_borrow(&r->check, &x->c->checks);
     if (!want(x, n, YT_MAP, "region")) return;
     check_keys(x, n, "region", keys);
     const struct yt_node *v;
@@ -1026,7 +910,7 @@ static void load_region(struct ctx *x, const struct yt_node *n, struct pool *p, 
     char *s = NULL;
     if (!get_str(x, v, "url", &s)) return;
     struct url u;
-    const char *err = url_parse(s, false, &u);
+    const char *err = netaddr_parse_url(s, false, &u);
     if (err) {
         ERR(x, v, "url: '%s' %s", s, err);
     } else {
@@ -1230,16 +1114,14 @@ static void load_pools(struct ctx *x, const struct yt_node *n)
     }
     c->pools = calloc(n->len, sizeof(*c->pools));
     if (!c->pools) return;
+    struct seen names = {0};
     for (size_t i = 0; i < n->len; i++) {
         struct pool *p = &c->pools[c->npools++];
         load_pool(x, n->u.items[i], p);
-        for (size_t k = 0; k + 1 < c->npools && p->name; k++) {
-            if (c->pools[k].name && strcmp(c->pools[k].name, p->name) == 0) {
-                ERR(x, yt_get(n->u.items[i], "name"),
-                    "pool name '%s' is used twice (first at line %u)", p->name, c->pools[k].line);
-                break;
-            }
-        }
+        unsigned first = p->name ? seen_add(&names, p->name, p->line) : 0;
+        if (first)
+            ERR(x, yt_get(n->u.items[i], "name"), "pool name '%s' is used twice (first at line %u)",
+                p->name, first);
         if (p->is_default) {
             if (c->default_pool)
                 ERR(x, n->u.items[i],
@@ -1251,6 +1133,7 @@ static void load_pools(struct ctx *x, const struct yt_node *n)
                 c->default_pool = p;
         }
     }
+    free(names.slot);
     check_hosts(x);
 }
 
@@ -1272,7 +1155,7 @@ static void load_root(struct ctx *x, const struct yt_node *root)
     else
         ERR(x, root, "'listen' is required");
     if ((v = yt_get(root, "workers"))) {
-        if (v->kind == YT_SCALAR && strcmp(v->str, "auto") == 0)
+        if (key_is(v, "auto"))
             c->workers = 0;
         else
             get_unsigned(x, v, "workers", 1, 256, &c->workers);
@@ -1281,7 +1164,7 @@ static void load_root(struct ctx *x, const struct yt_node *root)
     if ((v = yt_get(root, "access_log"))) load_access_log(x, v);
     if ((v = yt_get(root, "admin"))) load_admin(x, v);
     if ((v = yt_get(root, "limits"))) load_limits(x, v);
-    if ((v = yt_get(root, "checks"))) load_check(x, v, &x->checks, false);
+    if ((v = yt_get(root, "checks"))) load_check(x, v, &x->c->checks, false);
     if ((v = yt_get(root, "pools")))
         load_pools(x, v);
     else
@@ -1367,9 +1250,8 @@ struct config *config_parse(const char *name, const char *buf, size_t len, struc
         return NULL;
     }
     struct ctx x = {.d = d, .c = c};
-    if (!check_defaults(&x.checks)) diag_add(d, 0, 0, "out of memory");
+    if (!check_defaults(&c->checks)) diag_add(d, 0, 0, "out of memory");
     load_root(&x, doc.root);
-    check_free(&x.checks);
     free(x.hosts);
     yt_free(&doc);
     collect_capture(&x);
@@ -1449,6 +1331,7 @@ void config_free(struct config *c)
         free(p->regions);
     }
     free(c->pools);
+    check_free(&c->checks); /* after the regions that borrow from it */
     for (size_t i = 0; i < c->ncapture; i++) free(c->capture[i]);
     free(c->capture);
     free(c->access_log);

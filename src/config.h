@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "diag.h"
+#include "netaddr.h"
 
 #ifndef SYSCONFDIR
 #define SYSCONFDIR "/etc"
@@ -31,22 +32,6 @@ enum balance { BALANCE_WEIGHTED, BALANCE_LATENCY, BALANCE_HASH };
 enum body_kind { BODY_HTML, BODY_NONE };
 enum all_down_action { ALL_DOWN_FAIL_OPEN, ALL_DOWN_FALLBACK, ALL_DOWN_REJECT };
 enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
-
-struct listen_addr {
-    struct sockaddr_storage ss;
-    socklen_t sslen;
-    char text[64]; /* as written, normalised: "127.0.0.1:8080", "[::]:8080" */
-    char host[48]; /* numeric host without brackets */
-    uint16_t port;
-    unsigned line, col;
-};
-
-/* An admin.allow entry. */
-struct cidr {
-    int family; /* AF_INET or AF_INET6 */
-    uint8_t addr[16];
-    unsigned bits;
-};
 
 struct header {
     char *name, *value;
@@ -96,7 +81,17 @@ struct check_cfg {
     unsigned rise, fall;
     unsigned jitter_pct;
     bool initial_up;
+    unsigned borrowed; /* CHECK_BORROW_* bits: pointers owned by config.checks */
 };
+
+#define CHECK_BORROW_URL     1u
+#define CHECK_BORROW_HOST    2u
+#define CHECK_BORROW_PATH    4u
+#define CHECK_BORROW_METHOD  8u
+#define CHECK_BORROW_BODY    16u
+#define CHECK_BORROW_CA      32u
+#define CHECK_BORROW_HEADERS 64u
+#define CHECK_BORROW_ALL     127u
 
 static inline bool check_status_ok(const struct check_cfg *c, unsigned status)
 {
@@ -166,6 +161,7 @@ struct config {
     size_t npools;
     struct pool *default_pool;
     struct route_table *routes; /* Host -> pool (route.c) */
+    struct check_cfg checks;    /* the `checks:` block over built-in defaults */
     char **capture; /* header names the parser keeps (lowercase): hash keys, log fields */
     size_t ncapture;
     int capture_ua, capture_referer; /* indexes into capture, or -1 */
@@ -199,13 +195,10 @@ extern const unsigned config_error_status[CONFIG_ERROR_STATUSES];
 unsigned config_error_slot(const struct config *c, unsigned status);
 /* Allocates the counter matrix for nworkers rows. */
 bool config_alloc_counters(struct config *c, unsigned nworkers);
-bool cidr_match(const struct cidr *c, const struct sockaddr *sa);
 
 /* Helpers shared with tests. Return false on a malformed value. */
-bool config_parse_cidr(const char *s, struct cidr *out);
 bool config_parse_duration(const char *s, uint64_t *ms);
 bool config_parse_size(const char *s, uint64_t *bytes);
-bool config_parse_listen(const char *s, struct listen_addr *out);
 
 const char *region_state_name(enum region_state s);
 /* True if two regions' effective checks are the same (health carries over). */

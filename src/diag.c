@@ -17,11 +17,15 @@ void diag_free(struct diag *d)
     for (size_t i = 0; i < d->n; i++) free(d->items[i].msg);
     free(d->items);
     d->items = NULL;
-    d->n = d->cap = 0;
+    d->n = d->cap = d->dropped = 0;
 }
 
 void diag_add(struct diag *d, unsigned line, unsigned col, const char *fmt, ...)
 {
+    if (d->n >= DIAG_MAX_ITEMS) {
+        d->dropped++;
+        return;
+    }
     char buf[512];
     va_list ap;
     va_start(ap, fmt);
@@ -34,9 +38,12 @@ void diag_add(struct diag *d, unsigned line, unsigned col, const char *fmt, ...)
         d->items = it;
         d->cap = cap;
     }
-    char *msg = strdup(buf);
-    if (!msg) return;
-    d->items[d->n++] = (struct diag_item){line, col, msg};
+    struct diag_item *it = &d->items[d->n];
+    it->msg = strdup(buf);
+    if (!it->msg) return;
+    it->line = line;
+    it->col = col;
+    d->n++;
 }
 
 void diag_format(const struct diag *d, size_t i, char *buf, size_t len)
@@ -55,4 +62,7 @@ void diag_print(const struct diag *d, FILE *out)
         diag_format(d, i, buf, sizeof(buf));
         fprintf(out, "%s\n", buf);
     }
+    if (d->dropped)
+        fprintf(out, "%s: %zu more error%s not shown\n", d->file, d->dropped,
+                d->dropped == 1 ? "" : "s");
 }

@@ -15,7 +15,12 @@ struct diag {
     const char *file; /* borrowed */
     struct diag_item *items;
     size_t n, cap;
+    size_t dropped; /* errors past DIAG_MAX_ITEMS: counted, not kept */
 };
+
+/* One mistake in an anchored part is repeated at every alias of it: past
+ * this many, errors are only counted. */
+#define DIAG_MAX_ITEMS 100
 
 void diag_init(struct diag *d, const char *file);
 void diag_free(struct diag *d);

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "hash.h"
 #include "log.h"
 #include "probe.h"
 #include "sdnotify.h"
@@ -357,11 +358,8 @@ struct old_index {
 
 static uint64_t name_hash(const char *pool, const char *region)
 {
-    uint64_t h = UINT64_C(14695981039346656037);
-    for (const char *c = pool; *c; c++) h = (h ^ (unsigned char)*c) * UINT64_C(1099511628211);
-    h = (h ^ 0xff) * UINT64_C(1099511628211); /* separator */
-    for (const char *c = region; *c; c++) h = (h ^ (unsigned char)*c) * UINT64_C(1099511628211);
-    return h;
+    uint64_t h = fnv1a64_mix(fnv1a64_str(FNV64_OFFSET, pool), 0xff); /* separator */
+    return fnv1a64_str(h, region);
 }
 
 static bool old_index_build(struct old_index *ix, struct health_ctl *hc)

@@ -247,6 +247,26 @@ static enum http_result finish(struct http_req *r, uint32_t head_len)
     return HTTP_DONE;
 }
 
+/* A request line starting at s does not end within the first
+ * max_header_bytes of the head. Whether that says 414 or 431 is decided from
+ * those bytes alone, so the verdict is the same however the bytes arrive:
+ * 414 when the target (from the first space) is longer than max_uri_bytes or
+ * does not end within the limit either, 431 otherwise. */
+static enum http_result line_too_long(struct http_req *r, const char *buf, uint32_t s,
+                                      const struct http_limits *lim)
+{
+    const unsigned char *p = (const unsigned char *)buf;
+    size_t end = lim->max_header_bytes;
+    const unsigned char *sp = s < end ? memchr(p + s, ' ', end - s) : NULL;
+    if (sp) {
+        size_t ts = (size_t)(sp + 1 - p), te = ts;
+        while (te < end && !target_end[p[te]]) te++;
+        if (te == end || te - ts > lim->max_uri_bytes)
+            return fail(r, 414, "request target too long");
+    }
+    return fail(r, 431, "request head too large");
+}
+
 enum http_result http_parse_head(struct http_req *r, const char *buf, size_t len,
                                  const struct http_limits *lim)
 {
@@ -257,12 +277,7 @@ enum http_result http_parse_head(struct http_req *r, const char *buf, size_t len
         if (!nl) {
             r->scan = (uint32_t)len;
             if (len > lim->max_header_bytes) {
-                if (r->phase == PH_REQLINE) {
-                    /* still in the request line: a long target says 414 */
-                    const char *sp = memchr(buf + r->line, ' ', len - r->line);
-                    if (sp && len - (size_t)(sp + 1 - buf) > lim->max_uri_bytes)
-                        return fail(r, 414, "request target too long");
-                }
+                if (r->phase == PH_REQLINE) return line_too_long(r, buf, r->line, lim);
                 return fail(r, 431, "request head too large");
             }
             return HTTP_AGAIN;
@@ -283,8 +298,8 @@ enum http_result http_parse_head(struct http_req *r, const char *buf, size_t len
                 if (next > lim->max_header_bytes) return fail(r, 431, "request head too large");
                 continue;
             }
+            if (next > lim->max_header_bytes) return line_too_long(r, buf, s, lim);
             if (parse_request_line(r, buf, s, e, lim) == HTTP_ERROR) return HTTP_ERROR;
-            if (next > lim->max_header_bytes) return fail(r, 431, "request head too large");
             r->phase = PH_HEADERS;
             continue;
         }
@@ -398,7 +413,6 @@ enum http_result http_chunked_skip(struct http_chunked *c, const char *buf, size
             size_t n = len - i;
             if (n > c->remaining) n = (size_t)c->remaining;
             c->remaining -= n;
-            c->total += n;
             i += n;
             if (c->remaining == 0) c->state = CH_DATA_CR;
             break;
@@ -466,6 +480,7 @@ enum http_result http_chunked_skip(struct http_chunked *c, const char *buf, size
         }
     }
     *used = i;
+    c->total += i; /* framing and trailers count as much as data */
     if (c->state == CH_DONE) return HTTP_DONE;
     return res;
 }

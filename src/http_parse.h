@@ -66,7 +66,9 @@ struct http_chunked {
     uint8_t state;
     uint16_t linelen;   /* bytes in the current size/ext/trailer line */
     uint64_t remaining; /* data bytes left in the current chunk */
-    uint64_t total;     /* data bytes seen so far */
+    uint64_t total;     /* bytes of the body consumed so far: sizes, extensions,
+                           CRLFs and trailers as well as data, so that a limit on
+                           it bounds what a client can make us read */
 };
 
 void http_chunked_init(struct http_chunked *c);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hash.h"
 #include "health.h"
 #include "server.h"
 
@@ -22,11 +23,8 @@ struct metrics {
 
 static uint64_t key_hash(const char *pool, const char *region, unsigned code)
 {
-    uint64_t h = UINT64_C(14695981039346656037);
-    for (const char *c = pool; *c; c++) h = (h ^ (unsigned char)*c) * UINT64_C(1099511628211);
-    h = (h ^ 0x100) * UINT64_C(1099511628211);
-    for (const char *c = region; *c; c++) h = (h ^ (unsigned char)*c) * UINT64_C(1099511628211);
-    return (h ^ code) * UINT64_C(1099511628211);
+    uint64_t h = fnv1a64_mix(fnv1a64_str(FNV64_OFFSET, pool), 0x100); /* separator */
+    return fnv1a64_mix(fnv1a64_str(h, region), code);
 }
 
 struct metrics *metrics_new(void)

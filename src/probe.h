@@ -64,4 +64,11 @@ extern const struct probe_kind probe_kind_http, probe_kind_tcp;
 /* Ends the probe with a result (success when reason == HR_OK). */
 void probe_finish(struct probe *p, enum health_reason reason, int err, const char *detail);
 
+/* The response parsing of the http kind, pure (tests and fuzzing): the
+ * status of a status line (0: malformed), where the head ends (0: not
+ * yet), and its Content-Length (-1: none or malformed). */
+int probe_http_status(const char *buf, size_t len);
+size_t probe_http_head_end(const char *buf, size_t len);
+long long probe_http_content_length(const char *head, size_t len);
+
 #endif

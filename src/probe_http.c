@@ -39,7 +39,7 @@ static void http_connected(struct probe *p)
 }
 
 /* Parses "HTTP/1.x NNN ..." from the start of buf; 0 if malformed. */
-static int parse_status(const char *buf, size_t len)
+int probe_http_status(const char *buf, size_t len)
 {
     if (len < 12 || memcmp(buf, "HTTP/", 5) != 0) return 0;
     const char *sp = memchr(buf, ' ', len);
@@ -52,17 +52,33 @@ static int parse_status(const char *buf, size_t len)
     return s;
 }
 
-static long long parse_content_length(const char *head, size_t len)
+long long probe_http_content_length(const char *head, size_t len)
 {
     const char *p = head, *end = head + len;
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         if (!nl) break;
-        if ((size_t)(nl - p) > 15 && strncasecmp(p, "content-length:", 15) == 0)
-            return strtoll(p + 15, NULL, 10);
+        if ((size_t)(nl - p) > 15 && strncasecmp(p, "content-length:", 15) == 0) {
+            /* digits within the line only: the buffer is not NUL-terminated */
+            const char *d = p + 15;
+            while (d < nl && (*d == ' ' || *d == '\t')) d++;
+            long long v = -1;
+            for (; d < nl && *d >= '0' && *d <= '9' && v < (1LL << 50); d++)
+                v = (v < 0 ? 0 : v * 10) + (*d - '0');
+            return v;
+        }
         p = nl + 1;
     }
     return -1;
+}
+
+size_t probe_http_head_end(const char *buf, size_t len)
+{
+    for (size_t i = 0; i + 1 < len; i++) {
+        if (buf[i] == '\n' && buf[i + 1] == '\n') return i + 2;
+        if (i + 3 < len && memcmp(buf + i, "\r\n\r\n", 4) == 0) return i + 4;
+    }
+    return 0;
 }
 
 static void fail_status(struct probe *p)
@@ -88,7 +104,7 @@ static void http_decide(struct probe *p, bool final)
                              final ? "connection closed before a status line" : "no status line");
             return;
         }
-        p->status = parse_status(buf, (size_t)(nl - buf));
+        p->status = probe_http_status(buf, (size_t)(nl - buf));
         if (!p->status) {
             probe_finish(p, HR_STATUS, 0, "malformed status line");
             return;
@@ -103,19 +119,13 @@ static void http_decide(struct probe *p, bool final)
         }
     }
     if (!p->head_len) {
-        const char *e = NULL;
-        for (size_t i = 0; i + 1 < want && !e; i++) {
-            if (buf[i] == '\n' && buf[i + 1] == '\n')
-                e = buf + i + 2;
-            else if (i + 3 < want && memcmp(buf + i, "\r\n\r\n", 4) == 0)
-                e = buf + i + 4;
-        }
+        size_t e = probe_http_head_end(buf, want);
         if (!e) {
             if (final || want >= MAX_HEAD) probe_finish(p, HR_BODY, 0, "incomplete response head");
             return;
         }
-        p->head_len = (size_t)(e - buf);
-        p->content_length = parse_content_length(buf, p->head_len);
+        p->head_len = e;
+        p->content_length = probe_http_content_length(buf, p->head_len);
     }
     size_t body = want - p->head_len;
     size_t need = strlen(c->expect_body);

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hash.h"
+
 struct route_entry {
     const char *name; /* lowercase; "*.x" stored as ".x" */
     size_t len;
@@ -20,14 +22,10 @@ struct route_table {
     bool has_wildcards;
 };
 
-static uint32_t fnv1a(const char *s, size_t n)
+static uint32_t host_hash(const char *s, size_t n)
 {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 16777619u;
-    }
-    return h;
+    uint64_t h = fnv1a64(s, n);
+    return (uint32_t)(h ^ h >> 32);
 }
 
 size_t route_normalize(const char *host, size_t len, char *out)
@@ -52,7 +50,7 @@ size_t route_normalize(const char *host, size_t len, char *out)
 
 static const struct route_entry *find(const struct route_table *t, const char *s, size_t n)
 {
-    uint32_t h = fnv1a(s, n);
+    uint32_t h = host_hash(s, n);
     for (size_t i = h & t->mask;; i = (i + 1) & t->mask) {
         const struct route_entry *e = &t->slots[i];
         if (!e->name) return NULL;
@@ -83,7 +81,7 @@ bool route_build(struct config *c)
                 t->has_wildcards = true;
             }
             size_t len = strlen(name);
-            uint32_t h = fnv1a(name, len);
+            uint32_t h = host_hash(name, len);
             size_t s = h & t->mask;
             while (t->slots[s].name) s = (s + 1) & t->mask;
             t->slots[s] = (struct route_entry){name, len, h, p};

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hash.h"
+
 static bool usable(const struct region *r)
 {
     return r->weight > 0 && r->state != REGION_DOWN && r->state != REGION_DRAIN;
@@ -142,13 +144,7 @@ static inline uint64_t mix64(uint64_t x)
 
 uint64_t select_key_hash(const void *key, size_t len)
 {
-    const unsigned char *k = key;
-    uint64_t h = UINT64_C(14695981039346656037);
-    for (size_t i = 0; i < len; i++) {
-        h ^= k[i];
-        h *= UINT64_C(1099511628211);
-    }
-    return mix64(h);
+    return mix64(fnv1a64(key, len));
 }
 
 int select_rendezvous(const struct pool *p, const struct choice *ch, uint64_t key_hash)

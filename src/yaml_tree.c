@@ -6,9 +6,18 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "hash.h"
+
+/* Anchors by name (a later anchor of the same name replaces the earlier
+ * one) and the keys of every mapping, in open-addressing tables: thousands
+ * of anchors or keys cost linear time, not quadratic. */
 struct anchor {
-    char *name;
+    char *name; /* NULL: empty slot */
     struct yt_node *node;
+};
+
+struct key_slot {
+    const struct yt_node *map, *key; /* map NULL: empty slot */
 };
 
 struct builder {
@@ -18,7 +27,10 @@ struct builder {
     char *stack_anchor[YT_MAX_DEPTH + 1];
     int depth;
     struct anchor *anchors;
-    size_t nanchors, capanchors;
+    size_t nanchors, anchor_mask; /* the table has anchor_mask + 1 slots, or none */
+    struct key_slot *keys;
+    size_t nkeys, key_mask;
+    size_t alias_nodes, alias_bytes; /* what aliases added so far */
     bool failed;
 };
 
@@ -61,27 +73,100 @@ static struct yt_node *node_new(struct builder *b, enum yt_kind kind, const yaml
     return n;
 }
 
-static void anchor_add(struct builder *b, char *name, struct yt_node *n)
+static struct anchor *anchor_slot(struct anchor *tab, size_t mask, const char *name)
 {
-    if (!name) return;
-    if (!grow((void **)&b->anchors, &b->capanchors, b->nanchors + 1, sizeof(*b->anchors))) {
-        free(name);
-        return;
+    size_t i = (size_t)fnv1a64_str(FNV64_OFFSET, name) & mask;
+    while (tab[i].name && strcmp(tab[i].name, name) != 0) i = (i + 1) & mask;
+    return &tab[i];
+}
+
+/* Takes name. False only when out of memory. */
+static bool anchor_add(struct builder *b, char *name, struct yt_node *n)
+{
+    if (!name) return true;
+    if (2 * (b->nanchors + 1) > b->anchor_mask) { /* keep the table at most half full */
+        size_t size = b->anchor_mask ? 2 * (b->anchor_mask + 1) : 16;
+        struct anchor *t = calloc(size, sizeof(*t));
+        if (!t) {
+            free(name);
+            return false;
+        }
+        for (size_t i = 0; b->anchors && i <= b->anchor_mask; i++)
+            if (b->anchors[i].name) *anchor_slot(t, size - 1, b->anchors[i].name) = b->anchors[i];
+        free(b->anchors);
+        b->anchors = t;
+        b->anchor_mask = size - 1;
     }
-    b->anchors[b->nanchors++] = (struct anchor){name, n};
+    struct anchor *a = anchor_slot(b->anchors, b->anchor_mask, name);
+    if (a->name) {
+        free(name); /* redefined: the later node wins */
+    } else {
+        a->name = name;
+        b->nanchors++;
+    }
+    a->node = n;
+    return true;
 }
 
 static struct yt_node *anchor_find(struct builder *b, const char *name)
 {
-    for (size_t i = b->nanchors; i-- > 0;)
-        if (strcmp(b->anchors[i].name, name) == 0) return b->anchors[i].node;
-    return NULL;
+    if (!b->anchors) return NULL;
+    return anchor_slot(b->anchors, b->anchor_mask, name)->node;
 }
 
 static bool same_key(const struct yt_node *a, const struct yt_node *b)
 {
     return a->kind == YT_SCALAR && b->kind == YT_SCALAR && a->len == b->len &&
            memcmp(a->str, b->str, a->len) == 0;
+}
+
+static struct key_slot *key_slot(struct key_slot *tab, size_t mask, const struct yt_node *map,
+                                 const struct yt_node *key)
+{
+    uint64_t h = fnv1a64_add(fnv1a64(&map, sizeof(map)), key->str, key->len);
+    size_t i = (size_t)h & mask;
+    while (tab[i].map && !(tab[i].map == map && same_key(tab[i].key, key))) i = (i + 1) & mask;
+    return &tab[i];
+}
+
+/* The earlier key equal to key in map, after recording key if there is none.
+ * *oom is set when the table cannot grow. */
+static const struct yt_node *key_seen(struct builder *b, const struct yt_node *map,
+                                      const struct yt_node *key, bool *oom)
+{
+    if (2 * (b->nkeys + 1) > b->key_mask) {
+        size_t size = b->key_mask ? 2 * (b->key_mask + 1) : 64;
+        struct key_slot *t = calloc(size, sizeof(*t));
+        if (!t) {
+            *oom = true;
+            return NULL;
+        }
+        for (size_t i = 0; b->keys && i <= b->key_mask; i++)
+            if (b->keys[i].map) *key_slot(t, size - 1, b->keys[i].map, b->keys[i].key) = b->keys[i];
+        free(b->keys);
+        b->keys = t;
+        b->key_mask = size - 1;
+    }
+    struct key_slot *s = key_slot(b->keys, b->key_mask, map, key);
+    if (s->map) return s->key;
+    *s = (struct key_slot){map, key};
+    b->nkeys++;
+    return NULL;
+}
+
+/* Counts what an alias to n at m adds; false (reported) past the limits.
+ * Every count stays bounded: a node's expanded size is at most the real
+ * nodes plus what aliases added. */
+static bool alias_adds(struct builder *b, const struct yt_node *n, const yaml_mark_t *m)
+{
+    b->alias_nodes += n->xnodes;
+    b->alias_bytes += n->xbytes;
+    if (b->alias_nodes <= YT_MAX_ALIAS_NODES && b->alias_bytes <= YT_MAX_ALIAS_BYTES) return true;
+    diag_add(b->d, m->line + 1, m->column + 1,
+             "aliases add more than %u nodes or %u bytes of text to the document: "
+             "alias less, or write the parts out",
+             (unsigned)YT_MAX_ALIAS_NODES, (unsigned)YT_MAX_ALIAS_BYTES);
+    return false;
 }
 
 /* Attach a finished node to its parent (or make it the root). */
@@ -92,6 +177,8 @@ static bool attach(struct builder *b, struct yt_node *n)
         return true;
     }
     struct yt_node *p = b->stack[b->depth - 1];
+    p->xnodes += n->xnodes;
+    p->xbytes += n->xbytes;
     if (p->kind == YT_SEQ) {
         if (!grow((void **)&p->u.items, &p->cap, p->len + 1, sizeof(*p->u.items))) return false;
         p->u.items[p->len++] = n;
@@ -108,13 +195,14 @@ static bool attach(struct builder *b, struct yt_node *n)
         b->failed = true;
         /* keep going with a placeholder key so the rest is still checked */
     } else {
-        for (size_t i = 0; i < p->len; i++) {
-            if (same_key(p->u.pairs[i].key, n)) {
-                diag_add(b->d, n->line, n->col, "duplicate key '%s' (first at line %u)", n->str,
-                         p->u.pairs[i].key->line);
-                b->failed = true;
-                break;
-            }
+        bool oom = false;
+        const struct yt_node *first = key_seen(b, p, n, &oom);
+        if (oom) return false;
+        if (first) {
+            diag_add(b->d, n->line, n->col, "duplicate key '%s' (first at line %u)", n->str,
+                     first->line);
+            n->dup = true;
+            b->failed = true;
         }
     }
     if (!grow((void **)&p->u.pairs, &p->cap, p->len + 1, sizeof(*p->u.pairs))) return false;
@@ -140,9 +228,10 @@ static bool on_event(struct builder *b, yaml_event_t *ev)
         memcpy(n->str, ev->data.scalar.value, n->len);
         n->str[n->len] = '\0';
         n->plain = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+        n->xnodes = 1;
+        n->xbytes = n->len;
         if (!attach(b, n)) return false;
-        anchor_add(b, dup_anchor(ev->data.scalar.anchor), n);
-        return true;
+        return anchor_add(b, dup_anchor(ev->data.scalar.anchor), n);
     case YAML_SEQUENCE_START_EVENT:
     case YAML_MAPPING_START_EVENT:
         if (b->depth >= YT_MAX_DEPTH) {
@@ -152,6 +241,7 @@ static bool on_event(struct builder *b, yaml_event_t *ev)
         }
         n = node_new(b, ev->type == YAML_SEQUENCE_START_EVENT ? YT_SEQ : YT_MAP, &ev->start_mark);
         if (!n) return false;
+        n->xnodes = 1;
         b->stack_anchor[b->depth] =
             dup_anchor(ev->type == YAML_SEQUENCE_START_EVENT ? ev->data.sequence_start.anchor
                                                              : ev->data.mapping_start.anchor);
@@ -160,11 +250,14 @@ static bool on_event(struct builder *b, yaml_event_t *ev)
     case YAML_SEQUENCE_END_EVENT:
     case YAML_MAPPING_END_EVENT:
         n = b->stack[--b->depth];
-        if (!attach(b, n)) return false;
         /* registered only once complete, so an alias can never form a cycle */
-        anchor_add(b, b->stack_anchor[b->depth], n);
+        char *anchor = b->stack_anchor[b->depth];
         b->stack_anchor[b->depth] = NULL;
-        return true;
+        if (!attach(b, n)) {
+            free(anchor);
+            return false;
+        }
+        return anchor_add(b, anchor, n);
     case YAML_ALIAS_EVENT:
         n = anchor_find(b, (const char *)ev->data.alias.anchor);
         if (!n) {
@@ -172,7 +265,7 @@ static bool on_event(struct builder *b, yaml_event_t *ev)
                      "unknown alias '*%s'", ev->data.alias.anchor);
             return false;
         }
-        return attach(b, n);
+        return alias_adds(b, n, &ev->start_mark) && attach(b, n);
     case YAML_DOCUMENT_START_EVENT:
         if (b->doc->root) {
             diag_add(b->d, ev->start_mark.line + 1, ev->start_mark.column + 1,
@@ -182,6 +275,25 @@ static bool on_event(struct builder *b, yaml_event_t *ev)
         return true;
     default: return true;
     }
+}
+
+/* The line and column (0-based, in characters) of a byte offset, counting
+ * line breaks as libyaml does: LF, CR, CR LF. */
+static yaml_mark_t offset_mark(const char *buf, size_t len, size_t off)
+{
+    yaml_mark_t m = {0};
+    m.index = off;
+    if (off > len) off = len;
+    for (size_t i = 0; i < off; i++) {
+        unsigned char c = (unsigned char)buf[i];
+        if (c == '\n' || (c == '\r' && (i + 1 >= len || buf[i + 1] != '\n'))) {
+            m.line++;
+            m.column = 0;
+        } else if ((c & 0xc0) != 0x80) { /* not a UTF-8 continuation byte */
+            m.column++;
+        }
+    }
+    return m;
 }
 
 bool yt_parse(struct yt_doc *doc, const char *buf, size_t len, struct diag *d)
@@ -198,10 +310,12 @@ bool yt_parse(struct yt_doc *doc, const char *buf, size_t len, struct diag *d)
     while (!done) {
         yaml_event_t ev;
         if (!yaml_parser_parse(&p, &ev)) {
-            const yaml_mark_t *m = p.problem ? &p.problem_mark : &p.context_mark;
-            diag_add(d, m->line + 1, m->column + 1, "YAML syntax error: %s%s%s",
-                     p.problem ? p.problem : "unknown", p.context ? " " : "",
-                     p.context ? p.context : "");
+            yaml_mark_t pos = p.problem ? p.problem_mark : p.context_mark;
+            /* the reader (encoding errors) sets an offset, not a mark */
+            if (p.error == YAML_READER_ERROR) pos = offset_mark(buf, len, p.problem_offset);
+            diag_add(d, (unsigned)pos.line + 1, (unsigned)pos.column + 1,
+                     "YAML syntax error: %s%s%s", p.problem ? p.problem : "unknown",
+                     p.context ? " " : "", p.context ? p.context : "");
             ok = false;
             break;
         }
@@ -215,8 +329,9 @@ bool yt_parse(struct yt_doc *doc, const char *buf, size_t len, struct diag *d)
     }
     yaml_parser_delete(&p);
     while (b.depth > 0) free(b.stack_anchor[--b.depth]);
-    for (size_t i = 0; i < b.nanchors; i++) free(b.anchors[i].name);
+    for (size_t i = 0; b.anchors && i <= b.anchor_mask; i++) free(b.anchors[i].name);
     free(b.anchors);
+    free(b.keys);
     /* b.failed (duplicate or complex keys) is reported but not fatal here:
      * the config walk goes on so every other error is reported too */
     if (!ok) {

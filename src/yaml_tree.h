@@ -1,7 +1,13 @@
 /* A small positioned tree over libyaml events. libyaml itself neither
  * detects duplicate keys nor limits nesting; this layer does both, and keeps
  * line:column (1-based) on every node so the config loader can point at the
- * exact place of a semantic error. */
+ * exact place of a semantic error.
+ *
+ * An alias shares the anchored node instead of copying it, but whoever walks
+ * the tree visits it once per alias: a few aliases of aliases make a small
+ * file a huge document. What aliases add to the document (the nodes and text
+ * of each aliased part, expanded) is therefore counted as it is built, and
+ * bounded. */
 #ifndef DETOURD_YAML_TREE_H
 #define DETOURD_YAML_TREE_H
 
@@ -12,6 +18,9 @@
 
 #define YT_MAX_DEPTH 32
 #define YT_MAX_NODES 1000000
+/* what all aliases together may add to the document */
+#define YT_MAX_ALIAS_NODES 250000
+#define YT_MAX_ALIAS_BYTES (4u << 20) /* of scalar text */
 
 enum yt_kind { YT_SCALAR, YT_MAP, YT_SEQ };
 
@@ -25,6 +34,7 @@ struct yt_node {
     enum yt_kind kind;
     unsigned line, col;
     bool plain; /* scalar written without quotes (may be a number/bool) */
+    bool dup;   /* a key that repeats an earlier one of its mapping (reported) */
     size_t len; /* scalar length, or number of items/pairs */
     char *str;  /* scalar text, NUL-terminated (may contain NULs) */
     union {
@@ -32,6 +42,7 @@ struct yt_node {
         struct yt_pair *pairs;  /* YT_MAP */
     } u;
     size_t cap;
+    size_t xnodes, xbytes; /* this subtree with every alias expanded */
 };
 
 struct yt_doc {

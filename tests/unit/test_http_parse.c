@@ -770,36 +770,113 @@ START_TEST(test_pipelined)
 }
 END_TEST
 
+/* 414 or 431 (or anything else) must not depend on where the bytes are
+ * split: a request line that has not ended yet is judged like a whole one. */
+struct split_case {
+    const char *name;
+    const char *s;
+    unsigned status; /* 0: HTTP_DONE */
+    size_t uri;      /* max_uri_bytes (max_header_bytes is 64) */
+};
+
+static const struct split_case split_cases[] = {
+    {"long method, short target",
+     "GETGETGETGETGETGETGE /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\nHost: a\r\n\r\n", 431,
+     40},
+    {"target over max_uri",
+     "GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\nHost: a\r\n\r\n", 414,
+     40},
+    {"target past the head limit",
+     "GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa "
+     "HTTP/1.1\r\nHost: a\r\n\r\n",
+     414, 100},
+    {"target ends at the limit",
+     "GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\nHost: a\r\n\r\n",
+     414, 100},
+    {"target ends before the limit",
+     "GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\nHost: a\r\n\r\n",
+     431, 100},
+    {"long version",
+     "GET /a HTTP/1.1xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\nHost: "
+     "a\r\n\r\n",
+     431, 40},
+    {"no space at all",
+     "GETGETGETGETGETGETGETGETGETGETGETGETGETGETGETGETGETGETGETGETGETGETGET\r\n\r\n", 431, 40},
+    {"empty lines first",
+     "\r\n\r\n\r\nGETGETGETGETGETGETGE /aaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\n\r\n", 431, 40},
+    {"headers too large",
+     "GET /a HTTP/1.1\r\nHost: a\r\nX-A: "
+     "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\r\n\r\n",
+     431, 40},
+    {"fits", "GET /aaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\nHost: a\r\n\r\n", 0, 40},
+    {"malformed, short", "GET /a HTTP/1.1 x\r\nHost: a\r\n\r\n", 400, 40},
+};
+
+static enum http_result verdict(const char *s, size_t len, size_t cut,
+                                const struct http_limits *lim, unsigned *status)
+{
+    struct http_req r;
+    http_req_init(&r);
+    enum http_result res = cut ? http_parse_head(&r, s, cut, lim) : HTTP_AGAIN;
+    if (res == HTTP_AGAIN) res = http_parse_head(&r, s, len, lim);
+    *status = res == HTTP_ERROR ? r.status : 0;
+    return res;
+}
+
+START_TEST(test_verdict_every_split)
+{
+    const struct split_case *sc = &split_cases[_i];
+    const struct http_limits lim = {.max_header_bytes = 64, .max_uri_bytes = sc->uri};
+    size_t len = strlen(sc->s);
+    unsigned whole, st;
+    enum http_result res = verdict(sc->s, len, 0, &lim, &whole);
+    ck_assert_msg(whole == sc->status && res == (sc->status ? HTTP_ERROR : HTTP_DONE),
+                  "%s: whole: %u", sc->name, whole);
+    for (size_t k = 1; k < len; k++) {
+        enum http_result rk = verdict(sc->s, len, k, &lim, &st);
+        ck_assert_msg(rk == res && st == whole, "%s: split at %zu: %u, whole: %u", sc->name, k, st,
+                      whole);
+    }
+    /* byte by byte */
+    struct http_req r;
+    http_req_init(&r);
+    res = HTTP_AGAIN;
+    for (size_t k = 1; k <= len && res == HTTP_AGAIN; k++)
+        res = http_parse_head(&r, sc->s, k, &lim);
+    st = res == HTTP_ERROR ? r.status : 0;
+    ck_assert_msg(st == whole, "%s: byte by byte: %u, whole: %u", sc->name, st, whole);
+}
+END_TEST
+
 /* ---- chunked bodies ---- */
 
 struct chunked_case {
     const char *body;
     size_t len;
-    uint64_t total;
 };
 
-#define CK(lit, total)                                                                             \
+#define CK(lit)                                                                                    \
     {                                                                                              \
-        lit, sizeof(lit) - 1, total                                                                \
+        lit, sizeof(lit) - 1                                                                       \
     }
 
 static const struct chunked_case chunked_ok[] = {
-    CK("0\r\n\r\n", 0),
-    CK("5\r\nhello\r\n0\r\n\r\n", 5),
-    CK("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", 11),
-    CK("A\r\n0123456789\r\na\r\nabcdefghij\r\n0\r\n\r\n", 20),
-    CK("1f\r\n0123456789012345678901234567890\r\n0\r\n\r\n", 31),
-    CK("0005\r\nhello\r\n000\r\n\r\n", 5),
-    CK("5;name=value\r\nhello\r\n0;last\r\n\r\n", 5),
-    CK("5 ; a=\"b c\" ;d\r\nhello\r\n0\r\n\r\n", 5),
-    CK("5\t;x\r\nhello\r\n0\r\n\r\n", 5),
-    CK("5 \t \r\nhello\r\n0 \r\n\r\n", 5),
-    CK("3\r\n\r\n\r\r\n0\r\nTrailer-A: x\r\nTrailer-B: y z\r\n\r\n", 3),
-    CK("2\r\nab\r\n0\r\nT: \xc3\xa9\r\n\r\n", 2),
-    CK("5\nhello\n0\n\n", 5),
-    CK("5\r\nhello\n0\nT: v\n\n", 5),
-    CK("4\r\n\0\0\0\0\r\n0\r\n\r\n", 4),
-    CK("2\r\n0\r\r\n0\r\n\r\n", 2),
+    CK("0\r\n\r\n"),
+    CK("5\r\nhello\r\n0\r\n\r\n"),
+    CK("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
+    CK("A\r\n0123456789\r\na\r\nabcdefghij\r\n0\r\n\r\n"),
+    CK("1f\r\n0123456789012345678901234567890\r\n0\r\n\r\n"),
+    CK("0005\r\nhello\r\n000\r\n\r\n"),
+    CK("5;name=value\r\nhello\r\n0;last\r\n\r\n"),
+    CK("5 ; a=\"b c\" ;d\r\nhello\r\n0\r\n\r\n"),
+    CK("5\t;x\r\nhello\r\n0\r\n\r\n"),
+    CK("5 \t \r\nhello\r\n0 \r\n\r\n"),
+    CK("3\r\n\r\n\r\r\n0\r\nTrailer-A: x\r\nTrailer-B: y z\r\n\r\n"),
+    CK("2\r\nab\r\n0\r\nT: \xc3\xa9\r\n\r\n"),
+    CK("5\nhello\n0\n\n"),
+    CK("5\r\nhello\n0\nT: v\n\n"),
+    CK("4\r\n\0\0\0\0\r\n0\r\n\r\n"),
+    CK("2\r\n0\r\r\n0\r\n\r\n"),
 };
 
 static enum http_result feed(struct http_chunked *c, const char *s, size_t len, size_t *used)
@@ -826,7 +903,7 @@ START_TEST(test_chunked_split)
     http_chunked_init(&c);
     ck_assert_int_eq(feed(&c, buf, len + 20, &used), HTTP_DONE);
     ck_assert_msg(used == len, "case %d: used %zu of %zu", _i, used, len);
-    ck_assert_uint_eq(c.total, cc->total);
+    ck_assert_uint_eq(c.total, len); /* every byte counts */
     /* done stays done and consumes nothing */
     ck_assert_int_eq(feed(&c, buf + used, 20, &used), HTTP_DONE);
     ck_assert_uint_eq(used, 0);
@@ -845,7 +922,7 @@ START_TEST(test_chunked_split)
         enum http_result r2 = feed(&c, buf + u1, len + 20 - u1, &u2);
         ck_assert_msg(r2 == HTTP_DONE, "case %d split %zu: second %d", _i, k, (int)r2);
         ck_assert_msg(u1 + u2 == len, "case %d split %zu: used %zu", _i, k, u1 + u2);
-        ck_assert_uint_eq(c.total, cc->total);
+        ck_assert_uint_eq(c.total, len); /* every byte counts */
     }
 
     /* one byte at a time */
@@ -860,7 +937,7 @@ START_TEST(test_chunked_split)
     }
     ck_assert_int_eq(res, HTTP_DONE);
     ck_assert_uint_eq(pos, len);
-    ck_assert_uint_eq(c.total, cc->total);
+    ck_assert_uint_eq(c.total, len); /* every byte counts */
     free(buf);
 }
 END_TEST
@@ -882,7 +959,7 @@ START_TEST(test_chunked_large)
         ck_assert_int_eq(feed(&c, data, sizeof(data), &used), HTTP_AGAIN);
         ck_assert_uint_eq(used, sizeof(data));
     }
-    ck_assert_uint_eq(c.total, 16 * sizeof(data));
+    ck_assert_uint_eq(c.total, strlen(h) + 16 * sizeof(data));
 
     /* many small chunks in a row */
     http_chunked_init(&c);
@@ -894,9 +971,10 @@ START_TEST(test_chunked_large)
         memcpy(piece + n + i, "\r\n", 2);
         ck_assert_int_eq(feed(&c, piece, (size_t)n + (size_t)i + 2, &used), HTTP_AGAIN);
         ck_assert_uint_eq(used, (size_t)n + (size_t)i + 2);
-        total += (size_t)i;
+        total += (size_t)n + (size_t)i + 2;
     }
     ck_assert_int_eq(feed(&c, "0\r\n\r\n", 5, &used), HTTP_DONE);
+    total += 5;
     ck_assert_uint_eq(c.total, total);
 }
 END_TEST
@@ -972,8 +1050,53 @@ START_TEST(test_chunked_line_limits)
     http_chunked_init(&c);
     ck_assert_int_eq(feed(&c, b, (size_t)n + 1010, &used), HTTP_DONE);
     ck_assert_uint_eq(used, (size_t)n + 1010);
-    ck_assert_uint_eq(c.total, 1);
+    ck_assert_uint_eq(c.total, (size_t)n + 1010);
     free(b);
+}
+END_TEST
+
+/* A client that sends endless chunk extensions or trailers, with little or
+ * no data, is counted byte for byte: the body limit stops it. */
+START_TEST(test_chunked_framing_counts)
+{
+    struct http_chunked c;
+    size_t used, sent = 0;
+    char piece[4200];
+    /* 1-byte chunks, each with a 4000-byte extension */
+    int n = snprintf(piece, sizeof(piece), "1;");
+    memset(piece + n, 'e', 4000);
+    memcpy(piece + n + 4000, "\r\nz\r\n", 5);
+    size_t plen = (size_t)n + 4005;
+    http_chunked_init(&c);
+    for (int i = 0; i < 300; i++) {
+        ck_assert_int_eq(feed(&c, piece, plen, &used), HTTP_AGAIN);
+        sent += used;
+    }
+    ck_assert_uint_eq(sent, 300 * plen);
+    ck_assert_uint_eq(c.total, sent);
+    ck_assert_uint_gt(c.total, 1u << 20); /* over the default max_body_discard */
+
+    /* no data at all, then trailer lines without end */
+    http_chunked_init(&c);
+    ck_assert_int_eq(feed(&c, "0\r\n", 3, &used), HTTP_AGAIN);
+    sent = used;
+    memcpy(piece, "X-T: ", 5);
+    memset(piece + 5, 't', 4000);
+    memcpy(piece + 4005, "\r\n", 2);
+    for (int i = 0; i < 300; i++) {
+        ck_assert_int_eq(feed(&c, piece, 4007, &used), HTTP_AGAIN);
+        sent += used;
+    }
+    ck_assert_uint_eq(c.total, sent);
+    ck_assert_uint_gt(c.total, 1u << 20);
+    ck_assert_int_eq(feed(&c, "\r\n", 2, &used), HTTP_DONE);
+    ck_assert_uint_eq(c.total, sent + 2);
+
+    /* bare CRLFs where data would be: "0" sizes are one line each */
+    http_chunked_init(&c);
+    const char *two = "1\r\na\r\n1 \t \r\nb\r\n";
+    ck_assert_int_eq(feed(&c, two, strlen(two), &used), HTTP_AGAIN);
+    ck_assert_uint_eq(c.total, strlen(two));
 }
 END_TEST
 
@@ -1019,6 +1142,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_leading_empty_lines_and_bare_lf);
     tcase_add_loop_test(tc, test_split_every_byte, 0, NELEM(valid_reqs));
     tcase_add_test(tc, test_pipelined);
+    tcase_add_loop_test(tc, test_verdict_every_split, 0, NELEM(split_cases));
     suite_add_tcase(s, tc);
 
     TCase *tk = tcase_create("chunked");
@@ -1026,6 +1150,7 @@ Suite *make_suite(void)
     tcase_add_test(tk, test_chunked_large);
     tcase_add_loop_test(tk, test_chunked_bad, 0, NELEM(chunked_bad));
     tcase_add_test(tk, test_chunked_line_limits);
+    tcase_add_test(tk, test_chunked_framing_counts);
     suite_add_tcase(s, tk);
     return s;
 }
