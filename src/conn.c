@@ -99,6 +99,7 @@ struct conn {
     struct conn *prev, *next;   /* open connections; next: free list */
     struct conn *tprev, *tnext; /* its timeout queue */
     uint64_t deadline;          /* monotonic ms */
+    uint64_t qkey;              /* the deadline its queue position was set for (<= deadline) */
     union conn_peer peer;
     int fd;
     uint8_t st;          /* enum conn_state */
@@ -116,27 +117,22 @@ static void conn_close(struct conn *c);
 
 /* ---- the plain TCP transport ---- */
 
-static ssize_t tcp_recv(int fd, void *ctx, char *buf, size_t len)
+static inline ssize_t tcp_recv(int fd, void *ctx, char *buf, size_t len)
 {
     (void)ctx;
-    for (;;) {
-        ssize_t n = recv(fd, buf, len, 0);
-        if (n >= 0) return n;
-        if (errno == EINTR) continue;
-        return errno == EAGAIN || errno == EWOULDBLOCK ? TRANSPORT_AGAIN : TRANSPORT_ERROR;
-    }
+    ssize_t n;
+    while ((n = recv(fd, buf, len, 0)) < 0 && errno == EINTR) continue;
+    if (n >= 0) return n;
+    return errno == EAGAIN || errno == EWOULDBLOCK ? TRANSPORT_AGAIN : TRANSPORT_ERROR;
 }
 
-static ssize_t tcp_send(int fd, void *ctx, const char *buf, size_t len)
+static inline ssize_t tcp_send(int fd, void *ctx, const char *buf, size_t len)
 {
     (void)ctx;
-    for (;;) {
-        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
-        if (n > 0) return n;
-        if (n < 0 && errno == EINTR) continue;
-        return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? TRANSPORT_AGAIN
-                                                                  : TRANSPORT_ERROR;
-    }
+    ssize_t n;
+    while ((n = send(fd, buf, len, MSG_NOSIGNAL)) < 0 && errno == EINTR) continue;
+    if (n > 0) return n;
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? TRANSPORT_AGAIN : TRANSPORT_ERROR;
 }
 
 static void tcp_shutdown(int fd, void *ctx)
@@ -146,6 +142,20 @@ static void tcp_shutdown(int fd, void *ctx)
 }
 
 const struct transport transport_tcp = {"tcp", tcp_recv, tcp_send, tcp_shutdown};
+
+/* Plain TCP is called directly (and inlined); another transport through
+ * its table. */
+static inline ssize_t conn_recv(struct conn *c, char *buf, size_t len)
+{
+    if (c->tp == &transport_tcp) return tcp_recv(c->fd, NULL, buf, len);
+    return c->tp->recv(c->fd, c->tctx, buf, len);
+}
+
+static inline ssize_t conn_send(struct conn *c, const char *buf, size_t len)
+{
+    if (c->tp == &transport_tcp) return tcp_send(c->fd, NULL, buf, len);
+    return c->tp->send(c->fd, c->tctx, buf, len);
+}
 
 static const struct limits *limits_of(const struct conn *c)
 {
@@ -187,7 +197,7 @@ static struct conn_io *io_new(size_t in_cap)
     return io;
 }
 
-static bool io_attach(struct conn *c)
+static inline bool io_attach(struct conn *c)
 {
     struct conn_set *s = &c->w->conns;
     size_t want = in_size(c->w);
@@ -205,19 +215,22 @@ static bool io_attach(struct conn *c)
     }
     io->in_len = io->out_len = io->out_off = 0;
     io->held.cfg = NULL;
-    http_req_init(&io->req);
+    /* a head in progress (CS_HEAD) starts here; an idle connection's next
+     * head starts in conn_consume */
+    if (c->st == CS_HEAD) http_req_init(&io->req);
     c->io = io;
     return true;
 }
 
-static void io_release(struct conn *c)
+/* (io_attach drops a kept buffer whose input size a reload changed.) */
+static inline void io_release(struct conn *c)
 {
     struct conn_io *io = c->io;
     if (!io) return;
     c->io = NULL;
     if (io->held.cfg) config_unref(io->held.cfg);
     struct conn_set *s = &c->w->conns;
-    if (s->nfree_io >= MAX_FREE_IO || io->in_cap != in_size(c->w)) {
+    if (s->nfree_io >= MAX_FREE_IO) {
         io_destroy(io);
         return;
     }
@@ -231,6 +244,18 @@ static void io_release(struct conn *c)
     io->next = s->free_io;
     s->free_io = io;
     s->nfree_io++;
+}
+
+/* A reload raised max_header_bytes while a head is arriving. */
+static struct conn_io *io_grow(struct conn *c)
+{
+    size_t want = in_size(c->w);
+    struct conn_io *bigger = realloc(c->io, sizeof(*bigger) + want);
+    if (bigger) {
+        c->io = bigger;
+        bigger->in_cap = want;
+    }
+    return c->io;
 }
 
 /* Gives the buffer back when nothing is in progress. */
@@ -296,21 +321,14 @@ static struct conn_timeq *timeq_for(struct worker *w, uint64_t ms)
     return &q[0]; /* durations of several reloads at once: the sorted insert copes */
 }
 
-/* The connection times out ms from now (whatever its earlier deadline). */
-static void set_timeout(struct conn *c, uint64_t ms)
+/* Puts c in q, ordered by key (almost always last: a queue holds one
+ * duration). */
+static void timeq_insert(struct conn_timeq *q, struct conn *c, uint64_t key)
 {
-    struct worker *w = c->w;
-    struct conn_timeq *q = timeq_for(w, ms);
-    uint64_t deadline = w->now_ms + ms;
-    c->deadline = deadline;
-    unsigned qi = (unsigned)(q - w->conns.tq);
-    if (c->tq == qi && !c->tnext && (!c->tprev || c->tprev->deadline <= deadline))
-        goto armed; /* already last: stays last */
-    timeout_unlink(c);
-    c->tq = (uint8_t)qi;
-    /* a queue holds one duration: the new deadline is almost always last */
     struct conn *prev = q->tail;
-    while (prev && prev->deadline > deadline) prev = prev->tprev;
+    while (prev && prev->qkey > key) prev = prev->tprev;
+    c->qkey = key;
+    c->tq = (uint8_t)(q - q->w->conns.tq);
     c->tprev = prev;
     c->tnext = prev ? prev->tnext : q->head;
     if (c->tnext)
@@ -321,8 +339,24 @@ static void set_timeout(struct conn *c, uint64_t ms)
         prev->tnext = c;
     else
         q->head = c;
-armed:
-    if (!q->armed || deadline < q->armed) timeq_arm(q, deadline);
+    if (!q->armed || key < q->armed) timeq_arm(q, key);
+}
+
+/* The connection times out ms from now (whatever its earlier deadline).
+ * Staying in the same queue, it only moves its deadline: the queue's timer
+ * finds it later and puts it back at the tail (once per timeout, not once
+ * per request). */
+static void set_timeout(struct conn *c, uint64_t ms)
+{
+    struct worker *w = c->w;
+    uint64_t deadline = w->now_ms + ms;
+    if (c->tq != NO_QUEUE && w->conns.tq[c->tq].ms == ms && deadline >= c->deadline) {
+        c->deadline = deadline;
+        return;
+    }
+    timeout_unlink(c);
+    c->deadline = deadline;
+    timeq_insert(timeq_for(w, ms), c, deadline);
 }
 
 static void conn_expire(struct conn *c);
@@ -336,19 +370,21 @@ static void on_timeq(evutil_socket_t fd, short what, void *arg)
     w->now_ms = clock_now_ms();
     q->armed = 0;
     struct conn *c;
-    while ((c = q->head) && c->deadline <= w->now_ms) {
+    while ((c = q->head) && c->qkey <= w->now_ms) {
         timeout_unlink(c);
-        conn_expire(c);
+        if (c->deadline > w->now_ms)
+            timeq_insert(q, c, c->deadline); /* it was active since it was queued */
+        else
+            conn_expire(c);
     }
-    if (q->head && (!q->armed || q->head->deadline < q->armed)) timeq_arm(q, q->head->deadline);
+    if (q->head && (!q->armed || q->head->qkey < q->armed)) timeq_arm(q, q->head->qkey);
 }
 
 /* ---- output ---- */
 
-static bool out_reserve(struct conn *c, size_t need)
+static bool out_grow(struct conn *c, size_t need)
 {
     struct conn_io *io = c->io;
-    if (io->out_len + need <= io->out_cap) return true;
     size_t cap = io->out_cap ? io->out_cap : OUT_INITIAL;
     while (cap < io->out_len + need) cap *= 2;
     char *p = realloc(io->out, cap);
@@ -356,6 +392,12 @@ static bool out_reserve(struct conn *c, size_t need)
     io->out = p;
     io->out_cap = cap;
     return true;
+}
+
+static inline bool out_reserve(struct conn *c, size_t need)
+{
+    const struct conn_io *io = c->io;
+    return io->out_len + need <= io->out_cap || out_grow(c, need);
 }
 
 static void start_linger(struct conn *c)
@@ -387,7 +429,7 @@ static bool conn_flush(struct conn *c)
 {
     struct conn_io *io = c->io;
     while (io->out_off < io->out_len) {
-        ssize_t n = c->tp->send(c->fd, c->tctx, io->out + io->out_off, io->out_len - io->out_off);
+        ssize_t n = conn_send(c, io->out + io->out_off, io->out_len - io->out_off);
         if (n > 0) {
             io->out_off += (size_t)n;
             if (io->out_off < io->out_len) set_nodelay(c);
@@ -656,15 +698,16 @@ static bool conn_consume(struct conn *c)
     while (pos < io->in_len && c->after == AFTER_KEEP && io->out_len < OUT_HIGH_WATER) {
         const char *buf = io->in + pos;
         size_t avail = io->in_len - pos;
+        bool first = c->st == CS_IDLE; /* the first bytes of a head */
         switch ((enum conn_state)c->st) {
         case CS_IDLE:
+            http_req_init(&io->req);
+            c->st = CS_HEAD;
+            /* fall through */
         case CS_HEAD: {
             enum http_result res = http_parse_head(&io->req, buf, avail, &hl);
             if (res == HTTP_AGAIN) {
-                if (c->st == CS_IDLE) { /* header_timeout runs from a head's first byte */
-                    c->st = CS_HEAD;
-                    set_timeout(c, lim->header_timeout_ms);
-                }
+                if (first) set_timeout(c, lim->header_timeout_ms); /* from its first byte */
                 goto out;
             }
             if (res == HTTP_ERROR) {
@@ -679,7 +722,6 @@ static bool conn_consume(struct conn *c)
             on_head(c, buf, avail);
             if (++answered == 2) set_nodelay(c); /* pipelining */
             pos += io->req.head_len;
-            http_req_init(&io->req);
             break;
         }
         case CS_BODY_LENGTH: {
@@ -742,8 +784,7 @@ static bool conn_process(struct conn *c)
         if (!progress || c->io->in_len == 0) break;
     }
     if (c->st == CS_IDLE && c->io->in_len) {
-        c->st = CS_HEAD; /* the next request began in the same read */
-        set_timeout(c, lim->header_timeout_ms);
+        set_timeout(c, lim->header_timeout_ms); /* the next request began */
     } else if (c->st == CS_IDLE) {
         if (c->w->stopping) {
             conn_close(c);
@@ -775,18 +816,11 @@ static bool conn_read(struct conn *c)
                 return false;
             }
             struct conn_io *io = c->io;
-            size_t want = in_size(c->w);
-            if (io->in_cap < want) { /* a reload raised max_header_bytes */
-                struct conn_io *bigger = realloc(io, sizeof(*io) + want);
-                if (bigger) {
-                    c->io = io = bigger;
-                    io->in_cap = want;
-                }
-            }
+            if (io->in_len && io->in_cap < in_size(c->w)) io = io_grow(c);
             buf = io->in + io->in_len;
             room = io->in_cap - io->in_len;
         }
-        ssize_t n = c->tp->recv(c->fd, c->tctx, buf, room);
+        ssize_t n = conn_recv(c, buf, room);
         if (n > 0) {
             if (drop) continue;
             c->io->in_len += (size_t)n;
