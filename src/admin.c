@@ -84,7 +84,7 @@ static void num_or_null(struct evbuffer *o, bool have, double v)
 
 void admin_status_json(struct evbuffer *o, const struct daemon_view *v)
 {
-    const struct config *c = atomic_load(&v->srv->cfg);
+    const struct config *c = server_config(v->srv);
     evbuffer_add_printf(o,
                         "{\"version\":\"%s\",\"now\":%lld,\"start_time\":%lld,\"config\":{"
                         "\"path\":",
@@ -100,7 +100,7 @@ void admin_status_json(struct evbuffer *o, const struct daemon_view *v)
                         ",\"reloads\":{\"success\":%llu,\"failure\":%llu}},"
                         "\"connections_active\":%u,\"pools\":[",
                         (unsigned long long)v->reloads_ok, (unsigned long long)v->reloads_failed,
-                        atomic_load(&v->srv->nconns));
+                        server_connections(v->srv));
     for (size_t i = 0; i < c->npools; i++) {
         const struct pool *p = &c->pools[i];
         if (i) evbuffer_add(o, LIT(","));
@@ -116,8 +116,8 @@ void admin_status_json(struct evbuffer *o, const struct daemon_view *v)
                         select_tier(p, ch->up) == 0; /* fail_open counts too */
         uint64_t total = 0;
         for (size_t k = 0; k < p->nregions; k++)
-            total += metrics_slot_total(v->metrics, c, v->srv->nw, p->name, p->regions[k].name,
-                                        p->status, p->regions[k].tmpl.slot);
+            total += metrics_requests(v, c, p->name, p->regions[k].name, p->status,
+                                      p->regions[k].tmpl.slot);
         evbuffer_add_printf(o,
                             "],\"default\":%s,\"balance\":\"%s\",\"all_down\":\"%s\","
                             "\"all_down_active\":%s,\"requests\":%llu,\"chosen\":",
@@ -154,8 +154,7 @@ void admin_status_json(struct evbuffer *o, const struct daemon_view *v)
             } else {
                 evbuffer_add(o, LIT("null"));
             }
-            uint64_t req = metrics_slot_total(v->metrics, c, v->srv->nw, p->name, r->name,
-                                              p->status, r->tmpl.slot);
+            uint64_t req = metrics_requests(v, c, p->name, r->name, p->status, r->tmpl.slot);
             evbuffer_add_printf(o,
                                 ",\"consecutive_successes\":%u,\"consecutive_failures\":%u,"
                                 "\"latency_ms\":",
@@ -179,18 +178,18 @@ void admin_status_json(struct evbuffer *o, const struct daemon_view *v)
 /* What the page reads of the server, in one place. */
 static const struct config *view_config(const struct daemon_view *v)
 {
-    return atomic_load(&v->srv->cfg);
+    return server_config(v->srv);
 }
 
 static unsigned view_connections(const struct daemon_view *v)
 {
-    return atomic_load(&v->srv->nconns);
+    return server_connections(v->srv);
 }
 
 static uint64_t region_requests(const struct daemon_view *v, const struct config *c,
                                 const struct pool *p, const struct region *r)
 {
-    return metrics_slot_total(v->metrics, c, v->srv->nw, p->name, r->name, p->status, r->tmpl.slot);
+    return metrics_requests(v, c, p->name, r->name, p->status, r->tmpl.slot);
 }
 
 #define EN_DASH "\xe2\x80\x93"
@@ -518,7 +517,7 @@ static void on_request(struct evhttp_request *req, void *arg)
 {
     struct admin *a = arg;
     const struct daemon_view *v = a->v;
-    const struct config *c = atomic_load(&v->srv->cfg);
+    const struct config *c = server_config(v->srv);
     struct evbuffer *body = evbuffer_new();
     if (!body) {
         evhttp_send_error(req, 500, "out of memory");
@@ -541,7 +540,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
     if (!path) path = "/";
     if (strcmp(path, "/healthz") == 0) {
-        bool stopping = atomic_load(&v->srv->stopping);
+        bool stopping = server_stopping(v->srv);
         evbuffer_add_printf(body, stopping ? "stopping\n" : "ok\n");
         reply(req, stopping ? 503 : 200, stopping ? "Service Unavailable" : "OK",
               "text/plain; charset=utf-8", body);

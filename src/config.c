@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "hash.h"
+#include "counters.h"
 #include "http_parse.h"
 #include "netaddr.h"
 #include "redirect.h"
@@ -723,37 +724,6 @@ static void load_log(struct ctx *x, const struct yt_node *n)
         x->c->log_json = e == 1;
 }
 
-const unsigned config_error_status[CONFIG_ERROR_STATUSES] = {400, 408, 414, 421, 431, 501, 505};
-
-unsigned config_error_slot(const struct config *c, unsigned status)
-{
-    unsigned i = 0;
-    while (i + 1 < CONFIG_ERROR_STATUSES && config_error_status[i] != status) i++;
-    return (unsigned)(c->nslots - CONFIG_ERROR_STATUSES + i);
-}
-
-/* Numbers every template's counter column. */
-static void assign_slots(struct config *c)
-{
-    unsigned n = 0;
-    for (size_t i = 0; i < c->npools; i++) {
-        struct pool *p = &c->pools[i];
-        for (size_t k = 0; k < p->nregions; k++) p->regions[k].tmpl.slot = n++;
-        p->fallback.slot = n++;
-        p->reject.slot = n++;
-    }
-    c->nslots = n + CONFIG_ERROR_STATUSES;
-}
-
-bool config_alloc_counters(struct config *c, unsigned nworkers)
-{
-    if (c->counts) return true;
-    /* rows start on their own cache line: workers never share one */
-    c->stride = (c->nslots + 7) & ~(size_t)7;
-    c->counts = calloc(c->stride * (nworkers ? nworkers : 1), sizeof(*c->counts));
-    return c->counts != NULL;
-}
-
 /* Would binding both addresses clash (same port, and the same address or
  * a wildcard of the same family)? */
 static bool same_socket(const struct listen_addr *a, const struct listen_addr *b)
@@ -1255,7 +1225,7 @@ struct config *config_parse(const char *name, const char *buf, size_t len, struc
     free(x.hosts);
     yt_free(&doc);
     collect_capture(&x);
-    assign_slots(c);
+    counters_layout(c);
     if (d->n == before && !(redirect_prepare(c, d) && route_build(c) && select_init(c)) &&
         d->n == before)
         diag_add(d, 0, 0, "out of memory");

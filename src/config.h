@@ -171,7 +171,7 @@ struct config {
     struct listen_addr admin_listen;
     struct cidr *admin_allow;
     size_t nadmin_allow;
-    /* request counters: one row per worker (server_adopt), one column per
+    /* request counters (counters.h): one row per worker, one column per
      * slot: every template (region, fallback, reject) and every error status */
     size_t nslots;
     size_t stride;
@@ -188,13 +188,6 @@ void config_free(struct config *c);
 struct config *config_ref(struct config *c);
 void config_unref(struct config *c);
 
-/* Error statuses the request path can answer, and their counter columns
- * (after every template's). */
-#define CONFIG_ERROR_STATUSES 7
-extern const unsigned config_error_status[CONFIG_ERROR_STATUSES];
-unsigned config_error_slot(const struct config *c, unsigned status);
-/* Allocates the counter matrix for nworkers rows. */
-bool config_alloc_counters(struct config *c, unsigned nworkers);
 
 /* Helpers shared with tests. Return false on a malformed value. */
 bool config_parse_duration(const char *s, uint64_t *ms);

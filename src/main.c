@@ -27,7 +27,7 @@ struct daemon {
     bool level_set;
     enum log_level level;
     struct event_base *base;
-    struct server srv;
+    struct server *srv;
     struct health_ctl *health;
     struct admin *admin;
     struct daemon_view view; /* what /status and /metrics show */
@@ -51,11 +51,6 @@ static void usage(FILE *out)
             DETOURD_DEFAULT_CONFIG);
 }
 
-static void fold_counts(void *ctx, const struct config *c, unsigned nrows)
-{
-    metrics_fold(ctx, c, nrows);
-}
-
 static void retire(void *ctx, void *p, void (*free_fn)(void *))
 {
     server_retire(ctx, p, free_fn);
@@ -77,14 +72,14 @@ static bool open_alog(struct daemon *d, const struct config *cfg, struct alog_fi
                       size_t errlen)
 {
     *out = NULL;
-    struct config *cur = atomic_load(&d->srv.cfg);
+    const struct config *cur = server_config(d->srv);
     if (cur && same_alog(cur, cfg)) return true;
     return !cfg->access_log || alog_open(cfg->access_log, out, err, errlen);
 }
 
 static void reopen_logs(struct daemon *d)
 {
-    const struct config *cfg = atomic_load(&d->srv.cfg);
+    const struct config *cfg = server_config(d->srv);
     if (!cfg->access_log) {
         log_info("SIGUSR1: no access log configured; nothing to reopen");
         return;
@@ -95,7 +90,7 @@ static void reopen_logs(struct daemon *d)
         log_error("SIGUSR1: %s; still writing to the old file", err);
         return;
     }
-    server_set_alog(&d->srv, f);
+    server_set_alog(d->srv, f);
     log_info("SIGUSR1: reopened the access log %s", cfg->access_log);
 }
 
@@ -121,20 +116,20 @@ static void reload(struct daemon *d)
         }
         snprintf(err, sizeof(err), "%zu error%s in the new configuration", dg.n,
                  dg.n == 1 ? "" : "s");
-    } else if (!(set = server_prepare(&d->srv, cfg, err, sizeof(err)))) {
+    } else if (!(set = server_prepare(d->srv, cfg, err, sizeof(err)))) {
         log_error("%s", err);
     } else if (!admin_prepare(d->admin, cfg, &admin_fd, err, sizeof(err))) {
         log_error("%s", err);
-        server_abort(&d->srv, set);
+        server_abort(d->srv, set);
         set = NULL;
     } else if (!open_alog(d, cfg, &alog, err, sizeof(err))) {
         log_error("%s", err);
-        server_abort(&d->srv, set);
+        server_abort(d->srv, set);
         set = NULL;
     } else if (!health_reload(d->health, cfg)) {
         snprintf(err, sizeof(err), "out of memory moving health state");
         log_error("%s", err);
-        server_abort(&d->srv, set);
+        server_abort(d->srv, set);
         set = NULL;
         alog_file_close(alog);
         alog = NULL;
@@ -150,9 +145,9 @@ static void reload(struct daemon *d)
         sdnotify_ready();
         return;
     }
-    alog_changed = !same_alog(atomic_load(&d->srv.cfg), cfg);
-    server_commit(&d->srv, cfg, set);
-    if (alog_changed) server_set_alog(&d->srv, alog);
+    alog_changed = !same_alog(server_config(d->srv), cfg);
+    server_commit(d->srv, cfg, set);
+    if (alog_changed) server_set_alog(d->srv, alog);
     apply_logging(d, cfg);
     health_notify_status(d->health);
     sdnotify_ready();
@@ -173,19 +168,19 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     struct daemon *d = arg;
     switch (sig) {
     case SIGHUP:
-        if (!atomic_load(&d->srv.stopping)) reload(d);
+        if (!server_stopping(d->srv)) reload(d);
         break;
     case SIGUSR1: reopen_logs(d); break;
     default:
-        if (atomic_load(&d->srv.stopping)) {
+        if (server_stopping(d->srv)) {
             log_warn("%s again: exiting now", strsignal((int)sig));
             event_base_loopexit(d->base, NULL);
             return;
         }
         log_info("%s: stopping (draining connections for up to %llums)", strsignal((int)sig),
-                 (unsigned long long)atomic_load(&d->srv.cfg)->limits.shutdown_timeout_ms);
+                 (unsigned long long)server_config(d->srv)->limits.shutdown_timeout_ms);
         sdnotify_stopping();
-        server_stop(&d->srv);
+        server_stop(d->srv);
     }
 }
 
@@ -240,26 +235,25 @@ int main(int argc, char **argv)
     }
     apply_logging(&d, cfg);
     signal(SIGPIPE, SIG_IGN);
-    d.view = (struct daemon_view){
-        .srv = &d.srv,
-        .config_path = d.path,
-        .start_time = time(NULL),
-        .last_reload_ok = true,
-        .last_reload = time(NULL),
-        .metrics = metrics_new(),
-    };
-    if (!d.view.metrics) {
+    d.srv = server_new();
+    if (!d.srv) {
         log_error("out of memory");
         config_unref(cfg);
         return EXIT_CONFIG;
     }
-    d.srv.config_retired = fold_counts;
-    d.srv.config_retired_ctx = d.view.metrics;
+    d.view = (struct daemon_view){
+        .srv = d.srv,
+        .config_path = d.path,
+        .start_time = time(NULL),
+        .last_reload_ok = true,
+        .last_reload = time(NULL),
+    };
 
     d.base = event_base_new();
     if (!d.base) {
         log_error("cannot create the event loop");
         config_unref(cfg);
+        server_free(d.srv);
         return EXIT_CONFIG;
     }
     /* signals are loop events from here on: a SIGHUP or SIGTERM during
@@ -274,8 +268,7 @@ int main(int argc, char **argv)
     int rc = EXIT_CONFIG;
     char err[256];
     struct alog_file *alog = NULL;
-    bool attempted = false;
-    d.health = health_start(d.base, cfg, retire, &d.srv);
+    d.health = health_start(d.base, cfg, retire, d.srv);
     if (!d.health) {
         log_error("cannot start health checks (out of memory)");
         config_unref(cfg);
@@ -286,13 +279,12 @@ int main(int argc, char **argv)
         config_unref(cfg);
         goto out;
     }
-    attempted = true;
-    if (!server_start(&d.srv, d.base, cfg, err, sizeof(err))) { /* takes cfg either way */
+    if (!server_start(d.srv, d.base, cfg, err, sizeof(err))) { /* takes cfg either way */
         log_error("%s", err);
         alog_file_close(alog);
         goto out;
     }
-    server_set_alog(&d.srv, alog);
+    server_set_alog(d.srv, alog);
     d.view.health = d.health;
     d.admin = admin_start(d.base, &d.view, cfg, err, sizeof(err));
     if (!d.admin) {
@@ -306,7 +298,8 @@ int main(int argc, char **argv)
 
     for (size_t i = 0; i < cfg->nlisten; i++) log_info("listening on %s", cfg->listen[i].text);
     log_info("detourd %s started: %zu pool%s from %s, %u worker%s", PACKAGE_VERSION, cfg->npools,
-             cfg->npools == 1 ? "" : "s", cfg->path, d.srv.nw, d.srv.nw == 1 ? "" : "s");
+             cfg->npools == 1 ? "" : "s", cfg->path, server_workers(d.srv),
+             server_workers(d.srv) == 1 ? "" : "s");
 
     event_base_dispatch(d.base);
     rc = 0;
@@ -314,8 +307,7 @@ int main(int argc, char **argv)
 out:
     admin_stop(d.admin);
     health_stop(d.health);
-    if (attempted) server_free(&d.srv);
-    metrics_free(d.view.metrics);
+    server_free(d.srv);
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
         if (sigev[i]) event_free(sigev[i]);
     sdnotify_free();

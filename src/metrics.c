@@ -6,140 +6,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "hash.h"
+#include "counters.h"
 #include "health.h"
 #include "server.h"
 
-struct total {
-    char *pool, *region;
-    unsigned code;
-    uint64_t n;
-};
-
-struct metrics {
-    struct total *t; /* open addressing; pool == NULL: empty */
-    size_t size, used;
-};
-
-static uint64_t key_hash(const char *pool, const char *region, unsigned code)
+uint64_t metrics_requests(const struct daemon_view *v, const struct config *c, const char *pool,
+                          const char *region, unsigned code, unsigned slot)
 {
-    uint64_t h = fnv1a64_mix(fnv1a64_str(FNV64_OFFSET, pool), 0x100); /* separator */
-    return fnv1a64_mix(fnv1a64_str(h, region), code);
-}
-
-struct metrics *metrics_new(void)
-{
-    struct metrics *m = calloc(1, sizeof(*m));
-    if (!m) return NULL;
-    m->size = 64;
-    m->t = calloc(m->size, sizeof(*m->t));
-    if (!m->t) {
-        free(m);
-        return NULL;
-    }
-    return m;
-}
-
-void metrics_free(struct metrics *m)
-{
-    if (!m) return;
-    for (size_t i = 0; i < m->size; i++) {
-        free(m->t[i].pool);
-        free(m->t[i].region);
-    }
-    free(m->t);
-    free(m);
-}
-
-static struct total *find(const struct metrics *m, const char *pool, const char *region,
-                          unsigned code)
-{
-    for (size_t i = key_hash(pool, region, code) & (m->size - 1);; i = (i + 1) & (m->size - 1)) {
-        struct total *t = &m->t[i];
-        if (!t->pool) return t;
-        if (t->code == code && strcmp(t->pool, pool) == 0 && strcmp(t->region, region) == 0)
-            return t;
-    }
-}
-
-static bool grow(struct metrics *m)
-{
-    struct metrics bigger = {calloc(m->size * 2, sizeof(struct total)), m->size * 2, m->used};
-    if (!bigger.t) return false;
-    for (size_t i = 0; i < m->size; i++)
-        if (m->t[i].pool) *find(&bigger, m->t[i].pool, m->t[i].region, m->t[i].code) = m->t[i];
-    free(m->t);
-    *m = bigger;
-    return true;
-}
-
-static void add(struct metrics *m, const char *pool, const char *region, unsigned code, uint64_t n)
-{
-    if (!n) return;
-    if ((m->used + 1) * 2 > m->size && !grow(m)) return;
-    struct total *t = find(m, pool, region, code);
-    if (!t->pool) {
-        t->pool = strdup(pool);
-        t->region = strdup(region);
-        if (!t->pool || !t->region) {
-            free(t->pool);
-            free(t->region);
-            t->pool = t->region = NULL;
-            return;
-        }
-        t->code = code;
-        m->used++;
-    }
-    t->n += n;
-}
-
-static uint64_t live(const struct config *c, unsigned nrows, unsigned slot)
-{
-    uint64_t n = 0;
-    if (!c->counts) return 0;
-    for (unsigned r = 0; r < nrows; r++)
-        n += atomic_load_explicit(&c->counts[r * c->stride + slot], memory_order_relaxed);
-    return n;
-}
-
-/* Calls fn for every counter column of c with its labels. */
-static void each_slot(const struct config *c,
-                      void (*fn)(void *, const char *, const char *, unsigned, unsigned), void *arg)
-{
-    for (size_t i = 0; i < c->npools; i++) {
-        const struct pool *p = &c->pools[i];
-        for (size_t k = 0; k < p->nregions; k++)
-            fn(arg, p->name, p->regions[k].name, p->status, p->regions[k].tmpl.slot);
-        fn(arg, p->name, "fallback", p->status, p->fallback.slot);
-        fn(arg, p->name, "reject", 503, p->reject.slot);
-    }
-    for (unsigned e = 0; e < CONFIG_ERROR_STATUSES; e++)
-        fn(arg, "", "", config_error_status[e], config_error_slot(c, config_error_status[e]));
-}
-
-struct fold_arg {
-    struct metrics *m;
-    const struct config *c;
-    unsigned nrows;
-};
-
-static void fold_one(void *arg, const char *pool, const char *region, unsigned code, unsigned slot)
-{
-    struct fold_arg *a = arg;
-    add(a->m, pool, region, code, live(a->c, a->nrows, slot));
-}
-
-void metrics_fold(struct metrics *m, const struct config *c, unsigned nrows)
-{
-    struct fold_arg a = {m, c, nrows};
-    each_slot(c, fold_one, &a);
-}
-
-uint64_t metrics_slot_total(const struct metrics *m, const struct config *c, unsigned nrows,
-                            const char *pool, const char *region, unsigned code, unsigned slot)
-{
-    const struct total *t = find(m, pool, region, code);
-    return (t->pool ? t->n : 0) + live(c, nrows, slot);
+    return counters_total(server_counters(v->srv), c, server_workers(v->srv), pool, region, code,
+                          slot);
 }
 
 /* ---- exposition ---- */
@@ -174,43 +49,44 @@ static void pr_labels(struct evbuffer *out, const char *pool, const char *region
 
 struct render_arg {
     struct evbuffer *out;
-    const struct metrics *m;
+    const struct daemon_view *v;
     const struct config *c;
-    unsigned nrows;
-    struct metrics *seen; /* series already printed */
 };
+
+static void render_total(struct evbuffer *out, const char *pool, const char *region, unsigned code,
+                         uint64_t n)
+{
+    evbuffer_add(out, "detourd_requests_total", 22);
+    pr_labels(out, pool, region);
+    evbuffer_add_printf(out, ",code=\"%u\"} %llu\n", code, (unsigned long long)n);
+}
 
 static void render_one(void *arg, const char *pool, const char *region, unsigned code,
                        unsigned slot)
 {
     struct render_arg *a = arg;
-    uint64_t n = metrics_slot_total(a->m, a->c, a->nrows, pool, region, code, slot);
+    uint64_t n = metrics_requests(a->v, a->c, pool, region, code, slot);
     bool is_region = strcmp(region, "fallback") != 0 && strcmp(region, "reject") != 0 && *pool;
     if (!n && !is_region) return; /* quiet series only for real regions */
-    evbuffer_add(a->out, "detourd_requests_total", 22);
-    pr_labels(a->out, pool, region);
-    evbuffer_add_printf(a->out, ",code=\"%u\"} %llu\n", code, (unsigned long long)n);
-    if (a->seen) add(a->seen, pool, region, code, 1);
+    render_total(a->out, pool, region, code, n);
+}
+
+static void render_removed(void *arg, const char *pool, const char *region, unsigned code,
+                           uint64_t n)
+{
+    render_total(arg, pool, region, code, n);
 }
 
 void metrics_render(struct evbuffer *out, const struct daemon_view *v)
 {
-    const struct config *c = atomic_load(&v->srv->cfg);
-    unsigned nrows = v->srv->nw;
+    const struct config *c = server_config(v->srv);
 
     head(out, "detourd_requests_total", "counter",
          "Requests answered, by pool, region (or fallback/reject) and status code.");
-    struct render_arg ra = {out, v->metrics, c, nrows, metrics_new()};
-    each_slot(c, render_one, &ra);
+    struct render_arg ra = {out, v, c};
+    counters_each_slot(c, render_one, &ra);
     /* series of pools and regions a reload removed keep their totals */
-    for (size_t i = 0; i < v->metrics->size; i++) {
-        const struct total *t = &v->metrics->t[i];
-        if (!t->pool || (ra.seen && find(ra.seen, t->pool, t->region, t->code)->pool)) continue;
-        evbuffer_add(out, "detourd_requests_total", 22);
-        pr_labels(out, t->pool, t->region);
-        evbuffer_add_printf(out, ",code=\"%u\"} %llu\n", t->code, (unsigned long long)t->n);
-    }
-    metrics_free(ra.seen);
+    counters_each_removed(server_counters(v->srv), c, render_removed, out);
 
     size_t nh = health_count(v->health);
     head(out, "detourd_region_up", "gauge",
@@ -262,7 +138,7 @@ void metrics_render(struct evbuffer *out, const struct daemon_view *v)
         }
     }
     head(out, "detourd_connections_active", "gauge", "Open client connections.");
-    evbuffer_add_printf(out, "detourd_connections_active %u\n", atomic_load(&v->srv->nconns));
+    evbuffer_add_printf(out, "detourd_connections_active %u\n", server_connections(v->srv));
     head(out, "detourd_config_reloads_total", "counter", "Configuration reloads, by result.");
     evbuffer_add_printf(out,
                         "detourd_config_reloads_total{result=\"success\"} %llu\n"

@@ -1,7 +1,5 @@
-/* Request counters that outlive configs, and the Prometheus exposition.
- * Workers count into their row of the running config's matrix (one writer
- * per row, no locked instructions); when a config is retired, its counts
- * are folded here by pool, region and status, so counters never go back. */
+/* The Prometheus exposition. Request counters live in counters.h; the
+ * server folds a retired config's counts into its lasting totals. */
 #ifndef DETOURD_METRICS_H
 #define DETOURD_METRICS_H
 
@@ -11,24 +9,14 @@
 
 #include "config.h"
 
-struct metrics;
 struct server;
 struct health_ctl;
 struct evbuffer;
-
-struct metrics *metrics_new(void);
-void metrics_free(struct metrics *m);
-/* Adds every count of a retired config (nrows worker rows). */
-void metrics_fold(struct metrics *m, const struct config *c, unsigned nrows);
-/* Requests answered from one counter column: folded + live. */
-uint64_t metrics_slot_total(const struct metrics *m, const struct config *c, unsigned nrows,
-                            const char *pool, const char *region, unsigned code, unsigned slot);
 
 /* What the admin endpoints show besides the config and health. */
 struct daemon_view {
     struct server *srv;
     struct health_ctl *health;
-    struct metrics *metrics;
     const char *config_path;
     time_t start_time;
     uint64_t reloads_ok, reloads_failed;
@@ -36,6 +24,10 @@ struct daemon_view {
     time_t last_reload;
 };
 
+/* Requests answered from one counter column of the running config c:
+ * those of retired configs and the live ones. */
+uint64_t metrics_requests(const struct daemon_view *v, const struct config *c, const char *pool,
+                          const char *region, unsigned code, unsigned slot);
 /* Prometheus text exposition format 0.0.4. */
 void metrics_render(struct evbuffer *out, const struct daemon_view *v);
 /* Writes s as a Prometheus label value (escaping \ " and newlines). */

@@ -3,6 +3,8 @@
 #include "server.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -10,9 +12,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
+#include "conn.h"
+#include "counters.h"
 #include "listener.h"
 #include "log.h"
-#include "sdnotify.h"
+#include "worker.h"
 
 #define ACCEPT_BATCH    64  /* connections taken per wakeup of a listener */
 #define ACCEPT_RETRY_MS 100 /* pause after EMFILE and friends */
@@ -25,13 +30,35 @@ enum {
     CMD_BARRIER = 1u << 4,   /* acknowledge s->barrier_seq */
 };
 
-uint64_t worker_now(struct worker *w)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    (void)w;
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
+struct retired {
+    void *p;
+    void (*free_fn)(void *);
+    uint64_t seq;
+    struct retired *next;
+};
+
+struct server {
+    struct event_base *base; /* the main thread's loop */
+    _Atomic(struct config *) cfg;
+    _Atomic(struct listener_set *) lset;
+    _Atomic(struct alog_file *) alog; /* NULL: no access log */
+    struct worker *w;
+    unsigned nw;
+    _Atomic unsigned nconns;
+    _Atomic bool stopping;
+    /* main-thread mailbox: workers report barriers and exits */
+    int efd;
+    struct event *mbox;
+    _Atomic unsigned exited;
+    _Atomic uint64_t barrier_seq;
+    struct retired *retired;
+    struct event *barrier_ev; /* one barrier broadcast per batch of retires */
+    /* request totals of retired configs: a config's counts are folded in
+     * once no worker counts into it any more */
+    struct counters *totals;
+    struct event *stop_timer;
+    bool running;
+};
 
 unsigned server_workers_for(const struct config *cfg)
 {
@@ -58,148 +85,11 @@ static void broadcast(struct server *s, unsigned cmd)
     for (unsigned i = 0; i < s->nw; i++) send_cmd(&s->w[i], cmd);
 }
 
-/* ---- listeners ---- */
-
-static void close_listener(struct listener *l, unsigned nw)
-{
-    if (!l->fds) return;
-    for (unsigned i = 0; i < nw; i++) {
-        if (l->fds[i] < 0) continue;
-        if (!l->shared || i == 0) close(l->fds[i]);
-    }
-    free(l->fds);
-    l->fds = NULL;
-}
-
-static bool open_listener(struct server *s, struct listener *l, uint64_t defer_ms, char *err,
-                          size_t errlen)
-{
-    l->fds = malloc(s->nw * sizeof(int));
-    if (!l->fds) {
-        snprintf(err, errlen, "out of memory");
-        return false;
-    }
-    for (unsigned i = 0; i < s->nw; i++) l->fds[i] = -1;
-    int pfd = sdnotify_listen_fd((const struct sockaddr *)&l->addr.ss, l->addr.sslen);
-    if (pfd >= 0) {
-        l->shared = l->inherited = true;
-        listener_defer_accept(pfd, (unsigned)((defer_ms + 999) / 1000));
-        for (unsigned i = 0; i < s->nw; i++) l->fds[i] = pfd;
-        return true;
-    }
-    for (unsigned i = 0; i < s->nw; i++) {
-        l->fds[i] = listener_open(&l->addr, s->nw > 1, err, errlen);
-        if (l->fds[i] < 0) {
-            close_listener(l, s->nw);
-            return false;
-        }
-        listener_defer_accept(l->fds[i], (unsigned)((defer_ms + 999) / 1000));
-    }
-    return true;
-}
-
-static struct listener *find_listener(struct listener_set *set, const char *text)
-{
-    for (size_t i = 0; set && i < set->n; i++)
-        if (strcmp(set->l[i].addr.text, text) == 0) return &set->l[i];
-    return NULL;
-}
-
-/* Drops a set that was never published: closes only the sockets it opened
- * itself (those old does not have). */
-static void discard_listeners(struct server *s, struct listener_set *set, struct listener_set *old)
-{
-    for (size_t i = 0; i < set->n; i++) {
-        if (find_listener(old, set->l[i].addr.text))
-            free(set->l[i].fds);
-        else
-            close_listener(&set->l[i], s->nw);
-    }
-    free(set->l);
-    free(set);
-}
-
-/* A new set for cfg: kept addresses share the old sockets. */
-static struct listener_set *build_listeners(struct server *s, const struct config *cfg,
-                                            struct listener_set *old, char *err, size_t errlen)
-{
-    struct listener_set *set = calloc(1, sizeof(*set));
-    if (set) set->l = calloc(cfg->nlisten ? cfg->nlisten : 1, sizeof(*set->l));
-    if (!set || !set->l) {
-        free(set);
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-    for (size_t i = 0; i < cfg->nlisten; i++) {
-        struct listener *l = &set->l[set->n];
-        const struct listener *was = find_listener(old, cfg->listen[i].text);
-        l->addr = cfg->listen[i];
-        if (was) {
-            l->shared = was->shared;
-            l->inherited = was->inherited;
-            l->fds = malloc(s->nw * sizeof(int));
-            if (l->fds) memcpy(l->fds, was->fds, s->nw * sizeof(int));
-        } else if (!open_listener(s, l, cfg->limits.header_timeout_ms, err, errlen)) {
-            goto fail;
-        }
-        if (!l->fds) {
-            snprintf(err, errlen, "out of memory");
-            goto fail;
-        }
-        set->n++;
-    }
-    return set;
-fail:
-    discard_listeners(s, set, old);
-    return NULL;
-}
-
-struct fd_batch {
-    int *fds;
-    size_t n;
-};
-
-static void close_fd_batch(void *p)
-{
-    struct fd_batch *b = p;
-    for (size_t i = 0; i < b->n; i++) close(b->fds[i]);
-    free(b->fds);
-    free(b);
-}
-
-static void free_listener_set(void *p)
-{
-    struct listener_set *set = p;
-    for (size_t i = 0; i < set->n; i++) free(set->l[i].fds);
-    free(set->l);
-    free(set);
-}
-
-/* The sockets of old that set no longer has, to close after a barrier. */
-static struct fd_batch *removed_fds(struct server *s, struct listener_set *old,
-                                    struct listener_set *set)
-{
-    struct fd_batch *b = calloc(1, sizeof(*b));
-    if (!b) return NULL;
-    b->fds = calloc(old ? old->n * s->nw + 1 : 1, sizeof(int));
-    if (!b->fds) {
-        free(b);
-        return NULL;
-    }
-    for (size_t i = 0; old && i < old->n; i++) {
-        if (set && find_listener(set, old->l[i].addr.text)) continue;
-        log_info("closing listener %s", old->l[i].addr.text);
-        for (unsigned k = 0; k < s->nw; k++)
-            if (!old->l[i].shared || k == 0) b->fds[b->n++] = old->l[i].fds[k];
-    }
-    return b;
-}
-
 /* ---- the worker side ---- */
 
 static void set_row(struct worker *w)
 {
-    w->counts = w->cfg->counts + (size_t)w->id * w->cfg->stride;
+    w->counts = counters_row(w->cfg, w->id);
 }
 
 static void accepting(struct worker *w, bool on)
@@ -255,7 +145,7 @@ static void worker_done(struct worker *w)
     kick(w->srv->efd);
 }
 
-void server_conn_closed(struct worker *w)
+void worker_conn_closed(struct worker *w)
 {
     atomic_fetch_sub(&w->srv->nconns, 1);
     if (w->paused && !w->stopping && below_limit(w)) {
@@ -263,14 +153,14 @@ void server_conn_closed(struct worker *w)
         w->paused = false;
         accepting(w, true);
     }
-    if (w->stopping && !w->conns) worker_done(w);
+    if (w->stopping && conn_set_empty(&w->conns)) worker_done(w);
 }
 
 static void on_accept(evutil_socket_t lfd, short what, void *arg)
 {
     struct worker *w = arg;
     struct server *s = w->srv;
-    w->now_ms = worker_now(w);
+    w->now_ms = clock_now_ms();
     for (int i = 0; i < ACCEPT_BATCH && w->accepting; i++) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof(ss);
@@ -346,7 +236,7 @@ static void on_mbox(evutil_socket_t fd, short what, void *arg)
      * covers every command sent before it */
     uint64_t seq = atomic_load(&s->barrier_seq);
     unsigned cmds = atomic_exchange(&w->cmds, 0);
-    w->now_ms = worker_now(w);
+    w->now_ms = clock_now_ms();
     if (cmds & CMD_CONFIG) {
         struct config *c = atomic_load(&s->cfg);
         if (c != w->cfg) {
@@ -362,7 +252,7 @@ static void on_mbox(evutil_socket_t fd, short what, void *arg)
         evtimer_del(w->resume_timer);
         sync_listeners(w); /* drops every accept event */
         conn_shutdown_all(w);
-        if (!w->conns) worker_done(w);
+        if (conn_set_empty(&w->conns)) worker_done(w);
     }
     if (cmds & CMD_LISTENERS) sync_listeners(w);
     if (cmds & CMD_EXIT) worker_done(w);
@@ -418,13 +308,13 @@ static bool worker_init(struct server *s, struct worker *w, unsigned id)
     w->mbox = event_new(w->base, w->efd, EV_READ | EV_PERSIST, on_mbox, w);
     w->resume_timer = evtimer_new(w->base, on_resume, w);
     w->alog_timer = event_new(w->base, -1, EV_PERSIST, on_alog_timer, w);
-    if (!w->mbox || !w->resume_timer || !w->alog_timer) return false;
+    if (!w->mbox || !w->resume_timer || !w->alog_timer || !conn_set_init(w)) return false;
     event_add(w->mbox, NULL);
     struct timeval second = {1, 0};
     event_add(w->alog_timer, &second);
     w->cfg = config_ref(atomic_load(&s->cfg));
     set_row(w);
-    w->now_ms = worker_now(w);
+    w->now_ms = clock_now_ms();
     w->accepting = true;
     sync_listeners(w);
     return true;
@@ -498,34 +388,51 @@ static void on_main_mbox(evutil_socket_t fd, short what, void *arg)
 struct config_job {
     struct server *s;
     struct config *c;
+    uint64_t *snap; /* what was folded when it was replaced */
 };
 
 static void retire_config_done(void *p)
 {
     struct config_job *j = p;
-    if (j->s->config_retired) j->s->config_retired(j->s->config_retired_ctx, j->c, j->s->nw);
+    counters_fold_rest(j->s->totals, j->c, j->s->nw, j->snap);
     config_unref(j->c);
     free(j);
 }
 
+/* The replaced config's counts move to the lasting totals at once (no
+ * reader sees them vanish); what workers count into it until they let go
+ * of it follows after the barrier. */
 static void retire_config(struct server *s, struct config *c)
 {
+    uint64_t *snap = counters_fold_start(s->totals, c, s->nw);
     struct config_job *j = malloc(sizeof(*j));
     if (!j) {
-        config_unref(c); /* its counts are lost, nothing else */
+        free(snap);
+        config_unref(c); /* what it counts from now on is lost, nothing else */
         return;
     }
-    *j = (struct config_job){s, c};
+    *j = (struct config_job){s, c, snap};
     server_retire(s, j, retire_config_done);
+}
+
+struct server *server_new(void)
+{
+    struct server *s = calloc(1, sizeof(*s));
+    if (!s) return NULL;
+    s->efd = -1;
+    s->totals = counters_new();
+    if (!s->totals) {
+        free(s);
+        return NULL;
+    }
+    return s;
 }
 
 bool server_start(struct server *s, struct event_base *base, struct config *cfg, char *err,
                   size_t errlen)
 {
-    memset(s, 0, sizeof(*s));
     s->base = base;
-    s->efd = -1;
-    atomic_init(&s->cfg, cfg);
+    atomic_store(&s->cfg, cfg);
     s->nw = server_workers_for(cfg);
     s->w = calloc(s->nw, sizeof(*s->w));
     if (!s->w) {
@@ -533,13 +440,13 @@ bool server_start(struct server *s, struct event_base *base, struct config *cfg,
         return false;
     }
     for (unsigned i = 0; i < s->nw; i++) s->w[i].efd = -1;
-    if (!config_alloc_counters(cfg, s->nw)) {
+    if (!counters_alloc(cfg, s->nw)) {
         snprintf(err, errlen, "out of memory");
         return false;
     }
-    struct listener_set *set = build_listeners(s, cfg, NULL, err, errlen);
+    struct listener_set *set = listener_set_build(cfg, NULL, s->nw, err, errlen);
     if (!set) return false;
-    atomic_init(&s->lset, set);
+    atomic_store(&s->lset, set);
     s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     s->mbox = s->efd >= 0 ? event_new(base, s->efd, EV_READ | EV_PERSIST, on_main_mbox, s) : NULL;
     if (!s->mbox) {
@@ -571,32 +478,30 @@ bool server_start(struct server *s, struct event_base *base, struct config *cfg,
 
 struct listener_set *server_prepare(struct server *s, struct config *cfg, char *err, size_t errlen)
 {
-    if (!config_alloc_counters(cfg, s->nw)) {
+    if (!counters_alloc(cfg, s->nw)) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
     if (server_workers_for(cfg) != s->nw)
         log_warn("workers: the number of workers changes only with a restart (keeping %u)", s->nw);
-    return build_listeners(s, cfg, atomic_load(&s->lset), err, errlen);
+    return listener_set_build(cfg, atomic_load(&s->lset), s->nw, err, errlen);
 }
 
 void server_abort(struct server *s, struct listener_set *set)
 {
-    discard_listeners(s, set, atomic_load(&s->lset));
+    listener_set_discard(set, atomic_load(&s->lset));
 }
 
 void server_commit(struct server *s, struct config *cfg, struct listener_set *set)
 {
     struct listener_set *old = atomic_load(&s->lset);
-    for (size_t i = 0; i < set->n; i++)
-        if (!find_listener(old, set->l[i].addr.text))
-            log_info("listening on %s", set->l[i].addr.text);
-    struct fd_batch *gone = removed_fds(s, old, set);
+    listener_set_log_added(set, old);
+    struct listener_fds *gone = listener_set_removed(old, set);
     struct config *prev = atomic_exchange(&s->cfg, cfg);
     atomic_store(&s->lset, set);
     broadcast(s, CMD_CONFIG | CMD_LISTENERS);
-    server_retire(s, old, free_listener_set);
-    if (gone) server_retire(s, gone, close_fd_batch);
+    server_retire(s, old, listener_set_free);
+    if (gone) server_retire(s, gone, listener_fds_close);
     retire_config(s, prev);
 }
 
@@ -612,15 +517,15 @@ void server_stop(struct server *s)
     if (atomic_exchange(&s->stopping, true)) return;
     broadcast(s, CMD_STOP);
     /* listening sockets close once every worker has dropped its events */
-    struct fd_batch *all = removed_fds(s, atomic_load(&s->lset), NULL);
+    struct listener_fds *all = listener_set_removed(atomic_load(&s->lset), NULL);
     struct listener_set *empty = calloc(1, sizeof(*empty));
     if (all && empty) {
         struct listener_set *old = atomic_exchange(&s->lset, empty);
-        server_retire(s, old, free_listener_set);
-        server_retire(s, all, close_fd_batch);
+        server_retire(s, old, listener_set_free);
+        server_retire(s, all, listener_fds_close);
     } else {
         free(empty);
-        if (all) close_fd_batch(all);
+        if (all) listener_fds_close(all);
     }
     uint64_t ms = atomic_load(&s->cfg)->limits.shutdown_timeout_ms;
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
@@ -631,6 +536,7 @@ void server_stop(struct server *s)
 
 void server_free(struct server *s)
 {
+    if (!s) return;
     for (unsigned i = 0; i < s->nw; i++) send_cmd(&s->w[i], CMD_EXIT);
     for (unsigned i = 0; i < s->nw; i++)
         if (s->w[i].thread) pthread_join(s->w[i].thread, NULL);
@@ -639,7 +545,7 @@ void server_free(struct server *s)
     for (unsigned i = 0; i < s->nw; i++) {
         struct worker *w = &s->w[i];
         if (!w->base) continue;
-        conn_free_pool(w);
+        conn_set_free(w);
         for (size_t k = 0; k < w->nls; k++) event_free(w->ls[k].ev);
         free(w->ls);
         if (w->resume_timer) event_free(w->resume_timer);
@@ -651,22 +557,44 @@ void server_free(struct server *s)
         if (!w->inline_loop) event_base_free(w->base);
     }
     free(s->w);
-    struct listener_set *set = atomic_load(&s->lset);
-    if (set) {
-        for (size_t i = 0; i < set->n; i++) close_listener(&set->l[i], s->nw);
-        free_listener_set(set);
-    }
+    listener_set_close(atomic_load(&s->lset));
     if (s->mbox) event_free(s->mbox);
     if (s->barrier_ev) event_free(s->barrier_ev);
     if (s->efd >= 0) close(s->efd);
     if (s->stop_timer) event_free(s->stop_timer);
     config_unref(atomic_load(&s->cfg));
     alog_file_close(atomic_load(&s->alog));
-    memset(s, 0, sizeof(*s));
+    counters_free(s->totals);
+    free(s);
 }
 
 void server_set_alog(struct server *s, struct alog_file *f)
 {
     struct alog_file *old = atomic_exchange(&s->alog, f);
     server_retire(s, old, alog_file_close);
+}
+
+const struct config *server_config(const struct server *s)
+{
+    return atomic_load(&((struct server *)s)->cfg);
+}
+
+unsigned server_workers(const struct server *s)
+{
+    return s->nw;
+}
+
+unsigned server_connections(const struct server *s)
+{
+    return atomic_load(&((struct server *)s)->nconns);
+}
+
+bool server_stopping(const struct server *s)
+{
+    return atomic_load(&((struct server *)s)->stopping);
+}
+
+const struct counters *server_counters(const struct server *s)
+{
+    return s->totals;
 }

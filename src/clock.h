@@ -1,0 +1,17 @@
+/* The clock the request path uses for timeouts. */
+#ifndef DETOURD_CLOCK_H
+#define DETOURD_CLOCK_H
+
+#include <stdint.h>
+#include <time.h>
+
+/* Milliseconds of the coarse monotonic clock: precise enough for timeouts
+ * (a tick or so) and read from the vDSO without a system call. */
+static inline uint64_t clock_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+#endif

@@ -1,0 +1,82 @@
+/* Client connections of one worker: read, parse, answer, discard bodies,
+ * time out, close gracefully. conn.c owns the list of open connections,
+ * the free lists (connection objects and request buffers) and the timeout
+ * queues; the request path lives there and in redirect.c. */
+#ifndef DETOURD_CONN_H
+#define DETOURD_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+struct event;
+struct worker;
+struct conn;
+struct conn_io;
+
+/* The byte stream under a connection: plain TCP today. A TLS transport
+ * implements the same three calls over SSL_read/SSL_write on the
+ * non-blocking socket (WANT_READ and WANT_WRITE both answer
+ * TRANSPORT_AGAIN: a connection's single edge-triggered event watches both
+ * directions and retries whatever waits), and the parser and the answer
+ * logic do not change. */
+#define TRANSPORT_AGAIN (-1) /* nothing now; the connection's next event retries */
+#define TRANSPORT_ERROR (-2) /* the stream is broken: close */
+struct transport {
+    const char *name;
+    /* > 0: bytes read; 0: the peer ended its side; or TRANSPORT_* */
+    ssize_t (*recv)(int fd, void *ctx, char *buf, size_t len);
+    /* > 0: bytes written; or TRANSPORT_* */
+    ssize_t (*send)(int fd, void *ctx, const char *buf, size_t len);
+    /* ends the write side after the last answer (a lingering close) */
+    void (*shutdown)(int fd, void *ctx);
+};
+extern const struct transport transport_tcp;
+
+/* Timeouts: one queue per duration, so a new deadline is appended at the
+ * tail and the head expires first; one timer event per queue. A reload
+ * that changes a timeout starts using another queue. */
+#define CONN_TIMEOUT_QUEUES 4
+struct conn_timeq {
+    struct conn *head, *tail;
+    uint64_t ms;    /* the duration its members were queued with */
+    uint64_t armed; /* when its event fires (0: not armed) */
+    struct event *ev;
+    struct worker *w;
+};
+
+struct conn_set {
+    struct conn *open; /* open connections (doubly linked) */
+    struct conn *free; /* closed ones kept for reuse */
+    size_t nfree;
+    struct conn_io *free_io; /* request buffers kept for reuse */
+    size_t nfree_io;
+    /* the fewest objects each free list held since the last trim */
+    size_t free_low, free_io_low;
+    char *drop; /* where input after the last answer is read and dropped */
+    struct conn_timeq tq[CONN_TIMEOUT_QUEUES];
+};
+
+/* Sets up the worker's connection set (its base must exist). */
+bool conn_set_init(struct worker *w);
+/* Closes every connection and frees the set. */
+void conn_set_free(struct worker *w);
+static inline bool conn_set_empty(const struct conn_set *s)
+{
+    return !s->open;
+}
+
+/* Takes an accepted socket; reads and answers what it brought at once. */
+void conn_accepted(struct worker *w, int fd, const struct sockaddr_storage *peer,
+                   socklen_t peerlen);
+/* Frees the connection objects and request buffers no connection needed
+ * since the last call (once a second), so a burst's high-water mark does
+ * not stay resident. */
+void conn_trim_free(struct worker *w);
+/* Shutdown: close idle connections now; busy ones end after their answer
+ * (with Connection: close). */
+void conn_shutdown_all(struct worker *w);
+
+#endif
