@@ -7,7 +7,9 @@
 
 : "${DETOURD:=${TOP_BUILDDIR:-.}/detourd}"
 HB=$IT_DIR/health_backend.py
-FAST="interval: 200ms, fast_interval: 100ms, down_interval: 200ms, timeout: 300ms, rise: 2, fall: 2, jitter: 0%"
+# the probe timeout is generous (a loaded host, valgrind): a backend that is
+# up must never look down
+FAST="interval: 200ms, fast_interval: 100ms, down_interval: 200ms, timeout: $(awk -v s="$TIMEOUT_SCALE" 'BEGIN { printf "%d", 1000 * s }')ms, rise: 2, fall: 2, jitter: 0%"
 
 alloc_ports 6 || {
     echo "Bail out! no free ports"

@@ -1592,7 +1592,8 @@ t_sigusr1() {
     local pid=${DAEMON_PID[reload]:-}
     [ -n "$pid" ] || why "the reload daemon did not start" || return 1
     kill -USR1 "$pid"
-    sleep 0.2
+    wait_log "$(daemon_log reload)" 'SIGUSR1: no access log configured' 20 ||
+        why "SIGUSR1 was not handled: $(tail -n 3 "$(daemon_log reload)")" || return 1
     pid_alive "$pid" || why "detourd died on SIGUSR1" || return 1
     [ "$(http_code "$P_RELOAD" /usr1)" = 307 ] || why "not serving after SIGUSR1"
 }
