@@ -132,6 +132,7 @@ t_reload_under_load() {
     local stop=$TEST_TMP/stop out=$TEST_TMP/load.out i
     "$PYTHON" "$IT_DIR/loadloop.py" "$L" "$stop" 4 300 "$out.started" >"$out" &
     local lp=$!
+    SPAWNED+=("$lp")
     # the clients have each had an answer before the first reload
     wait_file "$out.started" 30 "$lp" || why "the load clients did not start" || { touch "$stop"; return 1; }
     for ((i = 0; i < 50; i++)); do

@@ -1579,6 +1579,7 @@ t_reload_no_refusal() {
         curl -s -o /dev/null -w '%{http_code}\n' --max-time "$(scale 10)" "http://127.0.0.1:$P_RELOAD/loop$i"
     done >"$f" &
     local lp=$!
+    SPAWNED+=("$lp")
     for ((i = 0; i < 5; i++)); do
         reload_daemon "$pid" "$(daemon_log reload)" || why "reload $i: no outcome logged"
     done
