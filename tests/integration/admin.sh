@@ -781,7 +781,7 @@ t_admin_port_in_use() {
     # shellcheck disable=SC2086 # DETOURD_WRAPPER is a command line on purpose
     spawn "detourd:inuse" $DETOURD_WRAPPER "$DETOURD" -c "$cf"
     local pid=$LAST_PID
-    if ! wait_exit "$pid" 5; then
+    if ! wait_exit "$pid" 20; then
         stop_pid "$pid"
         why "detourd kept running with its admin port in use" || return 1
     fi
