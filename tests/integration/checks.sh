@@ -33,6 +33,7 @@ answer() {
 # wait_answer PORT ERE SECONDS: polls until the answer matches (bounded)
 wait_answer() {
     local got
+    # shellcheck disable=SC2317 # called through wait_until
     _answer_is() { got=$(answer "$1"); [[ $got =~ $2 ]]; }
     wait_until "$3" _answer_is "$1" "$2" && return 0
     why "waited $3 s for /$2/, last answer '$got'"
@@ -41,6 +42,7 @@ wait_answer() {
 # wait_hanswer PORT HOST WANT SECONDS: polls until hanswer is WANT
 wait_hanswer() {
     local got
+    # shellcheck disable=SC2317 # called through wait_until
     _hanswer_is() { got=$(hanswer "$1" "$2"); [ "$got" = "$3" ]; }
     wait_until "$4" _hanswer_is "$1" "$2" "$3" && return 0
     why "waited $4 s for '$3' (Host: $2), last answer '$got'"
@@ -317,6 +319,7 @@ t "balance hash: the same X-User keeps the same region" t_hash_sticky
 
 lat_wait() { # REGION: waits until lat.test goes to REGION
     local got
+    # shellcheck disable=SC2317 # called through wait_until
     _lat_is() { got=$(hanswer "$L5" lat.test); [[ $got == *"/$1/x" ]]; }
     wait_until 20 _lat_is "$1" && return 0
     why "latency choice never became $1: '$got'"

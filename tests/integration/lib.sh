@@ -322,7 +322,9 @@ reload_daemon() {
     before_bad=$(log_count "$2" 'reload failed')
     kill -HUP "$1" || return 1
     wait_until "${3:-20}" _reload_outcome "$2" "$before_ok" "$before_bad" || return 1
+    # shellcheck disable=SC2034 # read by the suites
     RELOAD_OK=0
+    # shellcheck disable=SC2034
     [ "$(log_count "$2" 'reloaded ')" -gt "$before_ok" ] && RELOAD_OK=1
     return 0
 }

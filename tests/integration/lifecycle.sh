@@ -24,6 +24,7 @@ loc() { # PORT [HOST]: "STATUS LOCATION"
 
 wait_loc() { # PORT WANT SECONDS
     local got
+    # shellcheck disable=SC2317 # called through wait_until
     _loc_is() { got=$(loc "$1"); [ "$got" = "$2" ]; }
     wait_until "$3" _loc_is "$1" "$2" && return 0
     why "waited $3 s for '$2', last '$got'"
