@@ -32,7 +32,13 @@
 #   @ready:FILE   create FILE (e.g. "my first request was answered")
 #   @wait:FILE    wait until FILE exists before sending the next part
 # so a test can act (SIGHUP, another client) at a known point of a client's
-# conversation: raw_bg starts such a client, wait_file waits for its mark.
+# conversation: raw_bg starts such a client, wait_file waits for its mark,
+# raw_wait collects it. reload_daemon PID LOG sends SIGHUP and waits for the
+# reload's outcome in the log (RELOAD_OK says which). After a health change
+# is logged, wait for the answer it leads to (the state is published just
+# after the log line). Ports come from alloc_ports only (claimed, so a
+# connect to one reaches this run's process and no other run's).
+# A "nothing happens for X" check may sleep, if load can only make it pass.
 
 export TIMEOUT_SCALE=${TIMEOUT_SCALE:-1}
 PYTHON=${PYTHON:-python3}
