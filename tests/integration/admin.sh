@@ -13,7 +13,9 @@
 
 : "${DETOURD:=${TOP_BUILDDIR:-.}/detourd}"
 HB=$IT_DIR/health_backend.py
-FAST="interval: 200ms, fast_interval: 100ms, down_interval: 200ms, timeout: 300ms, rise: 2, fall: 2, jitter: 0%"
+# the probe timeout is generous (a loaded host, valgrind): a backend that is
+# up must never look down
+FAST="interval: 200ms, fast_interval: 100ms, down_interval: 200ms, timeout: $(awk -v s="$TIMEOUT_SCALE" 'BEGIN { printf "%d", 1000 * s }')ms, rise: 2, fall: 2, jitter: 0%"
 OUT_DIR=${TEST_OUTPUT_DIR:-${TOP_BUILDDIR:-.}/tests/out}
 
 alloc_ports 12 || {
@@ -499,7 +501,7 @@ t "GET of an unknown admin path: 404" t_not_found
 t_status_schema() {
     local f got problems
     # wait until every region has been checked at least once
-    wait_sget "$ADM" 'all(r["last_check"] is not None for p in s["pools"] for r in p["regions"])' true 5 ||
+    wait_sget "$ADM" 'all(r["last_check"] is not None for p in s["pools"] for r in p["regions"])' true 20 ||
         return 1
     f=$(tmpf status)
     got=$(get "http://127.0.0.1:$ADM/status" "$f")
@@ -537,7 +539,7 @@ t_status_requests() {
     [[ $before =~ ^[0-9]+$ ]] || why "requests of primary: '$before'" || return 1
     sent=$(redirects "$L" 5 api.test)
     expect_eq "redirects answered 307" "$sent" 5 || return 1
-    wait_sget "$ADM" 'R("api", "primary")["requests"]' $((before + 5)) 3
+    wait_sget "$ADM" 'R("api", "primary")["requests"]' $((before + 5)) 20
 }
 t "/status: a region's requests counter grows by the redirects sent to it" t_status_requests
 
@@ -545,7 +547,7 @@ t_status_failover() {
     local t0 f problems got
     t0=$(date +%s)
     stop_pid "${BPID[a]}" 5
-    wait_sget "$ADM" 'R("api", "primary")["state"]' down 5 || return 1
+    wait_sget "$ADM" 'R("api", "primary")["state"]' down 20 || return 1
     f=$(status "$ADM")
     [ -n "$f" ] || why "no /status" || return 1
     problems=$(adm schema "$f")
@@ -568,7 +570,7 @@ t_status_failover() {
     before=$(adm get "$f" 'R("api", "secondary")["requests"]')
     sent=$(redirects "$L" 4 api.test)
     expect_eq "redirects answered 307" "$sent" 4 || return 1
-    wait_sget "$ADM" 'R("api", "secondary")["requests"]' $((before + 4)) 3
+    wait_sget "$ADM" 'R("api", "secondary")["requests"]' $((before + 4)) 20
 }
 t "/status after the primary's backend dies: down, connect refused, chosen moves to the secondary" t_status_failover
 
@@ -637,7 +639,7 @@ t_metrics_workers() {
     [ "$before" = absent ] && before=0
     sent=$(redirects "$L" "$n")
     expect_eq "redirects answered 307" "$sent" "$n" || return 1
-    wait_mget "$ADM" $((before + n)) 3 detourd_requests_total pool=web region=w1 code=307 || return 1
+    wait_mget "$ADM" $((before + n)) 20 detourd_requests_total pool=web region=w1 code=307 || return 1
     sleep 0.3 # nothing more turns up later
     expect_eq "requests_total after settling" \
         "$(mget "$ADM" detourd_requests_total pool=web region=w1 code=307)" $((before + n))
@@ -649,21 +651,26 @@ t_connections_active() {
     before=$(mget "$ADM" detourd_connections_active)
     [[ $before =~ ^[0-9]+$ ]] || why "connections_active '$before'" || return 1
     o=$(tmpf hold)
-    # three keep-alive connections, each served once, then held open for 3 s
+    # three keep-alive connections, each served once, then held open until
+    # the counts have been read
     for i in 1 2 3; do
-        "$PYTHON" -c "$IT_PY" send "$L" --responses 1 --grace 3 --timeout 3 \
-            'GET /hold HTTP/1.1\r\nHost: a\r\n\r\n' >"$o.$i" 2>&1 &
-        pids+=($!)
+        raw_bg "$o.$i" "$L" --timeout 5 --responses 1 --grace 0.1 'GET /hold HTTP/1.1\r\nHost: a\r\n\r\n' \
+            @responses:1 "@ready:$o.$i.served" "@wait:$o.go"
+        pids+=("$RAW_PID")
     done
-    wait_mget "$ADM" $((before + 3)) 1.5 detourd_connections_active
+    for i in 1 2 3; do
+        wait_file "$o.$i.served" 20 "${pids[$((i - 1))]}" || why "client $i was not served"
+    done
+    [ -z "$WHY" ] && wait_mget "$ADM" $((before + 3)) 20 detourd_connections_active
     got=$(sget "$ADM" 's["connections_active"]')
-    for i in "${pids[@]}"; do
-        wait_exit "$i" 15 || stop_pid "$i" 2
+    : >"$o.go"
+    for i in 1 2 3; do
+        raw_wait "$o.$i" "${pids[$((i - 1))]}" 30
     done
     [ -z "$WHY" ] || return 1
     [ "$got" -ge $((before + 3)) ] 2>/dev/null || why "/status connections_active $got, want >= $((before + 3))" ||
         return 1
-    wait_mget "$ADM" "$before" 3 detourd_connections_active
+    wait_mget "$ADM" "$before" 20 detourd_connections_active
 }
 t "connections_active counts open client connections, in /metrics and /status" t_connections_active
 
@@ -673,7 +680,7 @@ t_reload_metrics() {
     printf 'listen: ["127.0.0.1:%s"]\npools:\n  - name: api\n    regions:\n      - {name: a, url: "ftp://x"}\n' \
         "$L" >"$CONF"
     kill -HUP "$pid"
-    wait_mget "$ADM" 0 5 detourd_config_last_reload_successful || { cp "$CONF.good" "$CONF"; return 1; }
+    wait_mget "$ADM" 0 20 detourd_config_last_reload_successful || { cp "$CONF.good" "$CONF"; return 1; }
     cp "$CONF.good" "$CONF"
     expect_eq 'reloads_total{result="failure"}' "$(mget "$ADM" detourd_config_reloads_total result=failure)" 1 ||
         return 1
@@ -684,7 +691,7 @@ t_reload_metrics() {
     expect_eq "still serving" "$(redirects "$L" 1)" 1 || return 1
     t0=$(date +%s)
     kill -HUP "$pid"
-    wait_mget "$ADM" 1 5 detourd_config_last_reload_successful || return 1
+    wait_mget "$ADM" 1 20 detourd_config_last_reload_successful || return 1
     expect_eq 'reloads_total{result="success"}' "$(mget "$ADM" detourd_config_reloads_total result=success)" 1 ||
         return 1
     local ts
@@ -774,7 +781,7 @@ t_admin_port_in_use() {
     # shellcheck disable=SC2086 # DETOURD_WRAPPER is a command line on purpose
     spawn "detourd:inuse" $DETOURD_WRAPPER "$DETOURD" -c "$cf"
     local pid=$LAST_PID
-    if ! wait_exit "$pid" 5; then
+    if ! wait_exit "$pid" 20; then
         stop_pid "$pid"
         why "detourd kept running with its admin port in use" || return 1
     fi
@@ -815,7 +822,7 @@ t_page_dom() {
     local cf=$TEST_TMP/page.yaml d problems
     conf "$cf" "$LP" "127.0.0.1:$ADMP" "$C"
     start page "$cf" "$LP" "127.0.0.1:$ADMP" || return 1
-    wait_sget "$ADMP" 'all(r["last_check"] is not None for p in s["pools"] for r in p["regions"])' true 5 ||
+    wait_sget "$ADMP" 'all(r["last_check"] is not None for p in s["pools"] for r in p["regions"])' true 20 ||
         return 1
     d=$(tmpf dom1)
     chrome --dump-dom "http://127.0.0.1:$ADMP/" >"$d" || why "chromium failed ($?): $(tail -5 "$TEST_TMP/chrome.log")" ||
@@ -834,7 +841,7 @@ t_page_down() {
     [ -n "$PAGE_OK" ] || why "the first page test failed" || return 1
     local d problems png size
     stop_pid "${BPID[c]}" 5
-    wait_sget "$ADMP" 'R("api", "primary")["state"]' down 5 || return 1
+    wait_sget "$ADMP" 'R("api", "primary")["state"]' down 20 || return 1
     d=$(tmpf dom2)
     chrome --dump-dom "http://127.0.0.1:$ADMP/" >"$d" || why "chromium failed: $(tail -5 "$TEST_TMP/chrome.log")" ||
         return 1

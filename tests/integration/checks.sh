@@ -7,7 +7,9 @@
 
 : "${DETOURD:=${TOP_BUILDDIR:-.}/detourd}"
 HB=$IT_DIR/health_backend.py
-FAST="interval: 200ms, fast_interval: 100ms, down_interval: 200ms, timeout: 300ms, rise: 2, fall: 2, jitter: 0%"
+# fast checks; the probe timeout is generous (a loaded host, valgrind): a
+# backend that is up must never look down
+FAST="interval: 200ms, fast_interval: 100ms, down_interval: 200ms, timeout: $(awk -v s="$TIMEOUT_SCALE" 'BEGIN { printf "%d", 1000 * s }')ms, rise: 2, fall: 2, jitter: 0%"
 
 # backend NAME PORT [--tls CERT KEY]: a health target; its mode file is
 # $TEST_TMP/NAME.mode
@@ -17,7 +19,7 @@ backend() {
     echo ok >"$TEST_TMP/$name.mode"
     spawn "hb:$name" "$PYTHON" "$HB" "$port" "$TEST_TMP/$name.mode" "$@"
     BPID[$name]=$LAST_PID
-    wait_listen "$port" "$LAST_PID" 10 || why "backend $name did not start"
+    wait_listen "$port" "$LAST_PID" 20 || why "backend $name did not start"
 }
 declare -A BPID=()
 set_mode() { echo "$2" >"$TEST_TMP/$1.mode"; }
@@ -30,14 +32,20 @@ answer() {
 
 # wait_answer PORT ERE SECONDS: polls until the answer matches (bounded)
 wait_answer() {
-    local i n got
-    n=$(awk -v t="$(scale "$3")" 'BEGIN { printf "%d\n", t / 0.05 + 1 }')
-    for ((i = 0; i < n; i++)); do
-        got=$(answer "$1")
-        [[ $got =~ $2 ]] && return 0
-        sleep 0.05
-    done
+    local got
+    # shellcheck disable=SC2317 # called through wait_until
+    _answer_is() { got=$(answer "$1"); [[ $got =~ $2 ]]; }
+    wait_until "$3" _answer_is "$1" "$2" && return 0
     why "waited $3 s for /$2/, last answer '$got'"
+}
+
+# wait_hanswer PORT HOST WANT SECONDS: polls until hanswer is WANT
+wait_hanswer() {
+    local got
+    # shellcheck disable=SC2317 # called through wait_until
+    _hanswer_is() { got=$(hanswer "$1" "$2"); [ "$got" = "$3" ]; }
+    wait_until "$4" _hanswer_is "$1" "$2" "$3" && return 0
+    why "waited $4 s for '$3' (Host: $2), last answer '$got'"
 }
 
 # conf FILE LISTEN POOLBODY: a config with fast checks
@@ -65,7 +73,7 @@ start_detourd tiers "$CONF" "$L" || echo "Bail out! detourd did not start"
 TIERS_PID=$LAST_PID
 
 t_primary_first() {
-    wait_answer "$L" "^307 http://127.0.0.1:$A/x\\?y=1\$" 5
+    wait_answer "$L" "^307 http://127.0.0.1:$A/x\\?y=1\$" 20
 }
 t "healthy primary tier gets the traffic, path and query kept" t_primary_first
 
@@ -73,7 +81,7 @@ t_closed_port_fails_over() {
     stop_pid "${BPID[a]}" 5
     local t0 t1
     t0=$(now_ms)
-    wait_answer "$L" "^307 http://127.0.0.1:$B/" 5 || return 1
+    wait_answer "$L" "^307 http://127.0.0.1:$B/" 20 || return 1
     t1=$(now_ms)
     diag "fail-over after $((t1 - t0)) ms"
     grep -q "pool api region primary DOWN after 2 failures: connect: Connection refused" \
@@ -83,7 +91,7 @@ t "primary port closed: traffic moves to the secondary tier, logged with the rea
 
 t_fail_back() {
     backend a "$A" || return 1
-    wait_answer "$L" "^307 http://127.0.0.1:$A/" 5 || return 1
+    wait_answer "$L" "^307 http://127.0.0.1:$A/" 20 || return 1
     grep -q "pool api region primary UP after 2 successes" "$(daemon_log tiers)" ||
         why "no UP line in the log"
 }
@@ -91,21 +99,21 @@ t "primary recovers: traffic fails back after rise successes" t_fail_back
 
 t_status_500() {
     set_mode a 500
-    wait_answer "$L" "^307 http://127.0.0.1:$B/" 5 || return 1
+    wait_answer "$L" "^307 http://127.0.0.1:$B/" 20 || return 1
     grep -q "region primary DOWN after 2 failures: http: status 500" "$(daemon_log tiers)" ||
         why "no 'http: status 500' reason in the log"
     set_mode a ok
-    wait_answer "$L" "^307 http://127.0.0.1:$A/" 5
+    wait_answer "$L" "^307 http://127.0.0.1:$A/" 20
 }
 t "health endpoint answering 500 marks the region down (and back)" t_status_500
 
 t_hang() {
     set_mode a hang
-    wait_answer "$L" "^307 http://127.0.0.1:$B/" 5 || return 1
+    wait_answer "$L" "^307 http://127.0.0.1:$B/" 20 || return 1
     grep -q "region primary DOWN after 2 failures: timeout" "$(daemon_log tiers)" ||
         why "no timeout reason in the log"
     set_mode a ok
-    wait_answer "$L" "^307 http://127.0.0.1:$A/" 5
+    wait_answer "$L" "^307 http://127.0.0.1:$A/" 20
 }
 t "health endpoint hanging past timeout marks the region down" t_hang
 
@@ -133,6 +141,7 @@ conf "$CONF" "$L2" "  - name: body
     regions:
       - {name: late, url: \"http://127.0.0.1:$B\", check: {initial: down, interval: 1s, rise: 3}}
       - {name: other, url: \"http://127.0.0.1:$A\", priority: 2}"
+set_mode b 500 # 'late' fails its checks until t_initial_down lets it pass
 start_detourd kinds "$CONF" "$L2" || echo "Bail out! detourd did not start"
 KINDS_PID=$LAST_PID
 
@@ -142,17 +151,16 @@ hanswer() {
 }
 
 t_initial_down() {
-    # 'late' starts down and needs 3 successes 1 s apart: at first 'other'
+    # 'late' starts down and its checks fail (b answers 500): 'other' serves
     local got
     got=$(hanswer "$L2" init.test)
     expect_match "first answer" "$got" "^307 http://127.0.0.1:$A/x" || return 1
-    local i
-    for ((i = 0; i < 100; i++)); do
-        got=$(hanswer "$L2" init.test)
-        [[ $got == "307 http://127.0.0.1:$B/x" ]] && return 0
-        sleep 0.1
-    done
-    why "initial: down region never came up: '$got'"
+    set_mode b ok # now it comes up after rise (3) successes
+    wait_hanswer "$L2" init.test "307 http://127.0.0.1:$B/x" 20 || return 1
+    # a region that had started up would have logged its fall meanwhile
+    ! grep -q "region late DOWN" "$(daemon_log kinds)" || why "'late' was up before its checks" || return 1
+    grep -q "pool init region late UP after 3 successes" "$(daemon_log kinds)" ||
+        why "no UP line for 'late': $(grep 'region late' "$(daemon_log kinds)")"
 }
 t "initial: down — the region starts down and comes up after rise successes" t_initial_down
 
@@ -161,13 +169,7 @@ t_body_mismatch() {
     got=$(grep -c "region good DOWN" "$(daemon_log kinds)")
     expect_eq "no DOWN while the body matches" "$got" 0 || return 1
     set_mode a body
-    local i
-    for ((i = 0; i < 60; i++)); do
-        grep -q "pool body region good DOWN after 2 failures: body: expect_body not found" \
-            "$(daemon_log kinds)" && break
-        sleep 0.05
-    done
-    grep -q "pool body region good DOWN after 2 failures: body: expect_body not found" "$(daemon_log kinds)" ||
+    wait_log "$(daemon_log kinds)" "pool body region good DOWN after 2 failures: body: expect_body not found" 20 ||
         why "expect_body mismatch not detected"
     # fail_open: the only region still gets the traffic
     got=$(hanswer "$L2" body.test)
@@ -178,22 +180,11 @@ t "expect_body mismatch marks the region down; fail_open keeps traffic flowing" 
 
 t_tcp() {
     # nothing listens on C: t1 goes down, t2 (tcp connect to B) takes over
-    local i got
-    for ((i = 0; i < 100; i++)); do
-        got=$(hanswer "$L2" tcp.test)
-        [[ $got == "307 http://127.0.0.1:$B/x" ]] && break
-        sleep 0.05
-    done
-    expect_eq "tcp fail-over" "$got" "307 http://127.0.0.1:$B/x" || return 1
+    wait_hanswer "$L2" tcp.test "307 http://127.0.0.1:$B/x" 20 || return 1
     grep -q "pool tcp region t1 DOWN after 2 failures: connect: Connection refused" "$(daemon_log kinds)" ||
         why "no connect refused reason"
     backend c "$C" || return 1
-    for ((i = 0; i < 100; i++)); do
-        got=$(hanswer "$L2" tcp.test)
-        [[ $got == "307 http://127.0.0.1:$C/x" ]] && return 0
-        sleep 0.05
-    done
-    why "tcp check never saw the port open: '$got'"
+    wait_hanswer "$L2" tcp.test "307 http://127.0.0.1:$C/x" 20
 }
 t "tcp check: a closed port is down, an open one up" t_tcp
 stop_pid "$KINDS_PID" 10
@@ -204,40 +195,34 @@ openssl req -x509 -newkey rsa:2048 -nodes -keyout "$KEY" -out "$CERT" -days 2 \
     -subj "/CN=localhost" -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
     >/dev/null 2>&1
 backend tls "$T" --tls "$CERT" "$KEY"
+# a TLS handshake by a daemon under valgrind on a busy host can take seconds
+TLS_TIMEOUT=$(awk -v s="$TIMEOUT_SCALE" 'BEGIN { printf "%d", 5000 * s }')ms
 CONF=$(tmpf tls.yaml)
 conf "$CONF" "$L3" "  - name: verify
     hosts: [verify.test]
     all_down: {action: reject, retry_after: 7}
     regions:
-      - {name: strict, url: \"https://127.0.0.1:$T\"}
+      - {name: strict, url: \"https://127.0.0.1:$T\", check: {timeout: $TLS_TIMEOUT}}
   - name: trusted
     hosts: [trusted.test]
     all_down: {action: reject}
     regions:
-      - {name: ca, url: \"https://127.0.0.1:$T\", check: {ca_file: \"$CERT\"}}
+      - {name: ca, url: \"https://127.0.0.1:$T\", check: {ca_file: \"$CERT\", timeout: $TLS_TIMEOUT}}
   - name: noverify
     hosts: [noverify.test]
     all_down: {action: reject}
     regions:
-      - {name: off, url: \"https://localhost:$T\", check: {tls_verify: false}}"
+      - {name: off, url: \"https://localhost:$T\", check: {tls_verify: false, timeout: $TLS_TIMEOUT}}"
 start_detourd tls "$CONF" "$L3" || echo "Bail out! detourd did not start"
 TLS_PID=$LAST_PID
 
 t_tls() {
-    local i ok=0
-    for ((i = 0; i < 100; i++)); do
-        grep -q "pool verify region strict DOWN after 2 failures: tls" "$(daemon_log tls)" && ok=1
-        [ $ok = 1 ] && break
-        sleep 0.05
-    done
-    [ $ok = 1 ] || why "self-signed certificate was not rejected: $(grep verify "$(daemon_log tls)")"
-    local got
-    got=$(hanswer "$L3" verify.test)
-    expect_eq "verify.test with the region down" "$got" "503 " || return 1
-    got=$(hanswer "$L3" trusted.test)
-    expect_eq "trusted.test (ca_file)" "$got" "307 https://127.0.0.1:$T/x" || return 1
-    got=$(hanswer "$L3" noverify.test)
-    expect_eq "noverify.test (tls_verify: false)" "$got" "307 https://localhost:$T/x" || return 1
+    wait_log "$(daemon_log tls)" "pool verify region strict DOWN after 2 failures: tls" 20 ||
+        why "self-signed certificate was not rejected: $(grep verify "$(daemon_log tls)")" || return 1
+    # (the state is published just after the log line: wait for it)
+    wait_hanswer "$L3" verify.test "503 " 20 || return 1
+    wait_hanswer "$L3" trusted.test "307 https://127.0.0.1:$T/x" 20 || return 1
+    wait_hanswer "$L3" noverify.test "307 https://localhost:$T/x" 20 || return 1
     ! grep -q "region ca DOWN\|region off DOWN" "$(daemon_log tls)" ||
         why "a trusted TLS region went down"
 }
@@ -265,12 +250,7 @@ start_detourd alldown "$CONF" "$L4" || echo "Bail out! detourd did not start"
 ALLDOWN_PID=$LAST_PID
 
 wait_down() { # LOG POOL: waits until the pool's region r1 is down
-    local i
-    for ((i = 0; i < 100; i++)); do
-        grep -q "pool $2 region r1 DOWN" "$1" && return 0
-        sleep 0.05
-    done
-    why "pool $2 never went down"
+    wait_log "$1" "pool $2 region r1 DOWN" 20 || why "pool $2 never went down"
 }
 
 t_fail_open() {
@@ -283,14 +263,14 @@ t "all_down fail_open: redirects as if auto regions passed; drain still wins" t_
 
 t_fallback() {
     wait_down "$(daemon_log alldown)" fallback || return 1
-    local got
-    got=$(hanswer "$L4" fallback.test)
-    expect_eq "fallback" "$got" "307 https://status.example.com/maint?from=detourd"
+    # (the state is published just after the log line: wait for it)
+    wait_hanswer "$L4" fallback.test "307 https://status.example.com/maint?from=detourd" 20
 }
 t "all_down fallback: exactly the fallback url, no path appended" t_fallback
 
 t_reject() {
     wait_down "$(daemon_log alldown)" reject || return 1
+    wait_hanswer "$L4" reject.test "503 " 20 || return 1
     local out
     out=$(curl -s -i --max-time "$(scale 5)" -H "Host: reject.test" "http://127.0.0.1:$L4/x")
     expect_match "status" "$out" "^HTTP/1.1 503 Service Unavailable" || return 1
@@ -323,10 +303,10 @@ BAL_PID=$LAST_PID
 t_hash_sticky() {
     local u first got seen=""
     for u in alice bob carol dave erin frank; do
-        first=$(curl -s -o /dev/null -w '%{redirect_url}' -H "Host: hash.test" -H "X-User: $u" \
+        first=$(curl -s -o /dev/null --max-time "$(scale 10)" -w '%{redirect_url}' -H "Host: hash.test" -H "X-User: $u" \
             "http://127.0.0.1:$L5/x")
         for _ in 1 2 3; do
-            got=$(curl -s -o /dev/null -w '%{redirect_url}' -H "Host: hash.test" \
+            got=$(curl -s -o /dev/null --max-time "$(scale 10)" -w '%{redirect_url}' -H "Host: hash.test" \
                 -H "X-User: $u" "http://127.0.0.1:$L5/x")
             expect_eq "user $u again" "$got" "$first" || return 1
         done
@@ -338,12 +318,10 @@ t_hash_sticky() {
 t "balance hash: the same X-User keeps the same region" t_hash_sticky
 
 lat_wait() { # REGION: waits until lat.test goes to REGION
-    local i got
-    for ((i = 0; i < 100; i++)); do
-        got=$(hanswer "$L5" lat.test)
-        [[ $got == *"/$1/x" ]] && return 0
-        sleep 0.05
-    done
+    local got
+    # shellcheck disable=SC2317 # called through wait_until
+    _lat_is() { got=$(hanswer "$L5" lat.test); [[ $got == *"/$1/x" ]]; }
+    wait_until 20 _lat_is "$1" && return 0
     why "latency choice never became $1: '$got'"
 }
 t_latency() {
@@ -373,7 +351,8 @@ conf "$CONF" "$L6" "  - name: api
 start_detourd override "$CONF" "$L6" || echo "Bail out! detourd did not start"
 OV_PID=$LAST_PID
 t_override() {
-    sleep "$(scale 1)" # several failed checks of 'forced'
+    # the checks of 'forced' fail (nothing listens on D) and are logged
+    wait_log "$(daemon_log override)" "region forced DOWN.*operator override in force" 20
     local got
     got=$(answer "$L6")
     expect_eq "state: up wins over failing checks, state: down over passing" "$got" \
@@ -386,7 +365,7 @@ t "operator state overrides checks, and checks keep running" t_override
 t_type_none() {
     # nothing listens on D, but a region with check type none is never probed
     local got
-    got=$(curl -s -o /dev/null -w '%{http_code} %{redirect_url}' -H 'Host: unchecked.test' \
+    got=$(curl -s -o /dev/null --max-time "$(scale 10)" -w '%{http_code} %{redirect_url}' -H 'Host: unchecked.test' \
         "http://127.0.0.1:$L6/x")
     expect_eq "type: none keeps its initial state" "$got" "307 http://127.0.0.1:$D/none/x" ||
         return 1

@@ -13,8 +13,34 @@
 #                    $TOP_BUILDDIR/tests/out, else $TMPDIR)
 #   KEEP_TMP=1       keep the temp dir (its path is printed as a TAP comment)
 #   IT_TIMING=1      print how long each test took (TAP comments)
+#   IT_PORT_LOCKS    directory of port claims shared by concurrent runs
+#                    (default ${TMPDIR:-/tmp}/detourd-test-ports)
+#
+# Waiting: a test never sleeps and then assumes. Every wait is a condition
+# polled until a deadline that is scaled by TIMEOUT_SCALE (deadlines only
+# cost time when a test fails, so make them generous). Helpers for that:
+#   wait_until SECONDS CMD...      CMD polled until it succeeds
+#   wait_file FILE SECONDS [PID]   FILE exists (fails early if PID ended)
+#   wait_log FILE ERE SECONDS [N]  FILE has at least N lines matching ERE
+#   wait_listen PORT [PID] [SECS]  PORT accepts connections
+#   wait_closed PORT SECONDS       PORT refuses connections
+#   hold_port PORT                 a process that has bound and listens on
+#                                  PORT (SO_REUSEADDR) before it returns
+# Processes a test starts signal readiness: start_detourd/start_backend wait
+# until the port accepts; raw clients (IT_PY send) take the parts
+#   @responses:N  wait until N answers arrived
+#   @ready:FILE   create FILE (e.g. "my first request was answered")
+#   @wait:FILE    wait until FILE exists before sending the next part
+# so a test can act (SIGHUP, another client) at a known point of a client's
+# conversation: raw_bg starts such a client, wait_file waits for its mark,
+# raw_wait collects it. reload_daemon PID LOG sends SIGHUP and waits for the
+# reload's outcome in the log (RELOAD_OK says which). After a health change
+# is logged, wait for the answer it leads to (the state is published just
+# after the log line). Ports come from alloc_ports only (claimed, so a
+# connect to one reaches this run's process and no other run's).
+# A "nothing happens for X" check may sleep, if load can only make it pass.
 
-TIMEOUT_SCALE=${TIMEOUT_SCALE:-1}
+export TIMEOUT_SCALE=${TIMEOUT_SCALE:-1}
 PYTHON=${PYTHON:-python3}
 IT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BACKEND_PY=$IT_DIR/backend.py
@@ -102,6 +128,44 @@ now_ms() {
     ns=$(date +%s%N)
     echo $((ns / 1000000))
 }
+
+# wait_until SECONDS CMD...: polls CMD (every 50 ms) until it succeeds or
+# SECONDS (scaled) have passed; 0 if it succeeded. CMD runs at least once.
+wait_until() {
+    local end
+    end=$(($(now_ms) + $(awk -v t="$(scale "$1")" 'BEGIN { printf "%d\n", t * 1000 }')))
+    shift
+    while true; do
+        "$@" && return 0
+        [ "$(now_ms)" -lt "$end" ] || return 1
+        sleep 0.05
+    done
+}
+
+# wait_file FILE SECONDS [PID]: until FILE exists; fails early once PID ended
+wait_file() {
+    wait_until "$2" _wf_check "$1" "${3:-}"
+    [ -e "$1" ]
+}
+_wf_check() { # FILE PID: 0 when FILE exists, 0 too when PID ended (checked after)
+    [ -e "$1" ] && return 0
+    [ -n "$2" ] && ! pid_alive "$2" && return 0
+    return 1
+}
+
+# log_count FILE ERE: lines of FILE matching ERE (0 if no file)
+log_count() {
+    local c
+    c=$(grep -cE -- "$2" "$1" 2>/dev/null)
+    echo "${c:-0}"
+}
+
+# wait_log FILE ERE SECONDS [N]: until FILE has at least N (default 1)
+# lines matching ERE
+wait_log() {
+    wait_until "$3" _log_at_least "$1" "$2" "${4:-1}"
+}
+_log_at_least() { [ "$(log_count "$1" "$2")" -ge "$3" ]; }
 
 # One directory per run, under the build tree's tests/out (IT_OUT), else
 # under $TMPDIR; removed on exit unless KEEP_TMP=1.
@@ -196,6 +260,7 @@ cleanup() {
             wait_exit "$p" 5
         }
     done
+    release_ports
     if [ "${KEEP_TMP:-0}" = 1 ]; then
         diag "temp dir kept: $TEST_TMP"
     else
@@ -253,6 +318,26 @@ start_detourd() {
     fi
 }
 
+# reload_daemon PID LOG [SECONDS]: SIGHUP, then waits (bounded) until LOG
+# reports the reload's outcome ("reloaded ..." or "reload failed ...");
+# RELOAD_OK is 1 if it succeeded. Use it rather than a bare kill -HUP: two
+# signals sent close together may be folded into one reload.
+reload_daemon() {
+    local before_ok before_bad
+    before_ok=$(log_count "$2" 'reloaded ')
+    before_bad=$(log_count "$2" 'reload failed')
+    kill -HUP "$1" || return 1
+    wait_until "${3:-20}" _reload_outcome "$2" "$before_ok" "$before_bad" || return 1
+    # shellcheck disable=SC2034 # read by the suites
+    RELOAD_OK=0
+    # shellcheck disable=SC2034
+    [ "$(log_count "$2" 'reloaded ')" -gt "$before_ok" ] && RELOAD_OK=1
+    return 0
+}
+_reload_outcome() {
+    [ "$(log_count "$1" 'reloaded ')" -gt "$2" ] || [ "$(log_count "$1" 'reload failed')" -gt "$3" ]
+}
+
 # daemon_log NAME: path of a daemon's stderr
 daemon_log() { echo "$TEST_TMP/detourd:$1.log"; }
 
@@ -266,13 +351,47 @@ start_backend() {
     fi
 }
 
+# wait_closed PORT SECONDS: until new connections to PORT are refused
+wait_closed() {
+    wait_until "$2" _refused "$1"
+}
+_refused() { ! can_connect "$1"; }
+
+# hold_port PORT: starts a process that binds 127.0.0.1:PORT (SO_REUSEADDR)
+# and listens, and returns once it does (it writes a ready file after
+# listen()). LAST_PID is its PID: stop it with stop_pid. Fails, with the
+# reason as a diagnostic, if the port cannot be bound.
+hold_port() {
+    local ready
+    ready=$(tmpf "hold.$1")
+    rm -f "$ready"
+    spawn "hold:$1" "$PYTHON" -c '
+import os, signal, socket, sys, time
+signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(16)
+open(sys.argv[2], "w").close()
+end = time.monotonic() + 600  # bounded: never outlives a hung test by much
+while time.monotonic() < end:
+    time.sleep(1)
+' "$1" "$ready"
+    if ! wait_file "$ready" 10 "$LAST_PID" || ! pid_alive "$LAST_PID"; then
+        diag "cannot hold 127.0.0.1:$1: $(cat "$TEST_TMP/hold:$1.log")"
+        return 1
+    fi
+}
+
 # --------------------------------------------------------- python tool ----
 
 # One script, several modes:
 #   ports N                  N distinct free loopback ports
 #   send [opts] PART...      a raw client (see below); received bytes to stdout
 #   parse FILE [--head L]    the HTTP responses in FILE, one fact per line
-# PART is a string with \r \n \t \xHH \\ escapes, or @file:PATH.
+# PART is a string with \r \n \t \xHH \\ escapes, or @file:PATH, or an
+# action: @responses:N (wait for N answers), @ready:FILE (create FILE),
+# @wait:FILE (wait until FILE exists, at most 60 s scaled).
 # send options:
 #   --timeout S     idle read timeout (default 2)
 #   --responses N   stop once N responses are complete, then wait --grace S
@@ -335,35 +454,83 @@ def parse(buf, heads, final):
         pos = bstart + blen
     return out, pos
 
-def ports(n, exclude):
+def pid_alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            st = f.read().rsplit(")", 1)[1].split()[0]
+        return st not in ("Z", "X")
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except OSError:
+            return True
+
+def claim(lockdir, p, owner):
+    """Claims port p for the shell owner: True if it is ours now."""
+    path = os.path.join(lockdir, str(p))
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                with open(path) as f:
+                    pid = int(f.read().strip() or "0")
+                age = time.time() - os.stat(path).st_mtime
+            except (OSError, ValueError):
+                return False
+            if (pid and pid_alive(pid)) or (not pid and age < 10):
+                return False
+            try:  # stale: its run ended without releasing it
+                os.unlink(path)
+            except OSError:
+                return False
+            continue
+        except OSError:
+            return False
+        os.write(fd, str(owner).encode())
+        os.close(fd)
+        return True
+    return False
+
+def unclaim(lockdir, p, owner):
+    path = os.path.join(lockdir, str(p))
+    try:
+        with open(path) as f:
+            if f.read().strip() == str(owner):
+                os.unlink(path)
+    except OSError:
+        pass
+
+def ports(n, lockdir, owner, exclude):
     lo, hi = 20000, 32767
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
             eph = int(f.read().split()[0])
         if eph > 12000:  # stay below the ephemeral range: no clash with clients
-            lo, hi = 10000, eph - 1
+            lo, hi = 10000, min(eph - 1, 32767)
     except (OSError, ValueError, IndexError):
         pass
     got, socks = [], []
-    for _ in range(5000):
+    for _ in range(20000):
         if len(got) == n:
             break
         p = random.randint(lo, hi)
         if p in got or str(p) in exclude:
             continue
+        if not claim(lockdir, p, owner):
+            continue
         s = socket.socket()
         try:
-            s.bind(("127.0.0.1", p))
+            s.bind(("127.0.0.1", p))  # no SO_REUSEADDR: TIME_WAIT counts as busy
         except OSError:
             s.close()
+            unclaim(lockdir, p, owner)
             continue
         socks.append(s)
         got.append(p)
-    while len(got) < n:  # fall back to the kernel's choice
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        got.append(s.getsockname()[1])
     for s in socks:
         s.close()
     print(" ".join(map(str, got)))
@@ -384,9 +551,12 @@ def send(argv):
         elif a == "--split": split = int(argv[i + 1]); i += 2
         elif a == "--parse-to": dump_to = argv[i + 1]; i += 2
         elif port is None: port = int(a); i += 1
+        elif a.startswith(("@responses:", "@ready:", "@wait:")):
+            k, _, v = a[1:].partition(":"); parts.append((k, v)); i += 1
         else: parts.append(part_bytes(a)); i += 1
     if split > 0:  # every piece its own write (and --pause between them)
-        parts = [p[j:j + split] for p in parts for j in range(0, len(p), split)]
+        parts = [p[j:j + split] if isinstance(p, bytes) else p
+                 for p in parts for j in (range(0, len(p), split) if isinstance(p, bytes) else [0])]
     timeout *= SCALE  # --pause is not scaled: it shapes the traffic
     grace *= SCALE
     buf = bytearray()
@@ -397,6 +567,9 @@ def send(argv):
         return 2
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     hard_end = time.monotonic() + 20 * timeout + 10  # overall bound
+    if any(isinstance(p, tuple) and p[0] == "wait" for p in parts):
+        hard_end += 60 * SCALE
+    ndata = sum(1 for p in parts if isinstance(p, bytes))
 
     def complete():
         return len(parse(bytes(buf), heads, False)[0])
@@ -421,7 +594,28 @@ def send(argv):
             buf.extend(d)
 
     state = None
-    for k, p in enumerate(parts):
+    k = -1
+    for p in parts:
+        if isinstance(p, tuple):  # an action between the parts
+            what, arg = p
+            if what == "ready":
+                open(arg, "w").close()
+                continue
+            if what == "wait":
+                wend = time.monotonic() + 60 * SCALE
+                while not os.path.exists(arg) and time.monotonic() < wend:
+                    time.sleep(0.02)
+                if os.path.exists(arg):
+                    continue
+                sys.stderr.write("raw: gave up waiting for %s\n" % arg)
+                state = "timeout"
+                break
+            state = read_until(int(arg), timeout)  # responses
+            if state != "cond":
+                break
+            state = None
+            continue
+        k += 1
         if k and pause:
             time.sleep(pause)
         try:
@@ -430,7 +624,7 @@ def send(argv):
         except OSError as e:
             sys.stderr.write("raw: send: %s\n" % e)
             break
-        if seq and k + 1 < len(parts):
+        if seq and k + 1 < ndata:
             state = read_until(k + 1, timeout)
             if state != "cond":
                 break
@@ -480,7 +674,7 @@ def dump(buf, heads, w):
 
 mode = sys.argv[1]
 if mode == "ports":
-    ports(int(sys.argv[2]), sys.argv[3:])
+    ports(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5:])
 elif mode == "send":
     sys.exit(send(sys.argv[2:]))
 elif mode == "parse":
@@ -490,14 +684,36 @@ else:
 PYEOF
 
 USED_PORTS=()
+# Ports are claimed in a directory shared by every test run on this host (a
+# file per port holding the claiming shell's PID), so that concurrent runs
+# (two checkouts, make -j, a stress run) never pick the same port between
+# choosing it and binding it. A claim whose PID has ended is stale and taken
+# over. The claims are released at exit.
+IT_PORT_LOCKS=${IT_PORT_LOCKS:-${TMPDIR:-/tmp}/detourd-test-ports}
+if ! { mkdir -p "$IT_PORT_LOCKS" 2>/dev/null && chmod 1777 "$IT_PORT_LOCKS" 2>/dev/null; } &&
+    [ ! -w "$IT_PORT_LOCKS" ]; then
+    IT_PORT_LOCKS=$TEST_TMP/ports # cannot share: at least no clash within this run
+    mkdir -p "$IT_PORT_LOCKS"
+fi
 
-# alloc_ports N: sets PORTS to N distinct free loopback ports, none handed out
+# alloc_ports N: sets PORTS to N distinct free loopback ports (below 32768
+# and below the ephemeral range), claimed for this run, none handed out
 # before in this run.
 alloc_ports() {
     # shellcheck disable=SC2207
-    PORTS=($("$PYTHON" -c "$IT_PY" ports "$1" "${USED_PORTS[@]}"))
+    PORTS=($("$PYTHON" -c "$IT_PY" ports "$1" "$IT_PORT_LOCKS" "$$" "${USED_PORTS[@]}"))
     USED_PORTS+=("${PORTS[@]}")
     [ "${#PORTS[@]}" -eq "$1" ]
+}
+
+# release_ports: drops this run's port claims (called at exit)
+release_ports() {
+    local p f owner
+    for p in "${USED_PORTS[@]}"; do
+        f=$IT_PORT_LOCKS/$p
+        owner=$(cat "$f" 2>/dev/null)
+        [ "$owner" = "$$" ] && rm -f "$f"
+    done
 }
 
 # raw OUT PORT [send options] PART...: raw exchange; the bytes received go to
@@ -511,6 +727,32 @@ raw() {
     "$PYTHON" -c "$IT_PY" send --parse-to "$out.p" "$@" >"$out" 2>"$out.err"
     RAW_RC=$?
     RAW_MS=$(($(now_ms) - t0))
+}
+
+# raw_bg OUT PORT [send options] PART...: like raw, in the background;
+# RAW_PID is its PID. Wait for its @ready: marks with wait_file, then for its
+# end with raw_wait OUT (which sets RAW_RC and parses OUT like raw).
+raw_bg() {
+    local out=$1
+    shift
+    "$PYTHON" -c "$IT_PY" send --parse-to "$out.p" "$@" >"$out" 2>"$out.err" &
+    RAW_PID=$!
+    SPAWNED+=("$RAW_PID")
+    PID_NAME[$RAW_PID]="client:${out##*/}"
+}
+
+# raw_wait OUT [PID] [SECONDS]: waits (bounded) for a raw_bg client to end;
+# RAW_RC is its status (124 if it had to be stopped)
+raw_wait() {
+    local pid=${2:-$RAW_PID}
+    if wait_exit "$pid" "${3:-60}"; then
+        RAW_RC=$LAST_RC
+    else
+        stop_pid "$pid" 2
+        RAW_RC=124
+        why "raw client $pid did not end"
+    fi
+    [ -e "$1.p" ] || "$PYTHON" -c "$IT_PY" parse "$1" >"$1.p"
 }
 
 # r_count OUT / r_status OUT N / r_hdr OUT N NAME / r_body_len OUT N /

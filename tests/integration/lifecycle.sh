@@ -7,7 +7,9 @@
 
 : "${DETOURD:=${TOP_BUILDDIR:-.}/detourd}"
 HB=$IT_DIR/health_backend.py
-FAST="interval: 200ms, fast_interval: 100ms, down_interval: 200ms, timeout: 300ms, rise: 2, fall: 2, jitter: 0%"
+# the probe timeout is generous (a loaded host, valgrind): a backend that is
+# up must never look down
+FAST="interval: 200ms, fast_interval: 100ms, down_interval: 200ms, timeout: $(awk -v s="$TIMEOUT_SCALE" 'BEGIN { printf "%d", 1000 * s }')ms, rise: 2, fall: 2, jitter: 0%"
 
 alloc_ports 6 || {
     echo "Bail out! no free ports"
@@ -21,35 +23,25 @@ loc() { # PORT [HOST]: "STATUS LOCATION"
 }
 
 wait_loc() { # PORT WANT SECONDS
-    local i n got
-    n=$(awk -v t="$(scale "$3")" 'BEGIN { printf "%d\n", t / 0.05 + 1 }')
-    for ((i = 0; i < n; i++)); do
-        got=$(loc "$1")
-        [ "$got" = "$2" ] && return 0
-        sleep 0.05
-    done
+    local got
+    # shellcheck disable=SC2317 # called through wait_until
+    _loc_is() { got=$(loc "$1"); [ "$got" = "$2" ]; }
+    wait_until "$3" _loc_is "$1" "$2" && return 0
     why "waited $3 s for '$2', last '$got'"
 }
 
 # hup PID LOG: SIGHUP and wait until the log reports the reload's outcome
 hup() {
-    local before i
-    before=$(grep -c "reloaded \|reload failed" "$2")
-    kill -HUP "$1"
-    for ((i = 0; i < 200; i++)); do
-        [ "$(grep -c "reloaded \|reload failed" "$2")" -gt "$before" ] && return 0
-        sleep 0.02
-    done
-    why "no reload outcome in the log"
+    reload_daemon "$1" "$2" 20 || why "no reload outcome in the log"
 }
 
 echo ok >"$TEST_TMP/a.mode"
 echo ok >"$TEST_TMP/b.mode"
 spawn hb:a "$PYTHON" "$HB" "$A" "$TEST_TMP/a.mode"
-wait_listen "$A" "$LAST_PID" 10 || echo "Bail out! backend a"
+wait_listen "$A" "$LAST_PID" 20 || echo "Bail out! backend a"
 spawn hb:b "$PYTHON" "$HB" "$B" "$TEST_TMP/b.mode"
 BPID=$LAST_PID
-wait_listen "$B" "$LAST_PID" 10 || echo "Bail out! backend b"
+wait_listen "$B" "$LAST_PID" 20 || echo "Bail out! backend b"
 
 CONF=$TEST_TMP/reload.yaml
 base_conf() { # WEIGHT_A URL_SUFFIX [EXTRA_LISTEN]
@@ -70,7 +62,7 @@ RPID=$LAST_PID
 RLOG=$(daemon_log reload)
 
 t_reload_url() {
-    wait_loc "$L" "307 http://127.0.0.1:$A/p" 5 || return 1
+    wait_loc "$L" "307 http://127.0.0.1:$A/p" 20 || return 1
     base_conf 1 "/v2"
     hup "$RPID" "$RLOG" || return 1
     expect_eq "after the reload" "$(loc "$L")" "307 http://127.0.0.1:$A/v2/p"
@@ -92,22 +84,19 @@ t_carry_over() {
     stop_pid "$BPID" 5 # the secondary goes down (not used yet)
     set_a() { echo "$1" >"$TEST_TMP/a.mode"; }
     set_a 500
-    local i
-    for ((i = 0; i < 100; i++)); do
-        grep -q "region a DOWN" "$RLOG" && grep -q "region b DOWN" "$RLOG" && break
-        sleep 0.05
-    done
-    grep -q "region a DOWN" "$RLOG" || why "a never went down"
+    wait_log "$RLOG" "region a DOWN" 20 || why "a never went down" || return 1
+    wait_log "$RLOG" "region b DOWN" 20 || why "b never went down" || return 1
     # restart b, wait for it, then reload a weight change: a must stay down
     spawn hb:b "$PYTHON" "$HB" "$B" "$TEST_TMP/b.mode"
     BPID=$LAST_PID
-    wait_loc "$L" "307 http://127.0.0.1:$B/v2/p" 5 || return 1
+    wait_listen "$B" "$BPID" 20 || why "backend b did not restart" || return 1
+    wait_loc "$L" "307 http://127.0.0.1:$B/v2/p" 20 || return 1
     base_conf 5 "/v2"
     hup "$RPID" "$RLOG" || return 1
     expect_eq "right after a weight-only reload" "$(loc "$L")" "307 http://127.0.0.1:$B/v2/p" ||
         return 1
     set_a ok
-    wait_loc "$L" "307 http://127.0.0.1:$A/v2/p" 5
+    wait_loc "$L" "307 http://127.0.0.1:$A/v2/p" 20
 }
 t "health state carries over a reload for regions whose check is unchanged" t_carry_over
 
@@ -117,25 +106,21 @@ t_listeners() {
     expect_eq "added listener" "$(loc "$L2")" "307 http://127.0.0.1:$A/v2/p" || return 1
     base_conf 5 "/v2"
     hup "$RPID" "$RLOG" || return 1
-    local i
-    for ((i = 0; i < 50; i++)); do
-        can_connect "$L2" || break
-        sleep 0.05
-    done
-    ! can_connect "$L2" || why "removed listener still accepts"
+    wait_closed "$L2" 10 || why "removed listener still accepts"
     expect_eq "kept listener" "$(loc "$L")" "307 http://127.0.0.1:$A/v2/p"
 }
 t "listeners: an added address is opened, a removed one closed, a kept one stays" t_listeners
 
 t_reload_port_in_use() {
-    # a new address that cannot be bound fails the reload as a whole
-    "$PYTHON" -c "import socket,time;s=socket.socket();s.bind(('127.0.0.1',$G));s.listen();time.sleep(30)" &
-    local hold=$!
-    sleep 0.3
+    # a new address that cannot be bound fails the reload as a whole; the
+    # holder has bound and listens (SO_REUSEADDR, as the daemon's own
+    # sockets) before the reload starts
+    hold_port "$G" || why "could not hold port $G" || return 1
+    local hold=$LAST_PID
     base_conf 1 "/v3" "$G"
-    hup "$RPID" "$RLOG" || { kill "$hold"; return 1; }
-    kill "$hold"
-    wait "$hold" 2>/dev/null
+    hup "$RPID" "$RLOG" || { stop_pid "$hold"; return 1; }
+    stop_pid "$hold"
+    expect_eq "the reload failed" "$RELOAD_OK" 0 || return 1
     grep -q "listen 127.0.0.1:$G: bind: Address already in use" "$RLOG" ||
         why "the bind error was not logged"
     expect_eq "old config still serving" "$(loc "$L")" "307 http://127.0.0.1:$A/v2/p"
@@ -146,16 +131,17 @@ t_reload_under_load() {
     base_conf 1 ""
     hup "$RPID" "$RLOG" || return 1
     local stop=$TEST_TMP/stop out=$TEST_TMP/load.out i
-    "$PYTHON" "$IT_DIR/loadloop.py" "$L" "$stop" 4 120 >"$out" &
+    "$PYTHON" "$IT_DIR/loadloop.py" "$L" "$stop" 4 300 "$out.started" >"$out" &
     local lp=$!
-    sleep 0.3
+    SPAWNED+=("$lp")
+    # the clients have each had an answer before the first reload
+    wait_file "$out.started" 30 "$lp" || why "the load clients did not start" || { touch "$stop"; return 1; }
     for ((i = 0; i < 50; i++)); do
         base_conf $((i % 3 + 1)) ""
         hup "$RPID" "$RLOG" || break
-        sleep 0.02
     done
     touch "$stop"
-    wait "$lp"
+    wait_exit "$lp" 60 || { stop_pid "$lp"; why "the load clients did not stop"; }
     diag "$(cat "$out")"
     local reloads
     reloads=$(grep -c "reloaded " "$RLOG")
@@ -189,7 +175,7 @@ WPID=$LAST_PID
 t_wrr_across_workers() {
     local i na=0 nb=0 got
     for ((i = 0; i < 200; i++)); do
-        got=$(curl -s -o /dev/null -w '%{redirect_url}' -H 'Connection: close' "http://127.0.0.1:$W/")
+        got=$(curl -s -o /dev/null --max-time "$(scale 10)" -w '%{redirect_url}' -H 'Connection: close' "http://127.0.0.1:$W/")
         case $got in
         http://a.test/) na=$((na + 1)) ;;
         http://b.test/) nb=$((nb + 1)) ;;
@@ -208,26 +194,16 @@ t "log.format json: stderr lines are JSON objects" t_json_log
 
 t_access_log() {
     curl -s -o /dev/null -A 'tester/1.0' -e 'http://from.test/' "http://127.0.0.1:$W/x?q=1"
-    local i
-    for ((i = 0; i < 60; i++)); do
-        grep -q 'GET /x?q=1' "$TEST_TMP/access.log" 2>/dev/null && break
-        sleep 0.05
-    done
+    wait_log "$TEST_TMP/access.log" 'GET /x\?q=1' 20
     expect_match "combined line" "$(grep 'GET /x?q=1' "$TEST_TMP/access.log")" \
         '^127\.0\.0\.1 - - \[[0-9]{2}/[A-Z][a-z]{2}/[0-9]{4}:[0-9:]{8} \+0000\] "GET /x\?q=1 HTTP/1\.1" 307 [0-9]+ "http://from\.test/" "tester/1\.0"$' ||
         return 1
     mv "$TEST_TMP/access.log" "$TEST_TMP/access.log.1"
     kill -USR1 "$WPID"
-    for ((i = 0; i < 60; i++)); do
-        [ -f "$TEST_TMP/access.log" ] && break
-        sleep 0.05
-    done
+    wait_file "$TEST_TMP/access.log" 20 "$WPID"
     [ -f "$TEST_TMP/access.log" ] || why "SIGUSR1 did not create a new access log" || return 1
-    curl -s -o /dev/null "http://127.0.0.1:$W/after"
-    for ((i = 0; i < 60; i++)); do
-        grep -q 'GET /after' "$TEST_TMP/access.log" && break
-        sleep 0.05
-    done
+    curl -s -o /dev/null --max-time "$(scale 10)" "http://127.0.0.1:$W/after"
+    wait_log "$TEST_TMP/access.log" 'GET /after' 20
     grep -q 'GET /after' "$TEST_TMP/access.log" || why "no line in the reopened file" || return 1
     ! grep -q 'GET /after' "$TEST_TMP/access.log.1" || why "a line went to the rotated file"
 }
@@ -236,12 +212,8 @@ t "access log: combined lines; SIGUSR1 reopens it after rotation" t_access_log
 t_access_log_json() {
     sed -i 's|access_log: {path: "\(.*\)"}|access_log: {path: "\1", format: json}|' "$WCONF"
     hup "$WPID" "$(daemon_log workers)" || return 1
-    curl -s -o /dev/null -H 'X-Nothing: 1' "http://127.0.0.1:$W/js\"on"
-    local i
-    for ((i = 0; i < 60; i++)); do
-        grep -q '"target":"/js' "$TEST_TMP/access.log" && break
-        sleep 0.05
-    done
+    curl -s -o /dev/null --max-time "$(scale 10)" -H 'X-Nothing: 1' "http://127.0.0.1:$W/js\"on"
+    wait_log "$TEST_TMP/access.log" '"target":"/js' 20
     expect_match "JSON line" "$(grep '"target":"/js' "$TEST_TMP/access.log")" \
         '^\{"time":"[0-9T:-]+Z","client":"127\.0\.0\.1","method":"GET","target":"/js\\"on","proto":"HTTP/1\.1","status":307,"bytes":[0-9]+,"host":"127\.0\.0\.1:[0-9]+","pool":"api","region":"[ab]",'
 }
