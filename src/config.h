@@ -188,7 +188,6 @@ void config_free(struct config *c);
 struct config *config_ref(struct config *c);
 void config_unref(struct config *c);
 
-
 /* Helpers shared with tests. Return false on a malformed value. */
 bool config_parse_duration(const char *s, uint64_t *ms);
 bool config_parse_size(const char *s, uint64_t *bytes);
