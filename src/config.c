@@ -861,10 +861,15 @@ static void load_region(struct ctx *x, const struct yt_node *n, struct pool *p, 
     if (!want(x, n, YT_MAP, "region")) return;
     check_keys(x, n, "region", keys);
     const struct yt_node *v;
-    if ((v = yt_get(n, "name")))
-        get_name(x, v, "region name", &r->name);
-    else
+    if ((v = yt_get(n, "name"))) {
+        /* the metrics label a pool's fallback and reject answers with these */
+        if (get_name(x, v, "region name", &r->name) &&
+            (strcmp(r->name, "fallback") == 0 || strcmp(r->name, "reject") == 0))
+            ERR(x, v, "region name '%s' is reserved: it labels the pool's %s answers in metrics",
+                r->name, r->name);
+    } else {
         ERR(x, n, "region: 'name' is required");
+    }
     if ((v = yt_get(n, "priority")))
         get_unsigned(x, v, "priority", 0, CONFIG_MAX_PRIORITY, &r->priority);
     if ((v = yt_get(n, "weight"))) get_unsigned(x, v, "weight", 0, CONFIG_MAX_WEIGHT, &r->weight);
@@ -1213,7 +1218,7 @@ struct config *config_parse(const char *name, const char *buf, size_t len, struc
     set_defaults(c);
     atomic_init(&c->refs, 1);
     c->loaded_at = time(NULL);
-    size_t before = d->n;
+    size_t before = d->n + d->dropped;
     struct yt_doc doc;
     if (!yt_parse(&doc, buf, len, d)) {
         config_free(c);
@@ -1226,10 +1231,11 @@ struct config *config_parse(const char *name, const char *buf, size_t len, struc
     yt_free(&doc);
     collect_capture(&x);
     counters_layout(c);
-    if (d->n == before && !(redirect_prepare(c, d) && route_build(c) && select_init(c)) &&
-        d->n == before)
+    if (d->n + d->dropped == before &&
+        !(redirect_prepare(c, d) && route_build(c) && select_init(c)) &&
+        d->n + d->dropped == before)
         diag_add(d, 0, 0, "out of memory");
-    if (d->n != before) {
+    if (d->n + d->dropped != before) {
         config_free(c);
         return NULL;
     }

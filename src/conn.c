@@ -40,7 +40,8 @@
 #define DROP_BYTES     16384       /* reads of input that is dropped */
 #define MAX_FREE_CONNS 1024
 #define MAX_FREE_IO    64
-#define READ_ROUNDS    4 /* full reads per wakeup before others get a turn */
+#define TRIM_MIN_BYTES (256 * 1024) /* freed by a trim before malloc_trim runs */
+#define READ_ROUNDS    4            /* full reads per wakeup before others get a turn */
 #define NO_QUEUE       0xff
 
 /* What a connection is doing; each state names its timeout. */
@@ -232,6 +233,7 @@ static inline void io_release(struct conn *c)
     if (!io) return;
     c->io = NULL;
     if (io->held.cfg) config_unref(io->held.cfg);
+    io->held.cfg = NULL;
     struct conn_set *s = &c->w->conns;
     if (s->nfree_io >= MAX_FREE_IO) {
         io_destroy(io);
@@ -620,7 +622,7 @@ static bool hold(struct conn *c, const struct pool *p, const struct tmpl *t, con
         h->path = np;
         h->cap = n;
     }
-    memcpy(h->path, path, n);
+    if (n) memcpy(h->path, path, n); /* h->path is NULL until a first path */
     h->len = n;
     h->cfg = config_ref(c->w->cfg);
     h->pool = p;
@@ -662,10 +664,13 @@ static void on_head(struct conn *c, const char *base, size_t avail)
         keep = false;
     const struct pool *p = NULL;
     const struct tmpl *t = choose(c, base, r, &p);
-    if (t && r->chunked && keep && hold(c, p, t, base + r->path.off, r)) {
-        c->st = CS_BODY_CHUNKED;
-        http_chunked_init(&io->chunk);
-        return;
+    if (t && r->chunked && keep) {
+        if (hold(c, p, t, base + r->path.off, r)) {
+            c->st = CS_BODY_CHUNKED;
+            http_chunked_init(&io->chunk);
+            return;
+        }
+        keep = false; /* out of memory: answer now, linger over the body */
     }
     if (t) {
         size_t before = io->out_len;
@@ -972,21 +977,25 @@ void conn_shutdown_all(struct worker *w)
 void conn_trim_free(struct worker *w)
 {
     struct conn_set *s = &w->conns;
-    bool freed = s->free_low || s->free_io_low;
+    size_t freed = 0;
     for (size_t n = s->free_low; n && s->free; n--) {
         struct conn *c = s->free;
         s->free = c->next;
         s->nfree--;
         free(c);
+        freed += sizeof(*c);
     }
     for (size_t n = s->free_io_low; n && s->free_io; n--) {
         struct conn_io *io = s->free_io;
         s->free_io = io->next;
         s->nfree_io--;
+        freed += sizeof(*io) + io->in_cap + io->out_cap;
         io_destroy(io);
     }
 #ifdef HAVE_MALLOC_TRIM
-    if (freed) malloc_trim(0); /* hand the freed pages back */
+    /* hand the pages back after a burst; malloc_trim walks every arena, so
+     * not for the odd object that ordinary churn leaves over */
+    if (freed >= TRIM_MIN_BYTES) malloc_trim(0);
 #else
     (void)freed;
 #endif

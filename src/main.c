@@ -114,8 +114,10 @@ static void reload(struct daemon *d)
             diag_format(&dg, i, err, sizeof(err));
             log_error("%s", err);
         }
-        snprintf(err, sizeof(err), "%zu error%s in the new configuration", dg.n,
-                 dg.n == 1 ? "" : "s");
+        size_t nerr = dg.n + dg.dropped;
+        if (dg.dropped) log_error("%s: %zu more errors not shown", d->path, dg.dropped);
+        snprintf(err, sizeof(err), "%zu error%s in the new configuration", nerr,
+                 nerr == 1 ? "" : "s");
     } else if (!(set = server_prepare(d->srv, cfg, err, sizeof(err)))) {
         log_error("%s", err);
     } else if (!admin_prepare(d->admin, cfg, &admin_fd, err, sizeof(err))) {

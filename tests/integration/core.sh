@@ -234,6 +234,18 @@ t "HEAD: a 400 answer has no body" t_head_400
 t "HEAD: a 414 answer has no body" t_head_414
 t "HEAD: a 505 answer has no body" t_head_505
 
+# An absolute-form target without a path and a chunked body: the held
+# answer copies an empty path (no copy from or to nowhere), and the
+# connection goes on with the next request.
+t_chunked_empty_path() {
+    local o
+    o=$(tmpf chunked-empty-path)
+    raw "$o" "$P" --responses 2 'POST http://api.test HTTP/1.1\r\nHost: api.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET /next HTTP/1.1\r\nHost: api.test\r\n\r\n'
+    expect_response "$o" 1 307 || return 1
+    expect_response "$o" 2 307
+}
+t "a chunked body after an absolute-form target without a path" t_chunked_empty_path
+
 # ------------------------------------------------------------- idle ----
 
 # Many connections go idle after one request (giving their buffers back)

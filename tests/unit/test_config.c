@@ -250,6 +250,14 @@ static const struct err_case err_cases[] = {
      "log.level: 'loud' is not one of: error | warn | info | debug"},
     {"bad pool name", LISTEN "pools:\n  - name: \"my pool\"\n" REGION, 3, 11,
      "pool name: 'my pool' must be 1..64 characters"},
+    {"region named fallback",
+     LISTEN "pools:\n  - name: api\n    regions:\n      - name: fallback\n        url: "
+            "\"https://eu.example.com\"\n",
+     5, 15, "region name 'fallback' is reserved"},
+    {"region named reject",
+     LISTEN "pools:\n  - name: api\n    regions:\n      - name: reject\n        url: "
+            "\"https://eu.example.com\"\n",
+     5, 15, "region name 'reject' is reserved"},
     /* durations and sizes */
     {"bare number duration", LISTEN "limits:\n  idle_timeout: 10\npools:\n  - name: api\n" REGION,
      3, 17, "limits.idle_timeout: '10' is not a duration"},
