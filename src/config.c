@@ -21,6 +21,7 @@
 #include "route.h"
 #include "select.h"
 #include "yaml_tree.h"
+#include "lit.h"
 
 #define MAX_NAME_LEN 64
 #define MS_PER_HOUR  (3600u * 1000u)
@@ -169,7 +170,7 @@ static const char *shown(const struct yt_node *n, char *buf, size_t size)
         else
             buf[o++] = (char)c;
     }
-    if (o + 5 >= size && size > 4) memcpy(buf + size - 4, "...", 3), o = size - 1;
+    if (o + 5 >= size && size > 4) memcpy(buf + size - 4, LIT("...")), o = size - 1;
     buf[o] = '\0';
     return buf;
 }
@@ -346,7 +347,7 @@ static bool reaches_wildcard(const char *host, bool v6)
 {
     if (strcmp(host, "localhost") == 0) return true;
     if (v6) return strcmp(host, "::1") == 0 || strcmp(host, "::") == 0;
-    return strncmp(host, "127.", 4) == 0 || strcmp(host, "0.0.0.0") == 0;
+    return strncmp(host, LIT("127.")) == 0 || strcmp(host, "0.0.0.0") == 0;
 }
 
 /* True if a region url host:port is literally one of our own listeners. */
@@ -627,7 +628,7 @@ static void finish_check(struct ctx *x, const struct yt_node *at, struct region 
     free(c->host);
     free(c->path);
     c->url = u.norm;
-    c->tls = strncmp(u.norm, "https:", 6) == 0;
+    c->tls = strncmp(u.norm, LIT("https:")) == 0;
     c->host = strdup(u.host);
     c->port = u.port;
     const char *rest = u.norm + (c->tls ? 8 : 7);
@@ -1004,7 +1005,7 @@ static void load_pool(struct ctx *x, const struct yt_node *n, struct pool *p)
         p->balance = (enum balance)e;
     if ((v = yt_get(n, "hash_key")) && get_str(x, v, "hash_key", &p->hash_key)) {
         bool ok = strcmp(p->hash_key, "client_ip") == 0;
-        if (!ok && strncasecmp(p->hash_key, "header:", 7) == 0 && p->hash_key[7]) {
+        if (!ok && strncasecmp(p->hash_key, LIT("header:")) == 0 && p->hash_key[7]) {
             ok = true;
             for (const char *c = p->hash_key + 7; *c; c++) ok = ok && http_tchar[(unsigned char)*c];
         }
@@ -1186,7 +1187,7 @@ static void collect_capture(struct ctx *x)
     for (size_t i = 0; i < c->npools; i++) {
         struct pool *p = &c->pools[i];
         p->hash_header = -1;
-        if (p->balance != BALANCE_HASH || !p->hash_key || strncasecmp(p->hash_key, "header:", 7))
+        if (p->balance != BALANCE_HASH || !p->hash_key || strncasecmp(p->hash_key, LIT("header:")))
             continue;
         p->hash_header = capture_add(x, p->hash_key + 7, p);
     }

@@ -31,6 +31,7 @@
 #include "route.h"
 #include "select.h"
 #include "worker.h"
+#include "lit.h"
 
 #define OUT_INITIAL    4096
 #define OUT_KEEP       (16 * 1024) /* a buffer given back keeps at most this much output room */
@@ -540,7 +541,7 @@ static void answer_error(struct conn *c, unsigned status, const char *base)
     char *o = io->out + io->out_len;
     size_t n = redirect_error(o, status, &w->date);
     if (io->req.is_head) {
-        const char *end = memmem(o, n, "\r\n\r\n", 4);
+        const char *end = memmem(o, n, LIT("\r\n\r\n"));
         if (end) n = (size_t)(end + 4 - o);
     }
     io->out_len += n;

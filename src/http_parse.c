@@ -1,6 +1,7 @@
 #include "autoconf.h"
 
 #include "http_parse.h"
+#include "lit.h"
 
 #include <string.h>
 
@@ -98,7 +99,7 @@ static enum http_result parse_target(struct http_req *r, const char *buf, uint32
     while (i < len && (((t[i] | 0x20) >= 'a' && (t[i] | 0x20) <= 'z') ||
                        (t[i] >= '0' && t[i] <= '9') || t[i] == '+' || t[i] == '-' || t[i] == '.'))
         i++;
-    if (i > 0 && len - i >= 3 && memcmp(t + i, "://", 3) == 0) {
+    if (i > 0 && len - i >= 3 && memcmp(t + i, LIT("://")) == 0) {
         uint32_t a = i + 3, e = a;
         while (e < len && t[e] != '/' && t[e] != '?' && t[e] != '#') e++;
         if (e == a) return fail(r, 400, "absolute-form target without authority");
@@ -128,7 +129,7 @@ static enum http_result parse_request_line(struct http_req *r, const char *buf, 
     while (i < e && http_tchar[p[i]]) i++;
     if (i == s || i >= e || p[i] != ' ') return fail(r, 400, "malformed method");
     r->method = (struct http_span){s, i - s};
-    r->is_head = (i - s == 4 && memcmp(buf + s, "HEAD", 4) == 0);
+    r->is_head = (i - s == 4 && memcmp(buf + s, LIT("HEAD")) == 0);
     uint32_t ts = ++i;
     /* the line ends in CR or LF (p[e]), which stops the scan: no bound check */
     const unsigned char *q = p + i, *last = p + e;
@@ -141,7 +142,7 @@ static enum http_result parse_request_line(struct http_req *r, const char *buf, 
     if (i == ts || i >= e || p[i] != ' ') return fail(r, 400, "malformed request target");
     uint32_t te = i++;
     /* HTTP-version = "HTTP/" DIGIT "." DIGIT */
-    if (e - i != 8 || memcmp(buf + i, "HTTP/", 5) != 0 || p[i + 5] < '0' || p[i + 5] > '9' ||
+    if (e - i != 8 || memcmp(buf + i, LIT("HTTP/")) != 0 || p[i + 5] < '0' || p[i + 5] > '9' ||
         p[i + 6] != '.' || p[i + 7] < '0' || p[i + 7] > '9')
         return fail(r, 400, "malformed HTTP version");
     if (p[i + 5] != '1' || p[i + 7] > '1') return fail(r, 505, "unsupported HTTP version");

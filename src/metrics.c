@@ -9,6 +9,7 @@
 #include "counters.h"
 #include "health.h"
 #include "server.h"
+#include "lit.h"
 
 uint64_t metrics_requests(const struct daemon_view *v, const struct config *c, const char *pool,
                           const char *region, unsigned code, unsigned slot)
@@ -23,11 +24,11 @@ void metrics_label(struct evbuffer *out, const char *s)
 {
     for (; *s; s++) {
         if (*s == '\\')
-            evbuffer_add(out, "\\\\", 2);
+            evbuffer_add(out, LIT("\\\\"));
         else if (*s == '"')
-            evbuffer_add(out, "\\\"", 2);
+            evbuffer_add(out, LIT("\\\""));
         else if (*s == '\n')
-            evbuffer_add(out, "\\n", 2);
+            evbuffer_add(out, LIT("\\n"));
         else
             evbuffer_add(out, s, 1);
     }
@@ -40,11 +41,11 @@ static void head(struct evbuffer *out, const char *name, const char *type, const
 
 static void pr_labels(struct evbuffer *out, const char *pool, const char *region)
 {
-    evbuffer_add(out, "{pool=\"", 7);
+    evbuffer_add(out, LIT("{pool=\""));
     metrics_label(out, pool);
-    evbuffer_add(out, "\",region=\"", 10);
+    evbuffer_add(out, LIT("\",region=\""));
     metrics_label(out, region);
-    evbuffer_add(out, "\"", 1);
+    evbuffer_add(out, LIT("\""));
 }
 
 struct render_arg {
@@ -56,7 +57,7 @@ struct render_arg {
 static void render_total(struct evbuffer *out, const char *pool, const char *region, unsigned code,
                          uint64_t n)
 {
-    evbuffer_add(out, "detourd_requests_total", 22);
+    evbuffer_add(out, LIT("detourd_requests_total"));
     pr_labels(out, pool, region);
     evbuffer_add_printf(out, ",code=\"%u\"} %llu\n", code, (unsigned long long)n);
 }
@@ -93,7 +94,7 @@ void metrics_render(struct evbuffer *out, const struct daemon_view *v)
          "1 if the region may receive traffic (up and weight > 0), else 0.");
     for (size_t i = 0; i < nh; i++) {
         const struct health *h = health_at(v->health, i);
-        evbuffer_add(out, "detourd_region_up", 17);
+        evbuffer_add(out, LIT("detourd_region_up"));
         pr_labels(out, h->pool->name, h->region->name);
         const struct region *r = h->region;
         evbuffer_add_printf(out, "} %d\n", health_region_up(r) && r->weight > 0 ? 1 : 0);
@@ -102,7 +103,7 @@ void metrics_render(struct evbuffer *out, const struct daemon_view *v)
          "Up/down transitions decided by health checks.");
     for (size_t i = 0; i < nh; i++) {
         const struct health *h = health_at(v->health, i);
-        evbuffer_add(out, "detourd_region_state_changes_total", 34);
+        evbuffer_add(out, LIT("detourd_region_state_changes_total"));
         pr_labels(out, h->pool->name, h->region->name);
         evbuffer_add_printf(out, "} %llu\n", (unsigned long long)h->changes);
     }
@@ -111,18 +112,18 @@ void metrics_render(struct evbuffer *out, const struct daemon_view *v)
     for (size_t i = 0; i < nh; i++) {
         const struct health *h = health_at(v->health, i);
         for (int b = 0; b < HEALTH_DURATION_BUCKETS; b++) {
-            evbuffer_add(out, "detourd_check_duration_seconds_bucket", 37);
+            evbuffer_add(out, LIT("detourd_check_duration_seconds_bucket"));
             pr_labels(out, h->pool->name, h->region->name);
             evbuffer_add_printf(out, ",le=\"%g\"} %llu\n", health_duration_bounds[b],
                                 (unsigned long long)h->dur_buckets[b]);
         }
-        evbuffer_add(out, "detourd_check_duration_seconds_bucket", 37);
+        evbuffer_add(out, LIT("detourd_check_duration_seconds_bucket"));
         pr_labels(out, h->pool->name, h->region->name);
         evbuffer_add_printf(out, ",le=\"+Inf\"} %llu\n", (unsigned long long)h->probes);
-        evbuffer_add(out, "detourd_check_duration_seconds_sum", 34);
+        evbuffer_add(out, LIT("detourd_check_duration_seconds_sum"));
         pr_labels(out, h->pool->name, h->region->name);
         evbuffer_add_printf(out, "} %.6f\n", h->dur_sum);
-        evbuffer_add(out, "detourd_check_duration_seconds_count", 36);
+        evbuffer_add(out, LIT("detourd_check_duration_seconds_count"));
         pr_labels(out, h->pool->name, h->region->name);
         evbuffer_add_printf(out, "} %llu\n", (unsigned long long)h->probes);
     }
@@ -130,7 +131,7 @@ void metrics_render(struct evbuffer *out, const struct daemon_view *v)
     for (size_t i = 0; i < nh; i++) {
         const struct health *h = health_at(v->health, i);
         for (int r = 1; r < HR_COUNT; r++) {
-            evbuffer_add(out, "detourd_check_failures_total", 28);
+            evbuffer_add(out, LIT("detourd_check_failures_total"));
             pr_labels(out, h->pool->name, h->region->name);
             evbuffer_add_printf(out, ",reason=\"%s\"} %llu\n",
                                 health_reason_label((enum health_reason)r),

@@ -1,6 +1,7 @@
 #include "autoconf.h"
 
 #include "netaddr.h"
+#include "lit.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -81,10 +82,10 @@ const char *netaddr_parse_url(const char *s, bool allow_query, struct url *u)
     memset(u, 0, sizeof(*u));
     size_t slen = strlen(s);
     size_t sch;
-    if (strncasecmp(s, "http://", 7) == 0) {
+    if (strncasecmp(s, LIT("http://")) == 0) {
         sch = 7;
         u->port = 80;
-    } else if (strncasecmp(s, "https://", 8) == 0) {
+    } else if (strncasecmp(s, LIT("https://")) == 0) {
         sch = 8;
         u->port = 443;
     } else {

@@ -11,6 +11,7 @@
 #include <strings.h>
 
 #include "probe.h"
+#include "lit.h"
 
 #define MAX_HEAD 16384
 
@@ -35,13 +36,13 @@ static void http_connected(struct probe *p)
                         PACKAGE_VERSION);
     for (size_t i = 0; i < c->nheaders; i++)
         evbuffer_add_printf(out, "%s: %s\r\n", c->headers[i].name, c->headers[i].value);
-    evbuffer_add(out, "\r\n", 2);
+    evbuffer_add(out, LIT("\r\n"));
 }
 
 /* Parses "HTTP/1.x NNN ..." from the start of buf; 0 if malformed. */
 int probe_http_status(const char *buf, size_t len)
 {
-    if (len < 12 || memcmp(buf, "HTTP/", 5) != 0) return 0;
+    if (len < 12 || memcmp(buf, LIT("HTTP/")) != 0) return 0;
     const char *sp = memchr(buf, ' ', len);
     if (!sp || (size_t)(sp - buf) + 4 > len) return 0;
     int s = 0;
@@ -58,7 +59,7 @@ long long probe_http_content_length(const char *head, size_t len)
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         if (!nl) break;
-        if ((size_t)(nl - p) > 15 && strncasecmp(p, "content-length:", 15) == 0) {
+        if ((size_t)(nl - p) > 15 && strncasecmp(p, LIT("content-length:")) == 0) {
             /* digits within the line only: the buffer is not NUL-terminated */
             const char *d = p + 15;
             while (d < nl && (*d == ' ' || *d == '\t')) d++;
@@ -76,7 +77,7 @@ size_t probe_http_head_end(const char *buf, size_t len)
 {
     for (size_t i = 0; i + 1 < len; i++) {
         if (buf[i] == '\n' && buf[i + 1] == '\n') return i + 2;
-        if (i + 3 < len && memcmp(buf + i, "\r\n\r\n", 4) == 0) return i + 4;
+        if (i + 3 < len && memcmp(buf + i, LIT("\r\n\r\n")) == 0) return i + 4;
     }
     return 0;
 }

@@ -11,7 +11,7 @@
 
 : "${DETOURD:=${TOP_BUILDDIR:-.}/detourd}"
 HB=$IT_DIR/health_backend.py
-FAST="interval: 200ms, fast_interval: 100ms, down_interval: 200ms, timeout: 300ms, rise: 2, fall: 2, jitter: 0%"
+FAST="interval: 200ms, fast_interval: 100ms, down_interval: 200ms, timeout: $((1000 * TIMEOUT_SCALE))ms, rise: 2, fall: 2, jitter: 0%"
 
 alloc_ports 4 || {
     echo "Bail out! no free ports"
