@@ -539,11 +539,7 @@ static void answer_error(struct conn *c, unsigned status, const char *base)
     c->after = AFTER_LINGER;
     date_cache_update(&w->date, time(NULL));
     char *o = io->out + io->out_len;
-    size_t n = redirect_error(o, status, &w->date);
-    if (io->req.is_head) {
-        const char *end = memmem(o, n, LIT("\r\n\r\n"));
-        if (end) n = (size_t)(end + 4 - o);
-    }
+    size_t n = redirect_error(o, status, io->req.is_head, &w->date);
     io->out_len += n;
     counters_inc(w->counts, counters_error_slot(w->cfg, status));
     if (w->cfg->access_log) log_access(c, base, &io->req, status, n, NULL, NULL);

@@ -2,11 +2,16 @@
 
 #include "counters.h"
 #include "hash.h"
+#include "redirect.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-const unsigned counters_error_status[COUNTERS_ERROR_STATUSES] = {400, 408, 414, 421, 431, 501, 505};
+#define ERROR_STATUS(code, reason) code,
+const unsigned counters_error_status[] = {HTTP_ERRORS(ERROR_STATUS)};
+_Static_assert(sizeof(counters_error_status) / sizeof(counters_error_status[0]) ==
+                   COUNTERS_ERROR_STATUSES,
+               "COUNTERS_ERROR_STATUSES counts HTTP_ERRORS");
 
 void counters_layout(struct config *c)
 {

@@ -17,8 +17,8 @@
 
 #include "config.h"
 
-/* Error statuses the request path can answer; each has a column after
- * every template's. */
+/* Error statuses the request path can answer (HTTP_ERRORS in redirect.h);
+ * each has a column after every template's. */
 #define COUNTERS_ERROR_STATUSES 7
 extern const unsigned counters_error_status[COUNTERS_ERROR_STATUSES];
 

@@ -197,21 +197,14 @@ struct err_tmpl {
             sizeof(#code " " reason "\n") - 1                                                      \
     }
 
+#define ERR_TMPL_ITEM(code, reason) ERR_TMPL(code, reason),
 static const struct err_tmpl err_tmpls[] = {
-    ERR_TMPL(400, "Bad Request"),
-    ERR_TMPL(408, "Request Timeout"),
-    ERR_TMPL(414, "URI Too Long"),
-    ERR_TMPL(421, "Misdirected Request"),
-    ERR_TMPL(431, "Request Header Fields Too Large"),
-    ERR_TMPL(500, "Internal Server Error"),
-    ERR_TMPL(501, "Not Implemented"),
-    ERR_TMPL(503, "Service Unavailable"),
-    ERR_TMPL(505, "HTTP Version Not Supported"),
-};
+    ERR_TMPL(500, "Internal Server Error"), /* for a status without a template */
+    ERR_TMPL(503, "Service Unavailable"), HTTP_ERRORS(ERR_TMPL_ITEM)};
 
-size_t redirect_error(char *out, unsigned status, const struct date_cache *dc)
+size_t redirect_error(char *out, unsigned status, bool head_only, const struct date_cache *dc)
 {
-    const struct err_tmpl *t = &err_tmpls[5]; /* 500 for a status without a template */
+    const struct err_tmpl *t = &err_tmpls[0];
     for (size_t i = 0; i < sizeof(err_tmpls) / sizeof(err_tmpls[0]); i++)
         if (err_tmpls[i].status == status) t = &err_tmpls[i];
     char *o = put(out, t->line, t->line_len);
@@ -219,7 +212,7 @@ size_t redirect_error(char *out, unsigned status, const struct date_cache *dc)
     o = put(o, LIT("\r\nContent-Type: text/plain\r\nContent-Length: "));
     o = put_uint(o, t->body_len);
     o = put(o, LIT("\r\nConnection: close\r\n\r\n"));
-    o = put(o, t->body, t->body_len);
+    if (!head_only) o = put(o, t->body, t->body_len);
     return (size_t)(o - out);
 }
 

@@ -34,9 +34,21 @@ size_t redirect_build(char *out, const struct pool *p, const struct tmpl *t, con
                       size_t path_len, bool head_only, enum conn_hdr ch,
                       const struct date_cache *dc);
 
-/* A complete error response (always with Connection: close). */
+/* The error statuses the request path answers, with their reasons: the one
+ * list the error answers and their counters (counters.h) are built from. */
+#define HTTP_ERRORS(X)                                                                             \
+    X(400, "Bad Request")                                                                          \
+    X(408, "Request Timeout")                                                                      \
+    X(414, "URI Too Long")                                                                         \
+    X(421, "Misdirected Request")                                                                  \
+    X(431, "Request Header Fields Too Large")                                                      \
+    X(501, "Not Implemented")                                                                      \
+    X(505, "HTTP Version Not Supported")
+
+/* A complete error response (always with Connection: close); head_only:
+ * the same head (Content-Length included) without the body, for HEAD. */
 #define REDIRECT_ERROR_MAX 256
-size_t redirect_error(char *out, unsigned status, const struct date_cache *dc);
+size_t redirect_error(char *out, unsigned status, bool head_only, const struct date_cache *dc);
 
 /* Percent-encodes bytes that are not allowed in a URI path or query (and a
  * '%' that does not start a %XX escape); out needs 3*n+1 bytes. A path that

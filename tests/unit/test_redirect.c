@@ -522,7 +522,7 @@ START_TEST(test_error_responses)
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char out[REDIRECT_ERROR_MAX];
-        size_t n = redirect_error(out, cases[i].status, &dc);
+        size_t n = redirect_error(out, cases[i].status, false, &dc);
         char body[128], want[REDIRECT_ERROR_MAX];
         snprintf(body, sizeof(body), "%u %s\n", cases[i].status, cases[i].reason);
         snprintf(want, sizeof(want),
@@ -538,6 +538,11 @@ START_TEST(test_error_responses)
         ck_assert_uint_eq(r.status, cases[i].status);
         ck_assert_uint_eq((size_t)r.content_length, r.body_len);
         ck_assert_str_eq(http_reason(cases[i].status), cases[i].reason);
+        /* HEAD: the same head, Content-Length included, and no body */
+        char head[REDIRECT_ERROR_MAX];
+        size_t hn = redirect_error(head, cases[i].status, true, &dc);
+        ck_assert_uint_eq(hn, n - strlen(body));
+        ck_assert(memcmp(head, out, hn) == 0);
     }
     ck_assert_str_eq(http_reason(307), "Temporary Redirect");
     ck_assert_str_eq(http_reason(308), "Permanent Redirect");
