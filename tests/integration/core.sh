@@ -74,17 +74,10 @@ for p in s["pools"]:
 
 # reload: SIGHUP, then waits (bounded) until the daemon logged the result
 reload() {
-    local log before i n
+    local log
     log=$(daemon_log core)
-    before=$(grep -c "reloaded \|reload failed" "$log")
-    kill -HUP "$DPID"
-    n=$(awk -v t="$(scale 10)" 'BEGIN { printf "%d\n", t / 0.05 + 1 }')
-    for ((i = 0; i < n; i++)); do
-        [ "$(grep -c "reloaded \|reload failed" "$log")" -gt "$before" ] && break
-        sleep 0.05
-    done
-    grep -q "reload failed" "$log" && why "a reload failed: $(tail -3 "$log")" && return 1
-    [ "$(grep -c "reloaded " "$log")" -gt "$before" ] || why "no reload logged"
+    reload_daemon "$DPID" "$log" 10 || why "no reload logged" || return 1
+    [ "$RELOAD_OK" = 1 ] || why "a reload failed: $(tail -3 "$log")"
 }
 
 # get N: N redirects on one keep-alive connection
