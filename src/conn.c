@@ -37,7 +37,8 @@
 #define OUT_KEEP       (16 * 1024) /* a buffer given back keeps at most this much output room */
 #define OUT_HIGH_WATER (64 * 1024) /* stop answering pipelined requests above */
 #define IN_SLACK       1024        /* input room beyond max_header_bytes */
-#define LINGER_MS      5000        /* how long a lingering close keeps reading */
+#define LINGER_MS      5000        /* a lingering close ends after this without input */
+#define LINGER_MAX_MS  30000       /* ... and this long after it began in any case */
 #define DROP_BYTES     16384       /* reads of input that is dropped */
 #define MAX_FREE_CONNS 1024
 #define MAX_FREE_IO    64
@@ -105,6 +106,7 @@ struct conn {
     struct conn *tprev, *tnext; /* its timeout queue */
     uint64_t deadline;          /* monotonic ms */
     uint64_t qkey;              /* the deadline its queue position was set for (<= deadline) */
+    uint64_t linger_end;        /* CS_LINGER: when it closes even if input still comes */
     union conn_peer peer;
     int fd;
     uint8_t st;          /* enum conn_state */
@@ -414,7 +416,18 @@ static void start_linger(struct conn *c)
     c->backlogged = false;
     conn_register(c);
     read_again(c); /* drain what arrived while the answer was written */
+    c->linger_end = c->w->now_ms + LINGER_MAX_MS;
     set_timeout(c, LINGER_MS);
+}
+
+/* Input keeps coming (a large body still on its way): as nginx's
+ * lingering_timeout and lingering_time, each read gives LINGER_MS more,
+ * up to LINGER_MAX_MS in all, so a slow sender still reads its answer
+ * instead of a reset. */
+static void linger_more(struct conn *c)
+{
+    uint64_t now = c->w->now_ms;
+    if (now + LINGER_MS <= c->linger_end) set_timeout(c, LINGER_MS);
 }
 
 /* An answer normally leaves in one write after the request that asked for
@@ -827,7 +840,10 @@ static bool conn_read(struct conn *c)
         }
         ssize_t n = conn_recv(c, buf, room);
         if (n > 0) {
-            if (drop) continue;
+            if (drop) {
+                if (c->st == CS_LINGER) linger_more(c);
+                continue;
+            }
             c->io->in_len += (size_t)n;
             if (!conn_process(c)) return false;
             /* only a full buffer suggests more is waiting right now */
