@@ -284,9 +284,14 @@ static void conn_register(struct conn *c)
 }
 
 /* With edge-triggered events, a reader that stops before the socket is
- * drained (fairness, a paused or lingering connection) must wake itself. */
+ * drained (fairness, a paused or lingering connection) must wake itself.
+ * The event is added first: libevent's event_add() of an event that is
+ * already active does not reach epoll, and the connection would never hear
+ * of its socket again (found by a 2 MB body that filled READ_ROUNDS reads
+ * in the read at accept time). */
 static void read_again(struct conn *c)
 {
+    conn_register(c);
     event_active(&c->ev, EV_READ, 0);
 }
 

@@ -1102,6 +1102,30 @@ t_big_chunked_raw() {
 }
 t "2 MB chunked body (over max_body_discard): 307 with Connection: close, then closed" t_big_chunked_raw
 
+# A connection whose first read at accept fills the read rounds (a body
+# already waiting) must still hear of what its client sends later. The
+# daemon is stopped while the client connects and sends, so the data is
+# there before the accept.
+t_accept_full_read() {
+    local o b pid=${DAEMON_PID[main]} sent
+    o=$(tmpf fullread)
+    b=$(tmpf fullread.body)
+    head -c 60000 /dev/zero | tr '\0' x >"$b"
+    kill -STOP "$pid" || return 1
+    raw_bg "$o" "$P_MAIN" --timeout 5 \
+        'POST /f1 HTTP/1.1\r\nHost: a\r\nContent-Length: 60000\r\n\r\n' "@file:$b" \
+        "@ready:$o.sent" @responses:1 'GET /f2 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n'
+    wait_file "$o.sent" 20 "$RAW_PID"
+    sent=$?
+    kill -CONT "$pid"
+    [ "$sent" = 0 ] || why "the client could not send its body" || return 1
+    raw_wait "$o"
+    expect_eq responses "$(r_count "$o")" 2 || raw_diag "$o" || return 1
+    expect_response "$o" 1 307 "$EU/f1" || return 1
+    expect_response "$o" 2 307 "$EU/f2"
+}
+t "a request that fills the first reads at accept: later input on that connection is still read" t_accept_full_read
+
 t_big_body_curl() {
     local res e
     e=$(tmpf bigcurl.err)
