@@ -880,9 +880,9 @@ static bool conn_read(struct conn *c)
             c->io->in_len += (size_t)n;
             if (!conn_process(c)) return false;
             /* only a full buffer suggests more is waiting right now (TLS
-             * returns a record at a time: read on until it says AGAIN) */
-            if (((size_t)n < room && !c->tls) || c->backlogged || c->after != AFTER_KEEP)
-                return true;
+             * returns a record at a time: its socket tells) */
+            if ((size_t)n < room && (!c->tls || tls_conn_drained(c->tctx))) return true;
+            if (c->backlogged || c->after != AFTER_KEEP) return true;
             continue;
         }
         if (n == TRANSPORT_PLAIN) {

@@ -93,6 +93,63 @@ static _Atomic unsigned own_gen;
 
 static void srv_free(struct tls_srv *t);
 
+/* ---- the socket under OpenSSL ----
+ * A BIO of our own instead of OpenSSL's socket BIO: reads tell whether they
+ * drained the socket (a short read), so that a connection on an
+ * edge-triggered event can stop reading without one more recv() that only
+ * says EAGAIN; writes use send() with MSG_NOSIGNAL. */
+
+static BIO_METHOD *sock_method;
+static _Thread_local bool sock_drained; /* the last read emptied the socket */
+
+static int sock_read(BIO *b, char *buf, size_t len, size_t *got)
+{
+    int fd = (int)(intptr_t)BIO_get_data(b);
+    ssize_t n;
+    BIO_clear_retry_flags(b);
+    while ((n = recv(fd, buf, len, 0)) < 0 && errno == EINTR) continue;
+    sock_drained = n < (ssize_t)len;
+    if (n > 0) {
+        *got = (size_t)n;
+        return 1;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) BIO_set_retry_read(b);
+    *got = 0;
+    return n == 0 ? 0 : -1;
+}
+
+static int sock_write(BIO *b, const char *buf, size_t len, size_t *done)
+{
+    int fd = (int)(intptr_t)BIO_get_data(b);
+    ssize_t n;
+    BIO_clear_retry_flags(b);
+    while ((n = send(fd, buf, len, MSG_NOSIGNAL)) < 0 && errno == EINTR) continue;
+    if (n >= 0) {
+        *done = (size_t)n;
+        return 1;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK) BIO_set_retry_write(b);
+    *done = 0;
+    return -1;
+}
+
+static long sock_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)b, (void)num, (void)ptr;
+    return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static BIO_METHOD *sock_method_new(void)
+{
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "detourd socket");
+    if (m && (!BIO_meth_set_read_ex(m, sock_read) || !BIO_meth_set_write_ex(m, sock_write) ||
+              !BIO_meth_set_ctrl(m, sock_ctrl))) {
+        BIO_meth_free(m);
+        m = NULL;
+    }
+    return m;
+}
+
 static void ctx_data_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
                           void *argp)
 {
@@ -110,6 +167,7 @@ static void init_once(void)
 {
     ctx_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, ctx_data_free);
     ticket_cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
+    sock_method = sock_method_new();
     if (!new_key(&own_keys[0])) log_error("TLS: cannot make a session ticket key");
 }
 
@@ -537,7 +595,7 @@ struct tls_srv *tls_srv_build(const struct tls_conf *tc, struct diag *d)
     struct tls_srv *t = calloc(1, sizeof(*t));
     if (!t || !(t->listener = strdup(tc->listener)) ||
         !(t->certs = calloc(tc->ncerts ? tc->ncerts : 1, sizeof(*t->certs))) ||
-        !(t->stats = stats_for(tc->listener)) || ctx_idx < 0 || !ticket_cipher)
+        !(t->stats = stats_for(tc->listener)) || ctx_idx < 0 || !ticket_cipher || !sock_method)
         goto oom;
     t->reject_unknown = tc->reject_unknown;
 
@@ -567,6 +625,8 @@ struct tls_srv *tls_srv_build(const struct tls_conf *tc, struct diag *d)
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
                               SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF); /* tickets only */
+    /* one recv() takes what the socket has, not a record header first */
+    SSL_CTX_set_read_ahead(ctx, 1);
     if (tc->tickets) {
         SSL_CTX_set_num_tickets(ctx, 1);
         SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
@@ -678,12 +738,15 @@ void tls_stats_each(void (*fn)(const struct tls_stats_view *v, void *arg), void 
 void *tls_conn_new(struct tls_srv *t, int fd)
 {
     SSL *ssl = SSL_new(t->ctx);
-    if (!ssl) return NULL;
-    if (SSL_set_fd(ssl, fd) != 1) {
+    BIO *b = ssl ? BIO_new(sock_method) : NULL;
+    if (!b) {
         SSL_free(ssl);
         ERR_clear_error();
         return NULL;
     }
+    BIO_set_data(b, (void *)(intptr_t)fd);
+    BIO_set_init(b, 1);
+    SSL_set_bio(ssl, b, b);
     SSL_set_accept_state(ssl);
     return ssl;
 }
@@ -704,6 +767,11 @@ void tls_conn_free(void *p, bool timed_out)
             count_fail(ssl, TLS_FAIL_OTHER); /* closed mid-handshake */
     }
     SSL_free(ssl);
+}
+
+bool tls_conn_drained(const void *ssl)
+{
+    return sock_drained && !SSL_has_pending(ssl);
 }
 
 ssize_t tls_conn_drain(int fd, char *buf, size_t len)
@@ -766,6 +834,7 @@ static ssize_t tls_recv(int fd, void *ctx, char *buf, size_t len)
     }
     size_t got;
     errno = 0;
+    sock_drained = false;
     int r = SSL_read_ex(ssl, buf, len, &got);
     if (r == 1) return (ssize_t)got;
     int e = SSL_get_error(ssl, r);

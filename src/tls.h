@@ -109,6 +109,9 @@ bool tls_conn_handshaking(const void *ssl);
 /* Frees the connection's SSL; a handshake that began and never finished is
  * counted as failed (timed_out: reason "timeout", else "other"). */
 void tls_conn_free(void *ssl, bool timed_out);
+/* After a read that returned bytes: the socket was emptied and nothing
+ * waits inside OpenSSL, so the next edge will say when more arrives. */
+bool tls_conn_drained(const void *ssl);
 /* Reads what the socket has without decrypting it (a lingering close only
  * drains). */
 ssize_t tls_conn_drain(int fd, char *buf, size_t len);
