@@ -387,7 +387,7 @@ EOF
 t "-t accepts an expired certificate with a warning" t_check_expired
 
 t_check_errors() {
-    local c p n=0 want=() i lc lk
+    local c p n=0 want=()
     c=$TEST_TMP/bad.yaml
     {
         echo "listen:"
@@ -409,23 +409,21 @@ t_check_errors() {
     run_detourd -t -c "$c"
     expect_eq "exit status" "$LAST_RC" 1 || why "$(cat "$RUN_OUT" "$RUN_ERR")" || return 1
     [ ! -s "$RUN_OUT" ] || why "stdout not empty: $(cat "$RUN_OUT")" || return 1
-    # "WHAT|ERE" per error, the ERE anchored at the start of a line
+    # "WHAT|ERE" per error, the ERE anchored at the start of a line: the
+    # position of the offending value, then the setting's name (its path
+    # from listen[N] may be written out)
+    local pre="(listen\\[[0-9]+\\]\\.)?(tls\\.)?"
     want=(
-        "missing cert file|^$c:$(at "$c" "\"$PKI/missing.pem\""): listen\[0\]\.tls\.certificates\[0\]\.cert: .*[Nn]o such file"
-        "cert not PEM|^$c:$(at "$c" "\"$PKI/notpem.txt\""): listen\[1\]\.tls\.certificates\[0\]\.cert: "
+        "missing cert file|^$c:$(at "$c" "\"$PKI/missing.pem\""): ${pre}certificates\[0\](\.cert)?: .*[Nn]o such file"
+        "cert not PEM|^$c:$(at "$c" "\"$PKI/notpem.txt\""): ${pre}certificates\[0\](\.cert)?: "
+        "key not matching its cert|^$c:$(at "$c" "\"$PKI/b.key\""): ${pre}certificates\[0\](\.key)?: "
+        "protocol TLSv1.1|^$c:$(at "$c" "TLSv1.1"): ${pre}protocols(\[1\])?: "
+        "protocol SSLv3|^$c:$(at "$c" "SSLv3"): ${pre}protocols(\[0\])?: "
+        "bad cipher list|^$c:$(at "$c" '"NO-SUCH-CIPHER"'): ${pre}ciphers: "
+        "bad ciphersuites|^$c:$(at "$c" '"TLS_NO_SUCH_SUITE"'): ${pre}ciphersuites: "
+        "ticket_keys of 81 bytes|^$c:$(at "$c" "\"$PKI/bad81.keys\""): ${pre}ticket_keys: "
+        "empty ticket_keys|^$c:$(at "$c" "\"$PKI/empty.keys\""): ${pre}ticket_keys: "
     )
-    lk=$(at "$c" "\"$PKI/b.key\"")
-    lk=${lk%%:*}
-    lc=$((lk - 1))
-    want+=("key not matching its cert|^$c:($lc|$lk):[0-9]+: listen\[2\]\.tls\.certificates\[0\]")
-    i=$(at "$c" "TLSv1.1")
-    want+=("protocol TLSv1.1|^$c:${i%%:*}:[0-9]+: listen\[3\]\.tls\.protocols")
-    i=$(at "$c" "SSLv3")
-    want+=("protocol SSLv3|^$c:${i%%:*}:[0-9]+: listen\[4\]\.tls\.protocols")
-    want+=("bad cipher list|^$c:$(at "$c" '"NO-SUCH-CIPHER"'): listen\[5\]\.tls\.ciphers: ")
-    want+=("bad ciphersuites|^$c:$(at "$c" '"TLS_NO_SUCH_SUITE"'): listen\[6\]\.tls\.ciphersuites: ")
-    want+=("ticket_keys of 81 bytes|^$c:$(at "$c" "\"$PKI/bad81.keys\""): listen\[7\]\.tls\.ticket_keys: ")
-    want+=("empty ticket_keys|^$c:$(at "$c" "\"$PKI/empty.keys\""): listen\[8\]\.tls\.ticket_keys: ")
     local w bad=0
     for w in "${want[@]}"; do
         grep -qE -- "${w#*|}" "$RUN_ERR" || { why "${w%%|*}: no line matching /${w#*|}/"; bad=1; }
@@ -722,23 +720,31 @@ stall() {
     PID_NAME[$!]=stall
 }
 
+# A connection that sends nothing stays in the kernel until its deferred
+# accept (TCP_DEFER_ACCEPT) gives up, a few seconds, and is closed
+# header_timeout after that: it is only bounded more loosely.
 t_stalls() {
-    local o1 o2 before rc ms o lo hi
+    local o1 o2 p1 p2 before rc ms o lo hi
     before=$(fails timeout)
     o1=$(tmpf stall-nothing)
     o2=$(tmpf stall-half)
     stall "$o1"
+    p1=$!
     stall "$o2" "@file:$PKI/half_hello.bin"
+    p2=$!
     lo=$(awk -v h="$HT" 'BEGIN { printf "%d\n", h * 1000 - 250 }')
-    hi=$(awk -v h="$HT" -v s="$TIMEOUT_SCALE" 'BEGIN { printf "%d\n", h * 1000 + 3000 * s }')
-    for o in "$o1" "$o2"; do
+    for o in "$o2" "$o1"; do
+        hi=$(awk -v h="$HT" -v s="$TIMEOUT_SCALE" 'BEGIN { printf "%d\n", h * 1000 + 3000 * s }')
+        [ "$o" = "$o1" ] && hi=$(awk -v h="$HT" -v s="$TIMEOUT_SCALE" 'BEGIN { printf "%d\n", 3 * h * 1000 + 4000 * s }')
         wait_file "$o.res" 60 || why "${o##*/}: the client did not end" || return 1
         read -r rc ms <"$o.res"
         [ "$rc" = 0 ] || [ "$rc" = 4 ] || why "${o##*/}: not closed (raw rc=$rc)" || return 1
         [ "$ms" -ge "$lo" ] && [ "$ms" -le "$hi" ] ||
-            why "${o##*/}: closed after $ms ms, header_timeout is ${HT}s" || return 1
-        ! grep -q 'HTTP/' "$o" || why "${o##*/}: got an HTTP answer: $(cat -v "$o")" || return 1
+            why "${o##*/}: closed after $ms ms, header_timeout is ${HT}s (want $lo..$hi ms)" || return 1
+        expect_eq "${o##*/}: bytes received" "$(wc -c <"$o")" 0 || return 1
     done
+    wait_exit "$p1" 5
+    wait_exit "$p2" 5
     # the connection that sent nothing may count or not; the half ClientHello does
     wait_until 5 _fails_at_least timeout $((before + 1)) ||
         why "timeout failures: $(fails timeout), want at least $((before + 1))" || return 1
@@ -930,7 +936,7 @@ t_reload_mismatch() {
     cp "$PKI/r3.pem" "$PKI/rel.pem" || return 1
     reload_daemon "$REL_PID" "$REL_LOG" || why "no reload logged" || return 1
     expect_eq "reload succeeded" "$RELOAD_OK" 0 || return 1
-    grep -qE "^.*$C_REL:[0-9]+:[0-9]+: listen\[0\]\.tls\.certificates\[0\]" "$REL_LOG" ||
+    grep -qE "$C_REL:$(at "$C_REL" "\"$PKI/rel.key\""): (listen\[0\]\.)?(tls\.)?certificates\[0\]" "$REL_LOG" ||
         why "no FILE:LINE:COL error logged: $(tail -n 5 "$REL_LOG")" || return 1
     pid_alive "$REL_PID" || why "detourd died" || return 1
     expect_eq "a new connection's certificate" "$(rel_serial)" 02 || return 1
