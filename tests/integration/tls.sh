@@ -165,7 +165,8 @@ POOLS="pools:
 # tls_ec: one certificate, the ECDSA one for a.test and *.w.test
 TLS_EC="certificates: [{cert: \"$PKI/ec.pem\", key: \"$PKI/ec.key\"}]"
 
-# The main daemon: a plain listener and TLS listeners that differ in one
+# The main daemon (two workers: one SNI table, one ticket key, counters
+# summed): a plain listener and TLS listeners that differ in one
 # setting each. On $P_T the first certificate (b.test) is the default.
 C_MAIN=$(write_config main.yaml <<EOF
 listen:
@@ -199,6 +200,7 @@ listen:
       ticket_keys: "$PKI/ticket.keys"
 admin:
   listen: "127.0.0.1:$ADM"
+workers: 2
 limits: {header_timeout: ${HT}s, idle_timeout: 30s, max_body_discard: 64k}
 $POOLS
 EOF
