@@ -637,7 +637,11 @@ t_no_tls11() {
     # daemon that refuses
     sc "$o" "$P_T" -servername a.test -tls1_1 -cipher 'DEFAULT@SECLEVEL=0'
     ! sc_answered "$o" || why "TLS 1.1 was accepted" || return 1
-    wait_eq 5 $((before + 1)) hs failed || why "the daemon did not count the refused handshake" || return 1
+    if grep -q 'written 0 bytes' "$o"; then
+        diag "this openssl cannot offer TLS 1.1 at all: the daemon's refusal is not checked"
+    else
+        wait_eq 5 $((before + 1)) hs failed || why "the daemon did not count the refused handshake" || return 1
+    fi
     for v in -tls1_2 -tls1_3; do
         sc "$o" "$P_T" -servername a.test "$v"
         sc_answered "$o" || why "$v refused" || sc_diag "$o" || return 1
@@ -690,13 +694,16 @@ t_garbage() {
     [ "$RAW_RC" = 0 ] || [ "$RAW_RC" = 4 ] || why "binary junk: not closed (raw rc=$RAW_RC)" || return 1
     [ "$RAW_MS" -lt "$limit" ] || why "binary junk: closed only after ${RAW_MS} ms (header_timeout)" || return 1
     ! grep -q 'HTTP/' "$o" || why "binary junk got an HTTP answer: $(cat -v "$o")" || return 1
-    wait_until 5 _fails_sum_is $((before + 2)) ||
-        why "protocol+other failures: $(($(fails protocol) + $(fails other))), want $((before + 2))" || return 1
+    # half a ClientHello, then the client goes away
+    raw "$o" "$P_T" --timeout 0.2 "@file:$PKI/half_hello.bin"
+    expect_eq "aborted handshake: bytes received" "$(wc -c <"$o")" 0 || return 1
+    wait_until 5 _fails_sum_is $((before + 3)) ||
+        why "protocol+other failures: $(($(fails protocol) + $(fails other))), want $((before + 3))" || return 1
     expect_eq "then a normal request" "$(hcurl a.test "$P_T" /after-junk -w '%{http_code}')" 307 || return 1
     pid_alive "$MAIN_PID" || why "detourd died"
 }
 _fails_sum_is() { [ $(($(fails protocol) + $(fails other))) = "$1" ]; }
-t "garbage instead of a ClientHello: closed at once, counted, the daemon serves on" t_garbage
+t "garbage instead of a ClientHello, or an aborted one: dropped, counted, the daemon serves on" t_garbage
 
 t_silent_close_not_counted() {
     local f0 full0
