@@ -310,6 +310,16 @@ static bool get_enum(struct ctx *x, const struct yt_node *n, const char *what,
     return false;
 }
 
+static bool get_bool(struct ctx *x, const struct yt_node *n, const char *what, bool *out)
+{
+    if (n->kind == YT_SCALAR && n->plain && (key_is(n, "true") || key_is(n, "false"))) {
+        *out = key_is(n, "true");
+        return true;
+    }
+    ERR(x, n, "%s: expected true or false", what);
+    return false;
+}
+
 static bool valid_name(const char *s)
 {
     size_t n = strlen(s);
@@ -573,14 +583,7 @@ static void load_check(struct ctx *x, const struct yt_node *n, struct check_cfg 
         }
     }
     if ((v = yt_get(n, "headers"))) load_check_headers(x, v, c);
-    if ((v = yt_get(n, "tls_verify"))) {
-        if (v->kind == YT_SCALAR && v->plain && strcmp(v->str, "true") == 0)
-            c->tls_verify = true;
-        else if (v->kind == YT_SCALAR && v->plain && strcmp(v->str, "false") == 0)
-            c->tls_verify = false;
-        else
-            ERR(x, v, "tls_verify: expected true or false");
-    }
+    if ((v = yt_get(n, "tls_verify"))) get_bool(x, v, "tls_verify", &c->tls_verify);
     if ((v = yt_get(n, "ca_file"))) own(c, CHECK_BORROW_CA, &c->ca_file);
     if (v && get_str(x, v, "ca_file", &c->ca_file)) {
         if (access(c->ca_file, R_OK) != 0)
@@ -648,16 +651,6 @@ static void finish_check(struct ctx *x, const struct yt_node *at, struct region 
 }
 
 /* ---- sections ---- */
-
-static bool get_bool(struct ctx *x, const struct yt_node *n, const char *what, bool *out)
-{
-    if (n->kind == YT_SCALAR && n->plain && (key_is(n, "true") || key_is(n, "false"))) {
-        *out = key_is(n, "true");
-        return true;
-    }
-    ERR(x, n, "%s: expected true or false", what);
-    return false;
-}
 
 static struct tls_pos pos_of(const struct yt_node *n)
 {
@@ -752,8 +745,13 @@ static struct tls_srv *load_tls(struct ctx *x, const struct yt_node *n, const ch
     int e;
     if ((v = yt_get(n, "unknown_sni")) && get_enum(x, v, "tls.unknown_sni", sni, &e))
         tc->reject_unknown = e == 1;
-    struct tls_srv *t = NULL;
-    if (x->d->n + x->d->dropped == before) t = tls_srv_build(tc, x->d);
+    /* the files are checked too when something above is wrong: every
+     * problem in one pass */
+    struct tls_srv *t = tc->ncerts ? tls_srv_build(tc, x->d) : NULL;
+    if (t && x->d->n + x->d->dropped != before) {
+        tls_srv_unref(t);
+        t = NULL;
+    }
     tls_conf_free(tc);
     return t;
 }

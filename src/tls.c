@@ -294,18 +294,18 @@ static bool load_cert(struct tls_cert *c, const struct tls_cert_conf *cc, struct
 /* nginx's ticket key file: 80-byte records, the first encrypts */
 static bool load_ticket_keys(struct tls_srv *t, const struct tls_conf *tc, struct diag *d)
 {
-    FILE *f = open_file(tc->ticket_keys, d, tc->ticket_keys_pos, "ticket_keys");
+    FILE *f = open_file(tc->ticket_keys, d, tc->ticket_keys_pos, "tls.ticket_keys");
     if (!f) return true;
     unsigned char buf[TICKET_KEY_BYTES * 64 + 1];
     size_t n = fread(buf, 1, sizeof(buf), f);
     bool err = ferror(f);
     fclose(f);
     if (err) {
-        AT(d, tc->ticket_keys_pos, "ticket_keys: cannot read %s: %s", tc->ticket_keys,
+        AT(d, tc->ticket_keys_pos, "tls.ticket_keys: cannot read %s: %s", tc->ticket_keys,
            strerror(errno));
     } else if (n == 0 || n % TICKET_KEY_BYTES || n > TICKET_KEY_BYTES * 64) {
         AT(d, tc->ticket_keys_pos,
-           "ticket_keys: %s holds %zu%s bytes: it must hold 1 to 64 keys of %d bytes each "
+           "tls.ticket_keys: %s holds %zu%s bytes: it must hold 1 to 64 keys of %d bytes each "
            "(e.g. made with: openssl rand %d)",
            tc->ticket_keys, n, n > TICKET_KEY_BYTES * 64 ? " or more" : "", TICKET_KEY_BYTES,
            TICKET_KEY_BYTES);
@@ -527,6 +527,8 @@ static bool use_pair(SSL_CTX *ctx, const struct tls_pair *p)
     return true;
 }
 
+/* Every problem of tc is reported in one pass: the lists OpenSSL parses
+ * and every certificate file, whatever else is wrong. */
 struct tls_srv *tls_srv_build(const struct tls_conf *tc, struct diag *d)
 {
     pthread_once(&once, init_once);
@@ -538,16 +540,25 @@ struct tls_srv *tls_srv_build(const struct tls_conf *tc, struct diag *d)
         !(t->stats = stats_for(tc->listener)) || ctx_idx < 0 || !ticket_cipher)
         goto oom;
     t->reject_unknown = tc->reject_unknown;
-    for (size_t i = 0; i < tc->ncerts; i++) {
-        snprintf(what, sizeof(what), "certificates[%zu]", i);
-        if (!load_cert(&t->certs[t->ncerts++], &tc->certs[i], d, what)) goto oom;
-    }
-    if (tc->ticket_keys && !load_ticket_keys(t, tc, d)) goto oom;
-    if (d->n + d->dropped != before) goto fail;
-    if (!sni_build(t)) goto oom;
 
     SSL_CTX *ctx = t->ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx) goto oom;
+    ERR_clear_error();
+    if (SSL_CTX_set_cipher_list(ctx, tc->ciphers ? tc->ciphers : DEFAULT_CIPHERS) != 1)
+        AT(d, tc->ciphers_pos, "tls.ciphers: OpenSSL rejects the list: %s",
+           ossl_reason(why, sizeof(why)));
+    if (tc->ciphersuites && SSL_CTX_set_ciphersuites(ctx, tc->ciphersuites) != 1)
+        AT(d, tc->ciphersuites_pos, "tls.ciphersuites: OpenSSL rejects the list: %s",
+           ossl_reason(why, sizeof(why)));
+    for (size_t i = 0; i < tc->ncerts; i++) {
+        if (!tc->certs[i].cert || !tc->certs[i].key) continue; /* reported by the parser */
+        snprintf(what, sizeof(what), "tls.certificates[%zu]", i);
+        if (!load_cert(&t->certs[t->ncerts++], &tc->certs[i], d, what)) goto oom;
+    }
+    if (tc->ticket_keys && !load_ticket_keys(t, tc, d)) goto oom;
+    if (d->n + d->dropped != before || !t->ncerts) goto fail;
+    if (!sni_build(t)) goto oom;
+
     SSL_CTX_set_min_proto_version(ctx, tc->min_version);
     SSL_CTX_set_max_proto_version(ctx, tc->max_version);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
@@ -563,20 +574,12 @@ struct tls_srv *tls_srv_build(const struct tls_conf *tc, struct diag *d)
         SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
         SSL_CTX_set_num_tickets(ctx, 0);
     }
-    ERR_clear_error();
-    if (SSL_CTX_set_cipher_list(ctx, tc->ciphers ? tc->ciphers : DEFAULT_CIPHERS) != 1)
-        AT(d, tc->ciphers_pos, "ciphers: OpenSSL rejects the list: %s",
-           ossl_reason(why, sizeof(why)));
-    if (tc->ciphersuites && SSL_CTX_set_ciphersuites(ctx, tc->ciphersuites) != 1)
-        AT(d, tc->ciphersuites_pos, "ciphersuites: OpenSSL rejects the list: %s",
-           ossl_reason(why, sizeof(why)));
-    if (d->n + d->dropped != before) goto fail;
     SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
     SSL_CTX_set_tlsext_servername_callback(ctx, sni_cb);
     SSL_CTX_set_tlsext_servername_arg(ctx, t);
     if (!use_pair(ctx, &t->def)) {
-        AT(d, tc->certs[0].cert_pos, "certificates[0]: OpenSSL refuses %s: %s", tc->certs[0].cert,
-           ossl_reason(why, sizeof(why)));
+        AT(d, tc->certs[0].cert_pos, "tls.certificates[0]: OpenSSL refuses %s: %s",
+           tc->certs[0].cert, ossl_reason(why, sizeof(why)));
         goto fail;
     }
     /* from here the context owns t: freed with its last reference */

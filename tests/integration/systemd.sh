@@ -286,6 +286,19 @@ t_verify() {
     if [ $rc -ne 0 ] || [ -n "$out" ]; then why "systemd-analyze verify (rc $rc):" "$out"; fi
 }
 
+# The unit's commented LoadCredential= example (keys for HTTPS listeners),
+# enabled as an operator would in a drop-in, must verify as cleanly.
+t_verify_credentials() {
+    local dir=$TEST_TMP/units-credentials out rc
+    mkdir -p "$dir"
+    sed -e 's/^#\(LoadCredential=\)/\1/' "$UNITS/detourd.service" >"$dir/detourd.service"
+    grep -q '^LoadCredential=' "$dir/detourd.service" ||
+        why "detourd.service carries no commented LoadCredential= example" || return 1
+    out=$(cd "$dir" && systemd-analyze verify --man=no ./detourd.service 2>&1)
+    rc=$?
+    if [ $rc -ne 0 ] || [ -n "$out" ]; then why "systemd-analyze verify (rc $rc):" "$out"; fi
+}
+
 SEC_OUT=$TEST_TMP/security.out
 t_security() {
     (cd "$UNITS" && systemd-analyze security --offline=true --no-pager ./detourd.service) \
@@ -313,10 +326,13 @@ t_sandbox_allows() {
 
 if command -v systemd-analyze >/dev/null 2>&1; then
     t "systemd-analyze verify: detourd.service and detourd.socket are clean" t_verify
+    t "systemd-analyze verify: the LoadCredential= example of detourd.service, enabled" \
+        t_verify_credentials
     t "systemd-analyze security: exposure of detourd.service <= $MAX_EXPOSURE" t_security
     t "the sandbox still allows listening below 1024, outbound TCP, AF_UNIX" t_sandbox_allows
 else
     tap_skip "systemd-analyze verify" "systemd-analyze not found"
+    tap_skip "systemd-analyze verify: the LoadCredential= example" "systemd-analyze not found"
     tap_skip "systemd-analyze security" "systemd-analyze not found"
     tap_skip "the sandbox still allows what detourd needs" "systemd-analyze not found"
 fi
