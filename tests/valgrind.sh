@@ -49,8 +49,8 @@ export DETOURD_WRAPPER="valgrind --error-exitcode=99 --leak-check=full \
 
 status=0
 # the suites that exercise the request path, health checks and the
-# lifecycle (threads, reload); VALGRIND_SUITES overrides the list
-for suite in ${VALGRIND_SUITES:-run.sh checks.sh lifecycle.sh}; do
+# lifecycle (threads, reload) and TLS; VALGRIND_SUITES overrides the list
+for suite in ${VALGRIND_SUITES:-run.sh checks.sh lifecycle.sh tls.sh}; do
     "$HERE/integration/$suite" | tee "$VG_DIR/$suite.tap"
     rc=${PIPESTATUS[0]}
     if [ "$rc" -ne 0 ] || grep -q '^not ok' "$VG_DIR/$suite.tap"; then

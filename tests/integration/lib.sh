@@ -402,8 +402,12 @@ while time.monotonic() < end:
 #   --shutdown      half-close after the last part
 #   --head LIST|all which responses answer HEAD (they have no body)
 #   --parse-to F    also write what "parse" would print about them to F
+#   --tls NAME      speak TLS (NAME for SNI, "-" for none; no hostname check)
+#   --cafile F      with --tls: verify the server's certificate against F
+#   --tls-info F    with --tls: write "VERSION SERIAL ALPN" of the handshake
+#                   to F (SERIAL needs --cafile)
 # send exit status: 0 the server closed, 3 timed out with the connection open,
-# 4 reset, 2 cannot connect. Times are scaled by $TIMEOUT_SCALE.
+# 4 reset, 2 cannot connect, 5 the TLS handshake failed. Times are scaled by $TIMEOUT_SCALE.
 read -r -d '' IT_PY <<'PYEOF'
 import codecs, errno, os, random, socket, sys, time
 
@@ -535,9 +539,31 @@ def ports(n, lockdir, owner, exclude):
         s.close()
     print(" ".join(map(str, got)))
 
+def tls_wrap(s, name, cafile, info):
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    if cafile:
+        ctx.load_verify_locations(cafile)
+    else:
+        ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    try:
+        t = ctx.wrap_socket(s, server_hostname=None if name == "-" else name)
+    except OSError as e:
+        sys.stderr.write("raw: tls: %s\n" % e)
+        s.close()
+        return None
+    if info:
+        with open(info, "w") as f:
+            f.write("%s %s %s\n" % (t.version(), (t.getpeercert() or {}).get("serialNumber", "-"),
+                                     t.selected_alpn_protocol() or "-"))
+    return t
+
 def send(argv):
     timeout, grace, pause, want, seq, shut, heads = 2.0, 0.5, 0.0, 0, False, False, set()
     split, dump_to = 0, None
+    tls, cafile, tls_info = None, None, None
     port, parts, i = None, [], 0
     while i < len(argv):
         a = argv[i]
@@ -550,6 +576,9 @@ def send(argv):
         elif a == "--shutdown": shut = True; i += 1
         elif a == "--split": split = int(argv[i + 1]); i += 2
         elif a == "--parse-to": dump_to = argv[i + 1]; i += 2
+        elif a == "--tls": tls = argv[i + 1]; i += 2
+        elif a == "--cafile": cafile = argv[i + 1]; i += 2
+        elif a == "--tls-info": tls_info = argv[i + 1]; i += 2
         elif port is None: port = int(a); i += 1
         elif a.startswith(("@responses:", "@ready:", "@wait:")):
             k, _, v = a[1:].partition(":"); parts.append((k, v)); i += 1
@@ -566,6 +595,10 @@ def send(argv):
         sys.stderr.write("raw: connect: %s\n" % e)
         return 2
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if tls is not None:
+        s = tls_wrap(s, tls, cafile, tls_info)
+        if s is None:
+            return 5
     hard_end = time.monotonic() + 20 * timeout + 10  # overall bound
     if any(isinstance(p, tuple) and p[0] == "wait" for p in parts):
         hard_end += 60 * SCALE
