@@ -21,6 +21,7 @@
 #include "log.h"
 #include "select.h"
 #include "server.h"
+#include "tls.h"
 
 extern const char admin_page[];
 extern const size_t admin_page_len;
@@ -82,6 +83,49 @@ static void num_or_null(struct evbuffer *o, bool have, double v)
         evbuffer_add(o, LIT("null"));
 }
 
+static long long days_left(time_t not_after, time_t now)
+{
+    long long d = (long long)(not_after - now);
+    return d >= 0 ? d / 86400 : -((-d + 86399) / 86400);
+}
+
+/* "listeners": each address, and the certificates of a TLS one */
+static void listeners_json(struct evbuffer *o, const struct config *c, time_t now)
+{
+    evbuffer_add(o, LIT("\"listeners\":["));
+    for (size_t i = 0; i < c->nlisten; i++) {
+        const struct tls_srv *t = c->listen_tls[i];
+        if (i) evbuffer_add(o, LIT(","));
+        evbuffer_add(o, LIT("{\"address\":"));
+        json_str(o, c->listen[i].text);
+        if (!t) {
+            evbuffer_add(o, LIT(",\"tls\":false}"));
+            continue;
+        }
+        evbuffer_add(o, LIT(",\"tls\":true,\"certificates\":["));
+        for (size_t k = 0; k < tls_srv_ncerts(t); k++) {
+            struct tls_cert_info ci = tls_srv_cert(t, k);
+            char when[32];
+            struct tm tm;
+            if (!gmtime_r(&ci.not_after, &tm) ||
+                !strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm))
+                when[0] = '\0';
+            if (k) evbuffer_add(o, LIT(","));
+            evbuffer_add(o, LIT("{\"cert\":"));
+            json_str(o, ci.file);
+            evbuffer_add(o, LIT(",\"names\":["));
+            for (size_t n = 0; n < ci.nnames; n++) {
+                if (n) evbuffer_add(o, LIT(","));
+                json_str(o, ci.names[n]);
+            }
+            evbuffer_add_printf(o, "],\"not_after\":\"%s\",\"days_left\":%lld}", when,
+                                days_left(ci.not_after, now));
+        }
+        evbuffer_add(o, LIT("]}"));
+    }
+    evbuffer_add(o, LIT("],"));
+}
+
 void admin_status_json(struct evbuffer *o, const struct daemon_view *v)
 {
     const struct config *c = server_config(v->srv);
@@ -98,9 +142,11 @@ void admin_status_json(struct evbuffer *o, const struct daemon_view *v)
         evbuffer_add(o, LIT("null")); /* no SIGHUP yet */
     evbuffer_add_printf(o,
                         ",\"reloads\":{\"success\":%llu,\"failure\":%llu}},"
-                        "\"connections_active\":%u,\"pools\":[",
+                        "\"connections_active\":%u,",
                         (unsigned long long)v->reloads_ok, (unsigned long long)v->reloads_failed,
                         server_connections(v->srv));
+    listeners_json(o, c, time(NULL));
+    evbuffer_add(o, LIT("\"pools\":["));
     for (size_t i = 0; i < c->npools; i++) {
         const struct pool *p = &c->pools[i];
         if (i) evbuffer_add(o, LIT(","));
@@ -445,6 +491,53 @@ static void page_pools(struct page *pg)
     for (size_t i = 0; i < pg->c->npools; i++) page_pool(pg, &pg->c->pools[i]);
 }
 
+/* The certificates of the TLS listeners; fewer than
+ * TLS_EXPIRY_WARN_DAYS days left are marked. */
+static void page_tls(struct page *pg)
+{
+    struct evbuffer *o = pg->o;
+    const struct config *c = pg->c;
+    bool any = false;
+    for (size_t i = 0; i < c->nlisten; i++) {
+        const struct tls_srv *t = c->listen_tls[i];
+        for (size_t k = 0; t && k < tls_srv_ncerts(t); k++) {
+            struct tls_cert_info ci = tls_srv_cert(t, k);
+            if (!any) {
+                evbuffer_add(o, LIT("<section aria-label=\"TLS certificates\"><h2><span>TLS "
+                                    "certificates</span></h2><table><caption class=\"sr\">"
+                                    "Certificates of the TLS listeners</caption><thead><tr>"
+                                    "<th scope=\"col\">listener</th><th scope=\"col\">"
+                                    "certificate</th><th scope=\"col\">names</th>"
+                                    "<th scope=\"col\">expires</th><th scope=\"col\">days "
+                                    "left</th></tr></thead><tbody>"));
+                any = true;
+            }
+            long long left = days_left(ci.not_after, pg->now);
+            bool soon = left < TLS_EXPIRY_WARN_DAYS;
+            char t1[64];
+            iso(t1, sizeof(t1), ci.not_after);
+            evbuffer_add_printf(o,
+                                "<tr class=\"cert-%s\" data-days-left=\"%lld\"><th scope=\"row\">",
+                                soon ? "soon" : "ok", left);
+            html_str(o, c->listen[i].text);
+            evbuffer_add(o, LIT("</th><td>"));
+            html_str(o, ci.file);
+            evbuffer_add(o, LIT("</td><td>"));
+            for (size_t n = 0; n < ci.nnames; n++) {
+                if (n) evbuffer_add(o, LIT(", "));
+                html_str(o, ci.names[n]);
+            }
+            evbuffer_add(o, LIT("</td><td>"));
+            html_str(o, t1);
+            evbuffer_add_printf(o, "</td><td class=\"n\">%lld%s</td></tr>", left,
+                                left < 0 ? " (expired)"
+                                : soon   ? " (renew soon)"
+                                         : "");
+        }
+    }
+    if (any) evbuffer_add(o, LIT("</tbody></table></section>"));
+}
+
 static void page_title(struct page *pg)
 {
     unsigned down = 0;
@@ -472,6 +565,7 @@ void admin_page_html(struct evbuffer *o, const struct daemon_view *v)
     } marks[] = {{"title", page_title},
                  {"header", page_header},
                  {"pools", page_pools},
+                 {"tls", page_tls},
                  {"footer", page_footer}};
     struct page pg = {o, v, view_config(v), time(NULL)};
     const char *s = admin_page, *end = admin_page + admin_page_len;

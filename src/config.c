@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <openssl/ssl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -20,6 +21,7 @@
 #include "redirect.h"
 #include "route.h"
 #include "select.h"
+#include "tls.h"
 #include "yaml_tree.h"
 #include "lit.h"
 
@@ -647,8 +649,118 @@ static void finish_check(struct ctx *x, const struct yt_node *at, struct region 
 
 /* ---- sections ---- */
 
+static bool get_bool(struct ctx *x, const struct yt_node *n, const char *what, bool *out)
+{
+    if (n->kind == YT_SCALAR && n->plain && (key_is(n, "true") || key_is(n, "false"))) {
+        *out = key_is(n, "true");
+        return true;
+    }
+    ERR(x, n, "%s: expected true or false", what);
+    return false;
+}
+
+static struct tls_pos pos_of(const struct yt_node *n)
+{
+    struct tls_pos p = {n->line, n->col};
+    return p;
+}
+
+static void load_tls_certs(struct ctx *x, const struct yt_node *n, struct tls_conf *tc)
+{
+    static const char *const keys[] = {"cert", "key", NULL};
+    if (!want(x, n, YT_SEQ, "tls.certificates")) return;
+    if (n->len == 0) {
+        ERR(x, n, "tls.certificates: at least one certificate is required");
+        return;
+    }
+    tc->certs = calloc(n->len, sizeof(*tc->certs));
+    if (!tc->certs) return;
+    for (size_t i = 0; i < n->len; i++) {
+        const struct yt_node *item = n->u.items[i], *v;
+        if (!want(x, item, YT_MAP, "tls.certificates[]")) continue;
+        check_keys(x, item, "a certificate", keys);
+        struct tls_cert_conf *cc = &tc->certs[tc->ncerts];
+        if ((v = yt_get(item, "cert")) && get_str(x, v, "tls.certificates[].cert", &cc->cert))
+            cc->cert_pos = pos_of(v);
+        else if (!v)
+            ERR(x, item, "tls.certificates[]: 'cert' is required");
+        if ((v = yt_get(item, "key")) && get_str(x, v, "tls.certificates[].key", &cc->key))
+            cc->key_pos = pos_of(v);
+        else if (!v)
+            ERR(x, item, "tls.certificates[]: 'key' is required");
+        tc->ncerts++;
+    }
+}
+
+static void load_tls_protocols(struct ctx *x, const struct yt_node *n, struct tls_conf *tc)
+{
+    if (!want(x, n, YT_SEQ, "tls.protocols")) return;
+    if (n->len == 0) {
+        ERR(x, n, "tls.protocols: at least one protocol is required (TLSv1.2, TLSv1.3)");
+        return;
+    }
+    int lo = 0, hi = 0;
+    for (size_t i = 0; i < n->len; i++) {
+        const struct yt_node *v = n->u.items[i];
+        if (!scalar(x, v, "tls.protocols")) continue;
+        int ver = key_is(v, "TLSv1.2") ? TLS1_2_VERSION : key_is(v, "TLSv1.3") ? TLS1_3_VERSION : 0;
+        if (!ver) {
+            char name[64];
+            ERR(x, v, "tls.protocols: '%s' is not accepted (TLSv1.2, TLSv1.3)",
+                shown(v, name, sizeof(name)));
+            continue;
+        }
+        if (!lo || ver < lo) lo = ver;
+        if (ver > hi) hi = ver;
+    }
+    if (lo) {
+        tc->min_version = lo;
+        tc->max_version = hi;
+    }
+}
+
+/* A listener's `tls:` block: parsed here, loaded (files, OpenSSL) by tls.c
+ * with the positions kept for its messages. */
+static struct tls_srv *load_tls(struct ctx *x, const struct yt_node *n, const char *listener)
+{
+    static const char *const keys[] = {
+        "certificates",    "protocols",   "ciphers",     "ciphersuites",
+        "session_tickets", "ticket_keys", "unknown_sni", NULL};
+    static const char *const sni[] = {"default", "reject", NULL};
+    if (!want(x, n, YT_MAP, "tls")) return NULL;
+    check_keys(x, n, "tls", keys);
+    struct tls_conf *tc = calloc(1, sizeof(*tc));
+    if (!tc) return NULL;
+    tc->listener = listener;
+    tc->tickets = true;
+    tc->min_version = TLS1_2_VERSION;
+    tc->max_version = TLS1_3_VERSION;
+    size_t before = x->d->n + x->d->dropped;
+    const struct yt_node *v;
+    if ((v = yt_get(n, "certificates")))
+        load_tls_certs(x, v, tc);
+    else
+        ERR(x, n, "tls: 'certificates' is required");
+    if ((v = yt_get(n, "protocols"))) load_tls_protocols(x, v, tc);
+    if ((v = yt_get(n, "ciphers")) && get_str(x, v, "tls.ciphers", &tc->ciphers))
+        tc->ciphers_pos = pos_of(v);
+    if ((v = yt_get(n, "ciphersuites")) && get_str(x, v, "tls.ciphersuites", &tc->ciphersuites))
+        tc->ciphersuites_pos = pos_of(v);
+    if ((v = yt_get(n, "session_tickets"))) get_bool(x, v, "tls.session_tickets", &tc->tickets);
+    if ((v = yt_get(n, "ticket_keys")) && get_str(x, v, "tls.ticket_keys", &tc->ticket_keys))
+        tc->ticket_keys_pos = pos_of(v);
+    int e;
+    if ((v = yt_get(n, "unknown_sni")) && get_enum(x, v, "tls.unknown_sni", sni, &e))
+        tc->reject_unknown = e == 1;
+    struct tls_srv *t = NULL;
+    if (x->d->n + x->d->dropped == before) t = tls_srv_build(tc, x->d);
+    tls_conf_free(tc);
+    return t;
+}
+
 static void load_listen(struct ctx *x, const struct yt_node *n)
 {
+    static const char *const keys[] = {"address", "tls", NULL};
     struct config *c = x->c;
     if (n->kind == YT_SCALAR && !is_null(n)) {
         /* a single address is accepted as a one-item list */
@@ -661,10 +773,22 @@ static void load_listen(struct ctx *x, const struct yt_node *n)
         return;
     }
     c->listen = calloc(cnt, sizeof(*c->listen));
-    if (!c->listen) return;
+    c->listen_tls = calloc(cnt, sizeof(*c->listen_tls));
+    if (!c->listen || !c->listen_tls) return;
     struct seen seen = {0};
     for (size_t i = 0; i < cnt; i++) {
-        const struct yt_node *item = n->kind == YT_SEQ ? n->u.items[i] : n;
+        const struct yt_node *item = n->kind == YT_SEQ ? n->u.items[i] : n, *tls = NULL;
+        if (item->kind == YT_MAP) {
+            /* {address: ..., tls: {...}} */
+            check_keys(x, item, "a listener", keys);
+            tls = yt_get(item, "tls");
+            const struct yt_node *a = yt_get(item, "address");
+            if (!a) {
+                ERR(x, item, "listen: 'address' is required");
+                continue;
+            }
+            item = a;
+        }
         if (!scalar(x, item, "listen")) continue;
         struct listen_addr la;
         if (!netaddr_parse_listen(item->str, &la)) {
@@ -677,10 +801,12 @@ static void load_listen(struct ctx *x, const struct yt_node *n)
         la.col = item->col;
         c->listen[c->nlisten] = la;
         unsigned first = seen_add(&seen, c->listen[c->nlisten].text, la.line);
-        if (first)
+        if (first) {
             ERR(x, item, "listen: '%s' is listed twice (first at line %u)", item->str, first);
-        else
-            c->nlisten++;
+            continue;
+        }
+        if (tls) c->listen_tls[c->nlisten] = load_tls(x, tls, c->listen[c->nlisten].text);
+        c->nlisten++;
     }
     free(seen.slot);
 }
@@ -1314,6 +1440,8 @@ void config_free(struct config *c)
     free(c->access_log);
     free(c->admin_allow);
     free((void *)c->counts);
+    for (size_t i = 0; c->listen_tls && i < c->nlisten; i++) tls_srv_unref(c->listen_tls[i]);
+    free(c->listen_tls);
     free(c->listen);
     free(c->path);
     free(c);

@@ -15,6 +15,8 @@
 #include "diag.h"
 #include "netaddr.h"
 
+struct tls_srv;
+
 #ifndef SYSCONFDIR
 #define SYSCONFDIR "/etc"
 #endif
@@ -152,6 +154,7 @@ struct config {
     time_t loaded_at;
     char *path;
     struct listen_addr *listen;
+    struct tls_srv **listen_tls; /* per listener: its TLS settings (tls.h), or NULL */
     size_t nlisten;
     unsigned workers; /* 0 = auto */
     enum log_level log_level;

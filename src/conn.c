@@ -30,6 +30,7 @@
 #include "log.h"
 #include "route.h"
 #include "select.h"
+#include "tls.h"
 #include "worker.h"
 #include "lit.h"
 
@@ -116,6 +117,8 @@ struct conn {
     bool backlogged : 1; /* reading paused: the client does not read its answers */
     bool eof : 1;        /* the client ended its side */
     bool nodelay : 1;    /* TCP_NODELAY set (only once a write was partial) */
+    bool tls : 1;        /* tp is transport_tls, tctx its SSL */
+    bool timed_out : 1;  /* closed by its deadline */
 };
 
 static void on_event(evutil_socket_t fd, short what, void *arg);
@@ -564,6 +567,29 @@ static void answer_error(struct conn *c, unsigned status, const char *base)
     log_debug("client error %u: %s", status, io->req.reason ? io->req.reason : "");
 }
 
+/* A plain-HTTP request on a TLS port: the connection goes on as plain TCP
+ * for one plain-text answer, then closes (lingering over the request,
+ * which is still unread: the transport only peeked at it). */
+static void answer_plain_on_tls(struct conn *c)
+{
+    static const char answer[] = "HTTP/1.1 400 Bad Request\r\n"
+                                 "Content-Type: text/plain; charset=utf-8\r\n"
+                                 "Content-Length: 55\r\n"
+                                 "Connection: close\r\n"
+                                 "\r\n"
+                                 "This port speaks HTTPS: use https:// for this address.\n";
+    tls_conn_free(c->tctx, false);
+    c->tctx = NULL;
+    c->tp = &transport_tcp;
+    c->tls = false;
+    c->after = AFTER_CLOSE;
+    if (!c->io && !io_attach(c)) return;
+    if (!out_reserve(c, sizeof(answer) - 1)) return;
+    memcpy(c->io->out + c->io->out_len, answer, sizeof(answer) - 1);
+    c->io->out_len += sizeof(answer) - 1;
+    c->after = AFTER_LINGER;
+}
+
 /* The key of balance: hash — a request header, or the client's address
  * (also when the header is missing). */
 static uint64_t hash_key(const struct conn *c, const struct pool *p, const char *base,
@@ -843,7 +869,9 @@ static bool conn_read(struct conn *c)
             buf = io->in + io->in_len;
             room = io->in_cap - io->in_len;
         }
-        ssize_t n = conn_recv(c, buf, room);
+        /* a lingering TLS connection only drains the socket */
+        ssize_t n = c->tls && c->st == CS_LINGER ? tls_conn_drain(c->fd, buf, room)
+                                                 : conn_recv(c, buf, room);
         if (n > 0) {
             if (drop) {
                 if (c->st == CS_LINGER) linger_more(c);
@@ -851,9 +879,19 @@ static bool conn_read(struct conn *c)
             }
             c->io->in_len += (size_t)n;
             if (!conn_process(c)) return false;
-            /* only a full buffer suggests more is waiting right now */
-            if ((size_t)n < room || c->backlogged || c->after != AFTER_KEEP) return true;
+            /* only a full buffer suggests more is waiting right now (TLS
+             * returns a record at a time: read on until it says AGAIN) */
+            if (((size_t)n < room && !c->tls) || c->backlogged || c->after != AFTER_KEEP)
+                return true;
             continue;
+        }
+        if (n == TRANSPORT_PLAIN) {
+            answer_plain_on_tls(c);
+            if (c->after == AFTER_CLOSE) {
+                conn_close(c);
+                return false;
+            }
+            return conn_flush(c);
         }
         if (n == TRANSPORT_AGAIN) {
             io_release_if_idle(c);
@@ -880,6 +918,9 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
     struct conn *c = arg;
     (void)fd;
     c->w->now_ms = clock_now_ms();
+    /* TLS may need the other direction: a read waiting to write (the
+     * handshake) or a write waiting to read */
+    if (c->tls && (what & (EV_READ | EV_WRITE))) what |= EV_READ | EV_WRITE;
     if ((what & EV_WRITE) && out_pending(c)) {
         if (!conn_flush(c)) return;
         if (!out_pending(c) && c->st != CS_LINGER && c->io) {
@@ -896,6 +937,7 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
 /* A deadline passed. */
 static void conn_expire(struct conn *c)
 {
+    c->timed_out = true;
     if (c->st == CS_HEAD && c->io && c->io->in_len && !out_pending(c) && c->after == AFTER_KEEP) {
         /* part of a head arrived, not all of it in time */
         c->io->in_len = 0;
@@ -920,7 +962,8 @@ static struct conn *conn_get(struct worker *w)
     return malloc(sizeof(*c));
 }
 
-void conn_accepted(struct worker *w, int fd, const struct sockaddr_storage *peer, socklen_t peerlen)
+void conn_accepted(struct worker *w, int fd, const struct sockaddr_storage *peer, socklen_t peerlen,
+                   struct tls_srv *tls)
 {
     struct conn *c = conn_get(w);
     if (!c) {
@@ -933,6 +976,20 @@ void conn_accepted(struct worker *w, int fd, const struct sockaddr_storage *peer
     c->w = w;
     c->tp = &transport_tcp;
     c->tctx = NULL;
+    c->tls = c->timed_out = false;
+    if (tls) {
+        if (!(c->tctx = tls_conn_new(tls, fd))) {
+            log_warn("out of memory: dropping a TLS connection");
+            close(fd);
+            c->next = w->conns.free; /* back to the free list */
+            w->conns.free = c;
+            w->conns.nfree++;
+            worker_conn_closed(w);
+            return;
+        }
+        c->tp = &transport_tls;
+        c->tls = true;
+    }
     c->io = NULL;
     c->fd = fd;
     c->st = CS_HEAD; /* header_timeout counts from the connection's start */
@@ -962,6 +1019,10 @@ static void conn_close(struct conn *c)
     io_release(c);
     event_del(&c->ev); /* also when only activated by read_again */
     timeout_unlink(c);
+    if (c->tctx) {
+        tls_conn_free(c->tctx, c->timed_out);
+        c->tctx = NULL;
+    }
     close(c->fd);
     c->fd = -1;
     if (c->prev)

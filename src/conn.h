@@ -68,9 +68,11 @@ static inline bool conn_set_empty(const struct conn_set *s)
     return !s->open;
 }
 
-/* Takes an accepted socket; reads and answers what it brought at once. */
-void conn_accepted(struct worker *w, int fd, const struct sockaddr_storage *peer,
-                   socklen_t peerlen);
+struct tls_srv;
+/* Takes an accepted socket; reads and answers what it brought at once.
+ * tls: the listener's TLS settings (tls.h), or NULL for plain HTTP. */
+void conn_accepted(struct worker *w, int fd, const struct sockaddr_storage *peer, socklen_t peerlen,
+                   struct tls_srv *tls);
 /* Frees the connection objects and request buffers no connection needed
  * since the last call (once a second), so a burst's high-water mark does
  * not stay resident. */

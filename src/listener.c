@@ -14,6 +14,7 @@
 
 #include "log.h"
 #include "sdnotify.h"
+#include "tls.h"
 
 int listener_open(const struct listen_addr *a, bool reuseport, char *err, size_t errlen)
 {
@@ -100,6 +101,7 @@ static const struct listener *find_listener(const struct listener_set *set, cons
 void listener_set_discard(struct listener_set *set, const struct listener_set *old)
 {
     for (size_t i = 0; i < set->n; i++) {
+        tls_srv_unref(set->l[i].tls);
         if (find_listener(old, set->l[i].addr.text))
             free(set->l[i].fds);
         else
@@ -124,6 +126,8 @@ struct listener_set *listener_set_build(const struct config *cfg, const struct l
         struct listener *l = &set->l[set->n];
         const struct listener *was = find_listener(old, cfg->listen[i].text);
         l->addr = cfg->listen[i];
+        /* a kept address serves the new config's certificates */
+        l->tls = tls_srv_ref(cfg->listen_tls ? cfg->listen_tls[i] : NULL);
         if (was) {
             l->shared = was->shared;
             l->inherited = was->inherited;
@@ -181,7 +185,10 @@ void listener_fds_close(void *p)
 void listener_set_free(void *p)
 {
     struct listener_set *set = p;
-    for (size_t i = 0; i < set->n; i++) free(set->l[i].fds);
+    for (size_t i = 0; i < set->n; i++) {
+        tls_srv_unref(set->l[i].tls);
+        free(set->l[i].fds);
+    }
     free(set->l);
     free(set);
 }

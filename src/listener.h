@@ -15,8 +15,9 @@
  * all workers (a socket passed by systemd). */
 struct listener {
     struct listen_addr addr;
-    int *fds;    /* nfds entries */
-    bool shared; /* fds are all the same socket */
+    struct tls_srv *tls; /* a reference to the config's TLS settings, or NULL */
+    int *fds;            /* nfds entries */
+    bool shared;         /* fds are all the same socket */
     bool inherited;
 };
 

@@ -18,6 +18,7 @@
 #include "log.h"
 #include "sdnotify.h"
 #include "server.h"
+#include "tls.h"
 
 #define EXIT_CONFIG 1
 #define EXIT_USAGE  2
@@ -94,6 +95,28 @@ static void reopen_logs(struct daemon *d)
     log_info("SIGUSR1: reopened the access log %s", cfg->access_log);
 }
 
+/* Certificates that expired, are not valid yet or expire soon: warned at
+ * load and once a day. */
+static void warn_expiry(const struct config *cfg)
+{
+    time_t now = time(NULL);
+    for (size_t i = 0; cfg && i < cfg->nlisten; i++)
+        if (cfg->listen_tls[i]) tls_srv_warn_expiry(cfg->listen_tls[i], now);
+}
+
+static void on_daily(evutil_socket_t fd, short what, void *arg)
+{
+    struct daemon *d = arg;
+    (void)fd, (void)what;
+    warn_expiry(server_config(d->srv));
+}
+
+static void on_ticket_rotate(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what, (void)arg;
+    tls_rotate_ticket_key();
+}
+
 /* Validate, then commit: on any error the running config is untouched. */
 static void reload(struct daemon *d)
 {
@@ -151,6 +174,7 @@ static void reload(struct daemon *d)
     server_commit(d->srv, cfg, set);
     if (alog_changed) server_set_alog(d->srv, alog);
     apply_logging(d, cfg);
+    warn_expiry(cfg);
     health_notify_status(d->health);
     sdnotify_ready();
     admin_commit(d->admin, cfg, admin_fd);
@@ -231,11 +255,13 @@ int main(int argc, char **argv)
     }
     diag_free(&dg);
     if (test_only) {
+        warn_expiry(cfg);
         printf("%s: configuration OK\n", d.path);
         config_unref(cfg);
         return 0;
     }
     apply_logging(&d, cfg);
+    warn_expiry(cfg);
     signal(SIGPIPE, SIG_IGN);
     d.srv = server_new();
     if (!d.srv) {
@@ -269,6 +295,7 @@ int main(int argc, char **argv)
     /* health first: the choices reflect `initial` before any request */
     int rc = EXIT_CONFIG;
     char err[256];
+    struct event *timers[2] = {NULL, NULL};
     struct alog_file *alog = NULL;
     d.health = health_start(d.base, cfg, retire, d.srv);
     if (!d.health) {
@@ -293,6 +320,11 @@ int main(int argc, char **argv)
         log_error("%s", err);
         goto out;
     }
+    struct timeval day = {86400, 0}, rotate = {TLS_TICKET_ROTATE_S, 0};
+    timers[0] = event_new(d.base, -1, EV_PERSIST, on_daily, &d);
+    timers[1] = event_new(d.base, -1, EV_PERSIST, on_ticket_rotate, &d);
+    if (timers[0]) event_add(timers[0], &day);
+    if (timers[1]) event_add(timers[1], &rotate);
     sdnotify_unused_fds(); /* warns about each passed socket no listen: entry takes */
     sdnotify_init(d.base);
     health_notify_status(d.health);
@@ -312,6 +344,8 @@ out:
     server_free(d.srv);
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
         if (sigev[i]) event_free(sigev[i]);
+    for (size_t i = 0; i < 2; i++)
+        if (timers[i]) event_free(timers[i]);
     sdnotify_free();
     event_base_free(d.base);
     libevent_global_shutdown();

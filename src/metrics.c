@@ -9,6 +9,7 @@
 #include "counters.h"
 #include "health.h"
 #include "server.h"
+#include "tls.h"
 #include "lit.h"
 
 uint64_t metrics_requests(const struct daemon_view *v, const struct config *c, const char *pool,
@@ -46,6 +47,56 @@ static void pr_labels(struct evbuffer *out, const char *pool, const char *region
     evbuffer_add(out, LIT("\",region=\""));
     metrics_label(out, region);
     evbuffer_add(out, LIT("\""));
+}
+
+static void tls_label(struct evbuffer *out, const char *name, const char *listener)
+{
+    evbuffer_add_printf(out, "%s{listener=\"", name);
+    metrics_label(out, listener);
+    evbuffer_add(out, LIT("\""));
+}
+
+static void render_tls_handshakes(const struct tls_stats_view *s, void *arg)
+{
+    struct evbuffer *out = arg;
+    const char *const results[] = {"full", "resumed", "failed"};
+    const uint64_t n[] = {s->full, s->resumed, s->failed};
+    for (int i = 0; i < 3; i++) {
+        tls_label(out, "detourd_tls_handshakes_total", s->listener);
+        evbuffer_add_printf(out, ",result=\"%s\"} %llu\n", results[i], (unsigned long long)n[i]);
+    }
+}
+
+static void render_tls_failures(const struct tls_stats_view *s, void *arg)
+{
+    struct evbuffer *out = arg;
+    for (int i = 0; i < TLS_FAIL_N; i++) {
+        tls_label(out, "detourd_tls_handshake_failures_total", s->listener);
+        evbuffer_add_printf(out, ",reason=\"%s\"} %llu\n", tls_fail_name((enum tls_fail)i),
+                            (unsigned long long)s->fail[i]);
+    }
+}
+
+static void render_tls(struct evbuffer *out, const struct config *c)
+{
+    head(out, "detourd_tls_handshakes_total", "counter",
+         "TLS handshakes on the redirect listeners, by result.");
+    tls_stats_each(render_tls_handshakes, out);
+    head(out, "detourd_tls_handshake_failures_total", "counter",
+         "Failed TLS handshakes, by reason.");
+    tls_stats_each(render_tls_failures, out);
+    head(out, "detourd_tls_certificate_expiry_timestamp_seconds", "gauge",
+         "Unix time when each listener certificate expires (notAfter).");
+    for (size_t i = 0; c && i < c->nlisten; i++) {
+        const struct tls_srv *t = c->listen_tls[i];
+        for (size_t k = 0; t && k < tls_srv_ncerts(t); k++) {
+            struct tls_cert_info ci = tls_srv_cert(t, k);
+            tls_label(out, "detourd_tls_certificate_expiry_timestamp_seconds", c->listen[i].text);
+            evbuffer_add(out, LIT(",cert=\""));
+            metrics_label(out, ci.file);
+            evbuffer_add_printf(out, "\"} %lld\n", (long long)ci.not_after);
+        }
+    }
 }
 
 struct render_arg {
@@ -140,6 +191,7 @@ void metrics_render(struct evbuffer *out, const struct daemon_view *v)
     }
     head(out, "detourd_connections_active", "gauge", "Open client connections.");
     evbuffer_add_printf(out, "detourd_connections_active %u\n", server_connections(v->srv));
+    render_tls(out, server_config(v->srv));
     head(out, "detourd_config_reloads_total", "counter", "Configuration reloads, by result.");
     evbuffer_add_printf(out,
                         "detourd_config_reloads_total{result=\"success\"} %llu\n"

@@ -160,7 +160,14 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
 {
     struct worker *w = arg;
     struct server *s = w->srv;
+    struct tls_srv *tls = NULL;
     w->now_ms = clock_now_ms();
+    for (size_t k = 0; k < w->nls; k++) {
+        if (w->ls[k].fd == lfd) {
+            tls = w->ls[k].tls;
+            break;
+        }
+    }
     for (int i = 0; i < ACCEPT_BATCH && w->accepting; i++) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof(ss);
@@ -178,7 +185,7 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
             return;
         }
         unsigned n = atomic_fetch_add(&s->nconns, 1) + 1;
-        conn_accepted(w, fd, &ss, len);
+        conn_accepted(w, fd, &ss, len, tls);
         if (n >= w->cfg->limits.max_connections && !w->paused) {
             log_debug("max_connections (%u) reached; pausing accept", n);
             pause_accepting(w, ACCEPT_RETRY_MS);
@@ -199,6 +206,7 @@ static void sync_listeners(struct worker *w)
     for (size_t i = 0; i < n; i++) {
         int fd = set->l[i].fds[w->id];
         ls[i].fd = fd;
+        ls[i].tls = set->l[i].tls;
         for (size_t k = 0; k < w->nls; k++) {
             if (w->ls[k].fd == fd && w->ls[k].ev) { /* kept: move its event */
                 ls[i].ev = w->ls[k].ev;

@@ -20,6 +20,7 @@ struct server;
 struct lsock {
     int fd;
     struct event *ev;
+    struct tls_srv *tls; /* the listener set's (tls.h), or NULL */
 };
 
 struct worker {
