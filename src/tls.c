@@ -555,7 +555,10 @@ static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CI
         if (EVP_DecryptInit_ex(c, ticket_cipher, NULL, keys[i]->aes, iv) != 1 ||
             !ticket_mac(h, keys[i]))
             return -1;
-        return i == 0 ? 1 : 2; /* 2: a newer key should encrypt a fresh ticket */
+        /* 2: send a fresh ticket: when a newer key encrypts, and after
+         * every TLS 1.3 resumption (clients use a ticket once, RFC 8446
+         * appendix C.4; without a new one every other handshake is full) */
+        return i == 0 && SSL_version(ssl) != TLS1_3_VERSION ? 1 : 2;
     }
     return 0; /* unknown key: a full handshake */
 }
