@@ -882,6 +882,60 @@ START_TEST(test_listen_forms)
 }
 END_TEST
 
+/* TLS listeners: the parts that need no certificate files (tls.sh loads
+ * real ones) */
+#define POOLS "pools:\n  - name: api\n" REGION
+START_TEST(test_tls_listen)
+{
+    /* a mapping without tls: is a plain listener */
+    struct config *c = expect_ok("listen:\n  - address: \"127.0.0.1:8443\"\n" POOLS);
+    ck_assert_uint_eq(c->nlisten, 1);
+    ck_assert_ptr_null(c->listen_tls[0]);
+    config_free(c);
+    expect_error("listen:\n  - tls: {}\n" POOLS, 2, 5, "listen: 'address' is required");
+    expect_error("listen:\n  - {address: \"127.0.0.1:8443\", tls: yes}\n" POOLS, 2, 38,
+                 "tls: expected a mapping");
+    expect_error("listen:\n  - {address: \"127.0.0.1:8443\", tls: {}}\n" POOLS, 2, 38,
+                 "tls: 'certificates' is required");
+    expect_error("listen:\n  - {address: \"127.0.0.1:8443\", tls: {certificates: []}}\n" POOLS, 2,
+                 53, "at least one certificate is required");
+    expect_error("listen:\n  - {address: \"127.0.0.1:8443\", tls: {certificates: [x]}}\n" POOLS, 2,
+                 54, "tls.certificates[]: expected a mapping");
+    expect_error(
+        "listen:\n  - {address: \"127.0.0.1:8443\", tls: {certificates: [{cert: a}]}}\n" POOLS, 2,
+        54, "'key' is required");
+    struct diag d;
+    c = parse("listen:\n  - {address: \"127.0.0.1:8443\", tls: {crt: 1, certificates: "
+              "[{cert: /nonexistent/a.pem, key: /nonexistent/a.key}]}}\n" POOLS,
+              &d);
+    ck_assert_ptr_null(c);
+    ck_assert_msg(has_err(&d, 2, 39, "unknown key 'crt' in tls"), "%s", dump(&d));
+    ck_assert_msg(has_err(&d, 2, 69, "cannot open /nonexistent/a.pem"), "%s", dump(&d));
+    diag_free(&d);
+
+    /* every problem in one pass: syntax, OpenSSL's lists and the files */
+    c = parse("listen:\n"
+              "  - address: \"127.0.0.1:8443\"\n"
+              "    tls:\n"
+              "      certificates:\n"
+              "        - {cert: /nonexistent/a.pem, key: /nonexistent/a.key}\n"
+              "      protocols: [TLSv1.1, TLSv1.3]\n"
+              "      ciphers: \"NOT-A-CIPHER\"\n"
+              "      unknown_sni: maybe\n"
+              "      session_tickets: 1\n" POOLS,
+              &d);
+    ck_assert_ptr_null(c);
+    ck_assert_msg(has_err(&d, 5, 18, "cannot open /nonexistent/a.pem"), "%s", dump(&d));
+    ck_assert_msg(has_err(&d, 5, 43, "cannot open /nonexistent/a.key"), "%s", dump(&d));
+    ck_assert_msg(has_err(&d, 6, 19, "'TLSv1.1' is not accepted"), "%s", dump(&d));
+    ck_assert_msg(has_err(&d, 7, 16, "tls.ciphers: OpenSSL rejects the list"), "%s", dump(&d));
+    ck_assert_msg(has_err(&d, 8, 20, "tls.unknown_sni"), "%s", dump(&d));
+    ck_assert_msg(has_err(&d, 9, 24, "expected true or false"), "%s", dump(&d));
+    ck_assert_uint_eq(d.n, 6);
+    diag_free(&d);
+}
+END_TEST
+
 /* ---- helpers ---- */
 
 START_TEST(test_parse_duration)
@@ -1270,6 +1324,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_listen_forms);
     tcase_add_test(tc, test_parse_duration);
     tcase_add_test(tc, test_parse_size);
+    tcase_add_test(tc, test_tls_listen);
     tcase_add_test(tc, test_parse_listen);
     tcase_add_test(tc, test_cidr);
     suite_add_tcase(s, tc);
