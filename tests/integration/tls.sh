@@ -903,6 +903,19 @@ PY
 }
 t "/status lists the listeners with their certificates (names, not_after, days_left)" t_status_listeners
 
+t_status_page_certs() {
+    local f rows
+    f=$(tmpf page)
+    curl -s --max-time "$(scale 5)" -o "$f" "http://127.0.0.1:$ADM/" || why "GET / failed" || return 1
+    # one row per certificate; those with fewer than 14 days left are marked
+    rows=$(grep -o '<tr class="cert-[a-z]*" data-days-left="[-0-9]*"><th scope="row">[^<]*</th><td>[^<]*</td>' "$f")
+    echo "$rows" | grep -q "class=\"cert-soon\" data-days-left=\"5\".*<td>$PKI/soon.pem</td>" ||
+        why "soon.pem is not marked: $rows" || return 1
+    echo "$rows" | grep -q "class=\"cert-ok\" data-days-left=\"[23][0-9]\".*<td>$PKI/ec.pem</td>" ||
+        why "ec.pem is not listed as ok: $rows"
+}
+t "the status page lists the certificates and marks those with fewer than 14 days left" t_status_page_certs
+
 t_soon_warning() {
     grep -qE "listener $L_T: certificate $PKI/soon.pem expires in 5 days \(not after $(not_after "$PKI/soon.pem")\)" "$MAIN_LOG" ||
         why "no warning in the log: $(grep -i 'certificate' "$MAIN_LOG" | head -n 5)"
