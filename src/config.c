@@ -673,6 +673,7 @@ static void load_tls_certs(struct ctx *x, const struct yt_node *n, struct tls_co
         if (!want(x, item, YT_MAP, "tls.certificates[]")) continue;
         check_keys(x, item, "a certificate", keys);
         struct tls_cert_conf *cc = &tc->certs[tc->ncerts];
+        cc->index = i;
         if ((v = yt_get(item, "cert")) && get_str(x, v, "tls.certificates[].cert", &cc->cert))
             cc->cert_pos = pos_of(v);
         else if (!v)
@@ -783,24 +784,34 @@ static void load_listen(struct ctx *x, const struct yt_node *n)
             const struct yt_node *a = yt_get(item, "address");
             if (!a) {
                 ERR(x, item, "listen: 'address' is required");
+                tls_srv_unref(tls ? load_tls(x, tls, "?") : NULL); /* its errors too */
                 continue;
             }
             item = a;
         }
-        if (!scalar(x, item, "listen")) continue;
         struct listen_addr la;
-        if (!netaddr_parse_listen(item->str, &la)) {
+        const char *bad = NULL;
+        unsigned first = 0;
+        if (!scalar(x, item, "listen")) {
+            bad = "?";
+        } else if (!netaddr_parse_listen(item->str, &la)) {
             ERR(x, item,
                 "listen: '%s' is not an address (IPv4:PORT, [IPv6]:PORT or *:PORT, port 1..65535)",
                 item->str);
-            continue;
+            bad = item->str;
+        } else {
+            la.line = item->line;
+            la.col = item->col;
+            c->listen[c->nlisten] = la;
+            first = seen_add(&seen, c->listen[c->nlisten].text, la.line);
+            if (first) {
+                ERR(x, item, "listen: '%s' is listed twice (first at line %u)", item->str, first);
+                bad = item->str;
+            }
         }
-        la.line = item->line;
-        la.col = item->col;
-        c->listen[c->nlisten] = la;
-        unsigned first = seen_add(&seen, c->listen[c->nlisten].text, la.line);
-        if (first) {
-            ERR(x, item, "listen: '%s' is listed twice (first at line %u)", item->str, first);
+        if (bad) {
+            /* not a listener, but its tls: block is checked all the same */
+            if (tls) tls_srv_unref(load_tls(x, tls, bad));
             continue;
         }
         if (tls) c->listen_tls[c->nlisten] = load_tls(x, tls, c->listen[c->nlisten].text);

@@ -119,6 +119,7 @@ struct conn {
     bool nodelay : 1;    /* TCP_NODELAY set (only once a write was partial) */
     bool tls : 1;        /* tp is transport_tls, tctx its SSL */
     bool timed_out : 1;  /* closed by its deadline */
+    bool wstall : 1;     /* output waits for the client: its idle_timeout runs */
 };
 
 static void on_event(evutil_socket_t fd, short what, void *arg);
@@ -455,22 +456,28 @@ static void set_nodelay(struct conn *c)
 static bool conn_flush(struct conn *c)
 {
     struct conn_io *io = c->io;
+    bool wrote = false;
     while (io->out_off < io->out_len) {
         ssize_t n = conn_send(c, io->out + io->out_off, io->out_len - io->out_off);
         if (n > 0) {
             io->out_off += (size_t)n;
+            wrote = true;
             if (io->out_off < io->out_len) set_nodelay(c);
             continue;
         }
         if (n == TRANSPORT_AGAIN) {
             conn_register(c);
-            /* a stalled reader gets idle_timeout to make progress */
-            set_timeout(c, limits_of(c)->idle_timeout_ms);
+            /* a stalled reader gets idle_timeout from the stall, and again
+             * whenever it takes some of its answers; a wakeup that writes
+             * nothing (input arriving) does not extend it */
+            if (wrote || !c->wstall) set_timeout(c, limits_of(c)->idle_timeout_ms);
+            c->wstall = true;
             return true;
         }
         conn_close(c);
         return false;
     }
+    c->wstall = false;
     io->out_len = io->out_off = 0;
     if (c->after == AFTER_CLOSE) {
         conn_close(c);
@@ -919,8 +926,8 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     c->w->now_ms = clock_now_ms();
     /* TLS may need the other direction: a read waiting to write (the
-     * handshake) or a write waiting to read */
-    if (c->tls && (what & (EV_READ | EV_WRITE))) what |= EV_READ | EV_WRITE;
+     * handshake) or a write waiting to read, as OpenSSL last asked */
+    if (c->tls) what |= tls_conn_wants(c->tctx, what);
     if ((what & EV_WRITE) && out_pending(c)) {
         if (!conn_flush(c)) return;
         if (!out_pending(c) && c->st != CS_LINGER && c->io) {
@@ -976,7 +983,7 @@ void conn_accepted(struct worker *w, int fd, const struct sockaddr_storage *peer
     c->w = w;
     c->tp = &transport_tcp;
     c->tctx = NULL;
-    c->tls = c->timed_out = false;
+    c->tls = c->timed_out = c->wstall = false;
     if (tls) {
         if (!(c->tctx = tls_conn_new(tls, fd))) {
             log_warn("out of memory: dropping a TLS connection");

@@ -126,8 +126,6 @@ struct listener_set *listener_set_build(const struct config *cfg, const struct l
         struct listener *l = &set->l[set->n];
         const struct listener *was = find_listener(old, cfg->listen[i].text);
         l->addr = cfg->listen[i];
-        /* a kept address serves the new config's certificates */
-        l->tls = tls_srv_ref(cfg->listen_tls ? cfg->listen_tls[i] : NULL);
         if (was) {
             l->shared = was->shared;
             l->inherited = was->inherited;
@@ -140,6 +138,8 @@ struct listener_set *listener_set_build(const struct config *cfg, const struct l
             snprintf(err, errlen, "out of memory");
             goto fail;
         }
+        /* a kept address serves the new config's certificates */
+        l->tls = tls_srv_ref(cfg->listen_tls ? cfg->listen_tls[i] : NULL);
         set->n++;
     }
     return set;

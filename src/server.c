@@ -17,6 +17,7 @@
 #include "counters.h"
 #include "listener.h"
 #include "log.h"
+#include "tls.h"
 #include "worker.h"
 
 #define ACCEPT_BATCH    64  /* connections taken per wakeup of a listener */
@@ -206,7 +207,7 @@ static void sync_listeners(struct worker *w)
     for (size_t i = 0; i < n; i++) {
         int fd = set->l[i].fds[w->id];
         ls[i].fd = fd;
-        ls[i].tls = set->l[i].tls;
+        ls[i].tls = tls_srv_ref(set->l[i].tls); /* the set may go before w->ls */
         for (size_t k = 0; k < w->nls; k++) {
             if (w->ls[k].fd == fd && w->ls[k].ev) { /* kept: move its event */
                 ls[i].ev = w->ls[k].ev;
@@ -219,17 +220,21 @@ static void sync_listeners(struct worker *w)
             if (ls[i].ev && w->accepting) event_add(ls[i].ev, NULL);
         }
     }
-    for (size_t k = 0; k < w->nls; k++)
+    for (size_t k = 0; k < w->nls; k++) {
         if (w->ls[k].ev) event_free(w->ls[k].ev); /* removed: main closes the fd later */
+        tls_srv_unref(w->ls[k].tls);
+    }
     free(w->ls);
     w->ls = ls;
     w->nls = n;
     /* a socket without an event (OOM) is skipped */
     for (size_t i = 0; i < w->nls;) {
-        if (!w->ls[i].ev)
+        if (!w->ls[i].ev) {
+            tls_srv_unref(w->ls[i].tls);
             w->ls[i] = w->ls[--w->nls];
-        else
+        } else {
             i++;
+        }
     }
 }
 
@@ -554,7 +559,10 @@ void server_free(struct server *s)
         struct worker *w = &s->w[i];
         if (!w->base) continue;
         conn_set_free(w);
-        for (size_t k = 0; k < w->nls; k++) event_free(w->ls[k].ev);
+        for (size_t k = 0; k < w->nls; k++) {
+            event_free(w->ls[k].ev);
+            tls_srv_unref(w->ls[k].tls);
+        }
         free(w->ls);
         if (w->resume_timer) event_free(w->resume_timer);
         if (w->alog_timer) event_free(w->alog_timer);

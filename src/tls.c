@@ -5,6 +5,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <event2/event.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -45,6 +46,8 @@ struct tls_cert {
     size_t nnames;
     time_t not_before, not_after;
     bool rsa;
+    bool ok;     /* loaded and its key matches */
+    size_t conf; /* its index in the config's list */
 };
 
 /* what a name selects: the ECDSA (or other non-RSA) and the RSA certificate */
@@ -342,6 +345,7 @@ static bool load_cert(struct tls_cert *c, const struct tls_cert_conf *cc, struct
            ossl_reason(why, sizeof(why)));
         return true;
     }
+    c->ok = true;
     c->rsa = EVP_PKEY_get_base_id(c->key) == EVP_PKEY_RSA ||
              EVP_PKEY_get_base_id(c->key) == EVP_PKEY_RSA_PSS;
     c->not_before = asn1_time(X509_get0_notBefore(c->x509));
@@ -579,6 +583,43 @@ static struct tls_stats *stats_for(const char *listener)
     return s;
 }
 
+/* Every certificate as a handshake will hand it to OpenSSL (key size,
+ * security level), on a scratch context: a refusal is a config error at
+ * that certificate, not a failure of every handshake for its names. */
+static bool check_certs(const struct tls_srv *t, const struct tls_conf *tc, struct diag *d)
+{
+    SSL_CTX *probe = SSL_CTX_new(TLS_server_method());
+    if (!probe) return false;
+    char why[256];
+    for (size_t i = 0; i < t->ncerts; i++) {
+        const struct tls_cert *c = &t->certs[i];
+        if (!c->ok || SSL_CTX_use_cert_and_key(probe, c->x509, c->key, c->chain, 1) == 1) continue;
+        const struct tls_cert_conf *cc = &tc->certs[c->conf];
+        AT(d, cc->cert_pos, "tls.certificates[%zu]: OpenSSL refuses %s: %s", cc->index, cc->cert,
+           ossl_reason(why, sizeof(why)));
+    }
+    SSL_CTX_free(probe);
+    return true;
+}
+
+/* Sessions resume only where the same certificates serve: the session
+ * context is a digest of them (so a fleet with the same certificates and
+ * ticket_keys resumes across instances, another listener does not). */
+static bool set_sid_ctx(SSL_CTX *ctx, const struct tls_srv *t)
+{
+    EVP_MD_CTX *m = EVP_MD_CTX_new();
+    unsigned char md[EVP_MAX_MD_SIZE], one[EVP_MAX_MD_SIZE];
+    unsigned int n = 0, k;
+    bool ok = m && EVP_DigestInit_ex(m, EVP_sha256(), NULL) == 1;
+    for (size_t i = 0; ok && i < t->ncerts; i++)
+        ok = X509_digest(t->certs[i].x509, EVP_sha256(), one, &k) == 1 &&
+             EVP_DigestUpdate(m, one, k) == 1;
+    ok = ok && EVP_DigestFinal_ex(m, md, &n) == 1;
+    EVP_MD_CTX_free(m);
+    if (n > SSL_MAX_SID_CTX_LENGTH) n = SSL_MAX_SID_CTX_LENGTH;
+    return ok && SSL_CTX_set_session_id_context(ctx, md, n) == 1;
+}
+
 static bool use_pair(SSL_CTX *ctx, const struct tls_pair *p)
 {
     for (int i = 0; i < 2; i++)
@@ -613,17 +654,21 @@ struct tls_srv *tls_srv_build(const struct tls_conf *tc, struct diag *d)
            ossl_reason(why, sizeof(why)));
     for (size_t i = 0; i < tc->ncerts; i++) {
         if (!tc->certs[i].cert || !tc->certs[i].key) continue; /* reported by the parser */
-        snprintf(what, sizeof(what), "tls.certificates[%zu]", i);
+        snprintf(what, sizeof(what), "tls.certificates[%zu]", tc->certs[i].index);
+        t->certs[t->ncerts].conf = i;
         if (!load_cert(&t->certs[t->ncerts++], &tc->certs[i], d, what)) goto oom;
     }
     if (tc->ticket_keys && !load_ticket_keys(t, tc, d)) goto oom;
+    if (!check_certs(t, tc, d)) goto oom;
     if (d->n + d->dropped != before || !t->ncerts) goto fail;
-    if (!sni_build(t)) goto oom;
+    if (!sni_build(t) || !set_sid_ctx(ctx, t)) goto oom;
 
     SSL_CTX_set_min_proto_version(ctx, tc->min_version);
     SSL_CTX_set_max_proto_version(ctx, tc->max_version);
+    /* a peer that closes without close_notify ends its stream (what it
+     * was sent before is still flushed) */
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
-                                 SSL_OP_NO_COMPRESSION);
+                                 SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF);
     /* buffers only while a record is in flight: an idle connection keeps none */
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
                               SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
@@ -640,11 +685,7 @@ struct tls_srv *tls_srv_build(const struct tls_conf *tc, struct diag *d)
     SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
     SSL_CTX_set_tlsext_servername_callback(ctx, sni_cb);
     SSL_CTX_set_tlsext_servername_arg(ctx, t);
-    if (!use_pair(ctx, &t->def)) {
-        AT(d, tc->certs[0].cert_pos, "tls.certificates[0]: OpenSSL refuses %s: %s",
-           tc->certs[0].cert, ossl_reason(why, sizeof(why)));
-        goto fail;
-    }
+    if (!use_pair(ctx, &t->def)) goto oom; /* each was taken by check_certs */
     /* from here the context owns t: freed with its last reference */
     if (SSL_CTX_set_ex_data(ctx, ctx_idx, t) != 1) goto oom;
     return t;
@@ -772,6 +813,14 @@ void tls_conn_free(void *p, bool timed_out)
     SSL_free(ssl);
 }
 
+short tls_conn_wants(const void *ssl, short fired)
+{
+    short more = 0;
+    if ((fired & EV_WRITE) && SSL_want_write(ssl)) more |= EV_READ; /* a read waits to write */
+    if ((fired & EV_READ) && SSL_want_read(ssl)) more |= EV_WRITE;  /* a write waits to read */
+    return more;
+}
+
 bool tls_conn_drained(const void *ssl)
 {
     return sock_drained && !SSL_has_pending(ssl);
@@ -810,6 +859,7 @@ static ssize_t handshake(int fd, SSL *ssl)
         ssize_t r = first_byte(fd, ssl);
         if (r <= 0) return r;
     }
+    ERR_clear_error(); /* SSL_get_error() reads the thread's queue */
     int r = SSL_do_handshake(ssl);
     if (r == 1) {
         struct tls_stats *s = srv_of(ssl)->stats;
@@ -838,6 +888,7 @@ static ssize_t tls_recv(int fd, void *ctx, char *buf, size_t len)
     size_t got;
     errno = 0;
     sock_drained = false;
+    ERR_clear_error();
     int r = SSL_read_ex(ssl, buf, len, &got);
     if (r == 1) return (ssize_t)got;
     int e = SSL_get_error(ssl, r);
@@ -853,6 +904,7 @@ static ssize_t tls_send(int fd, void *ctx, const char *buf, size_t len)
     (void)fd;
     SSL *ssl = ctx;
     size_t done;
+    ERR_clear_error();
     int r = SSL_write_ex(ssl, buf, len, &done);
     if (r == 1) return (ssize_t)done;
     int e = SSL_get_error(ssl, r);

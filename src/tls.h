@@ -27,6 +27,7 @@ struct tls_pos {
 };
 
 struct tls_cert_conf {
+    size_t index; /* in the YAML list, for messages */
     char *cert, *key;
     struct tls_pos cert_pos, key_pos;
 };
@@ -109,6 +110,9 @@ bool tls_conn_handshaking(const void *ssl);
 /* Frees the connection's SSL; a handshake that began and never finished is
  * counted as failed (timed_out: reason "timeout", else "other"). */
 void tls_conn_free(void *ssl, bool timed_out);
+/* The event directions to serve besides those that fired (EV_READ,
+ * EV_WRITE): OpenSSL's last call waits for the other one. */
+short tls_conn_wants(const void *ssl, short fired);
 /* After a read that returned bytes: the socket was emptied and nothing
  * waits inside OpenSSL, so the next edge will say when more arrives. */
 bool tls_conn_drained(const void *ssl);

@@ -151,6 +151,7 @@ P_K1=${PORTS[5]} ADM=${PORTS[6]} P_K2=${PORTS[7]} P_R=${PORTS[8]} ADM_R=${PORTS[
 L_T=127.0.0.1:$P_T # the main TLS listener's address, as its metrics label it
 REGION=https://eu.example
 HT=$(scale 2) # the main daemon's header_timeout, seconds
+PEER_IDLE=$(scale 3) # the peer daemon's idle_timeout, seconds
 
 # ------------------------------------------------------------ configs ----
 
@@ -213,6 +214,7 @@ listen:
     tls:
       $TLS_EC
       ticket_keys: "$PKI/ticket.keys"
+limits: {idle_timeout: ${PEER_IDLE}s}
 $POOLS
 EOF
 )
@@ -681,24 +683,25 @@ t_plain_http() {
 t "plain HTTP to a TLS port: the plain-text 400, then close (counted as plain_http)" t_plain_http
 
 t_garbage() {
-    local o before limit
+    local o before tbefore
     o=$(tmpf garbage)
     before=$(($(fails protocol) + $(fails other)))
-    limit=$(awk -v h="$HT" 'BEGIN { printf "%d\n", h * 1000 }')
+    tbefore=$(fails timeout)
     # a TLS record header followed by junk, then bytes that are no record at all
     raw "$o" "$P_T" --timeout 10 '\x16\x03\x01\x00\x30garbage garbage garbage garbage garbage garbage!!'
     [ "$RAW_RC" = 0 ] || [ "$RAW_RC" = 4 ] || why "junk handshake: not closed (raw rc=$RAW_RC)" || return 1
-    [ "$RAW_MS" -lt "$limit" ] || why "junk handshake: closed only after ${RAW_MS} ms (header_timeout)" || return 1
     ! grep -q 'HTTP/' "$o" || why "junk handshake got an HTTP answer: $(cat -v "$o")" || return 1
     raw "$o" "$P_T" --timeout 10 '\x00\xff\x13\x37\x80\x01\x02\x03\xde\xad\xbe\xef\x00\x00\x00\x00'
     [ "$RAW_RC" = 0 ] || [ "$RAW_RC" = 4 ] || why "binary junk: not closed (raw rc=$RAW_RC)" || return 1
-    [ "$RAW_MS" -lt "$limit" ] || why "binary junk: closed only after ${RAW_MS} ms (header_timeout)" || return 1
     ! grep -q 'HTTP/' "$o" || why "binary junk got an HTTP answer: $(cat -v "$o")" || return 1
     # half a ClientHello, then the client goes away
     raw "$o" "$P_T" --timeout 0.2 "@file:$PKI/half_hello.bin"
     expect_eq "aborted handshake: bytes received" "$(wc -c <"$o")" 0 || return 1
     wait_until 5 _fails_sum_is $((before + 3)) ||
         why "protocol+other failures: $(($(fails protocol) + $(fails other))), want $((before + 3))" || return 1
+    # dropped for what they sent, not closed later by header_timeout (a
+    # check of the daemon's own reason instead of a clock on a busy host)
+    expect_eq "timeout failures" "$(fails timeout)" "$tbefore" || return 1
     expect_eq "then a normal request" "$(hcurl a.test "$P_T" /after-junk -w '%{http_code}')" 307 || return 1
     pid_alive "$MAIN_PID" || why "detourd died"
 }
@@ -743,8 +746,9 @@ t_stalls() {
     p2=$!
     lo=$(awk -v h="$HT" 'BEGIN { printf "%d\n", h * 1000 - 250 }')
     for o in "$o2" "$o1"; do
-        hi=$(awk -v h="$HT" -v s="$TIMEOUT_SCALE" 'BEGIN { printf "%d\n", h * 1000 + 3000 * s }')
-        [ "$o" = "$o1" ] && hi=$(awk -v h="$HT" -v s="$TIMEOUT_SCALE" 'BEGIN { printf "%d\n", 3 * h * 1000 + 4000 * s }')
+        # well before idle_timeout (30 s); the client's own start and a
+        # busy host's late timers are in the slack
+        hi=$(awk -v h="$HT" -v s="$TIMEOUT_SCALE" 'BEGIN { printf "%d\n", 3 * h * 1000 + 8000 * s }')
         wait_file "$o.res" 60 || why "${o##*/}: the client did not end" || return 1
         read -r rc ms <"$o.res"
         [ "$rc" = 0 ] || [ "$rc" = 4 ] || why "${o##*/}: not closed (raw rc=$rc)" || return 1
@@ -921,6 +925,50 @@ t_soon_warning() {
         why "no warning in the log: $(grep -i 'certificate' "$MAIN_LOG" | head -n 5)"
 }
 t "a certificate that expires in 5 days is logged as a warning" t_soon_warning
+
+# A client that pipelines requests and never reads its answers stalls its
+# output; a byte it sends now and then must not keep the connection open
+# past idle_timeout (it used to: each arriving byte retried the stalled
+# write, and each retry restarted the timeout).
+t_stalled_reader_pokes() {
+    [ -n "$PEER_PID" ] || why "the peer daemon did not start" || return 1
+    local out
+    out=$("$PYTHON" - "$P_K2" "$PEER_IDLE" <<'PY' 2>&1
+import os, select, socket, ssl, sys, time
+port, idle = int(sys.argv[1]), float(sys.argv[2])
+ctx = ssl.create_default_context()
+ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+raw = socket.socket()
+raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+raw.connect(("127.0.0.1", port))
+s = ctx.wrap_socket(raw, server_hostname="a.test")
+s.settimeout(1.0)
+req, end = b"GET /x HTTP/1.1\r\nHost: a.test\r\n\r\n" * 100, time.monotonic() + 30
+try:  # until the server stops taking requests (its answers are not read)
+    while time.monotonic() < end:
+        s.sendall(req)
+except (socket.timeout, ssl.SSLError, OSError):
+    pass
+stalled = time.monotonic()
+p = select.poll()
+p.register(s.fileno(), select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+limit = stalled + 3 * idle + 10
+while time.monotonic() < limit:
+    if p.poll(500):
+        took = time.monotonic() - stalled
+        print("closed %.1f s after the stall (idle_timeout %.1f s)" % (took, idle))
+        sys.exit(0 if took < 2 * idle + 3 else 1)
+    try:
+        os.write(s.fileno(), b"\x17")  # a byte under the TLS layer
+    except OSError:
+        print("closed (write failed) %.1f s after the stall" % (time.monotonic() - stalled))
+        sys.exit(0)
+print("still open %.1f s after the stall (idle_timeout %.1f s)" % (limit - stalled, idle))
+sys.exit(1)
+PY
+) || why "$out"
+}
+t "a stalled reader that sends a byte now and then is still closed at idle_timeout" t_stalled_reader_pokes
 
 # ============================================================= reload ====
 

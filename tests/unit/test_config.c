@@ -892,7 +892,14 @@ START_TEST(test_tls_listen)
     ck_assert_uint_eq(c->nlisten, 1);
     ck_assert_ptr_null(c->listen_tls[0]);
     config_free(c);
-    expect_error("listen:\n  - tls: {}\n" POOLS, 2, 5, "listen: 'address' is required");
+    /* a listener without an address: its tls: block is still checked */
+    struct diag d;
+    c = parse("listen:\n  - tls: {}\n" POOLS, &d);
+    ck_assert_ptr_null(c);
+    ck_assert_msg(has_err(&d, 2, 5, "listen: 'address' is required"), "%s", dump(&d));
+    ck_assert_msg(has_err(&d, 2, 10, "tls: 'certificates' is required"), "%s", dump(&d));
+    ck_assert_uint_eq(d.n, 2);
+    diag_free(&d);
     expect_error("listen:\n  - {address: \"127.0.0.1:8443\", tls: yes}\n" POOLS, 2, 38,
                  "tls: expected a mapping");
     expect_error("listen:\n  - {address: \"127.0.0.1:8443\", tls: {}}\n" POOLS, 2, 38,
@@ -904,7 +911,6 @@ START_TEST(test_tls_listen)
     expect_error(
         "listen:\n  - {address: \"127.0.0.1:8443\", tls: {certificates: [{cert: a}]}}\n" POOLS, 2,
         54, "'key' is required");
-    struct diag d;
     c = parse("listen:\n  - {address: \"127.0.0.1:8443\", tls: {crt: 1, certificates: "
               "[{cert: /nonexistent/a.pem, key: /nonexistent/a.key}]}}\n" POOLS,
               &d);
