@@ -40,7 +40,7 @@ struct admin {
 
 static const char *effective_state(const struct region *r)
 {
-    if (r->state == REGION_DRAIN || r->weight == 0) return "drain";
+    if (r->op == REGION_DRAIN || r->weight == 0) return "drain";
     return health_region_up(r) ? "up" : "down";
 }
 
