@@ -467,6 +467,11 @@ bool health_reload(struct health_ctl *hc, struct config *cfg)
     return true;
 }
 
+void health_republish(struct health_ctl *hc, struct pool *p)
+{
+    publish(hc, p, NULL);
+}
+
 void health_stop(struct health_ctl *hc)
 {
     if (!hc) return;
