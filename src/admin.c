@@ -724,12 +724,8 @@ void admin_page_html(struct evbuffer *o, const struct daemon_view *v)
     static const struct {
         const char *name;
         void (*fill)(struct page *);
-    } marks[] = {{"title", page_title},
-                 {"header", page_header},
-                 {"pools", page_pools},
-                 {"maint", page_maint},
-                 {"tls", page_tls},
-                 {"footer", page_footer}};
+    } marks[] = {{"title", page_title}, {"header", page_header}, {"pools", page_pools},
+                 {"maint", page_maint}, {"tls", page_tls},       {"footer", page_footer}};
     struct page pg = {o, v, view_config(v), time(NULL)};
     const char *s = admin_page, *end = admin_page + admin_page_len;
     while (s < end) {

@@ -1006,8 +1006,8 @@ static void load_all_down(struct ctx *x, const struct yt_node *n, struct pool *p
 
 static void load_region(struct ctx *x, const struct yt_node *n, struct pool *p, struct region *r)
 {
-    static const char *const keys[] = {"name",  "url",    "priority", "weight",
-                                       "state", "until",  "reason",   "check",  NULL};
+    static const char *const keys[] = {"name",  "url",    "priority", "weight", "state",
+                                       "until", "reason", "check",    NULL};
     static const char *const states[] = {"auto", "up", "down", "drain", NULL};
     r->priority = 1;
     r->weight = 1;
@@ -1301,8 +1301,7 @@ static bool find_target(struct ctx *x, const struct yt_node *n, struct sched_tar
 
 static void load_window(struct ctx *x, const struct yt_node *n, struct sched_window *w)
 {
-    static const char *const keys[] = {"name",  "from",    "until", "state",
-                                       "regions", "reason", NULL};
+    static const char *const keys[] = {"name", "from", "until", "state", "regions", "reason", NULL};
     static const char *const states[] = {"drain", "down", NULL};
     w->state = REGION_DRAIN;
     if (!want(x, n, YT_MAP, "maintenance window")) return;

@@ -140,7 +140,8 @@ static void evaluate(struct maint *m, int64_t now_ms)
                     r->health->last_change = now_s;
                 }
             }
-            if (was->source != now->source || was->state != now->state) log_override(p, r, was, now);
+            if (was->source != now->source || was->state != now->state)
+                log_override(p, r, was, now);
             *was = *now;
         }
         if (dirty) {

@@ -79,8 +79,9 @@ static struct config *expect_ok(const char *yaml)
 
 #define LISTEN "listen: [\"127.0.0.1:8080\"]\n"
 #define REGION "    regions:\n      - {name: eu, url: \"https://eu.example.com\"}\n"
-#define WINDOW \
-    "  - {name: w, from: \"2026-11-28T02:00:00Z\", until: \"2026-11-28T04:00:00Z\", regions: [api/eu]}\n"
+#define WINDOW                                                                                     \
+    "  - {name: w, from: \"2026-11-28T02:00:00Z\", until: \"2026-11-28T04:00:00Z\", regions: "     \
+    "[api/eu]}\n"
 
 /* ---- one error per case, exact position ---- */
 
