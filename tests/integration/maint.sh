@@ -185,8 +185,10 @@ t_window_traffic() {
     local d1=$((first_us - W_FROM * 1000)) d2
     d2=$(awk -v u="$W_UNTIL" '$2 ~ /eu\.test/ && $1 >= u * 1000 { print $1 - u * 1000; exit }' "$f")
     diag "first redirect to us ${d1} ms after the window opened, first back to eu ${d2} ms after it closed ($n requests)"
-    [ "$d1" -ge 0 ] && [ "$d1" -le "$(awk -v s="$TIMEOUT_SCALE" 'BEGIN { printf "%d", 1000 * s }')" ] ||
+    if [ "$d1" -lt 0 ] || [ "$d1" -gt "$(awk -v s="$TIMEOUT_SCALE" 'BEGIN { printf "%d", 1000 * s }')" ]; then
         why "the window took effect ${d1} ms after it opened"
+        return 1
+    fi
     expect_eq "window log lines" "$(log_count "$WLOG" 'maintenance eu-rack (started|ended)')" 2 || return 1
     expect_eq "state changes of eu" "$(status "$ADMW" 'R("web","eu")["state_changes"]')" 2
 }
