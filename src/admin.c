@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "health.h"
+#include "schedule.h"
 #include "html.h"
 #include "json.h"
 #include "listener.h"
@@ -40,7 +41,7 @@ struct admin {
 
 static const char *effective_state(const struct region *r)
 {
-    if (r->state == REGION_DRAIN || r->weight == 0) return "drain";
+    if (r->op == REGION_DRAIN || r->weight == 0) return "drain";
     return health_region_up(r) ? "up" : "down";
 }
 
@@ -81,6 +82,61 @@ static void num_or_null(struct evbuffer *o, bool have, double v)
         evbuffer_add_printf(o, "%.3f", v);
     else
         evbuffer_add(o, LIT("null"));
+}
+
+/* The operator state in force for region k of pool p (schedule.h). */
+static const struct sched_region *op_of(const struct config *c, const struct pool *p, size_t k)
+{
+    return &c->sched_now->pools[p - c->pools][k];
+}
+
+/* "config" or "maintenance:NAME" */
+static void op_source(char *b, size_t len, const struct sched_region *s)
+{
+    if (s->source == SCHED_SOURCE_WINDOW)
+        snprintf(b, len, "maintenance:%s", s->window);
+    else
+        snprintf(b, len, "%s", sched_source_name(s->source));
+}
+
+static void time_or_null(struct evbuffer *o, int64_t ms)
+{
+    char t[SCHED_TIME_LEN];
+    if (!ms) {
+        evbuffer_add(o, LIT("null"));
+        return;
+    }
+    sched_format_time(ms, t, sizeof(t));
+    json_str(o, t);
+}
+
+/* "maintenance": every window of the config and its phase now */
+static void maintenance_json(struct evbuffer *o, const struct config *c)
+{
+    const struct sched_model *m = c->sched;
+    evbuffer_add(o, LIT("\"maintenance\":["));
+    for (size_t k = 0; k < m->nwindows; k++) {
+        const struct sched_window *w = &m->windows[k];
+        if (k) evbuffer_add(o, LIT(","));
+        evbuffer_add(o, LIT("{\"name\":"));
+        json_str(o, w->name);
+        evbuffer_add(o, LIT(",\"from\":"));
+        time_or_null(o, w->from_ms);
+        evbuffer_add(o, LIT(",\"until\":"));
+        time_or_null(o, w->until_ms);
+        evbuffer_add_printf(o, ",\"state\":\"%s\",\"regions\":[", region_state_name(w->state));
+        for (size_t t = 0; t < w->ntargets; t++) {
+            const struct pool *p = &c->pools[w->targets[t].pool];
+            char pr[160];
+            snprintf(pr, sizeof(pr), "%s/%s", p->name, p->regions[w->targets[t].region].name);
+            if (t) evbuffer_add(o, LIT(","));
+            json_str(o, pr);
+        }
+        evbuffer_add(o, LIT("],\"reason\":"));
+        json_str(o, w->reason);
+        evbuffer_add_printf(o, ",\"phase\":\"%s\"}", sched_phase_name(c->sched_now->phases[k]));
+    }
+    evbuffer_add(o, LIT("]"));
 }
 
 static long long days_left(time_t not_after, time_t now)
@@ -180,10 +236,22 @@ void admin_status_json(struct evbuffer *o, const struct daemon_view *v)
             json_str(o, r->name);
             evbuffer_add(o, LIT(",\"url\":"));
             json_str(o, r->url);
+            const struct sched_region *op = op_of(c, p, k);
+            char src[96];
+            op_source(src, sizeof(src), op);
+            evbuffer_add_printf(o, ",\"state\":\"%s\",\"override\":\"%s\",\"override_source\":",
+                                effective_state(r), region_state_name(r->op));
+            if (op->source == SCHED_SOURCE_NONE)
+                evbuffer_add(o, LIT("null"));
+            else
+                json_str(o, src);
+            evbuffer_add(o, LIT(",\"override_until\":"));
+            time_or_null(o, op->until_ms);
+            evbuffer_add(o, LIT(",\"override_reason\":"));
+            json_str(o, op->reason);
             evbuffer_add_printf(o,
-                                ",\"state\":\"%s\",\"override\":\"%s\",\"check_up\":%s,"
+                                ",\"check_up\":%s,"
                                 "\"weight\":%u,\"priority\":%u,\"last_check\":",
-                                effective_state(r), region_state_name(r->state),
                                 h && h->st.up ? "true" : "false", r->weight, r->priority);
             if (h && h->probes) {
                 evbuffer_add_printf(o, "{\"time\":%lld,\"ok\":%s,\"reason\":\"%s\",\"detail\":",
@@ -216,7 +284,9 @@ void admin_status_json(struct evbuffer *o, const struct daemon_view *v)
         }
         evbuffer_add(o, LIT("]}"));
     }
-    evbuffer_add(o, LIT("]}\n"));
+    evbuffer_add(o, LIT("],"));
+    maintenance_json(o, c);
+    evbuffer_add(o, LIT("}\n"));
 }
 
 /* ---- the status page ---- */
@@ -267,6 +337,21 @@ static void ago(char *b, size_t len, bool have, time_t t, time_t now)
         snprintf(b, len, "%lld h ago", (s + 1800) / 3600);
     else
         snprintf(b, len, "%lld days ago", (s + 43200) / 86400);
+}
+
+/* "5 min": the time until an override or a window starts or ends */
+static void left(char *b, size_t len, int64_t until_ms, time_t now)
+{
+    long long s = (long long)(until_ms / 1000) - (long long)now;
+    if (s < 0) s = 0;
+    if (s < 90)
+        snprintf(b, len, "%lld s", s);
+    else if (s < 5400)
+        snprintf(b, len, "%lld min", (s + 30) / 60);
+    else if (s < 172800)
+        snprintf(b, len, "%lld h %lld min", s / 3600, s % 3600 / 60);
+    else
+        snprintf(b, len, "%lld days", s / 86400);
 }
 
 static void iso(char *b, size_t len, time_t t)
@@ -345,13 +430,45 @@ static uint64_t chosen_regions(const struct pool *p, const char **action)
     return set;
 }
 
+/* The override cell: the operator state in force and, when one is, where
+ * it comes from, why, and how long it has left (the reason and the end as
+ * a tooltip). */
+static void page_override(struct page *pg, const struct pool *p, size_t k, const char *ov)
+{
+    struct evbuffer *o = pg->o;
+    const struct sched_region *op = op_of(pg->c, p, k);
+    if (op->source == SCHED_SOURCE_NONE) {
+        evbuffer_add_printf(o, "<td%s>%s</td>", strcmp(ov, "auto") ? " class=\"ov\"" : "", ov);
+        return;
+    }
+    char src[96], t[SCHED_TIME_LEN], l[64];
+    op_source(src, sizeof(src), op);
+    evbuffer_add(o, LIT("<td class=\"ov\" title=\""));
+    if (op->reason) html_str(o, op->reason);
+    if (op->until_ms) {
+        sched_format_time(op->until_ms, t, sizeof(t));
+        evbuffer_add_printf(o, "%suntil %s", op->reason ? " " EN_DASH " " : "", t);
+    }
+    evbuffer_add_printf(o, "\">%s<span class=\"d\">", ov);
+    html_str(o, src);
+    if (op->until_ms) {
+        left(l, sizeof(l), op->until_ms, pg->now);
+        evbuffer_add_printf(o, " \xc2\xb7 %s left", l);
+    }
+    if (op->reason) {
+        evbuffer_add(o, LIT("</span><span class=\"d\">"));
+        html_str(o, op->reason);
+    }
+    evbuffer_add(o, LIT("</span></td>"));
+}
+
 static void page_row(struct page *pg, const struct pool *p, size_t k, bool chosen, uint64_t req,
                      uint64_t total)
 {
     struct evbuffer *o = pg->o;
     const struct region *r = &p->regions[k];
     const struct health *h = r->health;
-    const char *st = effective_state(r), *ov = region_state_name(r->state);
+    const char *st = effective_state(r), *ov = region_state_name(r->op);
     char a[96], b[96], t[64];
     unsigned succ = h ? h->st.succ : 0, fail = h ? h->st.fail : 0;
 
@@ -378,7 +495,7 @@ static void page_row(struct page *pg, const struct pool *p, size_t k, bool chose
     else
         evbuffer_add_printf(o, "%u ok in a row", succ);
     evbuffer_add(o, LIT("</span></td>"));
-    evbuffer_add_printf(o, "<td%s>%s</td>", strcmp(ov, "auto") ? " class=\"ov\"" : "", ov);
+    page_override(pg, p, k, ov);
     evbuffer_add_printf(o, "<td class=\"n\">%u</td><td class=\"n\">%u</td>", r->priority,
                         r->weight);
 
@@ -538,6 +655,51 @@ static void page_tls(struct page *pg)
     if (any) evbuffer_add(o, LIT("</tbody></table></section>"));
 }
 
+/* The maintenance schedule: every window, its phase and time left. */
+static void page_maint(struct page *pg)
+{
+    struct evbuffer *o = pg->o;
+    const struct config *c = pg->c;
+    const struct sched_model *m = c->sched;
+    if (!m->nwindows) return;
+    evbuffer_add(o, LIT("<section aria-label=\"maintenance\"><h2><span>maintenance</span></h2>"
+                        "<table><caption class=\"sr\">Maintenance windows</caption><thead><tr>"
+                        "<th scope=\"col\">window</th><th scope=\"col\">phase</th>"
+                        "<th scope=\"col\">state</th><th scope=\"col\">regions</th>"
+                        "<th scope=\"col\">from</th><th scope=\"col\">until</th>"
+                        "<th scope=\"col\">reason</th></tr></thead><tbody>"));
+    for (size_t k = 0; k < m->nwindows; k++) {
+        const struct sched_window *w = &m->windows[k];
+        enum sched_phase ph = c->sched_now->phases[k];
+        char from[SCHED_TIME_LEN], until[SCHED_TIME_LEN], l[64];
+        sched_format_time(w->from_ms, from, sizeof(from));
+        sched_format_time(w->until_ms, until, sizeof(until));
+        evbuffer_add_printf(o, "<tr class=\"maint-%s\" data-window=\"", sched_phase_name(ph));
+        html_str(o, w->name);
+        evbuffer_add(o, LIT("\"><th scope=\"row\">"));
+        html_str(o, w->name);
+        evbuffer_add_printf(o, "</th><td>%s", sched_phase_name(ph));
+        if (ph != SCHED_OVER) {
+            left(l, sizeof(l), ph == SCHED_ACTIVE ? w->until_ms : w->from_ms, pg->now);
+            evbuffer_add_printf(o, "<span class=\"d\">%s%s%s</span>",
+                                ph == SCHED_PENDING ? "starts in " : "", l,
+                                ph == SCHED_PENDING ? "" : " left");
+        }
+        evbuffer_add_printf(o, "</td><td>%s</td><td>", region_state_name(w->state));
+        for (size_t t = 0; t < w->ntargets; t++) {
+            const struct pool *p = &c->pools[w->targets[t].pool];
+            if (t) evbuffer_add(o, LIT(", "));
+            html_str(o, p->name);
+            evbuffer_add(o, LIT("/"));
+            html_str(o, p->regions[w->targets[t].region].name);
+        }
+        evbuffer_add_printf(o, "</td><td>%s</td><td>%s</td><td>", from, until);
+        if (w->reason) html_str(o, w->reason);
+        evbuffer_add(o, LIT("</td></tr>"));
+    }
+    evbuffer_add(o, LIT("</tbody></table></section>"));
+}
+
 static void page_title(struct page *pg)
 {
     unsigned down = 0;
@@ -562,11 +724,8 @@ void admin_page_html(struct evbuffer *o, const struct daemon_view *v)
     static const struct {
         const char *name;
         void (*fill)(struct page *);
-    } marks[] = {{"title", page_title},
-                 {"header", page_header},
-                 {"pools", page_pools},
-                 {"tls", page_tls},
-                 {"footer", page_footer}};
+    } marks[] = {{"title", page_title}, {"header", page_header}, {"pools", page_pools},
+                 {"maint", page_maint}, {"tls", page_tls},       {"footer", page_footer}};
     struct page pg = {o, v, view_config(v), time(NULL)};
     const char *s = admin_page, *end = admin_page + admin_page_len;
     while (s < end) {

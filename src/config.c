@@ -20,10 +20,12 @@
 #include "netaddr.h"
 #include "redirect.h"
 #include "route.h"
+#include "schedule.h"
 #include "select.h"
 #include "tls.h"
 #include "yaml_tree.h"
 #include "lit.h"
+#include "clock.h"
 
 #define MAX_NAME_LEN 64
 #define MS_PER_HOUR  (3600u * 1000u)
@@ -39,6 +41,8 @@ struct ctx {
     struct config *c;
     struct host_ref *hosts; /* every host of every pool, with its node */
     size_t nhosts, caphosts;
+    struct sched_window *windows; /* `maintenance:`, moved into c->sched */
+    size_t nwindows;
 };
 
 /* Names seen so far, with the line of each: duplicate checks stay linear
@@ -342,6 +346,32 @@ static bool get_name(struct ctx *x, const struct yt_node *n, const char *what, c
         return false;
     }
     return true;
+}
+
+/* An RFC 3339 instant (schedule.h). */
+static bool get_time(struct ctx *x, const struct yt_node *n, const char *what, int64_t *ms)
+{
+    if (!scalar(x, n, what)) return false;
+    char buf[96];
+    if (!sched_parse_time(n->str, ms)) {
+        ERR(x, n, "%s: '%s' is not an RFC 3339 time (like 2026-11-28T04:00:00Z)", what,
+            shown(n, buf, sizeof(buf)));
+        return false;
+    }
+    return true;
+}
+
+static bool text_ok(const char *s);
+
+/* An operator's free text: logged and shown on the status page. */
+static void get_reason(struct ctx *x, const struct yt_node *n, char **out)
+{
+    if (!get_str(x, n, "reason", out)) return;
+    if (!text_ok(*out)) {
+        ERR(x, n, "reason: control characters are not allowed");
+        free(*out);
+        *out = NULL;
+    }
 }
 
 /* A header value or similar: no control characters (they would split the
@@ -987,7 +1017,8 @@ static void load_all_down(struct ctx *x, const struct yt_node *n, struct pool *p
 
 static void load_region(struct ctx *x, const struct yt_node *n, struct pool *p, struct region *r)
 {
-    static const char *const keys[] = {"name", "url", "priority", "weight", "state", "check", NULL};
+    static const char *const keys[] = {"name",  "url",    "priority", "weight", "state",
+                                       "until", "reason", "check",    NULL};
     static const char *const states[] = {"auto", "up", "down", "drain", NULL};
     r->priority = 1;
     r->weight = 1;
@@ -1012,6 +1043,10 @@ static void load_region(struct ctx *x, const struct yt_node *n, struct pool *p, 
     int e;
     if ((v = yt_get(n, "state")) && get_enum(x, v, "state", states, &e))
         r->state = (enum region_state)e;
+    if ((v = yt_get(n, "until")) && get_time(x, v, "until", &r->until_ms) &&
+        r->state == REGION_AUTO)
+        ERR(x, v, "until: needs a state other than auto (until ends that override)");
+    if ((v = yt_get(n, "reason"))) get_reason(x, v, &r->reason);
     const struct yt_node *chk = yt_get(n, "check");
     if (chk) load_check(x, chk, &r->check, true);
     if (!(v = yt_get(n, "url"))) {
@@ -1248,10 +1283,99 @@ static void load_pools(struct ctx *x, const struct yt_node *n)
     check_hosts(x);
 }
 
+/* "POOL/REGION" of a maintenance window, resolved against the pools. */
+static bool find_target(struct ctx *x, const struct yt_node *n, struct sched_target *t)
+{
+    if (!scalar(x, n, "maintenance regions")) return false;
+    const char *slash = strchr(n->str, '/');
+    char buf[96];
+    if (!slash || slash == n->str || !slash[1] || strchr(slash + 1, '/')) {
+        ERR(x, n, "regions: '%s' is not POOL/REGION", shown(n, buf, sizeof(buf)));
+        return false;
+    }
+    size_t plen = (size_t)(slash - n->str);
+    const struct config *c = x->c;
+    for (size_t i = 0; i < c->npools; i++) {
+        const struct pool *p = &c->pools[i];
+        if (!p->name || strlen(p->name) != plen || memcmp(p->name, n->str, plen) != 0) continue;
+        for (size_t k = 0; k < p->nregions; k++)
+            if (p->regions[k].name && strcmp(p->regions[k].name, slash + 1) == 0) {
+                *t = (struct sched_target){i, k};
+                return true;
+            }
+        ERR(x, n, "regions: pool %s has no region '%s'", p->name, slash + 1);
+        return false;
+    }
+    ERR(x, n, "regions: no pool '%.*s'", (int)plen, n->str);
+    return false;
+}
+
+static void load_window(struct ctx *x, const struct yt_node *n, struct sched_window *w)
+{
+    static const char *const keys[] = {"name", "from", "until", "state", "regions", "reason", NULL};
+    static const char *const states[] = {"drain", "down", NULL};
+    w->state = REGION_DRAIN;
+    if (!want(x, n, YT_MAP, "maintenance window")) return;
+    check_keys(x, n, "a maintenance window", keys);
+    const struct yt_node *v, *from = yt_get(n, "from"), *until = yt_get(n, "until");
+    char *name = NULL, *reason = NULL;
+    if ((v = yt_get(n, "name")))
+        get_name(x, v, "maintenance name", &name);
+    else
+        ERR(x, n, "maintenance: 'name' is required");
+    w->name = name;
+    bool times = true;
+    if (!from) ERR(x, n, "maintenance%s%s: 'from' is required", name ? " " : "", name ? name : "");
+    if (!until)
+        ERR(x, n, "maintenance%s%s: 'until' is required", name ? " " : "", name ? name : "");
+    times = from && until;
+    if (from && !get_time(x, from, "from", &w->from_ms)) times = false;
+    if (until && !get_time(x, until, "until", &w->until_ms)) times = false;
+    if (times && w->until_ms <= w->from_ms)
+        ERR(x, until, "until: must be after from (%s)", from->str);
+    int e;
+    if ((v = yt_get(n, "state")) && get_enum(x, v, "maintenance state", states, &e))
+        w->state = e == 0 ? REGION_DRAIN : REGION_DOWN;
+    if ((v = yt_get(n, "reason"))) get_reason(x, v, &reason);
+    w->reason = reason;
+    if (!(v = yt_get(n, "regions"))) {
+        ERR(x, n, "maintenance%s%s: 'regions' is required", name ? " " : "", name ? name : "");
+        return;
+    }
+    if (!want(x, v, YT_SEQ, "maintenance regions")) return;
+    if (v->len == 0) {
+        ERR(x, v, "regions: at least one POOL/REGION is required");
+        return;
+    }
+    struct sched_target *t = calloc(v->len, sizeof(*t));
+    if (!t) return;
+    w->targets = t;
+    for (size_t i = 0; i < v->len; i++)
+        if (find_target(x, v->u.items[i], &t[w->ntargets])) w->ntargets++;
+}
+
+static void load_maintenance(struct ctx *x, const struct yt_node *n)
+{
+    if (is_null(n)) return;
+    if (!want(x, n, YT_SEQ, "maintenance")) return;
+    x->windows = calloc(n->len ? n->len : 1, sizeof(*x->windows));
+    if (!x->windows) return;
+    struct seen names = {0};
+    for (size_t i = 0; i < n->len; i++) {
+        struct sched_window *w = &x->windows[x->nwindows++];
+        load_window(x, n->u.items[i], w);
+        unsigned first = w->name ? seen_add(&names, w->name, n->u.items[i]->line) : 0;
+        if (first)
+            ERR(x, yt_get(n->u.items[i], "name"),
+                "maintenance name '%s' is used twice (first at line %u)", w->name, first);
+    }
+    free(names.slot);
+}
+
 static void load_root(struct ctx *x, const struct yt_node *root)
 {
-    static const char *const keys[] = {"listen", "workers", "admin", "log", "access_log",
-                                       "limits", "checks",  "pools", NULL};
+    static const char *const keys[] = {"listen", "workers", "admin", "log",         "access_log",
+                                       "limits", "checks",  "pools", "maintenance", NULL};
     struct config *c = x->c;
     if (!root || is_null(root)) {
         diag_add(x->d, 1, 1, "the configuration is empty ('listen' and 'pools' are required)");
@@ -1280,6 +1404,81 @@ static void load_root(struct ctx *x, const struct yt_node *root)
         load_pools(x, v);
     else
         ERR(x, root, "'pools' is required");
+    if ((v = yt_get(root, "maintenance"))) load_maintenance(x, v); /* names pools' regions */
+}
+
+static void free_windows(struct sched_window *w, size_t n)
+{
+    for (size_t i = 0; w && i < n; i++) {
+        free((char *)w[i].name);
+        free((char *)w[i].reason);
+        free((struct sched_target *)w[i].targets);
+    }
+    free(w);
+}
+
+static void sched_free(struct config *c)
+{
+    struct sched_model *m = c->sched;
+    if (m) {
+        for (size_t i = 0; i < m->npools; i++) free((struct sched_override *)m->pools[i].overrides);
+        free((struct sched_pool *)m->pools);
+        free_windows((struct sched_window *)m->windows, m->nwindows);
+        free(m);
+    }
+    struct sched_result *r = c->sched_now;
+    if (r) {
+        for (size_t i = 0; r->pools && i < c->npools; i++) free(r->pools[i]);
+        free(r->pools);
+        free(r->phases);
+        free(r);
+    }
+    c->sched = NULL;
+    c->sched_now = NULL;
+}
+
+/* The scheduling model of the loaded config (it takes x's windows) and
+ * its evaluation at the load instant, so that even the first choices
+ * published follow it. */
+static bool sched_build(struct ctx *x)
+{
+    struct config *c = x->c;
+    struct sched_model *m = calloc(1, sizeof(*m));
+    struct sched_result *r = calloc(1, sizeof(*r));
+    c->sched = m;
+    c->sched_now = r;
+    if (!m || !r) return false;
+    m->windows = x->windows;
+    m->nwindows = x->nwindows;
+    x->windows = NULL;
+    struct sched_pool *sp = calloc(c->npools ? c->npools : 1, sizeof(*sp));
+    m->pools = sp;
+    r->pools = calloc(c->npools ? c->npools : 1, sizeof(*r->pools));
+    r->phases = calloc(m->nwindows ? m->nwindows : 1, sizeof(*r->phases));
+    if (!sp || !r->pools || !r->phases) return false;
+    m->npools = c->npools;
+    for (size_t i = 0; i < c->npools; i++) {
+        const struct pool *p = &c->pools[i];
+        struct sched_override *o = calloc(p->nregions ? p->nregions : 1, sizeof(*o));
+        sp[i].overrides = o;
+        r->pools[i] = calloc(p->nregions ? p->nregions : 1, sizeof(*r->pools[i]));
+        if (!o || !r->pools[i]) return false;
+        sp[i].nregions = p->nregions;
+        for (size_t k = 0; k < p->nregions; k++)
+            o[k] = (struct sched_override){p->regions[k].state, p->regions[k].until_ms,
+                                           p->regions[k].reason};
+    }
+    config_sched_apply(c, clock_wall_ms());
+    return true;
+}
+
+void config_sched_apply(struct config *c, int64_t now_ms)
+{
+    sched_eval(c->sched, now_ms, c->sched_now);
+    c->sched_now_ms = now_ms;
+    for (size_t i = 0; i < c->npools; i++)
+        for (size_t k = 0; k < c->pools[i].nregions; k++)
+            c->pools[i].regions[k].op = c->sched_now->pools[i][k].state;
 }
 
 /* The distinct header names used by `hash_key: header:NAME`, which the
@@ -1364,6 +1563,9 @@ struct config *config_parse(const char *name, const char *buf, size_t len, struc
     if (!check_defaults(&c->checks)) diag_add(d, 0, 0, "out of memory");
     load_root(&x, doc.root);
     free(x.hosts);
+    if (d->n + d->dropped == before && !sched_build(&x) && d->n + d->dropped == before)
+        diag_add(d, 0, 0, "out of memory");
+    free_windows(x.windows, x.nwindows); /* when sched_build did not take them */
     yt_free(&doc);
     collect_capture(&x);
     counters_layout(c);
@@ -1421,6 +1623,7 @@ void config_free(struct config *c)
     if (!c) return;
     select_release(c);
     redirect_release(c);
+    sched_free(c);
     route_free(c->routes);
     for (size_t i = 0; i < c->npools; i++) {
         struct pool *p = &c->pools[i];
@@ -1438,6 +1641,7 @@ void config_free(struct config *c)
         for (size_t k = 0; k < p->nregions; k++) {
             free(p->regions[k].name);
             free(p->regions[k].url);
+            free(p->regions[k].reason);
             check_free(&p->regions[k].check);
         }
         free(p->regions);

@@ -16,6 +16,8 @@
 #include "netaddr.h"
 
 struct tls_srv;
+struct sched_model;
+struct sched_result;
 
 #ifndef SYSCONFDIR
 #define SYSCONFDIR "/etc"
@@ -106,11 +108,19 @@ struct region {
     size_t url_len;
     unsigned priority;
     unsigned weight;
-    enum region_state state;
+    enum region_state state; /* as configured */
+    int64_t until_ms;        /* state ends at this instant (Unix ms); 0: no end */
+    char *reason;            /* why the operator set state, or NULL */
     unsigned line, col;
     struct tmpl tmpl; /* response template (redirect.c) */
     struct check_cfg check;
     struct health *health; /* live health state (health.c), not owned */
+    /* The operator state in force now: `state` until `until`, else a
+     * maintenance window's, else auto (schedule.h decides, maint.c applies
+     * it at each boundary). With `health` and pool.sel, the only part of a
+     * config that changes after load: written and read on the main thread
+     * only (selection, status), never by the request path. */
+    enum region_state op;
 };
 
 struct pool {
@@ -174,6 +184,13 @@ struct config {
     struct listen_addr admin_listen;
     struct cidr *admin_allow;
     size_t nadmin_allow;
+    /* Timed overrides and maintenance windows (schedule.h): the model is
+     * immutable; sched_now holds its evaluation in force (each region's
+     * source, reason and end; each window's phase), kept current with every
+     * region's `op` by the main thread. */
+    struct sched_model *sched;
+    struct sched_result *sched_now;
+    int64_t sched_now_ms; /* the instant sched_now was evaluated for */
     /* request counters (counters.h): one row per worker, one column per
      * slot: every template (region, fallback, reject) and every error status */
     size_t nslots;
@@ -196,6 +213,9 @@ bool config_parse_duration(const char *s, uint64_t *ms);
 bool config_parse_size(const char *s, uint64_t *bytes);
 
 const char *region_state_name(enum region_state s);
+/* Evaluates c's schedule at now_ms (Unix ms) into c->sched_now and every
+ * region's `op`. Main thread only, once c is in use. */
+void config_sched_apply(struct config *c, int64_t now_ms);
 /* True if two regions' effective checks are the same (health carries over). */
 bool check_cfg_equal(const struct check_cfg *a, const struct check_cfg *b);
 

@@ -105,7 +105,7 @@ struct health_ctl {
 
 bool health_region_up(const struct region *r)
 {
-    switch (r->state) {
+    switch (r->op) {
     case REGION_UP: return true;
     case REGION_DOWN:
     case REGION_DRAIN: return false;
@@ -229,12 +229,12 @@ static void log_change(const struct health *h)
     if (h->st.up)
         log_info("pool %s region %s UP after %u success%s (%.1f ms)%s", h->pool->name,
                  h->region->name, h->st.succ, h->st.succ == 1 ? "" : "es", r->latency_ms,
-                 h->region->state != REGION_AUTO ? " (operator override in force)" : "");
+                 h->region->op != REGION_AUTO ? " (operator override in force)" : "");
     else
         log_warn("pool %s region %s DOWN after %u failure%s: %s: %s%s", h->pool->name,
                  h->region->name, h->st.fail, h->st.fail == 1 ? "" : "s",
                  reason_phases[r->reason < HR_COUNT ? r->reason : 0], r->detail,
-                 h->region->state != REGION_AUTO ? " (operator override in force)" : "");
+                 h->region->op != REGION_AUTO ? " (operator override in force)" : "");
     (void)c;
 }
 
@@ -465,6 +465,11 @@ bool health_reload(struct health_ctl *hc, struct config *cfg)
     config_unref(old_cfg);
     log_debug("health: %zu of %zu regions carried their state over", kept, n);
     return true;
+}
+
+void health_republish(struct health_ctl *hc, struct pool *p)
+{
+    publish(hc, p, NULL);
 }
 
 void health_stop(struct health_ctl *hc)

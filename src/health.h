@@ -101,6 +101,9 @@ struct health_ctl *health_start(struct event_base *base, struct config *cfg,
  * its weighted cycle where it was. False on OOM (then nothing changed). */
 bool health_reload(struct health_ctl *h, struct config *cfg);
 void health_stop(struct health_ctl *h);
+/* Publishes p's choice again after its regions' operator states changed
+ * (maint.c); nothing is published if traffic goes the same way. */
+void health_republish(struct health_ctl *h, struct pool *p);
 /* The region(s) a pool's traffic goes to now: "eu-west", "eu+us",
  * "fallback", "reject". */
 void health_choice_text(const struct pool *p, char *buf, size_t len);

@@ -15,7 +15,9 @@
 #include "admin.h"
 #include "config.h"
 #include "health.h"
+#include "clock.h"
 #include "log.h"
+#include "maint.h"
 #include "sdnotify.h"
 #include "server.h"
 #include "tls.h"
@@ -30,6 +32,7 @@ struct daemon {
     struct event_base *base;
     struct server *srv;
     struct health_ctl *health;
+    struct maint *maint;
     struct admin *admin;
     struct daemon_view view; /* what /status and /metrics show */
 };
@@ -175,6 +178,7 @@ static void reload(struct daemon *d)
     if (alog_changed) server_set_alog(d->srv, alog);
     apply_logging(d, cfg);
     warn_expiry(cfg);
+    maint_reload(d->maint, cfg);
     health_notify_status(d->health);
     sdnotify_ready();
     admin_commit(d->admin, cfg, admin_fd);
@@ -256,6 +260,7 @@ int main(int argc, char **argv)
     diag_free(&dg);
     if (test_only) {
         warn_expiry(cfg);
+        maint_warn_expired(cfg, cfg->sched_now_ms);
         printf("%s: configuration OK\n", d.path);
         config_unref(cfg);
         return 0;
@@ -315,6 +320,11 @@ int main(int argc, char **argv)
     }
     server_set_alog(d.srv, alog);
     d.view.health = d.health;
+    d.maint = maint_start(d.base, d.health, cfg); /* the server holds cfg */
+    if (!d.maint) {
+        log_error("cannot follow the maintenance schedule (out of memory)");
+        goto out;
+    }
     d.admin = admin_start(d.base, &d.view, cfg, err, sizeof(err));
     if (!d.admin) {
         log_error("%s", err);
@@ -340,6 +350,7 @@ int main(int argc, char **argv)
     log_info("stopped");
 out:
     admin_stop(d.admin);
+    maint_stop(d.maint);
     health_stop(d.health);
     server_free(d.srv);
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)

@@ -151,7 +151,8 @@ void metrics_render(struct evbuffer *out, const struct daemon_view *v)
         evbuffer_add_printf(out, "} %d\n", health_region_up(r) && r->weight > 0 ? 1 : 0);
     }
     head(out, "detourd_region_state_changes_total", "counter",
-         "Up/down transitions decided by health checks.");
+         "Up/down transitions: decided by health checks, or by an override ending or a "
+         "maintenance window starting or ending.");
     for (size_t i = 0; i < nh; i++) {
         const struct health *h = health_at(v->health, i);
         evbuffer_add(out, LIT("detourd_region_state_changes_total"));

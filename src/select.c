@@ -10,7 +10,7 @@
 
 static bool usable(const struct region *r)
 {
-    return r->weight > 0 && r->state != REGION_DOWN && r->state != REGION_DRAIN;
+    return r->weight > 0 && r->op != REGION_DOWN && r->op != REGION_DRAIN;
 }
 
 uint64_t select_tier(const struct pool *p, uint64_t up)
@@ -33,7 +33,7 @@ uint64_t select_fail_open_set(const struct pool *p)
 {
     uint64_t m = 0;
     for (size_t i = 0; i < p->nregions; i++)
-        if (p->regions[i].state == REGION_AUTO || p->regions[i].state == REGION_UP)
+        if (p->regions[i].op == REGION_AUTO || p->regions[i].op == REGION_UP)
             m |= UINT64_C(1) << i;
     return m;
 }

@@ -9,6 +9,8 @@
 #include <time.h>
 
 #include "config.h"
+#include "schedule.h"
+#include "select.h"
 #include "unit.h"
 
 #define FILE_NAME "t.yaml"
@@ -77,6 +79,9 @@ static struct config *expect_ok(const char *yaml)
 
 #define LISTEN "listen: [\"127.0.0.1:8080\"]\n"
 #define REGION "    regions:\n      - {name: eu, url: \"https://eu.example.com\"}\n"
+#define WINDOW                                                                                     \
+    "  - {name: w, from: \"2026-11-28T02:00:00Z\", until: \"2026-11-28T04:00:00Z\", regions: "     \
+    "[api/eu]}\n"
 
 /* ---- one error per case, exact position ---- */
 
@@ -117,6 +122,52 @@ static const struct err_case err_cases[] = {
     {"header Content-Type is ours",
      LISTEN "pools:\n  - name: api\n    headers: {Content-Type: x}\n" REGION, 4, 15,
      "headers: 'Content-Type' is set by detourd itself"},
+    /* timed overrides and maintenance windows */
+    {"region until not a time",
+     LISTEN "pools:\n  - name: api\n    regions:\n      - {name: eu, url: "
+            "\"https://eu.example.com\", state: drain, until: \"2026-13-01T00:00:00Z\"}\n",
+     5, 72, "until: '2026-13-01T00:00:00Z' is not an RFC 3339 time"},
+    {"region until with state auto",
+     LISTEN "pools:\n  - name: api\n    regions:\n      - {name: eu, url: "
+            "\"https://eu.example.com\", until: \"2026-11-28T04:00:00Z\"}\n",
+     5, 58, "until: needs a state other than auto"},
+    {"window until not after from",
+     LISTEN "pools:\n  - name: api\n" REGION "maintenance:\n"
+            "  - {name: w, from: \"2026-11-28T04:00:00Z\", until: \"2026-11-28T04:00:00Z\", "
+            "regions: [api/eu]}\n",
+     7, 52, "until: must be after from"},
+    {"window bad timestamp",
+     LISTEN "pools:\n  - name: api\n" REGION "maintenance:\n"
+            "  - {name: w, from: \"2026-11-28 02:00:00Z\", until: \"2026-11-28T04:00:00Z\", "
+            "regions: [api/eu]}\n",
+     7, 21, "from: '2026-11-28 02:00:00Z' is not an RFC 3339 time"},
+    {"window unknown pool",
+     LISTEN "pools:\n  - name: api\n" REGION "maintenance:\n"
+            "  - {name: w, from: \"2026-11-28T02:00:00Z\", until: \"2026-11-28T04:00:00Z\", "
+            "regions: [api/eu, web/eu]}\n",
+     7, 94, "regions: no pool 'web'"},
+    {"window unknown region",
+     LISTEN "pools:\n  - name: api\n" REGION "maintenance:\n"
+            "  - {name: w, from: \"2026-11-28T02:00:00Z\", until: \"2026-11-28T04:00:00Z\", "
+            "regions: [api/us]}\n",
+     7, 86, "regions: pool api has no region 'us'"},
+    {"window target not POOL/REGION",
+     LISTEN "pools:\n  - name: api\n" REGION "maintenance:\n"
+            "  - {name: w, from: \"2026-11-28T02:00:00Z\", until: \"2026-11-28T04:00:00Z\", "
+            "regions: [eu]}\n",
+     7, 86, "regions: 'eu' is not POOL/REGION"},
+    {"window state auto",
+     LISTEN "pools:\n  - name: api\n" REGION "maintenance:\n"
+            "  - {name: w, from: \"2026-11-28T02:00:00Z\", until: \"2026-11-28T04:00:00Z\", "
+            "state: auto, regions: [api/eu]}\n",
+     7, 83, "maintenance state: 'auto' is not one of: drain | down"},
+    {"window name used twice",
+     LISTEN "pools:\n  - name: api\n" REGION "maintenance:\n" WINDOW WINDOW, 8, 12,
+     "maintenance name 'w' is used twice (first at line 7)"},
+    {"window without regions",
+     LISTEN "pools:\n  - name: api\n" REGION "maintenance:\n"
+            "  - {name: w, from: \"2026-11-28T02:00:00Z\", until: \"2026-11-28T04:00:00Z\"}\n",
+     7, 5, "maintenance w: 'regions' is required"},
     /* YAML syntax */
     {"unclosed flow list", "listen: [\"127.0.0.1:8080\"\npools: x\n", 2, 1,
      "YAML syntax error: did not find expected ',' or ']'"},
@@ -1303,6 +1354,50 @@ START_TEST(test_cidr)
 }
 END_TEST
 
+/* Timed overrides and windows are evaluated at load: an `until` already past
+ * leaves its region auto; the first choices already follow them. */
+START_TEST(test_maintenance_load)
+{
+    struct config *c = expect_ok(
+        LISTEN "pools:\n  - name: api\n    regions:\n"
+               "      - {name: a, url: \"https://a.example.com\", state: drain,"
+               " until: \"2000-01-01T00:00:00Z\", reason: \"old change\"}\n"
+               "      - {name: b, url: \"https://b.example.com\", state: drain,"
+               " until: \"2999-01-01T00:00:00+02:00\", reason: \"CHG-1\"}\n"
+               "      - {name: c, url: \"https://c.example.com\"}\n"
+               "      - {name: d, url: \"https://d.example.com\"}\n"
+               "maintenance:\n"
+               "  - {name: now, from: \"2000-01-01T00:00:00Z\", until: \"2999-01-01T00:00:00Z\","
+               " state: down, regions: [api/c, api/b], reason: \"rack move\"}\n"
+               "  - {name: later, from: \"2998-01-01T00:00:00Z\", until: \"2999-01-01T00:00:00Z\","
+               " regions: [api/d]}\n");
+    const struct pool *p = &c->pools[0];
+    ck_assert_int_eq(p->regions[0].state, REGION_DRAIN);
+    ck_assert_int_eq(p->regions[0].op, REGION_AUTO); /* until is past */
+    ck_assert_str_eq(p->regions[0].reason, "old change");
+    ck_assert_int_eq(p->regions[1].op, REGION_DRAIN); /* its own override beats the window */
+    ck_assert(p->regions[1].until_ms == INT64_C(32472136800000));
+    ck_assert_int_eq(p->regions[2].op, REGION_DOWN);
+    ck_assert_int_eq(p->regions[3].op, REGION_AUTO);
+    ck_assert_uint_eq(c->sched->nwindows, 2);
+    const struct sched_window *w = &c->sched->windows[0];
+    ck_assert_str_eq(w->name, "now");
+    ck_assert_str_eq(w->reason, "rack move");
+    ck_assert_int_eq(w->state, REGION_DOWN);
+    ck_assert_uint_eq(w->ntargets, 2);
+    ck_assert_uint_eq(w->targets[1].region, 1);
+    ck_assert_int_eq(c->sched->windows[1].state, REGION_DRAIN); /* the default */
+    ck_assert_int_eq(c->sched_now->phases[0], SCHED_ACTIVE);
+    ck_assert_int_eq(c->sched_now->phases[1], SCHED_PENDING);
+    ck_assert_int_eq(c->sched_now->pools[0][2].source, SCHED_SOURCE_WINDOW);
+    ck_assert_str_eq(c->sched_now->pools[0][2].window, "now");
+    /* traffic already avoids b (drained) and c (down) */
+    const struct choice *ch = atomic_load(&p->sel->cur);
+    for (uint32_t i = 0; i < ch->n; i++) ck_assert(ch->seq[i] == 0 || ch->seq[i] == 3);
+    config_unref(c);
+}
+END_TEST
+
 #define NELEM(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 Suite *make_suite(void)
@@ -1333,6 +1428,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_tls_listen);
     tcase_add_test(tc, test_parse_listen);
     tcase_add_test(tc, test_cidr);
+    tcase_add_test(tc, test_maintenance_load);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -25,7 +25,7 @@ static void pool_reset(size_t n, enum all_down_action a)
     for (size_t i = 0; i < n; i++) {
         R[i].priority = 1;
         R[i].weight = 1;
-        R[i].state = REGION_AUTO;
+        R[i].state = R[i].op = REGION_AUTO;
     }
 }
 
@@ -33,7 +33,7 @@ static void region_set(size_t i, unsigned prio, unsigned weight, enum region_sta
 {
     R[i].priority = prio;
     R[i].weight = weight;
-    R[i].state = st;
+    R[i].state = R[i].op = st; /* the operator state in force: as configured */
 }
 
 static uint64_t all_set(size_t n)

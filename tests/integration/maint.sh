@@ -1,0 +1,255 @@
+#!/usr/bin/env bash
+# Integration tests of timed overrides and maintenance windows against the
+# real daemon: an override that ends by itself and a window that opens and
+# closes while requests flow, both without a reload; what /status says of
+# them; a reload that finds a window over; and the config errors of -t.
+# The instants are computed when the test runs (a few seconds ahead,
+# scaled by TIMEOUT_SCALE). TAP on stdout. Network: 127.0.0.1 only.
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+: "${DETOURD:=${TOP_BUILDDIR:-.}/detourd}"
+
+alloc_ports 4 || {
+    echo "Bail out! no free ports"
+    exit 1
+}
+LO=${PORTS[0]} ADMO=${PORTS[1]} LW=${PORTS[2]} ADMW=${PORTS[3]}
+
+# rfc3339 UNIX_SECONDS
+rfc3339() { date -u -d "@$1" +%Y-%m-%dT%H:%M:%SZ; }
+# secs N: N seconds scaled, rounded up to a whole second
+secs() { awk -v t="$(scale "$1")" 'BEGIN { printf "%d\n", t == int(t) ? t : int(t) + 1 }'; }
+
+# status PORT PYEXPR: evaluates PYEXPR over the /status document `s`
+# (helpers: R(pool, region), W(name)) and prints the result
+status() {
+    curl -sS --max-time "$(scale 5)" "http://127.0.0.1:$1/status" | "$PYTHON" -c '
+import json, sys
+s = json.load(sys.stdin)
+def R(p, r):
+    return [x for x in [q for q in s["pools"] if q["name"] == p][0]["regions"] if x["name"] == r][0]
+def W(n):
+    return [w for w in s["maintenance"] if w["name"] == n][0]
+print(eval(sys.argv[1]))' "$2"
+}
+
+# location PORT: where a request is redirected now
+location() {
+    curl -s -o /dev/null -w '%{redirect_url}' --max-time "$(scale 5)" "http://127.0.0.1:$1/x"
+}
+location_is() { [ "$(location "$1")" = "$2" ]; }
+
+# ---- the daemons: both start now, so their boundaries run together ----
+
+T0=$(date +%s)
+O_END=$((T0 + $(secs 3)))                  # the override ends
+W_FROM=$((T0 + $(secs 3))) W_UNTIL=$((W_FROM + $(secs 2)))  # the window
+
+OCONF=$(write_config override.yaml <<EOF
+listen: ["127.0.0.1:$LO"]
+admin: {listen: "127.0.0.1:$ADMO"}
+checks: {type: none}
+pools:
+  - name: api
+    regions:
+      - {name: primary, url: "http://primary.test", priority: 1, state: drain,
+         until: "$(rfc3339 "$O_END")", reason: "CHG-1 database migration"}
+      - {name: backup, url: "http://backup.test", priority: 2}
+EOF
+)
+WCONF=$(write_config window.yaml <<EOF
+listen: ["127.0.0.1:$LW"]
+workers: 2
+admin: {listen: "127.0.0.1:$ADMW"}
+checks: {type: none}
+pools:
+  - name: web
+    regions:
+      - {name: eu, url: "http://eu.test", priority: 1}
+      - {name: us, url: "http://us.test", priority: 2}
+maintenance:
+  - name: eu-rack
+    from: "$(rfc3339 "$W_FROM")"
+    until: "$(rfc3339 "$W_UNTIL")"
+    state: drain
+    regions: ["web/eu"]
+    reason: "rack move"
+  - name: old
+    from: "2001-01-01T00:00:00Z"
+    until: "2001-01-02T00:00:00+02:00"
+    state: down
+    regions: ["web/us"]
+EOF
+)
+
+# A client sends requests (new connections and keep-alive ones) until
+# STOP exists, writing "UNIX_MS LOCATION" per answer and "FAIL ..." per
+# failure to OUT.
+CLIENT_PY='
+import http.client, os, sys, threading, time
+port, out, stop = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+lock = threading.Lock()
+f = open(out, "w", buffering=1)
+def run(keep):
+    conn = None
+    while not os.path.exists(stop):
+        try:
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", "/p", headers={} if keep else {"Connection": "close"})
+            r = conn.getresponse()
+            r.read()
+            line = "%d %s" % (time.time() * 1000, r.getheader("Location")) if r.status == 307 \
+                else "FAIL status %d" % r.status
+            if not keep:
+                conn.close()
+                conn = None
+        except Exception as e:
+            line = "FAIL %r" % e
+            conn = None
+        with lock:
+            f.write(line + "\n")
+        time.sleep(0.002)
+ts = [threading.Thread(target=run, args=(k,)) for k in (True, False)]
+for t in ts: t.start()
+for t in ts: t.join()
+'
+
+start_detourd override "$OCONF" "$LO" || echo "Bail out! detourd did not start"
+OLOG=$(daemon_log override)
+start_detourd window "$WCONF" "$LW" || echo "Bail out! detourd did not start"
+WPID=$LAST_PID
+WLOG=$(daemon_log window)
+spawn client "$PYTHON" -c "$CLIENT_PY" "$LW" "$TEST_TMP/client.txt" "$TEST_TMP/client.stop"
+CLIENT_PID=$LAST_PID
+
+t_override_ends() {
+    if [ "$(date +%s)" -lt "$O_END" ]; then
+        expect_eq "before the end" "$(location "$LO")" "http://backup.test/x" || return 1
+        expect_eq "/status before the end" \
+            "$(status "$ADMO" '[R("api","primary")[k] for k in ("override","override_source","override_until","override_reason","state")]')" \
+            "['drain', 'config', '$(rfc3339 "$O_END")', 'CHG-1 database migration', 'drain']" || return 1
+    fi
+    # no reload: the daemon moves traffic back by itself
+    wait_until 15 location_is "$LO" "http://primary.test/x" ||
+        why "traffic did not go back to primary: $(location "$LO")" || return 1
+    [ "$(date +%s)" -ge "$O_END" ] || why "traffic moved back before the end" || return 1
+    expect_eq "reloads" "$(log_count "$OLOG" 'reload')" 0 || return 1
+    expect_eq "the end logged once, with its reason" \
+        "$(log_count "$OLOG" 'region primary: override drain ended at .*CHG-1 database migration')" 1 || return 1
+    expect_eq "/status after the end" \
+        "$(status "$ADMO" '[R("api","primary")[k] for k in ("override","override_source","override_until","override_reason","state","state_changes")]')" \
+        "['auto', None, None, None, 'up', 1]"
+}
+t "an override with until ends by itself: traffic goes back without a reload" t_override_ends
+
+t_window_pending() {
+    if [ "$(date +%s)" -lt "$W_FROM" ]; then
+        expect_eq "phase before" "$(status "$ADMW" 'W("eu-rack")["phase"]')" pending || return 1
+    fi
+    expect_eq "a window long over" "$(status "$ADMW" 'W("old")')" \
+        "{'name': 'old', 'from': '2001-01-01T00:00:00Z', 'until': '2001-01-01T22:00:00Z', 'state': 'down', 'regions': ['web/us'], 'reason': None, 'phase': 'over'}"
+}
+t "/status lists every window with its phase" t_window_pending
+
+t_window_active() {
+    wait_log "$WLOG" 'maintenance eu-rack started: drain web/eu until .* \(rack move\)' 15 ||
+        why "the window did not start" || return 1
+    # the status may already show the end on a loaded host: then skip it
+    local got
+    got=$(status "$ADMW" '(W("eu-rack")["phase"], [R("web","eu")[k] for k in ("override","override_source","override_until","override_reason")])')
+    [ "$(date +%s)" -ge "$W_UNTIL" ] && return 0
+    expect_eq "/status in the window" "$got" \
+        "('active', ['drain', 'maintenance:eu-rack', '$(rfc3339 "$W_UNTIL")', 'rack move'])"
+}
+t "in the window: /status shows the region drained by it, with its end and reason" t_window_active
+
+# the sequence of Locations the client saw, each run once: "eu us eu"
+runs() { awk '$1 != "FAIL" { sub(/^http:\/\//, "", $2); sub(/\.test\/p$/, "", $2); if ($2 != last) printf "%s%s", (n++ ? " " : ""), $2; last = $2 }' "$1"; }
+saw_return() { [ "$(runs "$TEST_TMP/client.txt")" = "eu us eu" ]; }
+
+t_window_traffic() {
+    wait_log "$WLOG" 'maintenance eu-rack ended' 15 || why "the window did not end" || return 1
+    wait_until 10 saw_return || why "Locations seen: $(runs "$TEST_TMP/client.txt")"
+    touch "$TEST_TMP/client.stop"
+    wait_exit "$CLIENT_PID" 20 || why "the client did not stop" || return 1
+    local f="$TEST_TMP/client.txt" fails n
+    fails=$(grep -c '^FAIL' "$f")
+    n=$(wc -l <"$f")
+    expect_eq "failed requests (of $n)" "$fails" 0 || why "$(grep -m 3 '^FAIL' "$f")" || return 1
+    expect_eq "Locations in order" "$(runs "$f")" "eu us eu" || return 1
+    # how late the first answers after each boundary were
+    local first_us
+    first_us=$(awk '$2 ~ /us\.test/ { print $1; exit }' "$f")
+    local d1=$((first_us - W_FROM * 1000)) d2
+    d2=$(awk -v u="$W_UNTIL" '$2 ~ /eu\.test/ && $1 >= u * 1000 { print $1 - u * 1000; exit }' "$f")
+    diag "first redirect to us ${d1} ms after the window opened, first back to eu ${d2} ms after it closed ($n requests)"
+    if [ "$d1" -lt 0 ] || [ "$d1" -gt "$(awk -v s="$TIMEOUT_SCALE" 'BEGIN { printf "%d", 1000 * s }')" ]; then
+        why "the window took effect ${d1} ms after it opened"
+        return 1
+    fi
+    expect_eq "window log lines" "$(log_count "$WLOG" 'maintenance eu-rack (started|ended)')" 2 || return 1
+    expect_eq "state changes of eu" "$(status "$ADMW" 'R("web","eu")["state_changes"]')" 2
+}
+t "a window opens and closes while requests flow: no failed request, traffic moves at both boundaries" t_window_traffic
+
+t_window_over() {
+    expect_eq "after the window" \
+        "$(status "$ADMW" '(W("eu-rack")["phase"], R("web","eu")["override"], R("web","eu")["override_source"])')" \
+        "('over', 'auto', None)" || return 1
+    reload_daemon "$WPID" "$WLOG" || why "no reload outcome" || return 1
+    expect_eq "reload" "$RELOAD_OK" 1 || return 1
+    expect_eq "phase after a reload" "$(status "$ADMW" 'W("eu-rack")["phase"]')" over || return 1
+    expect_eq "nothing logged again" "$(log_count "$WLOG" 'maintenance eu-rack')" 2
+}
+t "a reload keeps a window that is over listed as over and logs nothing again" t_window_over
+
+# ---- -t: the errors, each at its FILE:LINE:COL, all in one pass ----
+
+t_config_errors() {
+    local conf
+    conf=$(write_config bad.yaml <<EOF
+listen: ["127.0.0.1:$LO"]
+pools:
+  - name: api
+    regions:
+      - {name: eu, url: "http://eu.test", state: drain, until: "2026-02-30T00:00:00Z"}
+      - {name: us, url: "http://us.test", until: "2026-11-28T04:00:00Z"}
+maintenance:
+  - {name: a, from: "2026-11-28T04:00:00Z", until: "2026-11-28T02:00:00Z", regions: [api/eu]}
+  - {name: a, from: "2026-11-28T02:00:00Z", until: "2026-11-28T04:00:00Z", regions: [web/eu, api/ap]}
+EOF
+)
+    RUN_OUT=$TEST_TMP/t.out RUN_ERR=$TEST_TMP/t.err run_detourd -t -c "$conf"
+    expect_eq "exit status" "$LAST_RC" 1 || return 1
+    local want
+    want="$conf:5:64: until: '2026-02-30T00:00:00Z' is not an RFC 3339 time (like 2026-11-28T04:00:00Z)
+$conf:6:50: until: needs a state other than auto (until ends that override)
+$conf:8:52: until: must be after from (2026-11-28T04:00:00Z)
+$conf:9:12: maintenance name 'a' is used twice (first at line 8)
+$conf:9:86: regions: no pool 'web'
+$conf:9:94: regions: pool api has no region 'ap'"
+    expect_eq "errors" "$(sort -t: -k2,2n -k3,3n "$TEST_TMP/t.err")" "$want"
+}
+t "-t reports every schedule error at its FILE:LINE:COL" t_config_errors
+
+t_config_past() {
+    local conf
+    conf=$(write_config past.yaml <<EOF
+listen: ["127.0.0.1:$LO"]
+pools:
+  - name: api
+    regions:
+      - {name: eu, url: "http://eu.test", state: down, until: "2020-01-01T00:00:00+01:00"}
+EOF
+)
+    RUN_OUT=$TEST_TMP/p.out RUN_ERR=$TEST_TMP/p.err run_detourd -t -c "$conf"
+    expect_eq "exit status" "$LAST_RC" 0 || return 1
+    expect_match "warning" "$(cat "$TEST_TMP/p.err")" \
+        "pool api region eu: state down ended at 2019-12-31T23:00:00Z, before this config was loaded: the region is auto"
+}
+t "-t warns about an until already past (the region is auto)" t_config_past
+
+t_no_sanitizer_reports
+done_testing
