@@ -139,6 +139,141 @@ static void maintenance_json(struct evbuffer *o, const struct config *c)
     evbuffer_add(o, LIT("]"));
 }
 
+/* ---- why: how a pool's current choice came about ---- */
+
+/* Why region k of p gets no traffic: its operator state in force (and
+ * where that comes from), its weight, or its health check. */
+static void why_out(struct evbuffer *o, const struct config *c, const struct pool *p, size_t k)
+{
+    const struct region *r = &p->regions[k];
+    const struct sched_region *op = op_of(c, p, k);
+    evbuffer_add_printf(o, "%s ", r->name);
+    if (r->op == REGION_DOWN || r->op == REGION_DRAIN) {
+        const char *verb = r->op == REGION_DRAIN ? "drained" : "marked down";
+        char t[SCHED_TIME_LEN];
+        if (op->source == SCHED_SOURCE_WINDOW) {
+            evbuffer_add_printf(o, "%s by maintenance %s", verb, op->window);
+            if (op->reason) evbuffer_add_printf(o, " (%s)", op->reason);
+            return;
+        }
+        evbuffer_add_printf(o, "%s by the config override", verb);
+        if (op->until_ms) sched_format_time(op->until_ms, t, sizeof(t));
+        if (op->reason && op->until_ms)
+            evbuffer_add_printf(o, " (%s, until %s)", op->reason, t);
+        else if (op->reason)
+            evbuffer_add_printf(o, " (%s)", op->reason);
+        else if (op->until_ms)
+            evbuffer_add_printf(o, " (until %s)", t);
+        return;
+    }
+    if (r->weight == 0) {
+        evbuffer_add(o, LIT("weight 0"));
+        return;
+    }
+    const struct health *h = r->health;
+    if (!h || !h->probes) {
+        evbuffer_add(o, LIT("down (its initial state; not checked yet)"));
+    } else if (h->st.fail && h->last.reason != HR_OK) {
+        evbuffer_add_printf(o, "down after %u failure%s (%s%s%s)", h->st.fail,
+                            h->st.fail == 1 ? "" : "s", health_reason_phase(h->last.reason),
+                            h->last.detail[0] ? ": " : "", h->last.detail);
+    } else {
+        evbuffer_add_printf(o, "down (%u of %u successes needed to come back)", h->st.succ,
+                            r->check.rise);
+    }
+}
+
+/* The next priority above prev among p's regions (prev: -1 for the
+ * lowest), or -1 if none. */
+static long next_priority(const struct pool *p, long prev)
+{
+    long best = -1;
+    for (size_t k = 0; k < p->nregions; k++) {
+        long pr = (long)p->regions[k].priority;
+        if (pr > prev && (best < 0 || pr < best)) best = pr;
+    }
+    return best;
+}
+
+/* Writes one line: which tier is active and why every better region is
+ * out, e.g. "tier 1 unavailable: eu-west drained by maintenance eu-west-db
+ * (CHG-1234), eu-central down after 3 failures (connect: Connection
+ * refused); tier 2: us-east". Main thread (reads health and maint state). */
+static void pool_why(struct evbuffer *o, const struct config *c, const struct pool *p)
+{
+    const struct choice *ch = atomic_load_explicit(&p->sel->cur, memory_order_acquire);
+    uint64_t tier = select_tier(p, ch->up), chosen = 0;
+    long active = -1;
+    for (size_t k = 0; k < p->nregions && active < 0; k++)
+        if (tier >> k & 1) active = (long)p->regions[k].priority;
+    for (uint32_t i = 0; ch->action != CHOICE_FALLBACK && ch->action != CHOICE_REJECT && i < ch->n;
+         i++)
+        chosen |= UINT64_C(1) << ch->seq[i];
+    bool first_tier = true;
+    for (long pr = next_priority(p, -1); pr >= 0 && (active < 0 || pr < active);
+         pr = next_priority(p, pr)) {
+        evbuffer_add_printf(o, "%stier %ld unavailable: ", first_tier ? "" : "; ", pr);
+        first_tier = false;
+        bool first = true;
+        for (size_t k = 0; k < p->nregions; k++) {
+            if ((long)p->regions[k].priority != pr) continue;
+            if (!first) evbuffer_add(o, LIT(", "));
+            why_out(o, c, p, k);
+            first = false;
+        }
+    }
+    if (!first_tier) evbuffer_add(o, LIT("; "));
+    if (active < 0) {
+        evbuffer_add(o, LIT("all regions down: "));
+        if (ch->action == CHOICE_FALLBACK) {
+            evbuffer_add_printf(o, "fallback to %s", p->all_down_url ? p->all_down_url : "?");
+        } else if (ch->action == CHOICE_REJECT) {
+            evbuffer_add(o, LIT("reject"));
+        } else { /* fail_open: the regions as if their checks passed */
+            evbuffer_add(o, LIT("fail_open to "));
+            bool first = true;
+            for (size_t k = 0; k < p->nregions; k++) {
+                if (!(chosen >> k & 1)) continue;
+                evbuffer_add_printf(o, "%s%s", first ? "" : ", ", p->regions[k].name);
+                first = false;
+            }
+        }
+        return;
+    }
+    evbuffer_add_printf(o, "tier %ld: ", active);
+    bool first = true;
+    for (size_t k = 0; k < p->nregions; k++) {
+        if (!(chosen >> k & 1)) continue;
+        evbuffer_add_printf(o, "%s%s", first ? "" : ", ", p->regions[k].name);
+        first = false;
+    }
+    if (ch->leader >= 0 && __builtin_popcountll(tier) > 1)
+        evbuffer_add(o, LIT(" (the lowest latency)"));
+    first = true;
+    for (size_t k = 0; k < p->nregions; k++) {
+        if ((long)p->regions[k].priority != active || (tier >> k & 1)) continue;
+        evbuffer_add_printf(o, "%s", first ? "; out of that tier: " : ", ");
+        why_out(o, c, p, k);
+        first = false;
+    }
+}
+
+/* pool_why() as a string (NULL on OOM); the caller frees it. */
+static char *pool_why_str(const struct config *c, const struct pool *p)
+{
+    struct evbuffer *b = evbuffer_new();
+    if (!b) return NULL;
+    pool_why(b, c, p);
+    size_t n = evbuffer_get_length(b);
+    char *s = malloc(n + 1);
+    if (s) {
+        evbuffer_remove(b, s, n);
+        s[n] = '\0';
+    }
+    evbuffer_free(b);
+    return s;
+}
+
 static long long days_left(time_t not_after, time_t now)
 {
     long long d = (long long)(not_after - now);
@@ -227,6 +362,10 @@ void admin_status_json(struct evbuffer *o, const struct daemon_view *v)
                             all_down_name(p->all_down), all_down ? "true" : "false",
                             (unsigned long long)total);
         chosen_json(o, p);
+        char *why = pool_why_str(c, p);
+        evbuffer_add(o, LIT(",\"why\":"));
+        json_str(o, why);
+        free(why);
         evbuffer_add(o, LIT(",\"regions\":["));
         for (size_t k = 0; k < p->nregions; k++) {
             const struct region *r = &p->regions[k];
@@ -591,7 +730,11 @@ static void page_pool(struct page *pg, const struct pool *p)
     if (action)
         evbuffer_add_printf(o, "<span class=\"pill\">all regions down \xe2\x86\x92 %s</span>",
                             action);
-    evbuffer_add(o, LIT("</h2><table><caption class=\"sr\">Regions of pool "));
+    evbuffer_add(o, LIT("</h2><p class=\"why\">"));
+    char *why = pool_why_str(pg->c, p);
+    html_str(o, why);
+    free(why);
+    evbuffer_add(o, LIT("</p><table><caption class=\"sr\">Regions of pool "));
     html_str(o, p->name);
     evbuffer_add(o, LIT("</caption><thead><tr>"));
     static const char *const cols[] = {"region",     "state",   "override", "priority",   "weight",

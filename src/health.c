@@ -37,6 +37,11 @@ const char *health_reason_name(enum health_reason r)
     return r < HR_COUNT ? reason_names[r] : "?";
 }
 
+const char *health_reason_phase(enum health_reason r)
+{
+    return reason_phases[r < HR_COUNT ? r : 0];
+}
+
 const char *health_reason_label(enum health_reason r)
 {
     return r < HR_COUNT ? reason_labels[r] : "unknown";

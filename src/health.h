@@ -27,6 +27,8 @@ enum health_reason {
 };
 
 const char *health_reason_name(enum health_reason r); /* "connect refused", ... */
+/* The step that failed, as log lines name it ("connect", "http", ...). */
+const char *health_reason_phase(enum health_reason r);
 /* Metric label form: "connect_refused", ... */
 const char *health_reason_label(enum health_reason r);
 

@@ -2,6 +2,7 @@
 #include "autoconf.h"
 
 #include <event2/event.h>
+#include <getopt.h>
 #ifdef HAVE_MALLOC_H
 #include <malloc.h>
 #endif
@@ -18,6 +19,8 @@
 #include "clock.h"
 #include "log.h"
 #include "maint.h"
+#include "plan.h"
+#include "schedule.h"
 #include "sdnotify.h"
 #include "server.h"
 #include "tls.h"
@@ -40,12 +43,14 @@ struct daemon {
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: detourd [-c FILE] [-t] [-l LEVEL] [-V] [-h]\n"
+            "usage: detourd [-c FILE] [-t [--at TIME]] [-l LEVEL] [-V] [-h]\n"
             "\n"
             "Answers every HTTP request with a redirect to the healthiest backend region.\n"
             "\n"
             "  -c FILE   config file (default %s)\n"
             "  -t        validate the config and exit\n"
+            "  --at TIME with -t: also print each region's operator state at TIME\n"
+            "            (RFC 3339) and where traffic would go if every check passed\n"
             "  -l LEVEL  log level: error, warn, info, debug (overrides log.level)\n"
             "  -V        print the version and exit\n"
             "  -h        print this help and exit\n"
@@ -225,9 +230,23 @@ int main(int argc, char **argv)
     mallopt(M_TRIM_THRESHOLD, 128 * 1024);
 #endif
     bool test_only = false;
+    const char *at = NULL;
+    int64_t at_ms = 0;
+    static const struct option longopts[] = {{"at", required_argument, NULL, 'A'},
+                                             {NULL, 0, NULL, 0}};
     int opt;
-    while ((opt = getopt(argc, argv, "c:tl:Vh")) != -1) {
+    while ((opt = getopt_long(argc, argv, "c:tl:Vh", longopts, NULL)) != -1) {
         switch (opt) {
+        case 'A':
+            at = optarg;
+            if (!sched_parse_time(at, &at_ms)) {
+                fprintf(stderr,
+                        "detourd: --at: '%s' is not an RFC 3339 time (like "
+                        "2026-11-28T04:00:00Z)\n",
+                        at);
+                return EXIT_USAGE;
+            }
+            break;
         case 'c': d.path = optarg; break;
         case 't': test_only = true; break;
         case 'l':
@@ -248,6 +267,11 @@ int main(int argc, char **argv)
         usage(stderr);
         return EXIT_USAGE;
     }
+    if (at && !test_only) {
+        fprintf(stderr, "detourd: --at needs -t (it plans; it does not run the daemon)\n");
+        usage(stderr);
+        return EXIT_USAGE;
+    }
 
     struct diag dg;
     diag_init(&dg, d.path);
@@ -262,8 +286,10 @@ int main(int argc, char **argv)
         warn_expiry(cfg);
         maint_warn_expired(cfg, cfg->sched_now_ms);
         printf("%s: configuration OK\n", d.path);
+        bool ok = !at || plan_print(stdout, cfg, at_ms);
         config_unref(cfg);
-        return 0;
+        if (!ok) fprintf(stderr, "detourd: out of memory\n");
+        return ok ? 0 : EXIT_CONFIG;
     }
     apply_logging(&d, cfg);
     warn_expiry(cfg);
