@@ -1413,8 +1413,9 @@ static void load_maintenance(struct ctx *x, const struct yt_node *n)
         const struct seen_slot *first =
             w->name ? seen_put(&x->window_names, w->name, n->u.items[i]->line, x->cur) : NULL;
         if (first)
-            ERR(x, yt_get(n->u.items[i], "name"), "maintenance name '%s' is used twice (first at %s)",
-                w->name, line_of(x, first->file, first->line, at, sizeof(at)));
+            ERR(x, yt_get(n->u.items[i], "name"),
+                "maintenance name '%s' is used twice (first at %s)", w->name,
+                line_of(x, first->file, first->line, at, sizeof(at)));
     }
 }
 
