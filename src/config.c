@@ -1322,8 +1322,8 @@ static void load_pools(struct ctx *x, const struct yt_node *n)
                     "pool %s: a second default pool (no 'hosts'); pool %s at %s is "
                     "already the default",
                     p->name ? p->name : "?", c->default_pool->name ? c->default_pool->name : "?",
-                    line_of(x, x->pool_file[c->default_pool - c->pools], c->default_pool->line,
-                            at, sizeof(at)));
+                    line_of(x, x->pool_file[c->default_pool - c->pools], c->default_pool->line, at,
+                            sizeof(at)));
             else
                 c->default_pool = p;
         }
@@ -1623,8 +1623,8 @@ static void load_lists(struct ctx *x, const struct yt_node *root)
 
 static void load_root(struct ctx *x, const struct yt_node *root)
 {
-    static const char *const keys[] = {"listen", "workers", "admin", "log",
-                                       "access_log", "limits", "checks", "pools",
+    static const char *const keys[] = {"listen",      "workers", "admin",  "log",
+                                       "access_log",  "limits",  "checks", "pools",
                                        "maintenance", "include", NULL};
     struct config *c = x->c;
     if (!root || is_null(root)) {

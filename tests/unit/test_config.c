@@ -1469,19 +1469,25 @@ static bool has_err_in(const struct diag *d, const char *file, unsigned line, un
 START_TEST(test_include_load)
 {
     inc_setup();
-    inc_write("main.yaml",
-              LISTEN "include: [\"conf.d/*.yaml\", \"missing/*.yaml\", \"none-*.yaml\"]\n"
-                     "pools:\n" INC_POOL("web", "web.example", "eu") "maintenance:\n"
-                     "  - {name: m0, from: \"2000-01-01T00:00:00Z\", until: \"2999-01-01T00:00:00Z\","
-                     " regions: [b/y]}\n");
+    inc_write(
+        "main.yaml", LISTEN
+        "include: [\"conf.d/*.yaml\", \"missing/*.yaml\", \"none-*.yaml\"]\n"
+        "pools:\n" INC_POOL(
+            "web", "web.example",
+            "eu") "maintenance:\n"
+                  "  - {name: m0, from: \"2000-01-01T00:00:00Z\", until: \"2999-01-01T00:00:00Z\","
+                  " regions: [b/y]}\n");
     char d1[PATH_MAX];
     snprintf(d1, sizeof(d1), "%s/conf.d", inc_dir);
     ck_assert_int_eq(mkdir(d1, 0700), 0);
     /* read in name order, not in the order written */
-    inc_write("conf.d/20-b.yaml",
-              "pools:\n" INC_POOL("b", "b.example", "y") "maintenance:\n"
-              "  - {name: m2, from: \"2000-01-01T00:00:00Z\", until: \"2999-01-01T00:00:00Z\","
-              " state: down, regions: [web/eu]}\n");
+    inc_write(
+        "conf.d/20-b.yaml",
+        "pools:\n" INC_POOL(
+            "b", "b.example",
+            "y") "maintenance:\n"
+                 "  - {name: m2, from: \"2000-01-01T00:00:00Z\", until: \"2999-01-01T00:00:00Z\","
+                 " state: down, regions: [web/eu]}\n");
     inc_write("conf.d/10-a.yaml",
               "maintenance:\n"
               "  - {name: m1, from: \"2998-01-01T00:00:00Z\", until: \"2999-01-01T00:00:00Z\","
@@ -1532,20 +1538,22 @@ END_TEST
 START_TEST(test_include_errors)
 {
     inc_setup();
-    inc_write("main.yaml", LISTEN "include: [\"d/*.yaml\", \"x.yaml\", [7]]\n"
-                                  "pools:\n" INC_POOL("web", "web.example", "eu")
-                                      "maintenance:\n"
-                                      "  - {name: m1, from: \"2000-01-01T00:00:00Z\","
-                                      " until: \"2999-01-01T00:00:00Z\", regions: [web/nope]}\n");
+    inc_write("main.yaml", LISTEN
+              "include: [\"d/*.yaml\", \"x.yaml\", [7]]\n"
+              "pools:\n" INC_POOL("web", "web.example",
+                                  "eu") "maintenance:\n"
+                                        "  - {name: m1, from: \"2000-01-01T00:00:00Z\","
+                                        " until: \"2999-01-01T00:00:00Z\", regions: [web/nope]}\n");
     char dir[PATH_MAX], link[PATH_MAX];
     snprintf(dir, sizeof(dir), "%s/d", inc_dir);
     ck_assert_int_eq(mkdir(dir, 0700), 0);
-    inc_write("d/1.yaml", "listen: [\"127.0.0.1:9\"]\n"
-                          "pools:\n" INC_POOL("web", "web.example", "eu")
-                              INC_POOL("api", "api.example", "eu")
-                          "  - name: other\n    hosts: [\"Other.example\", \"api.example\"]\n"
-                          "    regions:\n      - {name: eu, url: \"https://eu.example.com\","
-                          " weight: -1}\n");
+    inc_write("d/1.yaml",
+              "listen: [\"127.0.0.1:9\"]\n"
+              "pools:\n" INC_POOL("web", "web.example", "eu") INC_POOL(
+                  "api", "api.example",
+                  "eu") "  - name: other\n    hosts: [\"Other.example\", \"api.example\"]\n"
+                        "    regions:\n      - {name: eu, url: \"https://eu.example.com\","
+                        " weight: -1}\n");
     inc_write("d/2.yaml", "pools: [\n");
     inc_write("d/3.yaml", "maintenance:\n"
                           "  - {name: m1, from: \"2000-01-01T00:00:00Z\","
@@ -1565,11 +1573,11 @@ START_TEST(test_include_errors)
     ck_assert_msg(has_err_in(&d, "d/1.yaml", 1, 1, "'listen' is not allowed"), "%s", dump(&d));
     snprintf(want, sizeof(want), "pool name 'web' is used twice (first at line 4 of %s)", path);
     ck_assert_msg(has_err_in(&d, "d/1.yaml", 3, 11, want), "%s", dump(&d));
-    snprintf(want, sizeof(want), "'web.example' is already used by pool web (line 5 of %s)",
-             path);
+    snprintf(want, sizeof(want), "'web.example' is already used by pool web (line 5 of %s)", path);
     ck_assert_msg(has_err_in(&d, "d/1.yaml", 4, 13, want), "%s", dump(&d));
-    ck_assert_msg(has_err_in(&d, "d/1.yaml", 12, 30, "'api.example' is already used by pool api "
-                                                     "(line 8)"),
+    ck_assert_msg(has_err_in(&d, "d/1.yaml", 12, 30,
+                             "'api.example' is already used by pool api "
+                             "(line 8)"),
                   "%s", dump(&d));
     ck_assert_msg(has_err_in(&d, "d/1.yaml", 14, 59, "weight"), "%s", dump(&d));
     ck_assert_msg(has_err_in(&d, "d/2.yaml", 2, 1, "YAML syntax error"), "%s", dump(&d));
@@ -1588,7 +1596,8 @@ END_TEST
 START_TEST(test_include_limit)
 {
     inc_setup();
-    inc_write("main.yaml", LISTEN "include: [\"*.inc\"]\npools:\n" INC_POOL("web", "w.example", "eu"));
+    inc_write("main.yaml",
+              LISTEN "include: [\"*.inc\"]\npools:\n" INC_POOL("web", "w.example", "eu"));
     for (int i = 0; i <= CONFIG_MAX_INCLUDES; i++) {
         char name[32];
         snprintf(name, sizeof(name), "%04d.inc", i);
