@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <glob.h>
 #include <openssl/ssl.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -34,6 +35,25 @@ struct host_ref {
     const char *host;
     const struct pool *pool;
     const struct yt_node *node;
+    const char *file; /* the node's file (ctx.cur then) */
+    size_t fileno;    /* 0: the main file, then each included one in order */
+};
+
+/* A file named by `include:`, parsed. */
+struct inc_file {
+    char *name;
+    struct yt_doc doc; /* root NULL: empty, or not parsed (errors reported) */
+};
+
+/* Names seen so far, with the line of each: duplicate checks stay linear
+ * for configs of many thousand pools or listeners. */
+struct seen {
+    struct seen_slot {
+        const char *name; /* NULL: empty */
+        unsigned line;
+        const char *file;
+    } * slot;
+    size_t mask, n;
 };
 
 struct ctx {
@@ -43,16 +63,13 @@ struct ctx {
     size_t nhosts, caphosts;
     struct sched_window *windows; /* `maintenance:`, moved into c->sched */
     size_t nwindows;
-};
-
-/* Names seen so far, with the line of each: duplicate checks stay linear
- * for configs of many thousand pools or listeners. */
-struct seen {
-    struct seen_slot {
-        const char *name; /* NULL: empty */
-        unsigned line;
-    } * slot;
-    size_t mask, n;
+    struct inc_file *inc; /* `include:` */
+    size_t ninc;
+    const char *cur;          /* the file walked now: c->path or an included one */
+    size_t curno;             /* its number (host_ref.fileno) */
+    const char **pool_file;   /* the file of each pool */
+    struct seen pool_names;   /* over all files */
+    struct seen window_names; /* over all files */
 };
 
 static struct seen_slot *seen_find(struct seen_slot *tab, size_t mask, const char *name)
@@ -62,14 +79,15 @@ static struct seen_slot *seen_find(struct seen_slot *tab, size_t mask, const cha
     return &tab[i];
 }
 
-/* The line where name was first seen, or 0 after recording it (name must
- * outlive s). Out of memory, nothing is found. */
-static unsigned seen_add(struct seen *s, const char *name, unsigned line)
+/* Where name was first seen, or NULL after recording it (name and file
+ * must outlive s). Out of memory, nothing is found. */
+static const struct seen_slot *seen_put(struct seen *s, const char *name, unsigned line,
+                                        const char *file)
 {
     if (2 * (s->n + 1) > s->mask) {
         size_t size = s->mask ? 2 * (s->mask + 1) : 64;
         struct seen_slot *t = calloc(size, sizeof(*t));
-        if (!t) return 0;
+        if (!t) return NULL;
         for (size_t i = 0; s->slot && i <= s->mask; i++)
             if (s->slot[i].name) *seen_find(t, size - 1, s->slot[i].name) = s->slot[i];
         free(s->slot);
@@ -77,13 +95,40 @@ static unsigned seen_add(struct seen *s, const char *name, unsigned line)
         s->mask = size - 1;
     }
     struct seen_slot *e = seen_find(s->slot, s->mask, name);
-    if (e->name) return e->line;
-    *e = (struct seen_slot){name, line};
+    if (e->name) return e;
+    *e = (struct seen_slot){name, line, file};
     s->n++;
-    return 0;
+    return NULL;
+}
+
+/* The line where name was first seen, or 0 after recording it. */
+static unsigned seen_add(struct seen *s, const char *name, unsigned line)
+{
+    const struct seen_slot *e = seen_put(s, name, line, NULL);
+    return e ? e->line : 0;
 }
 
 #define ERR(ctx, node, ...) diag_add((ctx)->d, (node)->line, (node)->col, __VA_ARGS__)
+
+/* Errors from now on are in file number no (0: the main file). */
+static void set_file(struct ctx *x, const char *file, size_t no)
+{
+    x->cur = file;
+    x->curno = no;
+    diag_set_file(x->d, no ? file : NULL);
+}
+
+/* "line N" of file, for a message about the file walked now: "line N of
+ * FILE" when file is another one. */
+static const char *line_of(const struct ctx *x, const char *file, unsigned line, char *buf,
+                           size_t len)
+{
+    if (!file || !x->cur || strcmp(file, x->cur) == 0)
+        snprintf(buf, len, "line %u", line);
+    else
+        snprintf(buf, len, "line %u of %s", line, file);
+    return buf;
+}
 
 const char *region_state_name(enum region_state s)
 {
@@ -1135,7 +1180,7 @@ static void load_hosts(struct ctx *x, const struct yt_node *n, struct pool *p)
             x->hosts = r;
             x->caphosts = cap;
         }
-        x->hosts[x->nhosts++] = (struct host_ref){s, p, h};
+        x->hosts[x->nhosts++] = (struct host_ref){s, p, h, x->cur, x->curno};
     }
 }
 
@@ -1229,6 +1274,7 @@ static int host_ref_cmp(const void *a, const void *b)
     const struct host_ref *x = a, *y = b;
     int c = strcmp(x->host, y->host);
     if (c) return c;
+    if (x->fileno != y->fileno) return x->fileno < y->fileno ? -1 : 1;
     if (x->node->line != y->node->line) return x->node->line < y->node->line ? -1 : 1;
     return x->node->col < y->node->col ? -1 : x->node->col > y->node->col;
 }
@@ -1239,48 +1285,49 @@ static void check_hosts(struct ctx *x)
     size_t n = x->nhosts;
     if (!n) return;
     qsort(refs, n, sizeof(*refs), host_ref_cmp);
+    char at[PATH_MAX + 32];
     for (size_t i = 1; i < n; i++) {
         if (strcmp(refs[i].host, refs[i - 1].host) != 0) continue;
+        set_file(x, refs[i].file, refs[i].fileno);
         if (refs[i].pool == refs[i - 1].pool)
             ERR(x, refs[i].node, "hosts: '%s' is listed twice in pool %s", refs[i].host,
                 refs[i].pool->name ? refs[i].pool->name : "?");
         else
-            ERR(x, refs[i].node, "hosts: '%s' is already used by pool %s (line %u)", refs[i].host,
-                refs[i - 1].pool->name ? refs[i - 1].pool->name : "?", refs[i - 1].node->line);
+            ERR(x, refs[i].node, "hosts: '%s' is already used by pool %s (%s)", refs[i].host,
+                refs[i - 1].pool->name ? refs[i - 1].pool->name : "?",
+                line_of(x, refs[i - 1].file, refs[i - 1].node->line, at, sizeof(at)));
     }
+    set_file(x, x->c->path, 0);
 }
 
+/* The pools of one file (the current one), appended to c->pools, which
+ * has room for those of every file. */
 static void load_pools(struct ctx *x, const struct yt_node *n)
 {
     struct config *c = x->c;
-    if (!want(x, n, YT_SEQ, "pools")) return;
-    if (n->len == 0) {
-        ERR(x, n, "pools: at least one pool is required");
-        return;
-    }
-    c->pools = calloc(n->len, sizeof(*c->pools));
     if (!c->pools) return;
-    struct seen names = {0};
+    char at[PATH_MAX + 32];
     for (size_t i = 0; i < n->len; i++) {
+        x->pool_file[c->npools] = x->cur;
         struct pool *p = &c->pools[c->npools++];
         load_pool(x, n->u.items[i], p);
-        unsigned first = p->name ? seen_add(&names, p->name, p->line) : 0;
+        const struct seen_slot *first =
+            p->name ? seen_put(&x->pool_names, p->name, p->line, x->cur) : NULL;
         if (first)
-            ERR(x, yt_get(n->u.items[i], "name"), "pool name '%s' is used twice (first at line %u)",
-                p->name, first);
+            ERR(x, yt_get(n->u.items[i], "name"), "pool name '%s' is used twice (first at %s)",
+                p->name, line_of(x, first->file, first->line, at, sizeof(at)));
         if (p->is_default) {
             if (c->default_pool)
                 ERR(x, n->u.items[i],
-                    "pool %s: a second default pool (no 'hosts'); pool %s at line %u is "
+                    "pool %s: a second default pool (no 'hosts'); pool %s at %s is "
                     "already the default",
                     p->name ? p->name : "?", c->default_pool->name ? c->default_pool->name : "?",
-                    c->default_pool->line);
+                    line_of(x, x->pool_file[c->default_pool - c->pools], c->default_pool->line, at,
+                            sizeof(at)));
             else
                 c->default_pool = p;
         }
     }
-    free(names.slot);
-    check_hosts(x);
 }
 
 /* "POOL/REGION" of a maintenance window, resolved against the pools. */
@@ -1354,28 +1401,231 @@ static void load_window(struct ctx *x, const struct yt_node *n, struct sched_win
         if (find_target(x, v->u.items[i], &t[w->ntargets])) w->ntargets++;
 }
 
+/* The windows of one file (the current one), appended to x->windows,
+ * which has room for those of every file. */
 static void load_maintenance(struct ctx *x, const struct yt_node *n)
 {
-    if (is_null(n)) return;
-    if (!want(x, n, YT_SEQ, "maintenance")) return;
-    x->windows = calloc(n->len ? n->len : 1, sizeof(*x->windows));
     if (!x->windows) return;
-    struct seen names = {0};
+    char at[PATH_MAX + 32];
     for (size_t i = 0; i < n->len; i++) {
         struct sched_window *w = &x->windows[x->nwindows++];
         load_window(x, n->u.items[i], w);
-        unsigned first = w->name ? seen_add(&names, w->name, n->u.items[i]->line) : 0;
+        const struct seen_slot *first =
+            w->name ? seen_put(&x->window_names, w->name, n->u.items[i]->line, x->cur) : NULL;
         if (first)
             ERR(x, yt_get(n->u.items[i], "name"),
-                "maintenance name '%s' is used twice (first at line %u)", w->name, first);
+                "maintenance name '%s' is used twice (first at %s)", w->name,
+                line_of(x, first->file, first->line, at, sizeof(at)));
     }
-    free(names.slot);
+}
+
+/* Reads path whole into a new buffer; NULL with *what (and errno) set. */
+static char *read_whole(const char *path, size_t *len, const char **what)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        *what = "cannot open";
+        return NULL;
+    }
+    char *buf = malloc(CONFIG_MAX_FILE_BYTES + 1);
+    if (!buf) {
+        fclose(f);
+        *what = "out of memory";
+        return NULL;
+    }
+    *len = fread(buf, 1, CONFIG_MAX_FILE_BYTES + 1, f);
+    int err = ferror(f) ? errno : 0;
+    fclose(f);
+    if (err || *len > CONFIG_MAX_FILE_BYTES) {
+        free(buf);
+        *what = err ? "cannot read" : "too large";
+        errno = err;
+        return NULL;
+    }
+    return buf;
+}
+
+/* The pattern as glob(3) takes it: a relative one is relative to the
+ * main file's directory, whose name is escaped (it may hold '*', '?'...). */
+static char *include_pattern(const char *main, const char *pat)
+{
+    const char *slash = strrchr(main, '/');
+    size_t dlen = pat[0] == '/' || !slash ? 0 : (size_t)(slash - main) + 1;
+    char *out = malloc(2 * dlen + strlen(pat) + 1), *o = out;
+    if (!out) return NULL;
+    for (size_t i = 0; i < dlen; i++) {
+        if (strchr("*?[]\\", main[i])) *o++ = '\\';
+        *o++ = main[i];
+    }
+    strcpy(o, pat);
+    return out;
+}
+
+/* One file matched by pattern node n: read and parsed into x->inc (its
+ * YAML errors are its own; not being read is an error at the pattern). */
+static void include_file(struct ctx *x, const struct yt_node *n, const char *name)
+{
+    size_t len = 0;
+    const char *what = NULL;
+    char *buf = read_whole(name, &len, &what);
+    if (!buf) {
+        if (strcmp(what, "too large") == 0)
+            ERR(x, n, "include: %s is larger than %u bytes", name, CONFIG_MAX_FILE_BYTES);
+        else
+            ERR(x, n, "include: %s: %s: %s", name, what, strerror(errno));
+        return;
+    }
+    struct inc_file *f = &x->inc[x->ninc];
+    if ((f->name = strdup(name))) {
+        x->ninc++;
+        set_file(x, f->name, x->ninc);
+        if (!yt_parse(&f->doc, buf, len, x->d)) f->doc.root = NULL;
+        set_file(x, x->c->path, 0);
+    } else {
+        ERR(x, n, "out of memory");
+    }
+    free(buf);
+}
+
+/* The directory glob(3) could not read: a missing one is not an error
+ * (its pattern matches nothing), an unreadable one is. */
+static _Thread_local int glob_errno;
+static _Thread_local char glob_epath[PATH_MAX];
+
+static int glob_error(const char *path, int err)
+{
+    if (err == ENOENT || err == ENOTDIR) return 0;
+    glob_errno = err;
+    snprintf(glob_epath, sizeof(glob_epath), "%s", path);
+    return 1;
+}
+
+/* `include:`: every file its patterns match, in order (each pattern's in
+ * name order), parsed into x->inc. */
+static void load_include(struct ctx *x, const struct yt_node *n)
+{
+    if (is_null(n)) return;
+    if (!want(x, n, YT_SEQ, "include")) return;
+    x->inc = calloc(CONFIG_MAX_INCLUDES, sizeof(*x->inc));
+    if (!x->inc) {
+        ERR(x, n, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n->len; i++) {
+        const struct yt_node *v = n->u.items[i];
+        if (!scalar(x, v, "include")) continue;
+        if (!v->len) {
+            ERR(x, v, "include: empty pattern");
+            continue;
+        }
+        char *pat = include_pattern(x->c->path, v->str);
+        if (!pat) {
+            ERR(x, v, "out of memory");
+            continue;
+        }
+        glob_t g;
+        glob_errno = 0;
+        int rc = glob(pat, 0, glob_error, &g);
+        free(pat);
+        if (rc != 0) {
+            if (rc == GLOB_ABORTED)
+                ERR(x, v, "include: %s: cannot read the directory: %s", glob_epath,
+                    strerror(glob_errno));
+            else if (rc != GLOB_NOMATCH)
+                ERR(x, v, "include: '%s': out of memory", v->str);
+            globfree(&g);
+            continue;
+        }
+        for (size_t k = 0; k < g.gl_pathc; k++) {
+            if (x->ninc == CONFIG_MAX_INCLUDES) {
+                ERR(x, v, "include: more than %d files", CONFIG_MAX_INCLUDES);
+                break;
+            }
+            include_file(x, v, g.gl_pathv[k]);
+        }
+        globfree(&g);
+        if (x->ninc == CONFIG_MAX_INCLUDES && i + 1 < n->len) break;
+    }
+}
+
+/* An included file's top level: only `pools:` and `maintenance:`. Its
+ * lists, NULL where absent or not a list (reported). */
+static void included_lists(struct ctx *x, const struct yt_node *root, const struct yt_node **pools,
+                           const struct yt_node **windows)
+{
+    *pools = *windows = NULL;
+    if (!root || is_null(root) || !want(x, root, YT_MAP, "included file")) return;
+    char name[96];
+    for (size_t i = 0; i < root->len; i++) {
+        const struct yt_node *k = root->u.pairs[i].key;
+        if (k->kind != YT_SCALAR || k->dup || key_is(k, "pools") || key_is(k, "maintenance"))
+            continue;
+        ERR(x, k,
+            "'%s' is not allowed in an included file (it holds only 'pools' and 'maintenance')",
+            shown(k, name, sizeof(name)));
+    }
+    const struct yt_node *v;
+    if ((v = yt_get(root, "pools")) && !is_null(v) && want(x, v, YT_SEQ, "pools")) *pools = v;
+    if ((v = yt_get(root, "maintenance")) && !is_null(v) && want(x, v, YT_SEQ, "maintenance"))
+        *windows = v;
+}
+
+/* Pools, then maintenance windows (which name pools' regions) of the main
+ * file and every included one, in order, as one list of each. */
+static void load_lists(struct ctx *x, const struct yt_node *root)
+{
+    struct config *c = x->c;
+    size_t nfiles = x->ninc + 1, npools = 0, nwindows = 0;
+    const struct yt_node **lists = calloc(2 * nfiles, sizeof(*lists));
+    if (!lists) {
+        diag_add(x->d, 0, 0, "out of memory");
+        return;
+    }
+    const struct yt_node *v, *inc = yt_get(root, "include");
+    if ((v = yt_get(root, "pools")) && want(x, v, YT_SEQ, "pools")) lists[0] = v;
+    if ((v = yt_get(root, "maintenance")) && !is_null(v) && want(x, v, YT_SEQ, "maintenance"))
+        lists[1] = v;
+    for (size_t i = 0; i < x->ninc; i++) {
+        set_file(x, x->inc[i].name, i + 1);
+        included_lists(x, x->inc[i].doc.root, &lists[2 * i + 2], &lists[2 * i + 3]);
+    }
+    set_file(x, c->path, 0);
+    for (size_t i = 0; i < nfiles; i++) {
+        if (lists[2 * i]) npools += lists[2 * i]->len;
+        if (lists[2 * i + 1]) nwindows += lists[2 * i + 1]->len;
+    }
+    if (!yt_get(root, "pools") && !inc)
+        ERR(x, root, "'pools' is required");
+    else if (!npools && lists[0])
+        ERR(x, lists[0], "pools: at least one pool is required");
+    else if (!npools && !yt_get(root, "pools"))
+        ERR(x, inc, "'pools' is required: neither this file nor an included one has a pool");
+    c->pools = npools ? calloc(npools, sizeof(*c->pools)) : NULL;
+    x->pool_file = calloc(npools ? npools : 1, sizeof(*x->pool_file));
+    x->windows = calloc(nwindows ? nwindows : 1, sizeof(*x->windows));
+    if ((npools && !c->pools) || !x->pool_file || !x->windows) {
+        diag_add(x->d, 0, 0, "out of memory");
+    } else {
+        for (size_t i = 0; i < nfiles; i++) {
+            set_file(x, i ? x->inc[i - 1].name : c->path, i);
+            if (lists[2 * i]) load_pools(x, lists[2 * i]);
+        }
+        set_file(x, c->path, 0);
+        check_hosts(x);
+        for (size_t i = 0; i < nfiles; i++) {
+            set_file(x, i ? x->inc[i - 1].name : c->path, i);
+            if (lists[2 * i + 1]) load_maintenance(x, lists[2 * i + 1]);
+        }
+        set_file(x, c->path, 0);
+    }
+    free(lists);
 }
 
 static void load_root(struct ctx *x, const struct yt_node *root)
 {
-    static const char *const keys[] = {"listen", "workers", "admin", "log",         "access_log",
-                                       "limits", "checks",  "pools", "maintenance", NULL};
+    static const char *const keys[] = {"listen",      "workers", "admin",  "log",
+                                       "access_log",  "limits",  "checks", "pools",
+                                       "maintenance", "include", NULL};
     struct config *c = x->c;
     if (!root || is_null(root)) {
         diag_add(x->d, 1, 1, "the configuration is empty ('listen' and 'pools' are required)");
@@ -1400,11 +1650,8 @@ static void load_root(struct ctx *x, const struct yt_node *root)
     if ((v = yt_get(root, "admin"))) load_admin(x, v);
     if ((v = yt_get(root, "limits"))) load_limits(x, v);
     if ((v = yt_get(root, "checks"))) load_check(x, v, &x->c->checks, false);
-    if ((v = yt_get(root, "pools")))
-        load_pools(x, v);
-    else
-        ERR(x, root, "'pools' is required");
-    if ((v = yt_get(root, "maintenance"))) load_maintenance(x, v); /* names pools' regions */
+    if ((v = yt_get(root, "include"))) load_include(x, v);
+    load_lists(x, root);
 }
 
 static void free_windows(struct sched_window *w, size_t n)
@@ -1489,11 +1736,13 @@ static int capture_add(struct ctx *x, const char *name, const struct pool *p)
     for (size_t k = 0; k < c->ncapture; k++)
         if (strcasecmp(c->capture[k], name) == 0) return (int)k;
     if (c->ncapture == CONFIG_MAX_CAPTURE) {
+        if (p) set_file(x, x->pool_file[p - c->pools], x->pool_file[p - c->pools] != c->path);
         diag_add(x->d, p ? p->line : 0, p ? p->col : 0,
                  "too many different hash_key headers: at most %d request headers are kept, "
                  "%s",
                  CONFIG_MAX_CAPTURE,
                  c->access_log ? "2 of them for the access log" : "over all pools");
+        set_file(x, c->path, 0);
         return -1;
     }
     if (!c->capture) c->capture = calloc(CONFIG_MAX_CAPTURE, sizeof(char *));
@@ -1560,14 +1809,21 @@ struct config *config_parse(const char *name, const char *buf, size_t len, struc
         return NULL;
     }
     struct ctx x = {.d = d, .c = c};
+    set_file(&x, c->path, 0);
     if (!check_defaults(&c->checks)) diag_add(d, 0, 0, "out of memory");
     load_root(&x, doc.root);
     free(x.hosts);
+    free(x.pool_names.slot);
+    free(x.window_names.slot);
     if (d->n + d->dropped == before && !sched_build(&x) && d->n + d->dropped == before)
         diag_add(d, 0, 0, "out of memory");
     free_windows(x.windows, x.nwindows); /* when sched_build did not take them */
     yt_free(&doc);
-    collect_capture(&x);
+    for (size_t i = 0; i < x.ninc; i++) yt_free(&x.inc[i].doc);
+    collect_capture(&x); /* names the pools' files */
+    for (size_t i = 0; i < x.ninc; i++) free(x.inc[i].name);
+    free(x.inc);
+    free(x.pool_file);
     counters_layout(c);
     if (d->n + d->dropped == before &&
         !(redirect_prepare(c, d) && route_build(c) && select_init(c)) &&

@@ -24,7 +24,8 @@ struct sched_result;
 #endif
 #define DETOURD_DEFAULT_CONFIG SYSCONFDIR "/detourd/detourd.yaml"
 
-#define CONFIG_MAX_FILE_BYTES   (16u << 20)
+#define CONFIG_MAX_FILE_BYTES   (16u << 20) /* each: the config and every included file */
+#define CONFIG_MAX_INCLUDES     1000        /* files, over all `include:` patterns */
 #define CONFIG_MAX_WEIGHT       1000
 #define CONFIG_MAX_PRIORITY     1000
 #define CONFIG_MAX_REGIONS      64 /* per pool: an up-set fits in a uint64_t */

@@ -14,10 +14,19 @@ void diag_init(struct diag *d, const char *file)
 
 void diag_free(struct diag *d)
 {
-    for (size_t i = 0; i < d->n; i++) free(d->items[i].msg);
+    for (size_t i = 0; i < d->n; i++) {
+        free(d->items[i].msg);
+        free(d->items[i].file);
+    }
     free(d->items);
     d->items = NULL;
     d->n = d->cap = d->dropped = 0;
+    d->cur = NULL;
+}
+
+void diag_set_file(struct diag *d, const char *file)
+{
+    d->cur = file;
 }
 
 void diag_add(struct diag *d, unsigned line, unsigned col, const char *fmt, ...)
@@ -41,6 +50,11 @@ void diag_add(struct diag *d, unsigned line, unsigned col, const char *fmt, ...)
     struct diag_item *it = &d->items[d->n];
     it->msg = strdup(buf);
     if (!it->msg) return;
+    it->file = NULL;
+    if (d->cur && (!d->file || strcmp(d->cur, d->file) != 0) && !(it->file = strdup(d->cur))) {
+        free(it->msg);
+        return;
+    }
     it->line = line;
     it->col = col;
     d->n++;
@@ -49,10 +63,11 @@ void diag_add(struct diag *d, unsigned line, unsigned col, const char *fmt, ...)
 void diag_format(const struct diag *d, size_t i, char *buf, size_t len)
 {
     const struct diag_item *it = &d->items[i];
+    const char *file = it->file ? it->file : d->file;
     if (it->line)
-        snprintf(buf, len, "%s:%u:%u: %s", d->file, it->line, it->col, it->msg);
+        snprintf(buf, len, "%s:%u:%u: %s", file, it->line, it->col, it->msg);
     else
-        snprintf(buf, len, "%s: %s", d->file, it->msg);
+        snprintf(buf, len, "%s: %s", file, it->msg);
 }
 
 void diag_print(const struct diag *d, FILE *out)

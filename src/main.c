@@ -142,8 +142,9 @@ static void reload(struct daemon *d)
     bool alog_changed = false;
     if (!cfg) {
         for (size_t i = 0; i < dg.n; i++) {
-            diag_format(&dg, i, err, sizeof(err));
-            log_error("%s", err);
+            char line[1024]; /* each item names its own file: the config or an included one */
+            diag_format(&dg, i, line, sizeof(line));
+            log_error("%s", line);
         }
         size_t nerr = dg.n + dg.dropped;
         if (dg.dropped) log_error("%s: %zu more errors not shown", d->path, dg.dropped);

@@ -1,11 +1,15 @@
 #include "autoconf.h"
 
 #include <arpa/inet.h>
+#include <ftw.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "config.h"
@@ -1400,6 +1404,223 @@ END_TEST
 
 #define NELEM(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
+/* ---- include: files in a temporary directory, read by config_load ---- */
+
+static char inc_dir[128];
+
+/* A new directory whose name holds glob(3) characters: relative patterns
+ * are resolved under it without being taken for patterns themselves. */
+static void inc_setup(void)
+{
+    char tmpl[] = "/tmp/detourd-test-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(tmpl));
+    snprintf(inc_dir, sizeof(inc_dir), "%s/a[1]*", tmpl);
+    ck_assert_int_eq(mkdir(inc_dir, 0700), 0);
+}
+
+static void inc_write(const char *name, const char *text)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", inc_dir, name);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+static void inc_cleanup(void)
+{
+    char *slash = strrchr(inc_dir, '/');
+    *slash = '\0'; /* the mkdtemp directory */
+    ck_assert_int_eq(nftw(inc_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS), 0);
+}
+
+static struct config *inc_load(struct diag *d, char *path, size_t len)
+{
+    snprintf(path, len, "%s/main.yaml", inc_dir);
+    diag_init(d, path);
+    return config_load(path, d);
+}
+
+/* d has an error in file (relative to inc_dir) at line:col containing sub,
+ * and diag_format prints it so. */
+static bool has_err_in(const struct diag *d, const char *file, unsigned line, unsigned col,
+                       const char *sub)
+{
+    char want[PATH_MAX + 64], buf[2048];
+    snprintf(want, sizeof(want), "%s/%s:%u:%u: ", inc_dir, file, line, col);
+    for (size_t i = 0; i < d->n; i++) {
+        diag_format(d, i, buf, sizeof(buf));
+        if (strncmp(buf, want, strlen(want)) == 0 && strstr(buf + strlen(want), sub)) return true;
+    }
+    return false;
+}
+
+#define INC_POOL(name, host, region)                                                               \
+    "  - name: " name "\n    hosts: [\"" host "\"]\n    regions:\n"                                \
+    "      - {name: " region ", url: \"https://" region ".example.com\"}\n"
+
+START_TEST(test_include_load)
+{
+    inc_setup();
+    inc_write(
+        "main.yaml", LISTEN
+        "include: [\"conf.d/*.yaml\", \"missing/*.yaml\", \"none-*.yaml\"]\n"
+        "pools:\n" INC_POOL(
+            "web", "web.example",
+            "eu") "maintenance:\n"
+                  "  - {name: m0, from: \"2000-01-01T00:00:00Z\", until: \"2999-01-01T00:00:00Z\","
+                  " regions: [b/y]}\n");
+    char d1[PATH_MAX];
+    snprintf(d1, sizeof(d1), "%s/conf.d", inc_dir);
+    ck_assert_int_eq(mkdir(d1, 0700), 0);
+    /* read in name order, not in the order written */
+    inc_write(
+        "conf.d/20-b.yaml",
+        "pools:\n" INC_POOL(
+            "b", "b.example",
+            "y") "maintenance:\n"
+                 "  - {name: m2, from: \"2000-01-01T00:00:00Z\", until: \"2999-01-01T00:00:00Z\","
+                 " state: down, regions: [web/eu]}\n");
+    inc_write("conf.d/10-a.yaml",
+              "maintenance:\n"
+              "  - {name: m1, from: \"2998-01-01T00:00:00Z\", until: \"2999-01-01T00:00:00Z\","
+              " regions: [a/x]}\n"
+              "pools:\n" INC_POOL("a", "a.example", "x"));
+    inc_write("conf.d/30-empty.yaml", "");
+    inc_write("conf.d/40-null.yaml", "pools:\nmaintenance: ~\n");
+    inc_write("conf.d/skipped.yml", "listen: nonsense\n");
+    struct diag d;
+    char path[PATH_MAX];
+    struct config *c = inc_load(&d, path, sizeof(path));
+    ck_assert_msg(c != NULL && d.n == 0, "rejected:%s", dump(&d));
+    diag_free(&d);
+    ck_assert_uint_eq(c->npools, 3);
+    ck_assert_str_eq(c->pools[0].name, "web");
+    ck_assert_str_eq(c->pools[1].name, "a");
+    ck_assert_str_eq(c->pools[2].name, "b");
+    ck_assert_uint_eq(c->sched->nwindows, 3);
+    ck_assert_str_eq(c->sched->windows[0].name, "m0");
+    ck_assert_str_eq(c->sched->windows[1].name, "m1");
+    ck_assert_str_eq(c->sched->windows[2].name, "m2");
+    /* windows reach pools of other files, both ways */
+    ck_assert_int_eq(c->pools[0].regions[0].op, REGION_DOWN);  /* m2 */
+    ck_assert_int_eq(c->pools[2].regions[0].op, REGION_DRAIN); /* m0 */
+    ck_assert_int_eq(c->pools[1].regions[0].op, REGION_AUTO);  /* m1: later */
+    config_unref(c);
+
+    /* the main file may leave every pool to its includes */
+    inc_write("main.yaml", LISTEN "include: [\"conf.d/*-a.yaml\"]\n");
+    c = inc_load(&d, path, sizeof(path));
+    ck_assert_msg(c != NULL && d.n == 0, "rejected:%s", dump(&d));
+    diag_free(&d);
+    ck_assert_uint_eq(c->npools, 1);
+    ck_assert_str_eq(c->pools[0].name, "a");
+    config_unref(c);
+
+    /* ...but some file must have one */
+    inc_write("main.yaml", LISTEN "include: [\"conf.d/3*.yaml\"]\n");
+    c = inc_load(&d, path, sizeof(path));
+    ck_assert_ptr_null(c);
+    ck_assert_msg(d.n == 1 && has_err_in(&d, "main.yaml", 2, 10, "'pools' is required"), "got:%s",
+                  dump(&d));
+    diag_free(&d);
+    inc_cleanup();
+}
+END_TEST
+
+START_TEST(test_include_errors)
+{
+    inc_setup();
+    inc_write("main.yaml", LISTEN
+              "include: [\"d/*.yaml\", \"x.yaml\", [7]]\n"
+              "pools:\n" INC_POOL("web", "web.example",
+                                  "eu") "maintenance:\n"
+                                        "  - {name: m1, from: \"2000-01-01T00:00:00Z\","
+                                        " until: \"2999-01-01T00:00:00Z\", regions: [web/nope]}\n");
+    char dir[PATH_MAX], link[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s/d", inc_dir);
+    ck_assert_int_eq(mkdir(dir, 0700), 0);
+    inc_write("d/1.yaml",
+              "listen: [\"127.0.0.1:9\"]\n"
+              "pools:\n" INC_POOL("web", "web.example", "eu") INC_POOL(
+                  "api", "api.example",
+                  "eu") "  - name: other\n    hosts: [\"Other.example\", \"api.example\"]\n"
+                        "    regions:\n      - {name: eu, url: \"https://eu.example.com\","
+                        " weight: -1}\n");
+    inc_write("d/2.yaml", "pools: [\n");
+    inc_write("d/3.yaml", "maintenance:\n"
+                          "  - {name: m1, from: \"2000-01-01T00:00:00Z\","
+                          " until: \"2999-01-01T00:00:00Z\", regions: [api/eu, nope/eu]}\n");
+    snprintf(link, sizeof(link), "%s/d/4.yaml", inc_dir);
+    ck_assert_int_eq(symlink("gone", link), 0);
+    inc_write("x.yaml", "- just a list\n");
+    struct diag d;
+    char path[PATH_MAX], want[PATH_MAX + 64];
+    struct config *c = inc_load(&d, path, sizeof(path));
+    ck_assert_ptr_null(c);
+    /* every error of every file, in one pass, each at its own file */
+    ck_assert_msg(has_err_in(&d, "main.yaml", 2, 33, "expected a scalar"), "%s", dump(&d));
+    ck_assert_msg(has_err_in(&d, "main.yaml", 2, 11, "d/4.yaml: cannot open"), "%s", dump(&d));
+    ck_assert_msg(has_err_in(&d, "main.yaml", 9, 87, "pool web has no region 'nope'"), "%s",
+                  dump(&d));
+    ck_assert_msg(has_err_in(&d, "d/1.yaml", 1, 1, "'listen' is not allowed"), "%s", dump(&d));
+    snprintf(want, sizeof(want), "pool name 'web' is used twice (first at line 4 of %s)", path);
+    ck_assert_msg(has_err_in(&d, "d/1.yaml", 3, 11, want), "%s", dump(&d));
+    snprintf(want, sizeof(want), "'web.example' is already used by pool web (line 5 of %s)", path);
+    ck_assert_msg(has_err_in(&d, "d/1.yaml", 4, 13, want), "%s", dump(&d));
+    ck_assert_msg(has_err_in(&d, "d/1.yaml", 12, 30,
+                             "'api.example' is already used by pool api "
+                             "(line 8)"),
+                  "%s", dump(&d));
+    ck_assert_msg(has_err_in(&d, "d/1.yaml", 14, 59, "weight"), "%s", dump(&d));
+    ck_assert_msg(has_err_in(&d, "d/2.yaml", 2, 1, "YAML syntax error"), "%s", dump(&d));
+    snprintf(want, sizeof(want), "maintenance name 'm1' is used twice (first at line 9 of %s)",
+             path);
+    ck_assert_msg(has_err_in(&d, "d/3.yaml", 2, 12, want), "%s", dump(&d));
+    ck_assert_msg(has_err_in(&d, "d/3.yaml", 2, 95, "no pool 'nope'"), "%s", dump(&d));
+    ck_assert_msg(has_err_in(&d, "x.yaml", 1, 1, "included file: expected a mapping"), "%s",
+                  dump(&d));
+    ck_assert_msg(d.n == 12, "want 12 errors, got:%s", dump(&d));
+    diag_free(&d);
+    inc_cleanup();
+}
+END_TEST
+
+START_TEST(test_include_limit)
+{
+    inc_setup();
+    inc_write("main.yaml",
+              LISTEN "include: [\"*.inc\"]\npools:\n" INC_POOL("web", "w.example", "eu"));
+    for (int i = 0; i <= CONFIG_MAX_INCLUDES; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "%04d.inc", i);
+        inc_write(name, "pools: []\n");
+    }
+    struct diag d;
+    char path[PATH_MAX];
+    struct config *c = inc_load(&d, path, sizeof(path));
+    ck_assert_ptr_null(c);
+    ck_assert_msg(d.n == 1 && has_err_in(&d, "main.yaml", 2, 11, "more than 1000 files"), "%s",
+                  dump(&d));
+    diag_free(&d);
+    char one[PATH_MAX];
+    snprintf(one, sizeof(one), "%s/0000.inc", inc_dir);
+    ck_assert_int_eq(unlink(one), 0);
+    c = inc_load(&d, path, sizeof(path));
+    ck_assert_msg(c != NULL, "%s", dump(&d));
+    diag_free(&d);
+    config_unref(c);
+    inc_cleanup();
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("config");
@@ -1429,6 +1650,9 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_parse_listen);
     tcase_add_test(tc, test_cidr);
     tcase_add_test(tc, test_maintenance_load);
+    tcase_add_test(tc, test_include_load);
+    tcase_add_test(tc, test_include_errors);
+    tcase_add_test(tc, test_include_limit);
     suite_add_tcase(s, tc);
     return s;
 }

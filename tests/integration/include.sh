@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Integration tests of `include:` against the real daemon: a maintenance
+# window in a drop-in file drains a region of the main file; a drop-in
+# added (and one removed) is picked up by a reload; an error in a drop-in
+# is reported at its own FILE:LINE:COL by -t, and a reload with it is
+# rejected while the previous config goes on serving. TAP on stdout.
+# Network: 127.0.0.1 only.
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+: "${DETOURD:=${TOP_BUILDDIR:-.}/detourd}"
+
+alloc_ports 2 || {
+    echo "Bail out! no free ports"
+    exit 1
+}
+L=${PORTS[0]} ADM=${PORTS[1]}
+
+# status PYEXPR: evaluates PYEXPR over the /status document `s` (helper:
+# R(pool, region)) and prints the result
+status() {
+    curl -sS --max-time "$(scale 5)" "http://127.0.0.1:$ADM/status" | "$PYTHON" -c '
+import json, sys
+s = json.load(sys.stdin)
+def R(p, r):
+    return [x for x in [q for q in s["pools"] if q["name"] == p][0]["regions"] if x["name"] == r][0]
+print(eval(sys.argv[1]))' "$1"
+}
+
+# location [HOST]: where a request is redirected now
+location() {
+    curl -s -o /dev/null -w '%{redirect_url}' --max-time "$(scale 5)" \
+        -H "Host: ${1:-www.test}" "http://127.0.0.1:$L/x"
+}
+
+# The main file includes a directory beside it; its pattern is relative.
+DIR=$TEST_TMP/etc
+mkdir -p "$DIR/conf.d"
+CONF=$DIR/detourd.yaml
+cat >"$CONF" <<EOF
+listen: ["127.0.0.1:$L"]
+admin: {listen: "127.0.0.1:$ADM"}
+checks: {type: none}
+include: ["conf.d/*.yaml"]
+pools:
+  - name: web
+    regions:
+      - {name: eu, url: "http://eu.test", priority: 1}
+      - {name: us, url: "http://us.test", priority: 2}
+EOF
+cat >"$DIR/conf.d/10-api.yaml" <<EOF
+pools:
+  - name: api
+    hosts: [api.test]
+    regions:
+      - {name: a, url: "http://a.test"}
+EOF
+cat >"$DIR/conf.d/20-maint.yaml" <<EOF
+maintenance:
+  - name: eu-rack
+    from: "2001-01-01T00:00:00Z"
+    until: "2999-01-01T00:00:00Z"
+    state: drain
+    regions: [web/eu]
+    reason: "rack move"
+EOF
+
+start_detourd inc "$CONF" "$L" || echo "Bail out! detourd did not start"
+PID=$LAST_PID
+LOG=$(daemon_log inc)
+
+t_window_in_dropin() {
+    expect_eq "the main file's pool, eu drained" "$(location)" "http://us.test/x" || return 1
+    expect_eq "the drop-in's pool" "$(location api.test)" "http://a.test/x" || return 1
+    expect_eq "/status" \
+        "$(status '[R("web","eu")[k] for k in ("override","override_source","override_reason")]')" \
+        "['drain', 'maintenance:eu-rack', 'rack move']"
+}
+t "a window in a drop-in file drains a region of the main file" t_window_in_dropin
+
+t_reload_picks_up() {
+    cat >"$DIR/conf.d/30-new.yaml" <<EOF
+pools:
+  - name: new
+    hosts: [new.test]
+    regions:
+      - {name: n, url: "http://n.test"}
+EOF
+    rm "$DIR/conf.d/20-maint.yaml"
+    reload_daemon "$PID" "$LOG" || why "no reload outcome" || return 1
+    expect_eq "reload" "$RELOAD_OK" 1 || return 1
+    expect_eq "the new drop-in's pool" "$(location new.test)" "http://n.test/x" || return 1
+    expect_eq "the window's file removed: eu again" "$(location)" "http://eu.test/x" || return 1
+    expect_eq "the other drop-in's pool" "$(location api.test)" "http://a.test/x"
+}
+t "a drop-in added (and one removed) is picked up by SIGHUP" t_reload_picks_up
+
+t_error_in_dropin() {
+    local bad=$DIR/conf.d/40-bad.yaml new=$DIR/conf.d/30-new.yaml
+    cat >"$bad" <<EOF
+pools:
+  - name: bad
+    hosts: [new.test]
+    regions:
+      - {name: x, url: "http://x.test", weight: many}
+log: {level: debug}
+EOF
+    RUN_OUT=$TEST_TMP/t.out RUN_ERR=$TEST_TMP/t.err run_detourd -t -c "$CONF"
+    expect_eq "-t exit status" "$LAST_RC" 1 || return 1
+    local want
+    want="$bad:3:13: hosts: 'new.test' is already used by pool new (line 3 of $new)
+$bad:5:49: weight: 'many' is not a whole number
+$bad:6:1: 'log' is not allowed in an included file (it holds only 'pools' and 'maintenance')"
+    expect_eq "-t errors" "$(sort -t: -k2,2n -k3,3n "$TEST_TMP/t.err")" "$want" || return 1
+    reload_daemon "$PID" "$LOG" || why "no reload outcome" || return 1
+    expect_eq "reload" "$RELOAD_OK" 0 || return 1
+    local line
+    while IFS= read -r line; do
+        [ "$(grep -cF -- "$line" "$LOG")" = 1 ] || why "not logged once: $line" || return 1
+    done <<<"$want"
+    expect_eq "the previous config serves" "$(location new.test)" "http://n.test/x" || return 1
+    rm "$bad"
+    reload_daemon "$PID" "$LOG" || why "no reload outcome" || return 1
+    expect_eq "reload once fixed" "$RELOAD_OK" 1
+}
+t "an error in a drop-in: -t reports it at its own FILE:LINE:COL, a reload with it is rejected" t_error_in_dropin
+
+t_no_sanitizer_reports
+done_testing
