@@ -84,6 +84,7 @@ bool statefile_encode(const struct statefile *st, char **out, size_t *len)
         put_s(&o, "}");
     }
     put_s(&o, st->n ? "\n ]}\n" : "]}\n");
+    o.p[o.len] = '\0'; /* within cap: the head alone leaves far more room */
     *out = o.p;
     *len = o.len;
     return true;

@@ -50,7 +50,8 @@ struct statefile {
 
 /* ---- pure ---- */
 
-/* The JSON of st (ending in a newline) in a malloc'd buffer; false on OOM. */
+/* The JSON of st (ending in a newline; *len bytes, then a NUL) in a
+ * malloc'd buffer; false on OOM. */
 bool statefile_encode(const struct statefile *st, char **out, size_t *len);
 /* Decodes buf[0..len) into st (free it with statefile_clear). False when
  * it is not a well-formed state file of this version, with the reason in
