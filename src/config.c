@@ -579,6 +579,52 @@ bool check_cfg_equal(const struct check_cfg *a, const struct check_cfg *b)
     return true;
 }
 
+/* Folds a string (or its absence) into h: a length first, so that no two
+ * different field sequences give the same input. */
+static uint64_t hash_str(uint64_t h, const char *s)
+{
+    uint64_t n = s ? strlen(s) : UINT64_MAX;
+    for (int i = 0; i < 8; i++) h = fnv1a64_mix(h, (n >> (8 * i)) & 0xff);
+    return s ? fnv1a64_str(h, s) : h;
+}
+
+static uint64_t hash_u64(uint64_t h, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) h = fnv1a64_mix(h, (v >> (8 * i)) & 0xff);
+    return h;
+}
+
+/* The same fields as check_cfg_equal, each in a fixed byte order and
+ * width: stable across runs, builds and hosts (the state file keeps it). */
+uint64_t check_cfg_hash(const struct check_cfg *c)
+{
+    uint64_t h = FNV64_OFFSET;
+    const uint64_t nums[] = {
+        (uint64_t)c->type,
+        c->tls,
+        c->port,
+        c->tls_verify,
+        c->interval_ms,
+        c->fast_interval_ms,
+        c->down_interval_ms,
+        c->timeout_ms,
+        c->rise,
+        c->fall,
+        c->jitter_pct,
+        c->initial_up,
+        c->nheaders,
+    };
+    for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) h = hash_u64(h, nums[i]);
+    h = fnv1a64_add(h, c->expect, sizeof(c->expect));
+    const char *strs[] = {c->url, c->host, c->path, c->method, c->expect_body, c->ca_file};
+    for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) h = hash_str(h, strs[i]);
+    for (size_t i = 0; i < c->nheaders; i++) {
+        h = hash_str(h, c->headers[i].name);
+        h = hash_str(h, c->headers[i].value);
+    }
+    return h;
+}
+
 static void load_expect(struct ctx *x, const struct yt_node *n, struct check_cfg *c)
 {
     const struct yt_node *one[1] = {n};
@@ -1623,9 +1669,9 @@ static void load_lists(struct ctx *x, const struct yt_node *root)
 
 static void load_root(struct ctx *x, const struct yt_node *root)
 {
-    static const char *const keys[] = {"listen",      "workers", "admin",  "log",
-                                       "access_log",  "limits",  "checks", "pools",
-                                       "maintenance", "include", NULL};
+    static const char *const keys[] = {
+        "listen", "workers",     "admin",   "log",        "access_log",    "limits", "checks",
+        "pools",  "maintenance", "include", "state_file", "state_max_age", NULL};
     struct config *c = x->c;
     if (!root || is_null(root)) {
         diag_add(x->d, 1, 1, "the configuration is empty ('listen' and 'pools' are required)");
@@ -1652,6 +1698,12 @@ static void load_root(struct ctx *x, const struct yt_node *root)
     if ((v = yt_get(root, "checks"))) load_check(x, v, &x->c->checks, false);
     if ((v = yt_get(root, "include"))) load_include(x, v);
     load_lists(x, root);
+    if ((v = yt_get(root, "state_file")) && !is_null(v) &&
+        get_str(x, v, "state_file", &c->state_file) && c->state_file[0] != '/')
+        ERR(x, v, "state_file: '%s' must be an absolute path", c->state_file);
+    if ((v = yt_get(root, "state_max_age")))
+        get_duration(x, v, "state_max_age", 0, 7 * 24 * (uint64_t)MS_PER_HOUR,
+                     &c->state_max_age_ms);
 }
 
 static void free_windows(struct sched_window *w, size_t n)
@@ -1780,6 +1832,7 @@ static void set_defaults(struct config *c)
 {
     c->workers = 1;
     c->log_level = LOG_INFO;
+    c->state_max_age_ms = 10 * 60 * 1000;
     c->limits = (struct limits){
         .max_connections = 10000,
         .header_timeout_ms = 10000,
@@ -1907,6 +1960,7 @@ void config_free(struct config *c)
     for (size_t i = 0; i < c->ncapture; i++) free(c->capture[i]);
     free(c->capture);
     free(c->access_log);
+    free(c->state_file);
     free(c->admin_allow);
     free((void *)c->counts);
     for (size_t i = 0; c->listen_tls && i < c->nlisten; i++) tls_srv_unref(c->listen_tls[i]);

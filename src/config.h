@@ -181,7 +181,9 @@ struct config {
     int capture_ua, capture_referer; /* indexes into capture, or -1 */
     char *access_log;                /* path, or NULL: no access log */
     bool access_log_json;
-    bool admin; /* admin.listen is set */
+    char *state_file;          /* path, or NULL: health is not kept across restarts */
+    uint64_t state_max_age_ms; /* an older state file is ignored at startup */
+    bool admin;                /* admin.listen is set */
     struct listen_addr admin_listen;
     struct cidr *admin_allow;
     size_t nadmin_allow;
@@ -219,5 +221,8 @@ const char *region_state_name(enum region_state s);
 void config_sched_apply(struct config *c, int64_t now_ms);
 /* True if two regions' effective checks are the same (health carries over). */
 bool check_cfg_equal(const struct check_cfg *a, const struct check_cfg *b);
+/* A hash of the fields check_cfg_equal compares, stable across runs, builds
+ * and hosts: the state file records it to recognise an unchanged check. */
+uint64_t check_cfg_hash(const struct check_cfg *c);
 
 #endif

@@ -106,6 +106,8 @@ struct health_ctl {
     size_t n;
     health_retire_fn retire;
     void *retire_ctx;
+    void (*on_change)(void *);
+    void *on_change_arg;
 };
 
 bool health_region_up(const struct region *r)
@@ -261,6 +263,7 @@ static void on_probe_done(void *arg, const struct probe_result *r)
         log_change(h);
         publish(h->ctl, h->pool, NULL);
         health_notify_status(h->ctl);
+        if (h->ctl->on_change) h->ctl->on_change(h->ctl->on_change_arg);
     } else if (h->pool->balance == BALANCE_LATENCY && r->reason == HR_OK) {
         publish(h->ctl, h->pool, NULL); /* a new measurement may move the leader */
     }
@@ -470,6 +473,12 @@ bool health_reload(struct health_ctl *hc, struct config *cfg)
     config_unref(old_cfg);
     log_debug("health: %zu of %zu regions carried their state over", kept, n);
     return true;
+}
+
+void health_on_change(struct health_ctl *hc, void (*fn)(void *), void *arg)
+{
+    hc->on_change = fn;
+    hc->on_change_arg = arg;
 }
 
 void health_republish(struct health_ctl *hc, struct pool *p)

@@ -23,6 +23,7 @@
 #include "schedule.h"
 #include "sdnotify.h"
 #include "server.h"
+#include "statefile.h"
 #include "tls.h"
 
 #define EXIT_CONFIG 1
@@ -36,6 +37,7 @@ struct daemon {
     struct server *srv;
     struct health_ctl *health;
     struct maint *maint;
+    struct statefile_ctl *state;
     struct admin *admin;
     struct daemon_view view; /* what /status and /metrics show */
 };
@@ -185,6 +187,7 @@ static void reload(struct daemon *d)
     apply_logging(d, cfg);
     warn_expiry(cfg);
     maint_reload(d->maint, cfg);
+    statefile_reload(d->state, cfg);
     health_notify_status(d->health);
     sdnotify_ready();
     admin_commit(d->admin, cfg, admin_fd);
@@ -335,6 +338,14 @@ int main(int argc, char **argv)
         config_unref(cfg);
         goto out;
     }
+    /* before any check runs or any request is answered */
+    statefile_restore(d.health, cfg, clock_wall_ms());
+    d.state = statefile_start(d.base, d.health, cfg);
+    if (!d.state) {
+        log_error("cannot keep the state file (out of memory)");
+        config_unref(cfg);
+        goto out;
+    }
     if (cfg->access_log && !alog_open(cfg->access_log, &alog, err, sizeof(err))) {
         log_error("%s", err);
         config_unref(cfg);
@@ -378,6 +389,7 @@ int main(int argc, char **argv)
 out:
     admin_stop(d.admin);
     maint_stop(d.maint);
+    statefile_stop(d.state, rc == 0); /* the last health, written at shutdown */
     health_stop(d.health);
     server_free(d.srv);
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)

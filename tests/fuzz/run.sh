@@ -5,7 +5,7 @@
 # tests/fuzz/corpus/NAME, and with FUZZ_MERGE=1 merges the new inputs that add
 # coverage back into that corpus (then commit the small ones: make check
 # replays every file there). Needs clang and libclang-rt-dev (Debian).
-# Usage: tests/fuzz/run.sh [http_parse|chunked|config|redirect|probe_http ...]
+# Usage: tests/fuzz/run.sh [http_parse|chunked|config|redirect|probe_http|statefile ...]
 set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
 out=${FUZZ_OUT:-$top/tests/out/fuzz}
@@ -21,7 +21,7 @@ if [ ! -f "$b/Makefile" ]; then
 fi
 make -s -C "$b" libdetourd.la >"$b/make.log" 2>&1 || { tail -n 40 "$b/make.log"; exit 1; }
 libs="$(pkg-config --libs libevent libevent_openssl libevent_pthreads openssl yaml-0.1) -lm -pthread"
-targets=${*:-http_parse chunked config redirect probe_http}
+targets=${*:-http_parse chunked config redirect probe_http statefile}
 for t in $targets; do
     # shellcheck disable=SC2086
     clang -g -O1 -std=gnu11 -fsanitize=fuzzer $san -I"$top/src" -I"$b" \

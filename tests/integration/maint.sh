@@ -43,7 +43,7 @@ location_is() { [ "$(location "$1")" = "$2" ]; }
 # ---- the daemons: both start now, so their boundaries run together ----
 
 T0=$(date +%s)
-O_END=$((T0 + $(secs 3)))                  # the override ends
+O_END=$((T0 + $(secs 6)))                  # the override ends
 # the window: first far ahead; moved near once the client runs (so that a
 # slow start on a busy host cannot miss its opening)
 W_FROM=$((T0 + 3600)) W_UNTIL=$((W_FROM + $(secs 2)))
@@ -136,12 +136,15 @@ window_conf >"$WCONF"
 reload_daemon "$WPID" "$WLOG" && [ "$RELOAD_OK" = 1 ] || echo "Bail out! the window could not be moved near"
 
 t_override_ends() {
-    if [ "$(date +%s)" -lt "$O_END" ]; then
-        expect_eq "before the end" "$(location "$LO")" "http://backup.test/x" || return 1
-        expect_eq "/status before the end" \
-            "$(status "$ADMO" '[R("api","primary")[k] for k in ("override","override_source","override_until","override_reason","state")]')" \
-            "['drain', 'config', '$(rfc3339 "$O_END")', 'CHG-1 database migration', 'drain']" || return 1
-    fi
+    # before the end (each check judged only if the end had not come by
+    # the time it was answered: a busy host may get there first)
+    local loc st
+    loc=$(location "$LO")
+    [ "$loc" = "http://backup.test/x" ] || [ "$(date +%s)" -ge "$O_END" ] ||
+        why "before the end: '$loc', want http://backup.test/x" || return 1
+    st=$(status "$ADMO" '[R("api","primary")[k] for k in ("override","override_source","override_until","override_reason","state")]')
+    [ "$st" = "['drain', 'config', '$(rfc3339 "$O_END")', 'CHG-1 database migration', 'drain']" ] ||
+        [ "$(date +%s)" -ge "$O_END" ] || why "/status before the end: $st" || return 1
     # no reload: the daemon moves traffic back by itself
     wait_until 15 location_is "$LO" "http://primary.test/x" ||
         why "traffic did not go back to primary: $(location "$LO")" || return 1
