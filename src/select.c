@@ -33,8 +33,7 @@ uint64_t select_fail_open_set(const struct pool *p)
 {
     uint64_t m = 0;
     for (size_t i = 0; i < p->nregions; i++)
-        if (p->regions[i].op == REGION_AUTO || p->regions[i].op == REGION_UP)
-            m |= UINT64_C(1) << i;
+        if (p->regions[i].op == REGION_AUTO || p->regions[i].op == REGION_UP) m |= UINT64_C(1) << i;
     return m;
 }
 
