@@ -3,6 +3,7 @@
 #include "statefile.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <event2/event.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -732,47 +733,136 @@ size_t statefile_restore(struct health_ctl *h, struct config *cfg, int64_t now_m
     return restored;
 }
 
+/* One snapshot of every region's health, taken on the main thread (a copy
+ * of a few words per region) and written by the writer thread: the event
+ * loop never encodes, hashes, writes or fsyncs. The config is referenced so
+ * that the names and checks the snapshot points to outlive a reload. */
+struct job {
+    struct config *cfg;
+    char *path;
+    int64_t written_ms;
+    size_t n;
+    struct job_region {
+        const struct pool *pool;
+        const struct region *region;
+        bool up;
+        int64_t since_ms;
+    } r[];
+};
+
 struct statefile_ctl {
     struct health_ctl *h;
     struct event *timer;
     char *path;
-    bool failing; /* the last write failed (and was logged) */
+    const struct config *cfg; /* the running config (the server's) */
+    /* the writer thread and the one job waiting for it (a newer snapshot
+     * replaces an unwritten one) */
+    pthread_t thread;
+    bool have_thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct job *next;
+    bool stop;
+    bool failing;  /* the last write failed (and was logged); writer only */
+    double cpu_ms; /* the writer's CPU time so far; writer only */
 };
 
-/* The write is small (a line per region) and synchronous on the main
- * thread, like a reload: it is bounded, and it happens at most once a
- * second and at shutdown, never on the request path (the workers never
- * wait for the main thread). */
-static void write_now(struct statefile_ctl *s)
+static void job_free(struct job *j)
 {
-    if (!s->path) return;
-    size_t n = health_count(s->h);
-    struct statefile st = {.regions = calloc(n ? n : 1, sizeof(*st.regions)), .n = n};
-    st.written_ms = clock_wall_ms();
+    if (!j) return;
+    config_unref(j->cfg);
+    free(j->path);
+    free(j);
+}
+
+static void job_write(struct statefile_ctl *s, struct job *j)
+{
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    struct statefile st = {.regions = calloc(j->n ? j->n : 1, sizeof(*st.regions)), .n = j->n};
+    st.written_ms = j->written_ms;
     char err[512];
     bool ok = st.regions != NULL;
     if (!ok) snprintf(err, sizeof(err), "out of memory");
-    for (size_t i = 0; ok && i < n; i++) {
-        const struct health *h = health_at(s->h, i);
+    for (size_t i = 0; ok && i < j->n; i++)
         st.regions[i] = (struct statefile_region){
-            .pool = h->pool->name,
-            .region = h->region->name,
-            .check_hash = check_cfg_hash(&h->region->check),
-            .up = h->st.up,
-            .since_ms = (int64_t)h->last_change * 1000,
+            .pool = j->r[i].pool->name,
+            .region = j->r[i].region->name,
+            .check_hash = check_cfg_hash(&j->r[i].region->check),
+            .up = j->r[i].up,
+            .since_ms = j->r[i].since_ms,
         };
-    }
-    if (ok) ok = statefile_write(s->path, &st, err, sizeof(err));
+    if (ok) ok = statefile_write(j->path, &st, err, sizeof(err));
     free(st.regions); /* the names are the config's */
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    struct timespec cpu;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu);
+    double cpu_ms = (double)cpu.tv_sec * 1e3 + (double)cpu.tv_nsec / 1e6 - s->cpu_ms;
+    s->cpu_ms += cpu_ms;
     if (!ok && !s->failing)
-        log_warn("state file %s: cannot write it: %s", s->path, err);
+        log_warn("state file %s: cannot write it: %s", j->path, err);
     else if (!ok)
-        log_debug("state file %s: cannot write it: %s", s->path, err);
+        log_debug("state file %s: cannot write it: %s", j->path, err);
     else if (s->failing)
-        log_info("state file %s: written again", s->path);
+        log_info("state file %s: written again", j->path);
     else
-        log_debug("state file %s: written (%zu regions)", s->path, n);
+        log_debug("state file %s: written (%zu regions, %.1f ms, %.1f ms of CPU)", j->path, j->n,
+                  ms, cpu_ms);
     s->failing = !ok;
+}
+
+static void *writer(void *arg)
+{
+    struct statefile_ctl *s = arg;
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        while (!s->next && !s->stop) pthread_cond_wait(&s->cond, &s->lock);
+        struct job *j = s->next;
+        s->next = NULL;
+        if (!j) break; /* stopping, nothing left */
+        pthread_mutex_unlock(&s->lock);
+        job_write(s, j);
+        job_free(j);
+        pthread_mutex_lock(&s->lock);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+/* Snapshots the health of every region for the writer (main thread). */
+static void write_now(struct statefile_ctl *s)
+{
+    if (!s->path || !s->cfg) return;
+    size_t n = health_count(s->h);
+    struct job *j = malloc(sizeof(*j) + n * sizeof(j->r[0]));
+    char *path = strdup(s->path);
+    if (!j || !path) {
+        free(j);
+        free(path);
+        log_warn("state file %s: out of memory; not written", s->path);
+        return;
+    }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    j->cfg = config_ref((struct config *)s->cfg);
+    j->path = path;
+    j->written_ms = clock_wall_ms();
+    j->n = n;
+    for (size_t i = 0; i < n; i++) {
+        const struct health *h = health_at(s->h, i);
+        j->r[i] = (struct job_region){h->pool, h->region, h->st.up, (int64_t)h->last_change * 1000};
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    log_debug("state file %s: snapshot of %zu regions for the writer (%.2f ms on the loop)",
+              s->path, n,
+              (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+    pthread_mutex_lock(&s->lock);
+    struct job *old = s->next;
+    s->next = j;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    job_free(old); /* never written: this one is newer */
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
@@ -792,12 +882,20 @@ struct statefile_ctl *statefile_start(struct event_base *base, struct health_ctl
     struct statefile_ctl *s = calloc(1, sizeof(*s));
     if (!s) return NULL;
     s->h = h;
+    s->cfg = cfg;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->cond, NULL);
     s->timer = evtimer_new(base, on_timer, s);
-    if (!s->timer || (cfg->state_file && !(s->path = strdup(cfg->state_file)))) {
+    if (!s->timer || (cfg->state_file && !(s->path = strdup(cfg->state_file))) ||
+        pthread_create(&s->thread, NULL, writer, s) != 0) {
         if (s->timer) event_free(s->timer);
+        free(s->path);
+        pthread_cond_destroy(&s->cond);
+        pthread_mutex_destroy(&s->lock);
         free(s);
         return NULL;
     }
+    s->have_thread = true;
     /* nothing is written until something changes: a restart that changes
      * nothing must not make a saved state look newer than it is */
     health_on_change(h, on_health_change, s);
@@ -807,6 +905,7 @@ struct statefile_ctl *statefile_start(struct event_base *base, struct health_ctl
 void statefile_reload(struct statefile_ctl *s, const struct config *cfg)
 {
     if (!s) return;
+    s->cfg = cfg;
     bool same = (!s->path && !cfg->state_file) ||
                 (s->path && cfg->state_file && strcmp(s->path, cfg->state_file) == 0);
     if (!same) {
@@ -817,7 +916,6 @@ void statefile_reload(struct statefile_ctl *s, const struct config *cfg)
         } else {
             free(s->path);
             s->path = p;
-            s->failing = false;
         }
     }
     if (!s->path) evtimer_del(s->timer);
@@ -837,6 +935,15 @@ void statefile_stop(struct statefile_ctl *s, bool write)
     health_on_change(s->h, NULL, NULL);
     event_free(s->timer);
     if (write) write_now(s);
+    /* the writer finishes what is queued (the last health), then ends */
+    pthread_mutex_lock(&s->lock);
+    s->stop = true;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    if (s->have_thread) pthread_join(s->thread, NULL);
+    job_free(s->next);
+    pthread_cond_destroy(&s->cond);
+    pthread_mutex_destroy(&s->lock);
     free(s->path);
     free(s);
 }

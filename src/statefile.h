@@ -13,11 +13,13 @@
  * is rejected as a whole, never half-used) and tolerant of what it does
  * not know (unknown keys are skipped), and it never crashes: it is fuzzed.
  *
- * The run-time part, on the main thread: at startup (not at a reload) a
- * region whose pool name, region name and effective check are unchanged
- * and whose saved state is at most state_max_age old starts in its saved
- * state instead of `initial`; afterwards the file is rewritten atomically
- * within a second of any health change and at shutdown. Every problem with
+ * The run-time part: at startup (not at a reload) a region whose pool
+ * name, region name and effective check are unchanged and whose saved
+ * state is at most state_max_age old starts in its saved state instead of
+ * `initial`; afterwards the file is rewritten atomically within a second
+ * of any health change and at shutdown. The main thread only copies a
+ * snapshot (a few words per region); a writer thread of its own encodes,
+ * writes and fsyncs it, so the event loop never waits for the disk. Every problem with
  * the file is a warning: detourd then runs as if there were none. */
 #ifndef DETOURD_STATEFILE_H
 #define DETOURD_STATEFILE_H
