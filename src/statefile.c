@@ -532,7 +532,7 @@ bool statefile_decode(const char *buf, size_t len, struct statefile *st, char *e
         ok = fail(&d, "version %ld (this detourd reads version %d)", x.version, STATEFILE_VERSION);
     if (ok && x.seen != D_ALL) ok = fail(&d, "written_at or regions missing");
     free(x.format);
-    if (ok) {
+    if (ok && st->n) { /* qsort() of no regions would be passed NULL */
         qsort(st->regions, st->n, sizeof(*st->regions), region_cmp);
         for (size_t i = 1; ok && i < st->n; i++)
             if (region_cmp(&st->regions[i - 1], &st->regions[i]) == 0)
