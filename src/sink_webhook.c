@@ -323,10 +323,12 @@ static void describe_failure(struct sink_webhook *s)
         snprintf(s->why, sizeof(s->why), "TLS: %s", r ? r : "handshake failed");
     } else if (s->req_error) {
         snprintf(s->why, sizeof(s->why), "%s", req_error_text(s->req_error - 1));
-    } else if (s->sock_error) {
+    } else if (s->sock_error && s->sock_error != ENOTCONN) {
         snprintf(s->why, sizeof(s->why), "connect: %s", strerror(s->sock_error));
     } else {
-        snprintf(s->why, sizeof(s->why), "no answer");
+        /* libevent 2.1 reports a failed connect without an error code (its
+         * cleanup's shutdown() leaves ENOTCONN): refused or unreachable */
+        snprintf(s->why, sizeof(s->why), "cannot connect");
     }
     while (bev && s->ssl && bufferevent_get_openssl_error(bev)) {
     }
@@ -452,8 +454,10 @@ static void webhook_try(struct sink_webhook *s)
         snprintf(s->why, sizeof(s->why), "out of memory");
         goto fail;
     }
+    /* libevent's own (per read/write) timeout only backs up the deadline
+     * below, which bounds the whole request and names the cause */
     struct timeval tv;
-    tv_ms(&tv, c->timeout_ms);
+    tv_ms(&tv, c->timeout_ms + 1000);
     evhttp_connection_set_timeout_tv(s->conn, &tv);
     evhttp_connection_set_retries(s->conn, 0);
     evhttp_connection_set_max_body_size(s->conn, WEBHOOK_MAX_ANSWER_BODY);

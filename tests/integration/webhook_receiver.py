@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""A webhook receiver for the events tests: a threaded HTTP server on
+127.0.0.1:PORT that appends one JSON line per request to LOG:
+{"t": arrival (Unix ms, float), "end": when the answer was sent, "method",
+"path", "headers": {lowercase name: value}, "body", "sig_ok": the
+X-Detourd-Signature checked with --secret (null without it), "status"}.
+
+usage: webhook_receiver.py PORT LOG [--secret S] [--fail-first N]
+       [--status CODE] [--delay-ms MS] [--hang] [--tls CERT KEY]
+
+--fail-first N  answer 500 to the first N requests, then --status
+--status CODE   the answer (default 200)
+--delay-ms MS   wait before answering (shows whether requests overlap)
+--hang          read the request, log it, never answer (hold the connection)
+--tls CERT KEY  speak HTTPS with this certificate chain and key
+Stops on SIGTERM."""
+
+import hashlib
+import hmac
+import json
+import os
+import signal
+import ssl
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+port, logpath = int(sys.argv[1]), sys.argv[2]
+opts = {"secret": None, "fail_first": 0, "status": 200, "delay": 0.0, "hang": False, "tls": None}
+args = sys.argv[3:]
+while args:
+    a = args.pop(0)
+    if a == "--secret":
+        opts["secret"] = args.pop(0)
+    elif a == "--fail-first":
+        opts["fail_first"] = int(args.pop(0))
+    elif a == "--status":
+        opts["status"] = int(args.pop(0))
+    elif a == "--delay-ms":
+        opts["delay"] = int(args.pop(0)) / 1000.0
+    elif a == "--hang":
+        opts["hang"] = True
+    elif a == "--tls":
+        opts["tls"] = (args.pop(0), args.pop(0))
+    else:
+        sys.exit("unknown option " + a)
+
+lock = threading.Lock()
+seen = [0]
+signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *a):  # quiet
+        pass
+
+    def handle_any(self):
+        t = time.time() * 1000
+        n = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(n) if n else b""
+        sig_ok = None
+        if opts["secret"] is not None:
+            want = "sha256=" + hmac.new(opts["secret"].encode(), body, hashlib.sha256).hexdigest()
+            sig_ok = hmac.compare_digest(want, self.headers.get("X-Detourd-Signature", ""))
+        with lock:
+            seen[0] += 1
+            k = seen[0]
+        status = 500 if k <= opts["fail_first"] else opts["status"]
+        rec = {"t": t, "method": self.command, "path": self.path,
+               "headers": {h.lower(): v for h, v in self.headers.items()},
+               "body": body.decode("utf-8", "replace"), "sig_ok": sig_ok,
+               "status": None if opts["hang"] else status}
+        if opts["hang"]:
+            self.write_log(rec)
+            end = time.monotonic() + 600  # bounded: never outlives a hung test by much
+            while time.monotonic() < end:
+                time.sleep(1)
+            return
+        if opts["delay"]:
+            time.sleep(opts["delay"])
+        out = b"ok\n"
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(out)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(out)
+        self.wfile.flush()
+        rec["end"] = time.time() * 1000
+        self.write_log(rec)
+        self.close_connection = True
+
+    def write_log(self, rec):
+        with lock, open(logpath, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    do_POST = do_GET = do_PUT = handle_any
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+srv = Server(("127.0.0.1", port), Handler)
+if opts["tls"]:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(*opts["tls"])
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
