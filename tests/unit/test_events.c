@@ -169,7 +169,7 @@ START_TEST(test_hub_ring_sinks_ids)
     /* after a given id */
     uint64_t seq = 0;
     char id[64];
-    snprintf(id, sizeof(id), "%.*s-%u", (int)(strchr(first->id, '-') - first->id), first->id,
+    snprintf(id, sizeof(id), "%.*s-%d", (int)(strchr(first->id, '-') - first->id), first->id,
              EVENTS_RING + 15);
     ck_assert(events_parse_id(e, id, &seq));
     ck_assert_uint_eq(seq, EVENTS_RING + 15);
@@ -179,7 +179,7 @@ START_TEST(test_hub_ring_sinks_ids)
     ck_assert_uint_eq(seen[1], EVENTS_RING + 16);
     /* ids of another process, a future seq and junk are not ours */
     ck_assert(!events_parse_id(e, "0000000000000000-3", &seq));
-    snprintf(id, sizeof(id), "%.*s-%u", (int)(strchr(first->id, '-') - first->id), first->id,
+    snprintf(id, sizeof(id), "%.*s-%d", (int)(strchr(first->id, '-') - first->id), first->id,
              EVENTS_RING + 21);
     ck_assert(!events_parse_id(e, id, &seq));
     ck_assert(!events_parse_id(e, first->id + 1, &seq));
