@@ -56,8 +56,13 @@ struct sink_exec {
     struct event *sigchld; /* added once the sink is first configured */
     /* the running child (pid 0: none) */
     pid_t pid;
-    struct event_rec *cur; /* popped from the queue: our reference */
-    char *prog;            /* its argv[0], for the log (a reload may change argv) */
+    struct event_rec *cur; /* our own reference */
+    /* cur is still the head of the queue (in progress counts in the queue's
+     * length, as events.h asks); false once a full queue dropped it (then it
+     * was counted as dropped, not again when it ends) or a reload removed the
+     * sink (then its outcome is counted as usual) */
+    bool cur_queued, cur_dropped;
+    char *prog; /* its argv[0], for the log (a reload may change argv) */
     uint64_t cur_timeout_ms;
     struct timespec started;
     bool timed_out;
@@ -228,7 +233,9 @@ static int spawn(struct sink_exec *s, struct event_rec *ev)
     pid_t pid;
     if ((err = posix_spawn(&pid, s->argv[0], &fa, &attr, s->argv, env))) goto out;
     s->pid = pid;
-    s->cur = ev;
+    s->cur = event_ref(ev);
+    s->cur_queued = true;
+    s->cur_dropped = false;
     s->cur_timeout_ms = s->timeout_ms;
     s->timed_out = false;
     clock_gettime(CLOCK_MONOTONIC, &s->started);
@@ -260,13 +267,13 @@ out:
 static void start_next(struct sink_exec *s)
 {
     struct event_rec *ev;
-    while (!s->pid && s->argv && (ev = evq_pop(&s->sink.q))) {
+    while (!s->pid && s->argv && (ev = evq_peek(&s->sink.q))) {
         int err = spawn(s, ev);
         if (!err) return;
         log_warn("events exec: event %s (%s) failed: cannot run %s: %s", ev->id,
                  event_kind_name(ev->kind), s->argv[0], strerror(err));
         s->sink.failed++;
-        event_unref(ev);
+        event_unref(evq_pop(&s->sink.q));
     }
 }
 
@@ -276,10 +283,25 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
     start_next(arg);
 }
 
-/* events.c calls this after queueing: start outside the producer's stack. */
+/* Takes the running event out of the queue (when done, or before the
+ * queue is cleared). */
+static void unqueue_cur(struct sink_exec *s)
+{
+    if (!s->cur_queued) return;
+    s->cur_queued = false;
+    if (evq_peek(&s->sink.q) == s->cur) event_unref(evq_pop(&s->sink.q));
+}
+
+/* events.c calls this after each push: start outside the producer's stack.
+ * A push into a full queue drops its head, which may be the running event:
+ * events.c counted it as dropped. */
 static void on_wake(void *arg)
 {
     struct sink_exec *s = arg;
+    if (s->pid && s->cur_queued && evq_peek(&s->sink.q) != s->cur) {
+        s->cur_queued = false;
+        s->cur_dropped = true;
+    }
     if (!s->pid && s->kick) event_active(s->kick, EV_TIMEOUT, 1);
 }
 
@@ -295,10 +317,11 @@ static void finished(struct sink_exec *s, int st)
     stdin_close(s);
     if (s->wev) event_free(s->wev);
     s->wev = NULL;
+    unqueue_cur(s);
     if (st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0) {
         log_debug("events exec: event %s (%s) delivered: %s exited 0 after %" PRIu64 " ms", id,
                   kind, s->prog, ms);
-        s->sink.delivered++;
+        if (!s->cur_dropped) s->sink.delivered++;
     } else {
         if (s->timed_out)
             log_warn("events exec: event %s (%s) failed: %s did not finish within its timeout "
@@ -315,7 +338,7 @@ static void finished(struct sink_exec *s, int st)
             log_warn("events exec: event %s (%s) failed: %s was killed by signal %d (%s) after "
                      "%" PRIu64 " ms",
                      id, kind, s->prog, WTERMSIG(st), strsignal(WTERMSIG(st)), ms);
-        s->sink.failed++;
+        if (!s->cur_dropped) s->sink.failed++;
     }
     free(s->prog);
     s->prog = NULL;
@@ -396,6 +419,7 @@ void sink_exec_config(struct sink_exec *s, const struct events_cfg *cfg)
     if (!cfg->exec_argv || !cfg->exec_argc) {
         if (s->attached) {
             events_sink_remove(s->hub, &s->sink);
+            unqueue_cur(s); /* it finishes and is counted then */
             s->sink.dropped += evq_clear(&s->sink.q);
             s->attached = false;
             log_info("events exec: no command configured any more%s",
@@ -434,6 +458,7 @@ void sink_exec_free(struct sink_exec *s)
 {
     if (!s) return;
     if (s->attached) events_sink_remove(s->hub, &s->sink);
+    unqueue_cur(s);
     s->sink.dropped += evq_clear(&s->sink.q);
     if (s->pid) {
         /* The event's notification cannot complete any more: SIGKILL its
@@ -448,7 +473,7 @@ void sink_exec_free(struct sink_exec *s)
             if (r != 0 && !(r < 0 && errno == EINTR)) break;
             nanosleep(&(struct timespec){0, 1000 * 1000}, NULL);
         }
-        s->sink.failed++;
+        if (!s->cur_dropped) s->sink.failed++;
         event_unref(s->cur);
         s->cur = NULL;
         s->pid = 0;

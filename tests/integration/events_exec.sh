@@ -32,7 +32,7 @@ cat >"$HOOK" <<'EOF'
 # $1: mode (record, slow, fail, hang), $2: where to record
 d=$2 id=$DETOURD_EVENT_ID
 mkdir "$d/lock" 2>/dev/null || echo "$id" >>"$d/overlap"
-env | grep -E '^(DETOURD_|EXEC_TEST_)' | sort >"$d/env.$id"
+env | grep -E '^(DETOURD_(EVENT_ID|EVENT_KIND|POOL|REGION|FROM|TO|REASON|TIME)|EXEC_TEST_[A-Z]*)=' | sort >"$d/env.$id"
 ls /proc/self/fd >"$d/fd.$id"
 if [ "$1" = hang ]; then # never reads stdin; leaves a process behind
     rmdir "$d/lock"
@@ -98,6 +98,15 @@ zombies_of() {
         set -- $rest
         [ "$1" = Z ] && [ "$2" = "$PID" ] && printf '%s ' "${f//[^0-9]/}"
     done
+}
+
+# events_total RESULT: detourd_events_total{sink="exec",result=RESULT} now
+# ("absent" when the series is not there)
+events_total() {
+    local v
+    v=$(curl -sS --max-time "$(scale 5)" "http://127.0.0.1:$ADM/metrics" |
+        sed -n "s/^detourd_events_total{sink=\"exec\",result=\"$1\"} //p")
+    echo "${v:-absent}"
 }
 
 # reload_id: SIGHUP; prints the id of the reload event it produced
@@ -196,10 +205,13 @@ t "4 reloads while the command is slow: 5 events, run one at a time, in order, a
 
 t_failing_command() {
     conf fail
-    local id
+    local id failed delivered
+    failed=$(events_total failed) delivered=$(events_total delivered)
     id=$(reload_id) || why "no reload outcome" || return 1
     wait_log "$LOG" "\\[warn\\]: events exec: event $id \\(reload\\) failed: $HOOK exited with status 3" 10 ||
         why "no warning with status 3 for $id" || return 1
+    expect_eq "failed events" "$(events_total failed)" "$((failed + 1))" || return 1
+    expect_eq "delivered events" "$(events_total delivered)" "$delivered" || return 1
     conf record
     id=$(reload_id) || why "no reload outcome" || return 1
     wait_until 10 order_has "$id" || why "the next event $id did not run" || return 1
@@ -210,7 +222,8 @@ t "a command that exits 3 is logged (warn) with its status; the next event runs"
 
 t_hang_killed() {
     conf hang 1s
-    local hid id t0 code ms gc
+    local hid id t0 code ms gc failed
+    failed=$(events_total failed)
     hid=$(reload_id) || why "no reload outcome" || return 1
     wait_file "$REC/hanging.$hid" 10 || why "the hanging command did not start" || return 1
     t0=$(now_ms)
@@ -227,6 +240,8 @@ t_hang_killed() {
         why "no timeout warning for $hid" || return 1
     ms=$(($(now_ms) - t0))
     wait_until 5 order_has "$id" || why "the next event $id did not run after the kill" || return 1
+    expect_eq "failed events (the timeout counted once)" "$(events_total failed)" "$((failed + 1))" ||
+        return 1
     wait_until 5 gone "$gc" || why "the process the command started survived" ||
         return 1
     wait_until 5 gone "$(cat "$REC/hanging.$hid")" || why "the command survived" || return 1
@@ -238,19 +253,41 @@ t "a command that hangs without reading stdin: redirects answered, killed with i
     t_hang_killed
 
 t_removed() {
-    conf none
-    local id
-    id=$(reload_id) || why "no reload outcome" || return 1
-    wait_log "$LOG" 'events exec: no command configured any more' 10 || why "removal not logged" ||
-        return 1
+    conf hang 1s
+    local hid qid id id2 failed dropped
+    failed=$(events_total failed) dropped=$(events_total dropped)
+    hid=$(reload_id) || why "no reload outcome" || return 1
+    wait_file "$REC/hanging.$hid" 10 || why "the hanging command did not start" || return 1
     conf record
-    local id2
+    qid=$(reload_id) || why "no reload outcome" || return 1 # queued behind it
+    conf none
+    id=$(reload_id) || why "no reload outcome" || return 1 # detached: not queued
+    wait_log "$LOG" 'events exec: no command configured any more; the running one finishes' 10 ||
+        why "removal not logged" || return 1
+    expect_eq "the exec series without the sink" "$(events_total delivered)" absent || return 1
+    # the running one still ends by its timeout
+    wait_log "$LOG" "events exec: event $hid \\(reload\\) failed: .*did not finish within its timeout" 10 ||
+        why "the running command did not end by its timeout" || return 1
+    conf record
     id2=$(reload_id) || why "no reload outcome" || return 1
     wait_until 10 order_has "$id2" || why "the command did not run again once configured" ||
         return 1
-    ! order_has "$id" || why "the command ran for $id, after it was removed"
+    ! order_has "$id" || why "the command ran for $id, after it was removed" || return 1
+    ! order_has "$qid" || why "the command ran for $qid, queued when it was removed" || return 1
+    expect_eq "dropped events (the queued one)" "$(events_total dropped)" "$((dropped + 1))" ||
+        return 1
+    expect_eq "failed events (the running one)" "$(events_total failed)" "$((failed + 1))"
 }
-t "a reload that removes the command: no more runs; configured again, it runs" t_removed
+t "a reload that removes the command: the running one finishes, the queued one is dropped (counted), no more runs; configured again, it runs" \
+    t_removed
+
+t_totals() {
+    expect_eq "delivered events" "$(events_total delivered)" \
+        "$(log_count "$LOG" 'events exec: event .* delivered: ')" || return 1
+    expect_eq "failed events" "$(events_total failed)" \
+        "$(log_count "$LOG" '\[warn\]: events exec: event .* failed: ')"
+}
+t "detourd_events_total{sink=\"exec\"}: delivered and failed match the log" t_totals
 
 t_shutdown_kills() {
     conf hang 60s
