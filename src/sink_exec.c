@@ -42,6 +42,11 @@
 
 extern char **environ;
 
+/* A DETOURD_* value longer than this is cut (at a UTF-8 character
+ * boundary): Linux refuses to exec with one string over 128 KiB
+ * (MAX_ARG_STRLEN); the JSON on stdin is always whole. */
+#define ENV_VALUE_MAX (32 * 1024)
+
 /* How long sink_exec_free waits for a killed child to be reaped. */
 #define FREE_REAP_WAIT_MS 100
 
@@ -102,9 +107,14 @@ char **sink_exec_env(char *const *base_env, const struct event_rec *ev)
         ev->time};
     for (size_t i = 0; i < NENV; i++) {
         if (!val[i]) continue; /* an absent field: the variable is unset */
-        size_t len = strlen(env_names[i]) + 1 + strlen(val[i]) + 1;
+        size_t vlen = strlen(val[i]);
+        if (vlen > ENV_VALUE_MAX) {
+            vlen = ENV_VALUE_MAX;
+            while (vlen && ((unsigned char)val[i][vlen] & 0xC0) == 0x80) vlen--;
+        }
+        size_t len = strlen(env_names[i]) + 1 + vlen + 1;
         if (!(env[k] = malloc(len))) goto oom;
-        snprintf(env[k++], len, "%s=%s", env_names[i], val[i]);
+        snprintf(env[k++], len, "%s=%.*s", env_names[i], (int)vlen, val[i]);
     }
     return env;
 oom:

@@ -26,7 +26,8 @@ void sink_exec_free(struct sink_exec *s);
  * DETOURD_EVENT_ID, DETOURD_EVENT_KIND, DETOURD_POOL, DETOURD_REGION,
  * DETOURD_FROM, DETOURD_TO, DETOURD_REASON, DETOURD_TIME for the fields the
  * event has (an absent field leaves its variable unset, even if base_env
- * set it). NULL-terminated, freed with sink_exec_env_free; NULL on OOM. */
+ * set it; a value over 32 KiB is cut at a character boundary, since exec
+ * refuses longer strings). NULL-terminated, freed with sink_exec_env_free; NULL on OOM. */
 char **sink_exec_env(char *const *base_env, const struct event_rec *ev);
 void sink_exec_env_free(char **env);
 
