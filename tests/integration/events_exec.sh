@@ -338,5 +338,5 @@ for f in "$REC"/hanging.* "$REC"/grandchild.*; do
     pid_alive "$p" && grep -qE 'hook\.sh|sleep' "/proc/$p/cmdline" 2>/dev/null && kill -KILL "$p"
 done
 
-t_no_sanitizer_reports
+t "no sanitizer report in the daemon's log" t_no_sanitizer_reports
 done_testing
