@@ -114,8 +114,9 @@ t "balance: hash: two instances send each of 10,000 users to the same region" t_
 
 # ---- etcd ----
 
-ETCD=$(command -v etcd) ETCDCTL=$(command -v etcdctl)
-if [ -z "$ETCD" ] || [ -z "$ETCDCTL" ]; then
+# ETCD and ETCDCTL may name other binaries
+ETCD=${ETCD:-$(command -v etcd)} ETCDCTL=${ETCDCTL:-$(command -v etcdctl)}
+if ! [ -x "$ETCD" ] || ! [ -x "$ETCDCTL" ]; then
     reason="etcd/etcdctl not found (Debian: apt install etcd-server etcd-client)"
     for d in "etcd, two instances and their watchers start" \
         "a drain put into etcd: both instances redirect elsewhere within 2 s" \
@@ -130,6 +131,8 @@ if [ -z "$ETCD" ] || [ -z "$ETCDCTL" ]; then
     exit 0
 fi
 export ETCDCTL_API=3 ETCDCTL_ENDPOINTS=http://127.0.0.1:$EC
+# etcd 3.4 starts on arm64 only when told that it is not supported there
+[ "$(uname -m)" = aarch64 ] && export ETCD_UNSUPPORTED_ARCH=arm64
 ectl() { "$ETCDCTL" --command-timeout="$(scale 5 | cut -d. -f1)s" "$@"; }
 
 fleet_config() { # NAME PORT ADMIN: the main file, its include dir beside it
