@@ -1667,11 +1667,137 @@ static void load_lists(struct ctx *x, const struct yt_node *root)
     free(lists);
 }
 
+/* ---- events: ---- */
+
+static const char *webhook_reserved(const char *name)
+{
+    static const char *const reserved[] = {
+        "host",       "content-type",       "content-length",
+        "connection", "transfer-encoding",  "x-detourd-signature",
+        "expect",     "x-detourd-event-id", NULL};
+    for (const char *const *r = reserved; *r; r++)
+        if (strcasecmp(name, *r) == 0) return "is set by detourd itself and cannot be configured";
+    return NULL;
+}
+
+static void load_exec(struct ctx *x, const struct yt_node *n, struct events_cfg *e)
+{
+    static const char *const keys[] = {"command", "timeout", NULL};
+    if (!want(x, n, YT_MAP, "events.exec")) return;
+    check_keys(x, n, "events.exec", keys);
+    const struct yt_node *v = yt_get(n, "command");
+    if (!v) {
+        ERR(x, n, "events.exec: 'command' is required");
+    } else if (v->kind == YT_SCALAR && !is_null(v)) {
+        ERR(x, v,
+            "events.exec.command: give a list (the program and its arguments, e.g. "
+            "[\"/usr/local/bin/notify\", \"--channel\", \"ops\"]); no shell runs it");
+    } else if (want(x, v, YT_SEQ, "events.exec.command")) {
+        if (!v->len) ERR(x, v, "events.exec.command: the list is empty");
+        e->exec_argv = calloc(v->len + 1, sizeof(*e->exec_argv));
+        if (!e->exec_argv) return;
+        for (size_t i = 0; i < v->len; i++) {
+            char *s = NULL;
+            if (!get_str(x, v->u.items[i], "events.exec.command", &s)) continue;
+            e->exec_argv[e->exec_argc++] = s;
+            if (!text_ok(s))
+                ERR(x, v->u.items[i], "events.exec.command: item %zu contains a control character",
+                    i);
+        }
+        const char *prog = e->exec_argc ? e->exec_argv[0] : NULL;
+        if (prog && prog[0] != '/')
+            ERR(x, v->u.items[0],
+                "events.exec.command: '%s' must be an absolute path (no PATH search)", prog);
+        else if (prog && access(prog, X_OK) != 0)
+            ERR(x, v->u.items[0], "events.exec.command: cannot run '%s': %s", prog,
+                strerror(errno));
+    }
+    if ((v = yt_get(n, "timeout")))
+        get_duration(x, v, "events.exec.timeout", 100, MS_PER_HOUR, &e->exec_timeout_ms);
+}
+
+static void load_webhook(struct ctx *x, const struct yt_node *n, struct events_cfg *e)
+{
+    static const char *const keys[] = {"url",     "secret",  "headers",    "timeout",
+                                       "retries", "ca_file", "tls_verify", NULL};
+    if (!want(x, n, YT_MAP, "events.webhook")) return;
+    check_keys(x, n, "events.webhook", keys);
+    const struct yt_node *v = yt_get(n, "url");
+    char *s = NULL;
+    if (!v) {
+        ERR(x, n, "events.webhook: 'url' is required");
+    } else if (get_str(x, v, "events.webhook.url", &s)) {
+        struct url u;
+        const char *err = netaddr_parse_url(s, true, &u);
+        if (err) {
+            ERR(x, v, "events.webhook.url: '%s' %s", s, err);
+        } else {
+            e->webhook_url = u.norm;
+            e->webhook_tls = strncmp(u.norm, LIT("https:")) == 0;
+            e->webhook_host = strdup(u.host);
+            e->webhook_port = u.port;
+            const char *rest = u.norm + (e->webhook_tls ? 8 : 7);
+            const char *slash = rest + strcspn(rest, "/?");
+            e->webhook_path = *slash == '/' ? strdup(slash) : NULL;
+            if (!e->webhook_path && *slash == '?') {
+                size_t len = strlen(slash);
+                e->webhook_path = malloc(len + 2);
+                if (e->webhook_path) {
+                    e->webhook_path[0] = '/';
+                    memcpy(e->webhook_path + 1, slash, len + 1);
+                }
+            } else if (!e->webhook_path) {
+                e->webhook_path = strdup("/");
+            }
+        }
+        free(s);
+    }
+    if ((v = yt_get(n, "secret")) && get_str(x, v, "events.webhook.secret", &e->webhook_secret) &&
+        !e->webhook_secret[0])
+        ERR(x, v, "events.webhook.secret: empty (leave the key out for no signature)");
+    if ((v = yt_get(n, "headers")) && !is_null(v))
+        load_header_map(x, v, "events.webhook.headers", webhook_reserved, &e->webhook_headers,
+                        &e->nwebhook_headers);
+    if ((v = yt_get(n, "timeout")))
+        get_duration(x, v, "events.webhook.timeout", 100, 10 * 60 * 1000, &e->webhook_timeout_ms);
+    if ((v = yt_get(n, "retries")))
+        get_unsigned(x, v, "events.webhook.retries", 0, 100, &e->webhook_retries);
+    if ((v = yt_get(n, "tls_verify")))
+        get_bool(x, v, "events.webhook.tls_verify", &e->webhook_tls_verify);
+    if ((v = yt_get(n, "ca_file")) &&
+        get_str(x, v, "events.webhook.ca_file", &e->webhook_ca_file) &&
+        access(e->webhook_ca_file, R_OK) != 0)
+        ERR(x, v, "events.webhook.ca_file: cannot read '%s': %s", e->webhook_ca_file,
+            strerror(errno));
+}
+
+static void load_events(struct ctx *x, const struct yt_node *n)
+{
+    static const char *const keys[] = {"exec", "webhook", NULL};
+    if (is_null(n) || !want(x, n, YT_MAP, "events")) return;
+    check_keys(x, n, "events", keys);
+    const struct yt_node *v;
+    if ((v = yt_get(n, "exec")) && !is_null(v)) load_exec(x, v, &x->c->events);
+    if ((v = yt_get(n, "webhook")) && !is_null(v)) load_webhook(x, v, &x->c->events);
+}
+
+static void free_events(struct events_cfg *e)
+{
+    for (size_t i = 0; i < e->exec_argc; i++) free(e->exec_argv[i]);
+    free(e->exec_argv);
+    free(e->webhook_url);
+    free(e->webhook_host);
+    free(e->webhook_path);
+    free(e->webhook_secret);
+    free_headers(e->webhook_headers, e->nwebhook_headers);
+    free(e->webhook_ca_file);
+}
+
 static void load_root(struct ctx *x, const struct yt_node *root)
 {
     static const char *const keys[] = {
         "listen", "workers",     "admin",   "log",        "access_log",    "limits", "checks",
-        "pools",  "maintenance", "include", "state_file", "state_max_age", NULL};
+        "pools",  "maintenance", "include", "state_file", "state_max_age", "events", NULL};
     struct config *c = x->c;
     if (!root || is_null(root)) {
         diag_add(x->d, 1, 1, "the configuration is empty ('listen' and 'pools' are required)");
@@ -1704,6 +1830,7 @@ static void load_root(struct ctx *x, const struct yt_node *root)
     if ((v = yt_get(root, "state_max_age")))
         get_duration(x, v, "state_max_age", 0, 7 * 24 * (uint64_t)MS_PER_HOUR,
                      &c->state_max_age_ms);
+    if ((v = yt_get(root, "events"))) load_events(x, v);
 }
 
 static void free_windows(struct sched_window *w, size_t n)
@@ -1833,6 +1960,10 @@ static void set_defaults(struct config *c)
     c->workers = 1;
     c->log_level = LOG_INFO;
     c->state_max_age_ms = 10 * 60 * 1000;
+    c->events.exec_timeout_ms = 10 * 1000;
+    c->events.webhook_timeout_ms = 5 * 1000;
+    c->events.webhook_retries = 5;
+    c->events.webhook_tls_verify = true;
     c->limits = (struct limits){
         .max_connections = 10000,
         .header_timeout_ms = 10000,
@@ -1961,6 +2092,7 @@ void config_free(struct config *c)
     free(c->capture);
     free(c->access_log);
     free(c->state_file);
+    free_events(&c->events);
     free(c->admin_allow);
     free((void *)c->counts);
     for (size_t i = 0; c->listen_tls && i < c->nlisten; i++) tls_srv_unref(c->listen_tls[i]);

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "events.h"
 #include "hash.h"
 #include "log.h"
 #include "probe.h"
@@ -108,6 +109,7 @@ struct health_ctl {
     void *retire_ctx;
     void (*on_change)(void *);
     void *on_change_arg;
+    bool started; /* health_start() returned: all-down changes are events */
 };
 
 bool health_region_up(const struct region *r)
@@ -137,15 +139,56 @@ static void pool_latencies(const struct pool *p, double *lat)
     }
 }
 
+/* A pool's all-down phase under a choice: NULL while some region of its
+ * own up-set takes traffic, else the policy in force. */
+static const char *all_down_phase(const struct pool *p, const struct choice *ch)
+{
+    if (ch->action == CHOICE_FALLBACK) return "fallback";
+    if (ch->action == CHOICE_REJECT) return "reject";
+    return select_tier(p, ch->up) == 0 ? "fail_open" : NULL;
+}
+
+/* An all_down event when p entered or left its all-down policy between
+ * two choices (before: the choice of bp, p itself or the pool p replaces
+ * on a reload). */
+static void note_all_down(const struct pool *p, const struct pool *bp, const struct choice *before,
+                          const struct choice *now)
+{
+    const char *was = before ? all_down_phase(bp, before) : NULL;
+    const char *is = all_down_phase(p, now);
+    if (!before || (was == is) || (was && is && strcmp(was, is) == 0)) return;
+    char why[256];
+    if (is) {
+        snprintf(why, sizeof(why), "no region of pool %s is up: %s", p->name,
+                 strcmp(is, "fallback") == 0 ? "redirecting to the fallback url"
+                 : strcmp(is, "reject") == 0 ? "answering with an error"
+                                             : "failing open to every region");
+    } else {
+        char pick[128];
+        health_choice_text(p, pick, sizeof(pick));
+        snprintf(why, sizeof(why), "traffic goes to %s again", pick);
+    }
+    log_info("pool %s: all-down %s (%s)", p->name, is ? "entered" : "left", why);
+    event_emit(EVENT_ALL_DOWN, p->name, NULL, was ? was : "serving", is ? is : "serving", why);
+}
+
 /* Publishes p's choice for its up-set now (prev: as in select_publish) and
  * retires the one it replaces: workers may still be reading it. */
 static void publish(struct health_ctl *hc, struct pool *p, const struct pool *prev)
 {
     double lat[CONFIG_MAX_REGIONS];
     pool_latencies(p, lat);
+    const struct choice *before =
+        prev && prev != p ? atomic_load_explicit(&prev->sel->cur, memory_order_acquire) : NULL;
     struct choice *old = select_publish(p, prev, health_pool_upset(p), lat);
     if (!old) return;
     const struct choice *ch = atomic_load_explicit(&p->sel->cur, memory_order_acquire);
+    if (hc && hc->started) {
+        if (prev && prev != p)
+            note_all_down(p, prev, before, ch);
+        else
+            note_all_down(p, p, old, ch);
+    }
     if ((!prev || prev == p) && ch->leader >= 0 && old->leader >= 0 && ch->leader != old->leader)
         log_info("pool %s: latency leader %s -> %s (%.1f ms vs %.1f ms)", p->name,
                  p->regions[old->leader].name, p->regions[ch->leader].name, lat[ch->leader],
@@ -229,20 +272,23 @@ static void observe_duration(struct health *h, double ms)
         if (s <= health_duration_bounds[i]) h->dur_buckets[i]++;
 }
 
-static void log_change(const struct health *h)
+/* Logs a region's health change and emits its region_state event. */
+static void note_change(const struct health *h)
 {
-    const struct check_cfg *c = &h->region->check;
     const struct probe_result *r = &h->last;
-    if (h->st.up)
-        log_info("pool %s region %s UP after %u success%s (%.1f ms)%s", h->pool->name,
-                 h->region->name, h->st.succ, h->st.succ == 1 ? "" : "es", r->latency_ms,
-                 h->region->op != REGION_AUTO ? " (operator override in force)" : "");
-    else
-        log_warn("pool %s region %s DOWN after %u failure%s: %s: %s%s", h->pool->name,
-                 h->region->name, h->st.fail, h->st.fail == 1 ? "" : "s",
-                 reason_phases[r->reason < HR_COUNT ? r->reason : 0], r->detail,
-                 h->region->op != REGION_AUTO ? " (operator override in force)" : "");
-    (void)c;
+    const char *op = h->region->op != REGION_AUTO ? " (operator override in force)" : "";
+    char why[256];
+    if (h->st.up) {
+        snprintf(why, sizeof(why), "%u success%s (%.1f ms)%s", h->st.succ,
+                 h->st.succ == 1 ? "" : "es", r->latency_ms, op);
+        log_info("pool %s region %s UP after %s", h->pool->name, h->region->name, why);
+    } else {
+        snprintf(why, sizeof(why), "%u failure%s: %s: %s%s", h->st.fail, h->st.fail == 1 ? "" : "s",
+                 reason_phases[r->reason < HR_COUNT ? r->reason : 0], r->detail, op);
+        log_warn("pool %s region %s DOWN after %s", h->pool->name, h->region->name, why);
+    }
+    event_emit(EVENT_REGION_STATE, h->pool->name, h->region->name, h->st.up ? "down" : "up",
+               h->st.up ? "up" : "down", why);
 }
 
 static void on_probe_done(void *arg, const struct probe_result *r)
@@ -260,7 +306,7 @@ static void on_probe_done(void *arg, const struct probe_result *r)
     if (health_state_update(&h->st, c, r)) {
         h->changes++;
         h->last_change = h->last_time;
-        log_change(h);
+        note_change(h);
         publish(h->ctl, h->pool, NULL);
         health_notify_status(h->ctl);
         if (h->ctl->on_change) h->ctl->on_change(h->ctl->on_change_arg);
@@ -354,6 +400,7 @@ struct health_ctl *health_start(struct event_base *base, struct config *cfg,
         event_active(h->timer, EV_TIMEOUT, 0); /* first probe now */
     }
     for (size_t i = 0; i < cfg->npools; i++) publish(hc, &cfg->pools[i], NULL);
+    hc->started = true; /* all-down events from here on, not for the choices at start */
     return hc;
 }
 

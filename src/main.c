@@ -15,6 +15,7 @@
 
 #include "admin.h"
 #include "config.h"
+#include "events.h"
 #include "health.h"
 #include "clock.h"
 #include "log.h"
@@ -23,6 +24,8 @@
 #include "schedule.h"
 #include "sdnotify.h"
 #include "server.h"
+#include "sink_exec.h"
+#include "sink_webhook.h"
 #include "statefile.h"
 #include "tls.h"
 
@@ -39,6 +42,9 @@ struct daemon {
     struct maint *maint;
     struct statefile_ctl *state;
     struct admin *admin;
+    struct events *events;
+    struct sink_exec *exec;
+    struct sink_webhook *webhook;
     struct daemon_view view; /* what /status and /metrics show */
 };
 
@@ -137,7 +143,7 @@ static void reload(struct daemon *d)
     struct diag dg;
     diag_init(&dg, d->path);
     struct config *cfg = config_load(d->path, &dg);
-    char err[256];
+    char err[640];
     struct listener_set *set = NULL;
     struct alog_file *alog = NULL;
     int admin_fd = -1;
@@ -150,8 +156,10 @@ static void reload(struct daemon *d)
         }
         size_t nerr = dg.n + dg.dropped;
         if (dg.dropped) log_error("%s: %zu more errors not shown", d->path, dg.dropped);
-        snprintf(err, sizeof(err), "%zu error%s in the new configuration", nerr,
-                 nerr == 1 ? "" : "s");
+        char first[512] = "";
+        if (dg.n) diag_format(&dg, 0, first, sizeof(first));
+        snprintf(err, sizeof(err), "%zu error%s in the new configuration%s%s", nerr,
+                 nerr == 1 ? "" : "s", dg.n ? "; the first: " : "", first);
     } else if (!(set = server_prepare(d->srv, cfg, err, sizeof(err)))) {
         log_error("%s", err);
     } else if (!admin_prepare(d->admin, cfg, &admin_fd, err, sizeof(err))) {
@@ -178,6 +186,7 @@ static void reload(struct daemon *d)
         d->view.reloads_failed++;
         d->view.last_reload_ok = false;
         log_error("reload failed (%s); still serving the previous configuration", err);
+        event_emit(EVENT_RELOAD, NULL, NULL, NULL, "failed", err);
         sdnotify_ready();
         return;
     }
@@ -188,6 +197,8 @@ static void reload(struct daemon *d)
     warn_expiry(cfg);
     maint_reload(d->maint, cfg);
     statefile_reload(d->state, cfg);
+    sink_exec_config(d->exec, &cfg->events);
+    sink_webhook_config(d->webhook, &cfg->events);
     health_notify_status(d->health);
     sdnotify_ready();
     admin_commit(d->admin, cfg, admin_fd);
@@ -197,9 +208,11 @@ static void reload(struct daemon *d)
     malloc_trim(0); /* what the last reloads freed goes back to the system */
 #endif
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    log_info("reloaded %s: %zu pool%s, %zu listener%s (%.1f ms)", d->path, cfg->npools,
-             cfg->npools == 1 ? "" : "s", cfg->nlisten, cfg->nlisten == 1 ? "" : "s",
+    snprintf(err, sizeof(err), "reloaded %s: %zu pool%s, %zu listener%s (%.1f ms)", d->path,
+             cfg->npools, cfg->npools == 1 ? "" : "s", cfg->nlisten, cfg->nlisten == 1 ? "" : "s",
              (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+    log_info("%s", err);
+    event_emit(EVENT_RELOAD, NULL, NULL, NULL, "ok", err);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -327,11 +340,23 @@ int main(int argc, char **argv)
         sigev[i] = evsignal_new(d.base, sigs[i], on_signal, &d);
         if (sigev[i]) evsignal_add(sigev[i], NULL);
     }
-    /* health first: the choices reflect `initial` before any request */
+    /* the event hub before any producer; sinks attach once configured */
+    d.events = events_new(NULL);
+    d.exec = d.events ? sink_exec_new(d.base, d.events) : NULL;
+    d.webhook = d.events ? sink_webhook_new(d.base, d.events) : NULL;
     int rc = EXIT_CONFIG;
     char err[256];
     struct event *timers[2] = {NULL, NULL};
     struct alog_file *alog = NULL;
+    if (!d.webhook || !d.exec) {
+        log_error("out of memory");
+        config_unref(cfg);
+        goto out;
+    }
+    events_set_default(d.events);
+    sink_exec_config(d.exec, &cfg->events);
+    sink_webhook_config(d.webhook, &cfg->events);
+    /* health first: the choices reflect `initial` before any request */
     d.health = health_start(d.base, cfg, retire, d.srv);
     if (!d.health) {
         log_error("cannot start health checks (out of memory)");
@@ -389,6 +414,9 @@ int main(int argc, char **argv)
 out:
     admin_stop(d.admin);
     maint_stop(d.maint);
+    events_set_default(NULL); /* no more events: the sinks go first */
+    sink_webhook_free(d.webhook);
+    sink_exec_free(d.exec);
     statefile_stop(d.state, rc == 0); /* the last health, written at shutdown */
     health_stop(d.health);
     server_free(d.srv);
@@ -397,6 +425,7 @@ out:
     for (size_t i = 0; i < 2; i++)
         if (timers[i]) event_free(timers[i]);
     sdnotify_free();
+    events_free(d.events);
     event_base_free(d.base);
     libevent_global_shutdown();
     return rc;

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "events.h"
 #include "health.h"
 #include "log.h"
 #include "schedule.h"
@@ -116,6 +117,28 @@ static void log_override(const struct pool *p, const struct region *r,
     }
 }
 
+/* An override event for a region whose operator state or its source
+ * changed (by the clock, or by a reload: on_reload). */
+static void note_override(const struct pool *p, const struct region *r,
+                          const struct sched_region *was, const struct sched_region *now,
+                          bool on_reload)
+{
+    bool same_window = was->source != SCHED_SOURCE_WINDOW || now->source != SCHED_SOURCE_WINDOW ||
+                       strcmp(was->window, now->window) == 0;
+    if (was->state == now->state && was->source == now->source && same_window) return;
+    bool started = now->source != SCHED_SOURCE_NONE;
+    const struct sched_region *src = started ? now : was;
+    char why[320];
+    int n = src->source == SCHED_SOURCE_WINDOW
+                ? snprintf(why, sizeof(why), "maintenance %s", src->window)
+                : snprintf(why, sizeof(why), "override %s", region_state_name(src->state));
+    if (n < 0) return;
+    snprintf(why + n, sizeof(why) - (size_t)n, " %s%s: %s", started ? "started" : "ended",
+             on_reload ? " (config reloaded)" : "", src->reason ? src->reason : "no reason given");
+    event_emit(EVENT_OVERRIDE, p->name, r->name, region_state_name(was->state),
+               region_state_name(now->state), why);
+}
+
 /* Evaluates the schedule at now_ms; for every region whose operator state
  * changed: logs the end of its own override, counts a change of whether it
  * may receive traffic, and republishes its pool's choice. */
@@ -140,8 +163,10 @@ static void evaluate(struct maint *m, int64_t now_ms)
                     r->health->last_change = now_s;
                 }
             }
-            if (was->source != now->source || was->state != now->state)
+            if (was->source != now->source || was->state != now->state) {
                 log_override(p, r, was, now);
+                note_override(p, r, was, now, false);
+            }
             *was = *now;
         }
         if (dirty) {
@@ -197,6 +222,34 @@ void maint_warn_expired(const struct config *c, int64_t now_ms)
         }
 }
 
+/* The pool of c named like `like` (at index `hint` in the common case). */
+static const struct pool *find_pool(const struct config *c, size_t hint, const char *name)
+{
+    if (hint < c->npools && strcmp(c->pools[hint].name, name) == 0) return &c->pools[hint];
+    for (size_t i = 0; i < c->npools; i++)
+        if (strcmp(c->pools[i].name, name) == 0) return &c->pools[i];
+    return NULL;
+}
+
+/* Override events for what a reload changed: each region of cfg that old
+ * had too, whose operator state in force is not the one it had. */
+static void note_reload(const struct config *old, const struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->npools; i++) {
+        const struct pool *p = &cfg->pools[i];
+        const struct pool *op = find_pool(old, i, p->name);
+        if (!op) continue;
+        size_t oi = (size_t)(op - old->pools);
+        for (size_t k = 0; k < p->nregions; k++)
+            for (size_t j = 0; j < op->nregions; j++)
+                if (strcmp(op->regions[j].name, p->regions[k].name) == 0) {
+                    note_override(p, &p->regions[k], &old->sched_now->pools[oi][j],
+                                  &cfg->sched_now->pools[i][k], true);
+                    break;
+                }
+    }
+}
+
 /* Takes cfg: the evaluation it was loaded with is the one in force;
  * windows keep the phases they had in old (by name), if given. */
 static bool follow(struct maint *m, struct config *cfg, const struct config *old,
@@ -223,6 +276,7 @@ static bool follow(struct maint *m, struct config *cfg, const struct config *old
     free(m->prev_phases);
     m->prev = prev;
     m->prev_phases = phases;
+    if (old) note_reload(old, cfg);
     m->cfg = config_ref(cfg);
     m->timed = has_timed(cfg);
     int64_t now = clock_wall_ms();
