@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "hash.h"
@@ -1771,12 +1772,15 @@ static void load_exec(struct ctx *x, const struct yt_node *n, struct events_cfg 
                     i);
         }
         const char *prog = e->exec_argc ? e->exec_argv[0] : NULL;
+        struct stat st;
         if (prog && prog[0] != '/')
             ERR(x, v->u.items[0],
                 "events.exec.command: '%s' must be an absolute path (no PATH search)", prog);
         else if (prog && access(prog, X_OK) != 0)
             ERR(x, v->u.items[0], "events.exec.command: cannot run '%s': %s", prog,
                 strerror(errno));
+        else if (prog && (stat(prog, &st) != 0 || !S_ISREG(st.st_mode)))
+            ERR(x, v->u.items[0], "events.exec.command: '%s' is not a file", prog);
     }
     if ((v = yt_get(n, "timeout")))
         get_duration(x, v, "events.exec.timeout", 100, MS_PER_HOUR, &e->exec_timeout_ms);

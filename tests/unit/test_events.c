@@ -323,6 +323,7 @@ START_TEST(test_config_events_errors)
     expect_error("events: {exec: {command: []}}\n", "the list is empty");
     expect_error("events: {exec: {command: [notify]}}\n", "must be an absolute path");
     expect_error("events: {exec: {command: [/nonexistent/notify]}}\n", "cannot run");
+    expect_error("events: {exec: {command: [/tmp]}}\n", "is not a file");
     expect_error("events: {exec: {timeout: 1s}}\n", "'command' is required");
     expect_error("events: {exec: {command: [/bin/true], timeout: 10}}\n", "is not a duration");
     expect_error("events: {exec: {command: [/bin/true], shell: yes}}\n", "shell");
