@@ -1,7 +1,7 @@
 /* The webhook event sink (sink_webhook.h).
  *
- * One event at a time, in order: the oldest queued event is taken off the
- * queue and POSTed; a 2xx answer delivers it, anything else (another status,
+ * One event at a time, in order: the oldest queued event is POSTed (it
+ * stays queued until it is done); a 2xx answer delivers it, anything else (another status,
  * a connection or TLS error, no complete answer within the timeout) is a
  * failed try, retried after 1 s, 2 s, 4 s, ... with the same id, up to
  * `retries` times; then the event is failed and the next one goes. Each try
@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <arpa/inet.h>
 
 #include "config.h"
@@ -359,12 +360,26 @@ static void on_request_done(struct evhttp_request *req, void *arg)
     event_active(s->finish, EV_TIMEOUT, 0);
 }
 
+/* Whether the event in hand is still queued: a full queue drops its oldest,
+ * which may be this one (events.c counted it as dropped; it is not tried
+ * again, and its outcome is not counted twice). */
+static bool cur_queued(const struct sink_webhook *s)
+{
+    return s->cur && evq_peek(&s->sink.q) == s->cur;
+}
+
 static void try_failed(struct sink_webhook *s)
 {
     const struct wh_conf *c = s->conf;
+    if (!cur_queued(s)) {
+        log_debug("events webhook: event %s (%s) dropped from the full queue after try %u: %s",
+                  s->cur->id, event_kind_name(s->cur->kind), s->tries, s->why);
+        webhook_next(s);
+        return;
+    }
     if (c && s->tries <= c->retries) {
         unsigned ms = webhook_backoff_ms(s->tries);
-        log_debug("webhook: event %s (%s) try %u failed: %s; retrying in %u ms", s->cur->id,
+        log_debug("events webhook: event %s (%s) try %u failed: %s; retrying in %u ms", s->cur->id,
                   event_kind_name(s->cur->kind), s->tries, s->why, ms);
         struct timeval tv;
         tv_ms(&tv, ms);
@@ -373,7 +388,7 @@ static void try_failed(struct sink_webhook *s)
         return;
     }
     s->sink.failed++;
-    log_warn("webhook: event %s (%s) failed after %u tr%s to %s: %s", s->cur->id,
+    log_warn("events webhook: event %s (%s) failed after %u tr%s to %s: %s", s->cur->id,
              event_kind_name(s->cur->kind), s->tries, s->tries == 1 ? "y" : "ies", c ? c->url : "?",
              s->why);
     webhook_next(s);
@@ -386,8 +401,8 @@ static void try_end(struct sink_webhook *s)
     int status = s->status;
     conn_close(s);
     if (status >= 200 && status <= 299) {
-        s->sink.delivered++;
-        log_debug("webhook: event %s (%s) delivered: HTTP %d", s->cur->id,
+        if (cur_queued(s)) s->sink.delivered++;
+        log_debug("events webhook: event %s (%s) delivered: HTTP %d", s->cur->id,
                   event_kind_name(s->cur->kind), status);
         webhook_next(s);
         return;
@@ -417,12 +432,25 @@ static void on_backoff(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     struct sink_webhook *s = arg;
-    if (s->state == WH_BACKOFF && s->cur && s->conf) webhook_try(s);
+    if (s->state != WH_BACKOFF || !s->cur || !s->conf) return;
+    if (cur_queued(s))
+        webhook_try(s);
+    else
+        webhook_next(s); /* dropped from the full queue while waiting */
 }
 
 static bool add_header(struct evkeyvalq *h, const char *name, const char *value)
 {
     return evhttp_add_header(h, name, value) == 0;
+}
+
+/* A configured User-Agent replaces detourd's (the other headers detourd
+ * sets are refused in the config). */
+static bool has_header(const struct wh_conf *c, const char *name)
+{
+    for (size_t i = 0; i < c->nheaders; i++)
+        if (strcasecmp(c->headers[i].name, name) == 0) return true;
+    return false;
 }
 
 /* Starts a try of s->cur with the current settings; a try that cannot
@@ -472,12 +500,12 @@ static void webhook_try(struct sink_webhook *s)
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     char sig[7 + 65] = "sha256=";
     if (c->secret) webhook_sign(c->secret, ev->json, ev->json_len, sig + 7);
-    bool ok = add_header(h, "Host", c->hosthdr) &&
-              add_header(h, "Content-Type", "application/json") &&
-              add_header(h, "User-Agent", "detourd/" PACKAGE_VERSION) &&
-              add_header(h, "X-Detourd-Event-Id", ev->id) &&
-              (!c->secret || add_header(h, "X-Detourd-Signature", sig)) &&
-              add_header(h, "Connection", "close");
+    bool ok =
+        add_header(h, "Host", c->hosthdr) && add_header(h, "Content-Type", "application/json") &&
+        (has_header(c, "User-Agent") || add_header(h, "User-Agent", "detourd/" PACKAGE_VERSION)) &&
+        add_header(h, "X-Detourd-Event-Id", ev->id) &&
+        (!c->secret || add_header(h, "X-Detourd-Signature", sig)) &&
+        add_header(h, "Connection", "close");
     for (size_t i = 0; ok && i < c->nheaders; i++)
         ok = add_header(h, c->headers[i].name, c->headers[i].value);
     ok = ok && evbuffer_add(evhttp_request_get_output_buffer(req), ev->json, ev->json_len) == 0;
@@ -503,14 +531,22 @@ fail:
     event_active(s->finish, EV_TIMEOUT, 0);
 }
 
-/* Done with the event in hand (if any): takes the next queued one. */
+/* Done with the event in hand (if any): takes it off the queue and starts
+ * the next one. The event being worked on stays queued until then (it
+ * counts in detourd_events_queued); the sink holds a reference of its own
+ * in case a full queue drops it meanwhile. */
 static void webhook_next(struct sink_webhook *s)
 {
-    if (s->cur) event_unref(s->cur);
+    if (s->cur) {
+        if (cur_queued(s)) event_unref(evq_pop(&s->sink.q));
+        event_unref(s->cur);
+    }
     s->cur = NULL;
     s->tries = 0;
     s->state = WH_IDLE;
-    if (!s->conf || !(s->cur = evq_pop(&s->sink.q))) return;
+    struct event_rec *ev = s->conf ? evq_peek(&s->sink.q) : NULL;
+    if (!ev) return;
+    s->cur = event_ref(ev);
     webhook_try(s);
 }
 
@@ -528,17 +564,15 @@ static void webhook_wake(void *arg)
     if (s->state == WH_IDLE && s->conf) event_active(s->kick, EV_TIMEOUT, 0);
 }
 
-/* Drops the event in hand and its try, counted as dropped. */
+/* Stops working on the event in hand (it stays queued: whoever clears the
+ * queue counts it). */
 static void abandon(struct sink_webhook *s)
 {
     conn_close(s);
     if (s->backoff) event_del(s->backoff);
     if (s->kick) event_del(s->kick);
-    if (s->cur) {
-        event_unref(s->cur);
-        s->cur = NULL;
-        s->sink.dropped++;
-    }
+    if (s->cur) event_unref(s->cur);
+    s->cur = NULL;
     s->tries = 0;
     s->state = WH_IDLE;
 }
@@ -580,7 +614,7 @@ void sink_webhook_config(struct sink_webhook *s, const struct events_cfg *cfg)
     }
     struct wh_conf *c = conf_copy(cfg);
     if (!c) {
-        log_error("webhook: out of memory; %s",
+        log_error("events webhook: out of memory; %s",
                   s->conf ? "keeping the previous settings" : "no webhook events are sent");
         return;
     }

@@ -21,7 +21,7 @@ for tool in curl openssl; do
     fi
 done
 
-alloc_ports 24 || {
+alloc_ports 28 || {
     echo "Bail out! no free ports"
     exit 1
 }
@@ -66,19 +66,34 @@ def seq(i): return int(i.rsplit("-", 1)[1])
 print(eval(sys.argv[2]))' "$TEST_TMP/$1.jsonl" "$2"
 }
 
-# wh_config NAME PORT WEBHOOK [POOLS]: a config file NAME.yaml listening on
-# PORT, log level debug, events.webhook WEBHOOK (a flow mapping; empty: no
-# events block) and POOLS (default: one pool, one region, no checks)
+# wh_config NAME PORT WEBHOOK [POOLS] [ADMIN]: a config file NAME.yaml
+# listening on PORT, log level debug, events.webhook WEBHOOK (a flow
+# mapping; empty: no events block), POOLS (default: one pool, one region,
+# no checks) and the admin listener on port ADMIN (if given)
 wh_config() {
     local pools=${4:-"  - name: web
     regions:
       - {name: eu, url: \"http://eu.test\"}"}
     {
-        printf 'listen: ["127.0.0.1:%s"]\nlog: {level: debug}\nchecks: {type: none}\npools:\n' "$2"
+        printf 'listen: ["127.0.0.1:%s"]\nlog: {level: debug}\nchecks: {type: none}\n' "$2"
+        [ -n "${5:-}" ] && printf 'admin: {listen: "127.0.0.1:%s"}\n' "$5"
+        printf 'pools:\n'
         printf '%s\n' "$pools"
         [ -n "$3" ] && printf 'events:\n  webhook: %s\n' "$3"
     } >"$TEST_TMP/$1.yaml"
     echo "$TEST_TMP/$1.yaml"
+}
+
+# events_metric ADMIN RESULT: detourd_events_total{sink="webhook",result=RESULT}
+events_metric() {
+    curl -sS --max-time "$(scale 5)" "http://127.0.0.1:$1/metrics" |
+        awk -v r="$2" '$1 == "detourd_events_total{sink=\"webhook\",result=\"" r "\"}" { print $2 }'
+}
+# expect_events ADMIN DELIVERED FAILED DROPPED: the webhook's counters
+expect_events() {
+    local got
+    got="$(events_metric "$1" delivered) $(events_metric "$1" failed) $(events_metric "$1" dropped)"
+    expect_eq "detourd_events_total{sink=\"webhook\"} delivered failed dropped" "$got" "$2 $3 $4"
 }
 
 # logged_event LOG ID: the JSON the daemon logged for event ID
@@ -209,9 +224,9 @@ t "region_state events reach the receiver soon after the change (median printed)
 
 # ---- retries ----
 
-R4=${P[7]} L4=${P[8]}
+R4=${P[7]} L4=${P[8]} A4=${P[24]}
 start_receiver r4 "$R4" --fail-first 2 || echo "Bail out! no receiver"
-C4=$(wh_config d4 "$L4" "{url: \"http://127.0.0.1:$R4/\", retries: 3}")
+C4=$(wh_config d4 "$L4" "{url: \"http://127.0.0.1:$R4/\", retries: 3}" "" "$A4")
 start_detourd d4 "$C4" "$L4" || echo "Bail out! detourd did not start"
 D4=$LAST_PID LOG4=$(daemon_log d4)
 
@@ -230,15 +245,17 @@ t_retries() {
         why "first retry after $g1 ms, want ~1000" || return 1
     [ "$g2" -ge 1950 ] && [ "$g2" -le "$(awk -v s="$TIMEOUT_SCALE" 'BEGIN { printf "%d\n", 2000 + 800 * s }')" ] ||
         why "second retry after $g2 ms, want ~2000" || return 1
-    wait_log "$LOG4" "webhook: event $id \(reload\) delivered: HTTP 200" 5 || why "not logged as delivered"
+    wait_log "$LOG4" "events webhook: event $id \(reload\) delivered: HTTP 200" 5 || why "not logged as delivered" ||
+        return 1
+    expect_events "$A4" 1 0 0
 }
 t "500 twice then 200: three tries with the same id, 1 s then 2 s apart" t_retries
 
 # ---- failure, then the next event ----
 
-R5=${P[9]} L5=${P[10]}
+R5=${P[9]} L5=${P[10]} A5=${P[25]}
 start_receiver r5 "$R5" --status 503 || echo "Bail out! no receiver"
-C5=$(wh_config d5 "$L5" "{url: \"http://127.0.0.1:$R5/\", retries: 1}")
+C5=$(wh_config d5 "$L5" "{url: \"http://127.0.0.1:$R5/\", retries: 1}" "" "$A5")
 start_detourd d5 "$C5" "$L5" || echo "Bail out! detourd did not start"
 D5=$LAST_PID LOG5=$(daemon_log d5)
 
@@ -247,11 +264,15 @@ t_failed() {
     wait_until 10 has_reqs r5 2 || why "$(nreq r5) tries of 2" || return 1
     local id
     id=$(req r5 'B(0)["id"]')
-    wait_log "$LOG5" "warn.*webhook: event $id \(reload\) failed after 2 tries to http://127.0.0.1:$R5/: HTTP 503" 10 ||
+    wait_log "$LOG5" "warn.*events webhook: event $id \(reload\) failed after 2 tries to http://127.0.0.1:$R5/: HTTP 503" 10 ||
         why "the failure is not logged as a warning with id, kind and status" || return 1
     reload_daemon "$D5" "$LOG5" || why "no reload outcome" || return 1
     wait_until 10 has_reqs r5 3 || why "the next event was not sent" || return 1
-    expect_eq "the next event" "$(req r5 'seq(B(2)["id"]) == seq(B(0)["id"]) + 1')" True
+    expect_eq "the next event" "$(req r5 'seq(B(2)["id"]) == seq(B(0)["id"]) + 1')" True || return 1
+    wait_until 10 has_reqs r5 4 || why "no second try of the next event" || return 1
+    wait_log "$LOG5" "events webhook: event .* failed after 2 tries" 10 2 || why "the next event not failed" ||
+        return 1
+    expect_events "$A5" 0 2 0
 }
 t "an event failed after its last try is logged (id, kind, status) and the next one goes" t_failed
 
@@ -259,10 +280,11 @@ t_cannot_connect() {
     local dead
     alloc_ports 1 || why "no free port" || return 1
     dead=${PORTS[0]} # nothing listens there
-    wh_config d5 "$L5" "{url: \"http://127.0.0.1:$dead/\", retries: 0}" >/dev/null
+    wh_config d5 "$L5" "{url: \"http://127.0.0.1:$dead/\", retries: 0}" "" "$A5" >/dev/null
     reload_daemon "$D5" "$LOG5" || why "no reload outcome" || return 1
-    wait_log "$LOG5" "warn.*webhook: event $(last_event_id "$LOG5") \(reload\) failed after 1 try to http://127.0.0.1:$dead/: cannot connect" 10 ||
-        why "not logged: $(grep webhook "$LOG5" | tail -n 1)"
+    wait_log "$LOG5" "warn.*events webhook: event $(last_event_id "$LOG5") \(reload\) failed after 1 try to http://127.0.0.1:$dead/: cannot connect" 10 ||
+        why "not logged: $(grep webhook "$LOG5" | tail -n 1)" || return 1
+    expect_events "$A5" 0 3 0
 }
 t "a receiver that refuses the connection: failed, logged" t_cannot_connect
 
@@ -288,17 +310,17 @@ t_new_url_next_try() {
     expect_eq "then the new reload's event" "$(req r6b 'seq(B(1)["id"]) == seq(B(0)["id"]) + 1')" True ||
         return 1
     expect_eq "the hung receiver got one try" "$(nreq r6a)" 1 || return 1
-    wait_log "$LOG6" "webhook: event $id \(reload\) try 1 failed: no complete answer within 3000 ms; retrying in 1000 ms" 1 ||
+    wait_log "$LOG6" "events webhook: event $id \(reload\) try 1 failed: no complete answer within 3000 ms; retrying in 1000 ms" 1 ||
         why "the timeout is not logged"
 }
 t "a reload during a try: that try finishes (its timeout), the retry goes to the new URL with the same id" t_new_url_next_try
 
 # ---- the sink removed by a reload, then added back ----
 
-R7=${P[14]} R7B=${P[15]} L7=${P[16]}
+R7=${P[14]} R7B=${P[15]} L7=${P[16]} A7=${P[26]}
 start_receiver r7 "$R7" --hang || echo "Bail out! no receiver"
 start_receiver r7b "$R7B" || echo "Bail out! no receiver"
-C7=$(wh_config d7 "$L7" "{url: \"http://127.0.0.1:$R7/\", timeout: 60s}")
+C7=$(wh_config d7 "$L7" "{url: \"http://127.0.0.1:$R7/\", timeout: 60s}" "" "$A7")
 start_detourd d7 "$C7" "$L7" || echo "Bail out! detourd did not start"
 D7=$LAST_PID LOG7=$(daemon_log d7)
 
@@ -306,18 +328,25 @@ t_removed() {
     reload_daemon "$D7" "$LOG7" || why "no reload outcome" || return 1
     wait_until 10 has_reqs r7 1 || why "the first event did not reach the hung receiver" || return 1
     reload_daemon "$D7" "$LOG7" || why "no reload outcome" || return 1 # queued behind it
-    wh_config d7 "$L7" "" >/dev/null
+    expect_events "$A7" 0 0 0 || return 1
+    expect_eq "detourd_events_queued (the one in progress included)" \
+        "$(curl -sS "http://127.0.0.1:$A7/metrics" | awk '$1 == "detourd_events_queued{sink=\"webhook\"}" { print $2 }')" 2 ||
+        return 1
+    wh_config d7 "$L7" "" "" "$A7" >/dev/null
     reload_daemon "$D7" "$LOG7" || why "no reload outcome" || return 1
     expect_eq "reload without events" "$RELOAD_OK" 1 || return 1
     expect_eq "serving" "$(location "$L7")" "http://eu.test/x" || return 1
-    wh_config d7 "$L7" "{url: \"http://127.0.0.1:$R7B/\"}" >/dev/null
+    wh_config d7 "$L7" "{url: \"http://127.0.0.1:$R7B/\"}" "" "$A7" >/dev/null
     reload_daemon "$D7" "$LOG7" || why "no reload outcome" || return 1
     wait_until 10 has_reqs r7b 1 || why "no event after the webhook came back" || return 1
     local last
     last=$(last_event_id "$LOG7")
     expect_eq "only the event of the reload that added it back (the rest was dropped)" \
         "$(req r7b '[B(i)["id"] for i in range(len(R))]')" "['$last']" || return 1
-    expect_eq "the hung receiver got nothing more" "$(nreq r7)" 1
+    expect_eq "the hung receiver got nothing more" "$(nreq r7)" 1 || return 1
+    wait_log "$LOG7" "events webhook: event $last \(reload\) delivered" 5 || why "not logged as delivered" ||
+        return 1
+    expect_events "$A7" 1 0 2
 }
 t "a reload removing the webhook drops what it held; added back, it sends only new events" t_removed
 
@@ -369,7 +398,7 @@ t_https_wrong_ca() {
     reload_daemon "$D8" "$LOG8" || why "no reload outcome" || return 1
     local id
     id=$(last_event_id "$LOG8")
-    wait_log "$LOG8" "warn.*webhook: event $id \(reload\) failed after 1 try to https://127.0.0.1:$R8/tls: TLS: certificate: " 10 ||
+    wait_log "$LOG8" "warn.*events webhook: event $id \(reload\) failed after 1 try to https://127.0.0.1:$R8/tls: TLS: certificate: " 10 ||
         why "not failed as a certificate error: $(grep webhook "$LOG8" | tail -n 1)" || return 1
     expect_eq "nothing reached the receiver" "$(nreq r8)" 1
 }
@@ -388,7 +417,7 @@ t_https_wrong_name() {
     reload_daemon "$D8" "$LOG8" || why "no reload outcome" || return 1
     local id
     id=$(last_event_id "$LOG8")
-    wait_log "$LOG8" "warn.*webhook: event $id \(reload\) failed after 1 try .*TLS: certificate: .*mismatch" 10 ||
+    wait_log "$LOG8" "warn.*events webhook: event $id \(reload\) failed after 1 try .*TLS: certificate: .*mismatch" 10 ||
         why "not failed as a name mismatch: $(grep webhook "$LOG8" | tail -n 1)" || return 1
     expect_eq "nothing reached the receiver" "$(nreq r9)" 0
 }
@@ -397,8 +426,7 @@ t "HTTPS with a certificate for another name (right CA): failed, logged" t_https
 # ---- a webhook that never answers slows nothing ----
 
 RH=${P[20]} LA=${P[21]} LB=${P[22]} BKA=${P[23]}
-alloc_ports 1 || echo "Bail out! no free ports"
-BKB=${PORTS[0]}
+BKB=${P[27]}
 start_receiver rh "$RH" --hang || echo "Bail out! no receiver"
 pool_ab() {
     echo "  - name: web

@@ -6,6 +6,7 @@
 #include <event2/keyvalq_struct.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -102,6 +103,7 @@ struct rcv {
     bool hold; /* never answer */
     int status;
     unsigned n;
+    unsigned n_ua; /* User-Agent fields in the last request */
     char ids[8][48];
     char sig[80], ua[64], ctype[64], host[64], auth[64], path[64];
     char body[512];
@@ -121,6 +123,9 @@ static void rcv_cb(struct evhttp_request *req, void *arg)
     r->n++;
     copy_hdr(h, "X-Detourd-Signature", r->sig, sizeof(r->sig));
     copy_hdr(h, "User-Agent", r->ua, sizeof(r->ua));
+    r->n_ua = 0;
+    for (struct evkeyval *kv = h->tqh_first; kv; kv = kv->next.tqe_next)
+        if (strcasecmp(kv->key, "User-Agent") == 0) r->n_ua++;
     copy_hdr(h, "Content-Type", r->ctype, sizeof(r->ctype));
     copy_hdr(h, "Host", r->host, sizeof(r->host));
     copy_hdr(h, "Authorization", r->auth, sizeof(r->auth));
@@ -149,10 +154,10 @@ static void rcv_start(struct rcv *r, struct event_base *base)
     evhttp_set_gencb(r->http, rcv_cb, r);
 }
 
-/* Runs the loop until *n reaches want (false after 5 s). */
+/* Runs the loop until *n reaches want (false after 10 s). */
 static bool loop_until(struct event_base *base, const uint64_t *n, uint64_t want)
 {
-    time_t end = time(NULL) + 5;
+    time_t end = time(NULL) + 10;
     while (*n < want && time(NULL) <= end) event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
     return *n >= want;
 }
@@ -215,6 +220,7 @@ START_TEST(delivers_in_order_with_headers)
     webhook_sign("topsecret", ev[2]->json, ev[2]->json_len, want + 7);
     ck_assert_str_eq(r.sig, want);
     ck_assert_str_eq(r.ua, "detourd/" PACKAGE_VERSION);
+    ck_assert_uint_eq(r.n_ua, 1);
     ck_assert_str_eq(r.ctype, "application/json");
     char host[32];
     snprintf(host, sizeof(host), "127.0.0.1:%u", r.port);
@@ -223,6 +229,29 @@ START_TEST(delivers_in_order_with_headers)
     ck_assert_str_eq(r.path, "/hook?a=1");
     ck_assert_uint_eq(k->failed, 0);
     ck_assert_uint_eq(k->dropped, 0);
+    sink_webhook_free(s);
+    events_free(hub);
+    evhttp_free(r.http);
+    event_base_free(base);
+}
+END_TEST
+
+START_TEST(configured_user_agent_replaces_ours)
+{
+    struct event_base *base = event_base_new();
+    struct rcv r;
+    rcv_start(&r, base);
+    struct events *hub = events_new("unit-host");
+    struct sink_webhook *s = sink_webhook_new(base, hub);
+    struct header hdr = {"user-agent", "custom/1"};
+    struct events_cfg e;
+    wh_cfg(&e, r.port, &hdr);
+    sink_webhook_config(s, &e);
+    const struct event_sink *k = webhook_sink(hub);
+    events_emit_at(hub, 1700000000000, EVENT_RELOAD, NULL, NULL, NULL, "ok", NULL);
+    ck_assert(loop_until(base, &k->delivered, 1));
+    ck_assert_str_eq(r.ua, "custom/1");
+    ck_assert_uint_eq(r.n_ua, 1);
     sink_webhook_free(s);
     events_free(hub);
     evhttp_free(r.http);
@@ -298,6 +327,41 @@ START_TEST(retries_keep_the_id_then_fail)
 }
 END_TEST
 
+START_TEST(full_queue_drops_the_one_in_flight_once)
+{
+    struct event_base *base = event_base_new();
+    struct rcv r;
+    rcv_start(&r, base);
+    r.hold = true;
+    struct events *hub = events_new("unit-host");
+    struct sink_webhook *s = sink_webhook_new(base, hub);
+    struct header hdr = {"Authorization", "Bearer t0k"};
+    struct events_cfg e;
+    wh_cfg(&e, r.port, &hdr);
+    e.webhook_timeout_ms = 100;
+    e.webhook_retries = 1;
+    sink_webhook_config(s, &e);
+    const struct event_sink *k = webhook_sink(hub);
+    events_emit_at(hub, 1700000000000, EVENT_RELOAD, NULL, NULL, NULL, "ok", NULL);
+    ck_assert(loop_until_u(base, &r.n, 1));
+    ck_assert_uint_eq(k->q.len, 1); /* the one in progress is still queued */
+    for (int i = 1; i <= EVENTS_QUEUE_MAX; i++)
+        events_emit_at(hub, 1700000000000 + i, EVENT_RELOAD, NULL, NULL, NULL, "ok", NULL);
+    ck_assert_uint_eq(k->dropped, 1); /* the oldest: the one in flight */
+    ck_assert_uint_eq(k->q.len, EVENTS_QUEUE_MAX);
+    r.hold = false; /* its try times out; it is not retried, and the rest go */
+    ck_assert(loop_until(base, &k->delivered, EVENTS_QUEUE_MAX));
+    ck_assert_uint_eq(k->failed, 0);
+    ck_assert_uint_eq(k->dropped, 1);
+    ck_assert_uint_eq(k->q.len, 0);
+    ck_assert_uint_eq(r.n, EVENTS_QUEUE_MAX + 1);
+    sink_webhook_free(s);
+    events_free(hub);
+    evhttp_free(r.http);
+    event_base_free(base);
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("webhook");
@@ -309,8 +373,10 @@ Suite *make_suite(void)
     tc = tcase_create("sink");
     tcase_set_timeout(tc, 20);
     tcase_add_test(tc, delivers_in_order_with_headers);
+    tcase_add_test(tc, configured_user_agent_replaces_ours);
     tcase_add_test(tc, unconfigured_drops_what_it_holds_and_free_abandons);
     tcase_add_test(tc, retries_keep_the_id_then_fail);
+    tcase_add_test(tc, full_queue_drops_the_one_in_flight_once);
     suite_add_tcase(s, tc);
     return s;
 }
