@@ -517,7 +517,9 @@ static void webhook_try(struct sink_webhook *s)
     /* the deadline first: a connect that fails at once calls back from here */
     tv_ms(&tv, c->timeout_ms);
     evtimer_add(s->deadline, &tv);
-    if (evhttp_make_request(s->conn, req, EVHTTP_REQ_POST, c->path) != 0) { /* req freed */
+    /* -1 only when libevent cannot copy the path (it frees req then): no
+     * bind address is set, and a failed connect calls back instead */
+    if (evhttp_make_request(s->conn, req, EVHTTP_REQ_POST, c->path) != 0) {
         if (!s->have_outcome) {
             describe_failure(s);
             s->have_outcome = true;
