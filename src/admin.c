@@ -874,7 +874,7 @@ static void page_footer(struct page *pg)
 {
     char t[64];
     iso(t, sizeof(t), pg->now);
-    evbuffer_add_printf(pg->o, "As of %s. Refreshes every 2 s while scripts run.", t);
+    evbuffer_add_printf(pg->o, "As of %s. Live while scripts run: changes show at once.", t);
 }
 
 /* Serves admin_page with its marks (an HTML comment "<!--@NAME-->")
