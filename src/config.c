@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fnmatch.h>
 #include <glob.h>
 #include <openssl/ssl.h>
 #include <limits.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "hash.h"
@@ -1548,6 +1550,65 @@ static int glob_error(const char *path, int err)
 
 /* `include:`: every file its patterns match, in order (each pattern's in
  * name order), parsed into x->inc. */
+/* config_replace_include(): the included file checked as another one. */
+static char *replace_live, *replace_new;
+
+/* path, with its directory resolved (the file itself need not exist). */
+static char *canonical(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char dir[PATH_MAX], *out;
+    if (slash == path) {
+        snprintf(dir, sizeof(dir), "/");
+    } else {
+        char *d = slash ? strndup(path, (size_t)(slash - path)) : strdup(".");
+        bool ok = d && realpath(d, dir);
+        free(d);
+        if (!ok) return strdup(path);
+    }
+    const char *base = slash ? slash + 1 : path;
+    size_t n = strlen(dir) + strlen(base) + 2;
+    if ((out = malloc(n))) snprintf(out, n, "%s%s%s", dir, strcmp(dir, "/") ? "/" : "", base);
+    return out;
+}
+
+bool config_replace_include(const char *live, const char *candidate)
+{
+    free(replace_live);
+    free(replace_new);
+    replace_live = live ? canonical(live) : NULL;
+    replace_new = candidate ? strdup(candidate) : NULL;
+    return !live || (replace_live && replace_new);
+}
+
+static int path_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The files one include pattern names, in name order: what glob(3) finds,
+ * with the replaced file in it when the pattern matches its name even if
+ * it does not exist yet. Returns NULL when nothing is to be read. */
+static char **include_list(const glob_t *g, const char *pat, size_t *n)
+{
+    char **v = calloc(g->gl_pathc + 2, sizeof(*v));
+    if (!v) return NULL;
+    bool seen = false;
+    *n = 0;
+    for (size_t k = 0; k < g->gl_pathc; k++) {
+        char *c = replace_live ? canonical(g->gl_pathv[k]) : NULL;
+        bool is_live = c && strcmp(c, replace_live) == 0;
+        free(c);
+        seen = seen || is_live;
+        v[(*n)++] = is_live ? replace_live : g->gl_pathv[k];
+    }
+    if (replace_live && !seen && fnmatch(pat, replace_live, FNM_PATHNAME | FNM_PERIOD) == 0) {
+        v[(*n)++] = replace_live;
+        qsort(v, *n, sizeof(*v), path_cmp);
+    }
+    return v;
+}
+
 static void load_include(struct ctx *x, const struct yt_node *n)
 {
     if (is_null(n)) return;
@@ -1572,23 +1633,29 @@ static void load_include(struct ctx *x, const struct yt_node *n)
         glob_t g;
         glob_errno = 0;
         int rc = glob(pat, 0, glob_error, &g);
-        free(pat);
-        if (rc != 0) {
+        if (rc != 0 && rc != GLOB_NOMATCH) {
             if (rc == GLOB_ABORTED)
                 ERR(x, v, "include: %s: cannot read the directory: %s", glob_epath,
                     strerror(glob_errno));
-            else if (rc != GLOB_NOMATCH)
+            else
                 ERR(x, v, "include: '%s': out of memory", v->str);
             globfree(&g);
+            free(pat);
             continue;
         }
-        for (size_t k = 0; k < g.gl_pathc; k++) {
+        if (rc == GLOB_NOMATCH) g.gl_pathc = 0;
+        size_t nfiles = 0;
+        char **files = include_list(&g, pat, &nfiles);
+        free(pat);
+        if (!files) ERR(x, v, "include: '%s': out of memory", v->str);
+        for (size_t k = 0; files && k < nfiles; k++) {
             if (x->ninc == CONFIG_MAX_INCLUDES) {
                 ERR(x, v, "include: more than %d files", CONFIG_MAX_INCLUDES);
                 break;
             }
-            include_file(x, v, g.gl_pathv[k]);
+            include_file(x, v, files[k] == replace_live ? replace_new : files[k]);
         }
+        free(files);
         globfree(&g);
         if (x->ninc == CONFIG_MAX_INCLUDES && i + 1 < n->len) break;
     }
@@ -1705,12 +1772,15 @@ static void load_exec(struct ctx *x, const struct yt_node *n, struct events_cfg 
                     i);
         }
         const char *prog = e->exec_argc ? e->exec_argv[0] : NULL;
+        struct stat st;
         if (prog && prog[0] != '/')
             ERR(x, v->u.items[0],
                 "events.exec.command: '%s' must be an absolute path (no PATH search)", prog);
         else if (prog && access(prog, X_OK) != 0)
             ERR(x, v->u.items[0], "events.exec.command: cannot run '%s': %s", prog,
                 strerror(errno));
+        else if (prog && (stat(prog, &st) != 0 || !S_ISREG(st.st_mode)))
+            ERR(x, v->u.items[0], "events.exec.command: '%s' is not a file", prog);
     }
     if ((v = yt_get(n, "timeout")))
         get_duration(x, v, "events.exec.timeout", 100, MS_PER_HOUR, &e->exec_timeout_ms);

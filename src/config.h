@@ -231,6 +231,13 @@ void config_free(struct config *c);
 struct config *config_ref(struct config *c);
 void config_unref(struct config *c);
 
+/* From now on, an included file whose name is `live` (matched by an
+ * include pattern, whether it exists or not) is read from `candidate`
+ * instead: `detourd -t --replace LIVE=CANDIDATE` checks a new version of a
+ * drop-in before it is renamed into place. NULL live: no replacement.
+ * False on OOM. */
+bool config_replace_include(const char *live, const char *candidate);
+
 /* Helpers shared with tests. Return false on a malformed value. */
 bool config_parse_duration(const char *s, uint64_t *ms);
 bool config_parse_size(const char *s, uint64_t *bytes);

@@ -51,7 +51,7 @@ struct daemon {
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: detourd [-c FILE] [-t [--at TIME]] [-l LEVEL] [-V] [-h]\n"
+            "usage: detourd [-c FILE] [-t [--at TIME] [--replace FILE=NEW]] [-l LEVEL] [-V] [-h]\n"
             "\n"
             "Answers every HTTP request with a redirect to the healthiest backend region.\n"
             "\n"
@@ -59,6 +59,8 @@ static void usage(FILE *out)
             "  -t        validate the config and exit\n"
             "  --at TIME with -t: also print each region's operator state at TIME\n"
             "            (RFC 3339) and where traffic would go if every check passed\n"
+            "  --replace FILE=NEW  with -t: check the config as if NEW were renamed\n"
+            "            over FILE, an included file (FILE need not exist yet)\n"
             "  -l LEVEL  log level: error, warn, info, debug (overrides log.level)\n"
             "  -V        print the version and exit\n"
             "  -h        print this help and exit\n"
@@ -143,7 +145,7 @@ static void reload(struct daemon *d)
     struct diag dg;
     diag_init(&dg, d->path);
     struct config *cfg = config_load(d->path, &dg);
-    char err[640];
+    char err[256], first[512] = "", why[800];
     struct listener_set *set = NULL;
     struct alog_file *alog = NULL;
     int admin_fd = -1;
@@ -156,10 +158,9 @@ static void reload(struct daemon *d)
         }
         size_t nerr = dg.n + dg.dropped;
         if (dg.dropped) log_error("%s: %zu more errors not shown", d->path, dg.dropped);
-        char first[512] = "";
         if (dg.n) diag_format(&dg, 0, first, sizeof(first));
-        snprintf(err, sizeof(err), "%zu error%s in the new configuration%s%s", nerr,
-                 nerr == 1 ? "" : "s", dg.n ? "; the first: " : "", first);
+        snprintf(err, sizeof(err), "%zu error%s in the new configuration", nerr,
+                 nerr == 1 ? "" : "s");
     } else if (!(set = server_prepare(d->srv, cfg, err, sizeof(err)))) {
         log_error("%s", err);
     } else if (!admin_prepare(d->admin, cfg, &admin_fd, err, sizeof(err))) {
@@ -186,7 +187,8 @@ static void reload(struct daemon *d)
         d->view.reloads_failed++;
         d->view.last_reload_ok = false;
         log_error("reload failed (%s); still serving the previous configuration", err);
-        event_emit(EVENT_RELOAD, NULL, NULL, NULL, "failed", err);
+        snprintf(why, sizeof(why), "%s%s%s", err, first[0] ? "; the first: " : "", first);
+        event_emit(EVENT_RELOAD, NULL, NULL, NULL, "failed", why);
         sdnotify_ready();
         return;
     }
@@ -208,11 +210,11 @@ static void reload(struct daemon *d)
     malloc_trim(0); /* what the last reloads freed goes back to the system */
 #endif
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    snprintf(err, sizeof(err), "reloaded %s: %zu pool%s, %zu listener%s (%.1f ms)", d->path,
+    snprintf(why, sizeof(why), "reloaded %s: %zu pool%s, %zu listener%s (%.1f ms)", d->path,
              cfg->npools, cfg->npools == 1 ? "" : "s", cfg->nlisten, cfg->nlisten == 1 ? "" : "s",
              (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
-    log_info("%s", err);
-    event_emit(EVENT_RELOAD, NULL, NULL, NULL, "ok", err);
+    log_info("%s", why);
+    event_emit(EVENT_RELOAD, NULL, NULL, NULL, "ok", why);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -249,7 +251,9 @@ int main(int argc, char **argv)
     bool test_only = false;
     const char *at = NULL;
     int64_t at_ms = 0;
+    const char *replace = NULL;
     static const struct option longopts[] = {{"at", required_argument, NULL, 'A'},
+                                             {"replace", required_argument, NULL, 'R'},
                                              {NULL, 0, NULL, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "c:tl:Vh", longopts, NULL)) != -1) {
@@ -261,6 +265,13 @@ int main(int argc, char **argv)
                         "detourd: --at: '%s' is not an RFC 3339 time (like "
                         "2026-11-28T04:00:00Z)\n",
                         at);
+                return EXIT_USAGE;
+            }
+            break;
+        case 'R':
+            replace = optarg;
+            if (!strchr(replace, '=') || replace[0] == '=' || !strchr(replace, '=')[1]) {
+                fprintf(stderr, "detourd: --replace: '%s' is not FILE=NEW\n", replace);
                 return EXIT_USAGE;
             }
             break;
@@ -288,6 +299,20 @@ int main(int argc, char **argv)
         fprintf(stderr, "detourd: --at needs -t (it plans; it does not run the daemon)\n");
         usage(stderr);
         return EXIT_USAGE;
+    }
+    if (replace && !test_only) {
+        fprintf(stderr, "detourd: --replace needs -t (it checks; it does not run the daemon)\n");
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (replace) {
+        char *live = strndup(replace, (size_t)(strchr(replace, '=') - replace));
+        bool ok = live && config_replace_include(live, strchr(replace, '=') + 1);
+        free(live);
+        if (!ok) {
+            fprintf(stderr, "detourd: out of memory\n");
+            return EXIT_CONFIG;
+        }
     }
 
     struct diag dg;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "counters.h"
+#include "events.h"
 #include "health.h"
 #include "server.h"
 #include "tls.h"
@@ -129,6 +130,29 @@ static void render_removed(void *arg, const char *pool, const char *region, unsi
     render_total(arg, pool, region, code, n);
 }
 
+/* Events by configured sink: delivered, failed, dropped; and the queue. */
+static void render_events(struct evbuffer *out)
+{
+    const struct event_sink *first = events_sinks(events_default());
+    head(out, "detourd_events_total", "counter",
+         "Events by sink and result: delivered, failed (after its tries), dropped (a full "
+         "queue's oldest, or queued when the sink was removed).");
+    for (const struct event_sink *s = first; s; s = s->next) {
+        if (!s->name) continue;
+        evbuffer_add_printf(out,
+                            "detourd_events_total{sink=\"%s\",result=\"delivered\"} %llu\n"
+                            "detourd_events_total{sink=\"%s\",result=\"failed\"} %llu\n"
+                            "detourd_events_total{sink=\"%s\",result=\"dropped\"} %llu\n",
+                            s->name, (unsigned long long)s->delivered, s->name,
+                            (unsigned long long)s->failed, s->name, (unsigned long long)s->dropped);
+    }
+    head(out, "detourd_events_queued", "gauge",
+         "Events waiting in a sink's queue (the one in progress included).");
+    for (const struct event_sink *s = first; s; s = s->next)
+        if (s->name)
+            evbuffer_add_printf(out, "detourd_events_queued{sink=\"%s\"} %zu\n", s->name, s->q.len);
+}
+
 void metrics_render(struct evbuffer *out, const struct daemon_view *v)
 {
     const struct config *c = server_config(v->srv);
@@ -193,6 +217,7 @@ void metrics_render(struct evbuffer *out, const struct daemon_view *v)
     head(out, "detourd_connections_active", "gauge", "Open client connections.");
     evbuffer_add_printf(out, "detourd_connections_active %u\n", server_connections(v->srv));
     render_tls(out, server_config(v->srv));
+    render_events(out);
     head(out, "detourd_config_reloads_total", "counter", "Configuration reloads, by result.");
     evbuffer_add_printf(out,
                         "detourd_config_reloads_total{result=\"success\"} %llu\n"

@@ -125,5 +125,34 @@ $bad:6:1: 'log' is not allowed in an included file (it holds only 'pools' and 'm
 }
 t "an error in a drop-in: -t reports it at its own FILE:LINE:COL, a reload with it is rejected" t_error_in_dropin
 
+t_replace() {
+    # a candidate for a drop-in that does not exist yet, then for one that does
+    local live=$DIR/conf.d/50-etcd.yaml cand=$DIR/conf.d/.50-etcd.yaml.new
+    cat >"$cand" <<EOF
+maintenance:
+  - {name: w, from: "2000-01-01T00:00:00Z", until: "2100-01-01T00:00:00Z", regions: ["web/nope"]}
+EOF
+    RUN_OUT=$TEST_TMP/r.out RUN_ERR=$TEST_TMP/r.err run_detourd -t -c "$CONF" --replace "$live=$cand"
+    expect_eq "-t of a bad candidate" "$LAST_RC" 1 || return 1
+    grep -qF "$cand:2:" "$TEST_TMP/r.err" || why "error not at the candidate's line: $(cat "$TEST_TMP/r.err")" || return 1
+    RUN_OUT=$TEST_TMP/r.out RUN_ERR=$TEST_TMP/r.err run_detourd -t -c "$CONF"
+    expect_eq "-t without the candidate" "$LAST_RC" 0 || return 1
+    sed -i 's|web/nope|web/us|' "$cand"
+    RUN_OUT=$TEST_TMP/r.out RUN_ERR=$TEST_TMP/r.err run_detourd -t -c "$CONF" --replace "$live=$cand" \
+        --at 2026-01-01T00:00:00Z
+    expect_eq "-t of a good candidate" "$LAST_RC" 0 || return 1
+    grep -q "maintenance w: active" "$TEST_TMP/r.out" || why "the candidate was not read: $(cat "$TEST_TMP/r.out")" || return 1
+    # the live file exists (bad): the candidate is read in its place, not both
+    sed 's|web/us|web/nope|' "$cand" >"$live"
+    RUN_OUT=$TEST_TMP/r.out RUN_ERR=$TEST_TMP/r.err run_detourd -t -c "$CONF" --replace "$DIR/conf.d/../conf.d/50-etcd.yaml=$cand"
+    expect_eq "-t with the live file replaced" "$LAST_RC" 0 || return 1
+    RUN_OUT=$TEST_TMP/r.out RUN_ERR=$TEST_TMP/r.err run_detourd -t -c "$CONF"
+    expect_eq "-t of the live file" "$LAST_RC" 1 || return 1
+    rm -f "$live" "$cand"
+    RUN_OUT=$TEST_TMP/r.out RUN_ERR=$TEST_TMP/r.err run_detourd --replace "$live=$cand"
+    expect_eq "--replace without -t" "$LAST_RC" 2
+}
+t "-t --replace FILE=NEW checks a drop-in's candidate in its place (existing or not)" t_replace
+
 t_no_sanitizer_reports
 done_testing
