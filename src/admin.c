@@ -3,6 +3,7 @@
 #include "admin.h"
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -13,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "events.h"
 #include "health.h"
 #include "schedule.h"
 #include "html.h"
@@ -30,11 +32,27 @@ extern const size_t admin_page_len;
 #define ADMIN_TIMEOUT_S 10
 #define ADMIN_MAX_BODY  4096
 
+/* GET /events: each subscriber's unsent output is bounded (a client that
+ * does not read is dropped), so is their number; a comment line every
+ * SSE_KEEPALIVE_S keeps proxies and clients aware of a live stream. */
+#define SSE_MAX_SUBSCRIBERS 64
+#define SSE_MAX_BUFFERED    (256 * 1024)
+#define SSE_KEEPALIVE_S     15
+#define SSE_RETRY_MS        2000
+#define SSE_QUEUE           16 /* wake drains it at once; a bound all the same */
+
+struct sse_sub;
+
 struct admin {
     struct evhttp *http;
     struct evhttp_bound_socket *bound;
     struct listen_addr addr;
     struct daemon_view *v;
+    struct event_base *base;
+    struct sse_sub *subs; /* GET /events streams */
+    unsigned nsubs;
+    struct event *keepalive; /* every SSE_KEEPALIVE_S while there are streams */
+    struct event *reap;      /* closes the streams marked `dead` (deferred from wake) */
 };
 
 /* ---- JSON ---- */
@@ -856,7 +874,7 @@ static void page_footer(struct page *pg)
 {
     char t[64];
     iso(t, sizeof(t), pg->now);
-    evbuffer_add_printf(pg->o, "As of %s. Refreshes every 2 s while scripts run.", t);
+    evbuffer_add_printf(pg->o, "As of %s. Live while scripts run: changes show at once.", t);
 }
 
 /* Serves admin_page with its marks (an HTML comment "<!--@NAME-->")
@@ -889,14 +907,18 @@ void admin_page_html(struct evbuffer *o, const struct daemon_view *v)
 
 /* ---- HTTP ---- */
 
-static bool allowed(struct evhttp_request *req, const struct config *c)
+static bool allowed_addr(const struct sockaddr *sa, const struct config *c)
 {
-    struct evhttp_connection *con = evhttp_request_get_connection(req);
-    const struct sockaddr *sa = con ? evhttp_connection_get_addr(con) : NULL;
     if (!sa) return false;
     for (size_t i = 0; i < c->nadmin_allow; i++)
         if (cidr_match(&c->admin_allow[i], sa)) return true;
     return false;
+}
+
+static bool allowed(struct evhttp_request *req, const struct config *c)
+{
+    struct evhttp_connection *con = evhttp_request_get_connection(req);
+    return allowed_addr(con ? evhttp_connection_get_addr(con) : NULL, c);
 }
 
 static void reply(struct evhttp_request *req, int code, const char *reason, const char *type,
@@ -907,6 +929,208 @@ static void reply(struct evhttp_request *req, int code, const char *reason, cons
     evhttp_add_header(h, "Cache-Control", "no-store");
     evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
     evhttp_send_reply(req, code, reason, body);
+}
+
+/* ---- GET /events: Server-Sent Events ---- */
+
+/* One stream. Its sink gets every event the hub emits; wake writes it out
+ * at once. */
+struct sse_sub {
+    struct event_sink sink; /* name NULL: not in the metrics */
+    struct admin *a;
+    struct events *hub;
+    struct evhttp_request *req;
+    struct evhttp_connection *con;
+    struct evbuffer *chunk; /* what the next chunk carries */
+    bool dead;              /* left too much unread: a->reap closes it */
+    char peer[64];
+    struct sse_sub *next;
+};
+
+/* What the client has not taken yet (the socket buffers aside). */
+static size_t sse_pending(const struct sse_sub *s)
+{
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(s->con);
+    return bev ? evbuffer_get_length(bufferevent_get_output(bev)) : 0;
+}
+
+/* id:, event: and data: (the event's JSON, one line) */
+static void sse_format(void *arg, struct event_rec *ev)
+{
+    struct evbuffer *b = arg;
+    evbuffer_add_printf(b, "id: %s\nevent: %s\ndata: ", ev->id, event_kind_name(ev->kind));
+    evbuffer_add(b, ev->json, ev->json_len);
+    evbuffer_add(b, LIT("\n\n"));
+}
+
+/* Sends s->chunk. A client that leaves more than SSE_MAX_BUFFERED unread
+ * is marked for closing, not closed: wake runs inside the hub's walk of its
+ * sinks, which must not change under it. */
+static void sse_flush(struct sse_sub *s)
+{
+    if (evbuffer_get_length(s->chunk)) evhttp_send_reply_chunk(s->req, s->chunk);
+    if (!s->dead && sse_pending(s) > SSE_MAX_BUFFERED) {
+        s->dead = true;
+        event_active(s->a->reap, 0, 0);
+    }
+}
+
+static void sse_wake(void *arg)
+{
+    struct sse_sub *s = arg;
+    struct event_rec *ev;
+    while ((ev = evq_pop(&s->sink.q))) {
+        if (!s->dead) sse_format(s->chunk, ev);
+        event_unref(ev);
+    }
+    if (!s->dead) sse_flush(s);
+}
+
+/* Takes s off the hub and the admin's list and frees it; its request and
+ * connection are the caller's to end. */
+static void sse_unlink(struct sse_sub *s)
+{
+    struct admin *a = s->a;
+    events_sink_remove(s->hub, &s->sink);
+    evq_free(&s->sink.q);
+    for (struct sse_sub **pp = &a->subs; *pp; pp = &(*pp)->next)
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    if (--a->nsubs == 0) event_del(a->keepalive);
+    evhttp_connection_set_closecb(s->con, NULL, NULL);
+    evbuffer_free(s->chunk);
+    free(s);
+}
+
+/* Ends s's stream: now (the connection closed at once), or with the last
+ * chunk (the connection closes once it is written: Connection: close). */
+static void sse_end(struct sse_sub *s, bool now)
+{
+    struct evhttp_request *req = s->req;
+    struct evhttp_connection *con = s->con;
+    sse_unlink(s);
+    if (now)
+        evhttp_connection_free(con); /* and its request */
+    else
+        evhttp_send_reply_end(req);
+}
+
+/* libevent closes the connection: the client went away, or a write failed
+ * or made no progress for ADMIN_TIMEOUT_S. */
+static void sse_closed(struct evhttp_connection *con, void *arg)
+{
+    struct sse_sub *s = arg;
+    struct evhttp_request *req = s->req;
+    (void)con;
+    log_debug("events: %s disconnected", s->peer);
+    sse_unlink(s);
+    /* libevent leaves a request its connection dropped mid-reply to its
+     * owner; ending it frees it. One still attached goes with the
+     * connection. */
+    if (!evhttp_request_get_connection(req)) evhttp_send_reply_end(req);
+}
+
+static void sse_reap(evutil_socket_t fd, short what, void *arg)
+{
+    struct admin *a = arg;
+    (void)fd, (void)what;
+    for (struct sse_sub *s = a->subs, *next; s; s = next) {
+        next = s->next;
+        if (!s->dead) continue;
+        log_warn("events: closing the stream to %s: %zu bytes unread (the client does not read)",
+                 s->peer, sse_pending(s));
+        sse_end(s, true);
+    }
+}
+
+static void sse_keepalive(evutil_socket_t fd, short what, void *arg)
+{
+    struct admin *a = arg;
+    (void)fd, (void)what;
+    for (struct sse_sub *s = a->subs; s; s = s->next) {
+        if (s->dead) continue;
+        evbuffer_add(s->chunk, LIT(": keep-alive\n\n"));
+        sse_flush(s);
+    }
+}
+
+/* Ends the streams of clients cfg's admin.allow no longer admits (cfg
+ * NULL: every stream). */
+static void sse_end_streams(struct admin *a, const struct config *cfg, const char *why)
+{
+    for (struct sse_sub *s = a->subs, *next; s; s = next) {
+        next = s->next;
+        if (cfg && allowed_addr(evhttp_connection_get_addr(s->con), cfg)) continue;
+        log_info("events: ending the stream to %s (%s)", s->peer, why);
+        sse_end(s, s->dead);
+    }
+}
+
+static void sse_subscribe(struct admin *a, struct evhttp_request *req, struct evbuffer *body)
+{
+    struct events *hub = events_default();
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    if (!hub || a->nsubs >= SSE_MAX_SUBSCRIBERS) {
+        evhttp_add_header(h, "Retry-After", "15");
+        if (hub)
+            evbuffer_add_printf(body,
+                                "too many event streams (at most %d at a time); try again "
+                                "later\n",
+                                SSE_MAX_SUBSCRIBERS);
+        else
+            evbuffer_add_printf(body, "events are not available\n");
+        reply(req, 503, "Service Unavailable", "text/plain; charset=utf-8", body);
+        return;
+    }
+    struct sse_sub *s = calloc(1, sizeof(*s));
+    if (!s || !(s->chunk = evbuffer_new()) || !evq_init(&s->sink.q, SSE_QUEUE)) {
+        if (s && s->chunk) evbuffer_free(s->chunk);
+        free(s);
+        evhttp_send_error(req, 500, "out of memory");
+        return;
+    }
+    s->sink.wake = sse_wake;
+    s->sink.arg = s;
+    s->a = a;
+    s->hub = hub;
+    s->req = req;
+    s->con = evhttp_request_get_connection(req);
+    char *host = NULL;
+    ev_uint16_t port = 0;
+    evhttp_connection_get_peer(s->con, &host, &port);
+    if (host && strchr(host, ':'))
+        snprintf(s->peer, sizeof(s->peer), "[%s]:%u", host, port);
+    else
+        snprintf(s->peer, sizeof(s->peer), "%s:%u", host ? host : "?", port);
+    /* the ring after the event the client saw last, when it is one of
+     * ours; the whole ring otherwise */
+    uint64_t after = 0;
+    const char *last = evhttp_find_header(evhttp_request_get_input_headers(req), "Last-Event-ID");
+    if (!last || !events_parse_id(hub, last, &after)) after = 0;
+    evhttp_add_header(h, "Content-Type", "text/event-stream");
+    evhttp_add_header(h, "Cache-Control", "no-store");
+    evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
+    evhttp_add_header(h, "X-Accel-Buffering", "no"); /* a proxy passes each event on */
+    evhttp_add_header(h, "Connection", "close");     /* the stream ends with the connection */
+    evhttp_send_reply_start(req, 200, "OK");
+    evbuffer_add_printf(s->chunk, "retry: %d\n\n", SSE_RETRY_MS);
+    events_replay(hub, after, sse_format, s->chunk);
+    s->next = a->subs;
+    a->subs = s;
+    if (a->nsubs++ == 0) {
+        struct timeval tv = {SSE_KEEPALIVE_S, 0};
+        event_add(a->keepalive, &tv);
+    }
+    events_sink_add(hub, &s->sink);
+    evhttp_connection_set_closecb(s->con, sse_closed, s);
+    /* the client sends nothing more: no read timeout; a write that makes
+     * no progress still times out */
+    struct timeval wt = {ADMIN_TIMEOUT_S, 0};
+    bufferevent_set_timeouts(evhttp_connection_get_bufferevent(s->con), NULL, &wt);
+    log_info("events: %s subscribed (%u stream%s)", s->peer, a->nsubs, a->nsubs == 1 ? "" : "s");
+    sse_flush(s);
 }
 
 static void on_request(struct evhttp_request *req, void *arg)
@@ -946,11 +1170,16 @@ static void on_request(struct evhttp_request *req, void *arg)
     } else if (strcmp(path, "/metrics") == 0) {
         metrics_render(body, v);
         reply(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", body);
+    } else if (strcmp(path, "/events") == 0) {
+        if (m == EVHTTP_REQ_GET)
+            sse_subscribe(a, req, body);
+        else /* HEAD: the stream's headers, no stream */
+            reply(req, 200, "OK", "text/event-stream", body);
     } else if (strcmp(path, "/") == 0 || strcmp(path, "/index.html") == 0) {
         admin_page_html(body, v);
         reply(req, 200, "OK", "text/html; charset=utf-8", body);
     } else {
-        evbuffer_add_printf(body, "not found; try /, /status, /metrics or /healthz\n");
+        evbuffer_add_printf(body, "not found; try /, /status, /events, /metrics or /healthz\n");
         reply(req, 404, "Not Found", "text/plain; charset=utf-8", body);
     }
     evbuffer_free(body);
@@ -1004,6 +1233,14 @@ struct admin *admin_start(struct event_base *base, struct daemon_view *v, const 
                                             EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
                                             EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
     evhttp_set_gencb(a->http, on_request, a);
+    a->base = base;
+    a->keepalive = event_new(base, -1, EV_PERSIST, sse_keepalive, a);
+    a->reap = event_new(base, -1, 0, sse_reap, a);
+    if (!a->keepalive || !a->reap) {
+        admin_stop(a);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
     if (cfg->admin) {
         int fd = open_admin(&cfg->admin_listen, err, errlen);
         if (fd < 0 || !attach(a, &cfg->admin_listen, fd, err, errlen)) {
@@ -1025,6 +1262,10 @@ bool admin_prepare(struct admin *a, const struct config *cfg, int *fd, char *err
 void admin_commit(struct admin *a, const struct config *cfg, int fd)
 {
     char err[200];
+    if (!cfg->admin || fd >= 0)
+        sse_end_streams(a, NULL, cfg->admin ? "admin.listen moved" : "admin listener closed");
+    else
+        sse_end_streams(a, cfg, "no longer in admin.allow");
     if (!cfg->admin) {
         if (a->bound) {
             log_info("closing admin listener %s", a->addr.text);
@@ -1039,6 +1280,18 @@ void admin_commit(struct admin *a, const struct config *cfg, int fd)
 void admin_stop(struct admin *a)
 {
     if (!a) return;
+    /* each stream ends with its last chunk if the socket takes it now;
+     * evhttp_free closes the connections and frees their requests */
+    while (a->subs) {
+        struct sse_sub *s = a->subs;
+        struct evhttp_request *req = s->req;
+        struct bufferevent *bev = evhttp_connection_get_bufferevent(s->con);
+        sse_unlink(s);
+        evhttp_send_reply_end(req);
+        if (bev) evbuffer_write(bufferevent_get_output(bev), bufferevent_getfd(bev));
+    }
     if (a->http) evhttp_free(a->http);
+    if (a->keepalive) event_free(a->keepalive);
+    if (a->reap) event_free(a->reap);
     free(a);
 }
