@@ -223,15 +223,19 @@ t_why_page() {
 }
 t "the status page shows each pool's why above its table, as served (no script)" t_why_page
 
-# chrome ARGS...: headless Chromium, bounded, loopback only (every other
-# host goes to a dead proxy)
-chrome() {
-    timeout -k 5 60 "$CHROMIUM" --headless --no-sandbox --disable-gpu --disable-dev-shm-usage \
+# page CDP_OPTIONS... URL: headless Chromium driven in real time through
+# the DevTools protocol (cdp.py), bounded, loopback only (every other host
+# goes to a dead proxy). Not --dump-dom with a virtual time budget: the
+# page's open /events stream never lets that end.
+page() {
+    local url=${*: -1}
+    timeout -k 5 120 "$PYTHON" "$IT_DIR/cdp.py" "${@:1:$#-1}" \
+        "$CHROMIUM" --headless --no-sandbox --disable-gpu --disable-dev-shm-usage \
         --no-first-run --no-default-browser-check --disable-background-networking \
         --disable-component-update --disable-sync --disable-quic --disable-extensions \
         --disable-default-apps --disable-domain-reliability --metrics-recording-only \
         --proxy-server=http://127.0.0.1:9 --hide-scrollbars \
-        --user-data-dir="$TEST_TMP/chrome" --virtual-time-budget=8000 "$@" 2>>"$TEST_TMP/chrome.log"
+        --user-data-dir="$TEST_TMP/chrome" -- "$url" 2>>"$TEST_TMP/chrome.log"
 }
 
 T_SCRIPT="the page's script shows each pool's why from /status (Chromium)"
@@ -241,7 +245,8 @@ if [ -z "$CHROMIUM" ]; then
 else
     t_why_script() {
         local f=$TEST_TMP/dom.html
-        chrome --dump-dom "http://127.0.0.1:$ADM/" >"$f" ||
+        page --stage 'document.body.dataset.ready === "1"' "$TEST_TMP/dom.ready" --dom "$f" \
+            "http://127.0.0.1:$ADM/" ||
             why "chromium failed ($?): $(tail -5 "$TEST_TMP/chrome.log")" || return 1
         grep -q 'data-ready="1"' "$f" || why "the script did not render the page" || return 1
         page_ok "$f"
