@@ -1552,6 +1552,7 @@ static int glob_error(const char *path, int err)
  * name order), parsed into x->inc. */
 /* config_replace_include(): the included file checked as another one. */
 static char *replace_live, *replace_new;
+static bool replace_seen; /* an include pattern named replace_live */
 
 /* path, with its directory resolved (the file itself need not exist). */
 static char *canonical(const char *path)
@@ -1572,8 +1573,14 @@ static char *canonical(const char *path)
     return out;
 }
 
+bool config_replace_seen(void)
+{
+    return replace_seen;
+}
+
 bool config_replace_include(const char *live, const char *candidate)
 {
+    replace_seen = false;
     free(replace_live);
     free(replace_new);
     replace_live = live ? canonical(live) : NULL;
@@ -1602,10 +1609,18 @@ static char **include_list(const glob_t *g, const char *pat, size_t *n)
         seen = seen || is_live;
         v[(*n)++] = is_live ? replace_live : g->gl_pathv[k];
     }
-    if (replace_live && !seen && fnmatch(pat, replace_live, FNM_PATHNAME | FNM_PERIOD) == 0) {
-        v[(*n)++] = replace_live;
-        qsort(v, *n, sizeof(*v), path_cmp);
+    if (replace_live && !seen) {
+        /* the pattern's directory resolved like the name's (a relative -c,
+         * "./", a symlinked directory) */
+        char *cp = canonical(pat);
+        if (cp && fnmatch(cp, replace_live, FNM_PATHNAME | FNM_PERIOD) == 0) {
+            v[(*n)++] = replace_live;
+            qsort(v, *n, sizeof(*v), path_cmp);
+            seen = true;
+        }
+        free(cp);
     }
+    replace_seen = replace_seen || seen;
     return v;
 }
 

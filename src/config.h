@@ -237,6 +237,8 @@ void config_unref(struct config *c);
  * drop-in before it is renamed into place. NULL live: no replacement.
  * False on OOM. */
 bool config_replace_include(const char *live, const char *candidate);
+/* True once a load matched config_replace_include()'s file to a pattern. */
+bool config_replace_seen(void);
 
 /* Helpers shared with tests. Return false on a malformed value. */
 bool config_parse_duration(const char *s, uint64_t *ms);

@@ -60,6 +60,20 @@ static bool dup_field(char **out, const char *s)
     return !s || (*out = strdup(s)) != NULL;
 }
 
+/* A copy of reason, cut to EVENT_REASON_MAX bytes (with U+2026 last) at a
+ * UTF-8 character boundary. */
+static bool cut_reason(char **out, const char *reason)
+{
+    size_t n = reason ? strlen(reason) : 0;
+    if (n <= EVENT_REASON_MAX) return dup_field(out, reason);
+    size_t keep = EVENT_REASON_MAX - 3;
+    while (keep && ((unsigned char)reason[keep] & 0xc0) == 0x80) keep--;
+    if (!(*out = malloc(keep + 4))) return false;
+    memcpy(*out, reason, keep);
+    memcpy(*out + keep, "\xe2\x80\xa6", 4);
+    return true;
+}
+
 /* Appends ,"name":"escaped" to buf at *o (sized by the caller). */
 static void put_field(char *buf, size_t *o, const char *name, const char *s)
 {
@@ -94,10 +108,12 @@ struct event_rec *event_make(enum event_kind kind, uint64_t seq, const char *boo
     snprintf(ev->id, sizeof(ev->id), "%s-%" PRIu64, boot_id, seq);
     format_time(time_ms, ev->time, sizeof(ev->time));
     if (!dup_field(&ev->pool, pool) || !dup_field(&ev->region, region) ||
-        !dup_field(&ev->from, from) || !dup_field(&ev->to, to) || !dup_field(&ev->reason, reason)) {
+        !dup_field(&ev->from, from) || !dup_field(&ev->to, to) ||
+        !cut_reason(&ev->reason, reason)) {
         event_unref(ev);
         return NULL;
     }
+    reason = ev->reason;
     const char *const f[] = {pool, region, from, to, reason, instance};
     size_t need = 128 + sizeof(ev->id) + sizeof(ev->time);
     for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)

@@ -15,6 +15,7 @@
 
 #define EVENTS_RING      100  /* replayed to a new /events subscriber */
 #define EVENTS_QUEUE_MAX 1000 /* per sink; beyond it the oldest are dropped */
+#define EVENT_REASON_MAX 1024 /* bytes of a reason; a longer one is cut, with "..." */
 
 enum event_kind { EVENT_REGION_STATE, EVENT_OVERRIDE, EVENT_ALL_DOWN, EVENT_RELOAD };
 
@@ -37,7 +38,9 @@ struct event_rec {
 struct event_rec *event_ref(struct event_rec *ev);
 void event_unref(struct event_rec *ev);
 
-/* Builds an event (pure: for tests and event_emit); NULL on OOM. */
+/* Builds an event (pure: for tests and event_emit); NULL on OOM. A reason
+ * over EVENT_REASON_MAX bytes is cut at a character boundary and ends in
+ * U+2026, so one event stays small in every queue and stream. */
 struct event_rec *event_make(enum event_kind kind, uint64_t seq, const char *boot_id,
                              int64_t time_ms, const char *instance, const char *pool,
                              const char *region, const char *from, const char *to,

@@ -98,6 +98,13 @@ uint64_t health_jitter(uint64_t ms, unsigned pct, double rnd)
 
 /* ---- the live part ---- */
 
+/* An all-down event held back during a reload. */
+struct pending_all_down {
+    char *pool;
+    const char *was, *is; /* static strings */
+    char why[256];
+};
+
 struct health_ctl {
     struct event_base *base;
     struct evdns_base *dns;
@@ -110,6 +117,9 @@ struct health_ctl {
     void (*on_change)(void *);
     void *on_change_arg;
     bool started; /* health_start() returned: all-down changes are events */
+    bool defer;   /* a reload is publishing: all-down events wait (health_flush_events) */
+    struct pending_all_down *pending;
+    size_t npending;
 };
 
 bool health_region_up(const struct region *r)
@@ -151,8 +161,8 @@ static const char *all_down_phase(const struct pool *p, const struct choice *ch)
 /* An all_down event when p entered or left its all-down policy between
  * two choices (before: the choice of bp, p itself or the pool p replaces
  * on a reload). */
-static void note_all_down(const struct pool *p, const struct pool *bp, const struct choice *before,
-                          const struct choice *now)
+static void note_all_down(struct health_ctl *hc, const struct pool *p, const struct pool *bp,
+                          const struct choice *before, const struct choice *now)
 {
     const char *was = before ? all_down_phase(bp, before) : NULL;
     const char *is = all_down_phase(p, now);
@@ -169,7 +179,35 @@ static void note_all_down(const struct pool *p, const struct pool *bp, const str
         snprintf(why, sizeof(why), "traffic goes to %s again", pick);
     }
     log_info("pool %s: all-down %s (%s)", p->name, is ? "entered" : "left", why);
+    if (hc->defer) {
+        /* a reload: after the override events that explain it */
+        struct pending_all_down *n = realloc(hc->pending, (hc->npending + 1) * sizeof(*n));
+        if (n) {
+            hc->pending = n;
+            n += hc->npending;
+            if ((n->pool = strdup(p->name))) {
+                n->was = was ? was : "serving";
+                n->is = is ? is : "serving";
+                snprintf(n->why, sizeof(n->why), "%s", why);
+                hc->npending++;
+                return;
+            }
+        }
+    }
     event_emit(EVENT_ALL_DOWN, p->name, NULL, was ? was : "serving", is ? is : "serving", why);
+}
+
+void health_flush_events(struct health_ctl *hc)
+{
+    hc->defer = false;
+    for (size_t i = 0; i < hc->npending; i++) {
+        struct pending_all_down *n = &hc->pending[i];
+        event_emit(EVENT_ALL_DOWN, n->pool, NULL, n->was, n->is, n->why);
+        free(n->pool);
+    }
+    free(hc->pending);
+    hc->pending = NULL;
+    hc->npending = 0;
 }
 
 /* Publishes p's choice for its up-set now (prev: as in select_publish) and
@@ -185,9 +223,9 @@ static void publish(struct health_ctl *hc, struct pool *p, const struct pool *pr
     const struct choice *ch = atomic_load_explicit(&p->sel->cur, memory_order_acquire);
     if (hc && hc->started) {
         if (prev && prev != p)
-            note_all_down(p, prev, before, ch);
+            note_all_down(hc, p, prev, before, ch);
         else
-            note_all_down(p, p, old, ch);
+            note_all_down(hc, p, p, old, ch);
     }
     if ((!prev || prev == p) && ch->leader >= 0 && old->leader >= 0 && ch->leader != old->leader)
         log_info("pool %s: latency leader %s -> %s (%.1f ms vs %.1f ms)", p->name,
@@ -515,6 +553,7 @@ bool health_reload(struct health_ctl *hc, struct config *cfg)
     hc->all = hs;
     hc->n = n;
     hc->cfg = config_ref(cfg);
+    hc->defer = true; /* until health_flush_events(), after the reload's override events */
     for (size_t i = 0; i < cfg->npools; i++) publish(hc, &cfg->pools[i], prev[i]);
     free(prev);
     config_unref(old_cfg);
@@ -536,6 +575,8 @@ void health_republish(struct health_ctl *hc, struct pool *p)
 void health_stop(struct health_ctl *hc)
 {
     if (!hc) return;
+    for (size_t i = 0; i < hc->npending; i++) free(hc->pending[i].pool);
+    free(hc->pending);
     if (hc->all) health_detach(hc->all, hc->n);
     free(hc->all);
     probe_env_free(hc->penv);

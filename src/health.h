@@ -103,6 +103,9 @@ struct health_ctl *health_start(struct event_base *base, struct config *cfg,
  * its weighted cycle where it was. False on OOM (then nothing changed). */
 bool health_reload(struct health_ctl *h, struct config *cfg);
 void health_stop(struct health_ctl *h);
+/* Emits the all-down events health_reload() held back, so that they follow
+ * the override events of the same reload (maint_reload). */
+void health_flush_events(struct health_ctl *h);
 /* fn(arg) runs on the main thread after any region's health changed
  * (statefile.c); NULL: nothing runs. */
 void health_on_change(struct health_ctl *h, void (*fn)(void *), void *arg);

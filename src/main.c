@@ -198,6 +198,7 @@ static void reload(struct daemon *d)
     apply_logging(d, cfg);
     warn_expiry(cfg);
     maint_reload(d->maint, cfg);
+    health_flush_events(d->health); /* all-down events after the overrides that caused them */
     statefile_reload(d->state, cfg);
     sink_exec_config(d->exec, &cfg->events);
     sink_webhook_config(d->webhook, &cfg->events);
@@ -324,6 +325,14 @@ int main(int argc, char **argv)
         return EXIT_CONFIG;
     }
     diag_free(&dg);
+    if (replace && !config_replace_seen()) {
+        char *live = strndup(replace, (size_t)(strchr(replace, '=') - replace));
+        fprintf(stderr, "%s: --replace: no include pattern of the configuration matches %s\n",
+                d.path, live ? live : replace);
+        free(live);
+        config_unref(cfg);
+        return EXIT_CONFIG;
+    }
     if (test_only) {
         warn_expiry(cfg);
         maint_warn_expired(cfg, cfg->sched_now_ms);

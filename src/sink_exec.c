@@ -274,17 +274,21 @@ out:
 }
 
 /* Runs queued events until one is running (or none is left). */
+/* Starts the command for the oldest queued event. A command that cannot
+ * be started fails its event, and the next one is tried on the loop's next
+ * turn: a deleted binary with a full queue never holds the loop for a
+ * thousand spawns in one callback. */
 static void start_next(struct sink_exec *s)
 {
     struct event_rec *ev;
-    while (!s->pid && s->argv && (ev = evq_peek(&s->sink.q))) {
-        int err = spawn(s, ev);
-        if (!err) return;
-        log_warn("events exec: event %s (%s) failed: cannot run %s: %s", ev->id,
-                 event_kind_name(ev->kind), s->argv[0], strerror(err));
-        s->sink.failed++;
-        event_unref(evq_pop(&s->sink.q));
-    }
+    if (s->pid || !s->argv || !(ev = evq_peek(&s->sink.q))) return;
+    int err = spawn(s, ev);
+    if (!err) return;
+    log_warn("events exec: event %s (%s) failed: cannot run %s: %s", ev->id,
+             event_kind_name(ev->kind), s->argv[0], strerror(err));
+    s->sink.failed++;
+    event_unref(evq_pop(&s->sink.q));
+    if (evq_peek(&s->sink.q) && s->kick) event_active(s->kick, EV_TIMEOUT, 1);
 }
 
 static void on_kick(evutil_socket_t fd, short what, void *arg)

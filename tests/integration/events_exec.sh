@@ -183,6 +183,31 @@ t_override_event() {
 }
 t "an override event: pool, region, from, to and reason in the environment" t_override_event
 
+# kinds_since N: the kinds of the events logged after the first N, in order
+kinds_since() {
+    grep -F ' event {' "$LOG" | tail -n +$(($1 + 1)) | sed -e 's/.*"kind":"\([a-z_]*\)".*/\1/' | tr '\n' ' '
+}
+t_reload_order() {
+    local n
+    conf record # eu back to auto (the previous test drained it)
+    reload_daemon "$PID" "$LOG" || why "no reload outcome" || return 1
+    n=$(grep -cF ' event {' "$LOG")
+    conf record 5s 'state: drain, reason: "rack move"'
+    sed -i -e 's|{name: us, url: "http://us.test", priority: 2}|{name: us, url: "http://us.test", priority: 2, state: down, reason: "r2"}|' "$CONF"
+    reload_daemon "$PID" "$LOG" || why "no reload outcome" || return 1
+    expect_eq "a reload that takes the last regions: its events in cause order" "$(kinds_since "$n")" \
+        "override override all_down reload " || return 1
+    n=$(grep -cF ' event {' "$LOG")
+    conf record
+    reload_daemon "$PID" "$LOG" || why "no reload outcome" || return 1
+    expect_eq "and the one that gives them back" "$(kinds_since "$n")" "override override all_down reload " ||
+        return 1
+    # the command has run for all of them before the next test counts
+    wait_until 20 order_has "$(last_id reload)" || why "the command did not catch up"
+}
+t "a reload's events come in cause order: the overrides, then the all-down change, then the reload" t_reload_order
+
+
 t_in_order_one_at_a_time() {
     conf slow
     local ids=() id ran logged i

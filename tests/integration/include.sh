@@ -135,6 +135,20 @@ EOF
     RUN_OUT=$TEST_TMP/r.out RUN_ERR=$TEST_TMP/r.err run_detourd -t -c "$CONF" --replace "$live=$cand"
     expect_eq "-t of a bad candidate" "$LAST_RC" 1 || return 1
     grep -qF "$cand:2:" "$TEST_TMP/r.err" || why "error not at the candidate's line: $(cat "$TEST_TMP/r.err")" || return 1
+    # the same through a relative -c and a symlinked directory
+    local rc
+    ln -sfn "$DIR" "$TEST_TMP/etc-link"
+    (cd "$DIR" && "$DETOURD" -t -c ./detourd.yaml --replace "$live=$cand" >/dev/null 2>&1)
+    rc=$?
+    expect_eq "-t -c ./detourd.yaml of a bad candidate" "$rc" 1 || return 1
+    "$DETOURD" -t -c "$TEST_TMP/etc-link/detourd.yaml" --replace "$live=$cand" >/dev/null 2>&1
+    rc=$?
+    expect_eq "-t through a symlinked directory, of a bad candidate" "$rc" 1 || return 1
+    # a FILE no include pattern matches is an error, not a silent check of the live config
+    RUN_OUT=$TEST_TMP/r.out RUN_ERR=$TEST_TMP/r.err run_detourd -t -c "$CONF" --replace "$DIR/elsewhere.yaml=$cand"
+    expect_eq "-t --replace of an unmatched file" "$LAST_RC" 1 || return 1
+    grep -qF -- "--replace: no include pattern of the configuration matches $DIR/elsewhere.yaml" "$TEST_TMP/r.err" ||
+        why "no message for an unmatched file: $(cat "$TEST_TMP/r.err")" || return 1
     RUN_OUT=$TEST_TMP/r.out RUN_ERR=$TEST_TMP/r.err run_detourd -t -c "$CONF"
     expect_eq "-t without the candidate" "$LAST_RC" 0 || return 1
     sed -i 's|web/nope|web/us|' "$cand"

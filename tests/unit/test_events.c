@@ -44,6 +44,32 @@ START_TEST(test_format_absent_and_escaped)
 }
 END_TEST
 
+START_TEST(test_reason_cut)
+{
+    /* 1,500 two-byte characters: cut at a character boundary, ending in U+2026 */
+    char big[3001];
+    for (int i = 0; i < 1500; i++) memcpy(big + 2 * i, "\xc3\xa9", 2);
+    big[3000] = '\0';
+    struct event_rec *ev =
+        event_make(EVENT_RELOAD, 1, "ab", T0, "h", NULL, NULL, NULL, "failed", big);
+    ck_assert_ptr_nonnull(ev);
+    size_t n = strlen(ev->reason);
+    ck_assert_uint_le(n, EVENT_REASON_MAX);
+    ck_assert_uint_ge(n, EVENT_REASON_MAX - 4);
+    ck_assert_str_eq(ev->reason + n - 3, "\xe2\x80\xa6");
+    ck_assert_int_eq(memcmp(ev->reason, big, n - 3), 0);
+    ck_assert_uint_eq((n - 3) % 2, 0); /* no half character */
+    ck_assert_ptr_nonnull(strstr(ev->json, "\xe2\x80\xa6\",\"instance\""));
+    event_unref(ev);
+    /* exactly the limit: kept whole */
+    memset(big, 'x', EVENT_REASON_MAX);
+    big[EVENT_REASON_MAX] = '\0';
+    ev = event_make(EVENT_RELOAD, 1, "ab", T0, "h", NULL, NULL, NULL, "failed", big);
+    ck_assert_str_eq(ev->reason, big);
+    event_unref(ev);
+}
+END_TEST
+
 START_TEST(test_kind_names)
 {
     ck_assert_str_eq(event_kind_name(EVENT_REGION_STATE), "region_state");
@@ -349,6 +375,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_format_all_fields);
     tcase_add_test(tc, test_format_absent_and_escaped);
     tcase_add_test(tc, test_kind_names);
+    tcase_add_test(tc, test_reason_cut);
     tcase_add_test(tc, test_queue_fifo_and_drop_oldest);
     tcase_add_test(tc, test_queue_wraps);
     tcase_add_test(tc, test_hub_ring_sinks_ids);

@@ -95,16 +95,16 @@ START_TEST(test_env_long_value_cut_at_a_character)
     memcpy(reason + 32 * 1024 - 1, "\xc3\xa9", 2); /* an é across the 32 KiB mark */
     reason[big] = '\0';
     struct event_rec *ev =
-        event_make(EVENT_RELOAD, 1, "ab", T0, "edge-1", NULL, NULL, NULL, "failed", reason);
-    ck_assert_ptr_nonnull(ev);
+        event_make(EVENT_RELOAD, 1, "ab", T0, "edge-1", reason, NULL, NULL, "failed", "x");
+    ck_assert_ptr_nonnull(ev); /* a long pool name: reasons are cut at 1 KB by events.c */
     char **env = sink_exec_env(NULL, ev);
     ck_assert_ptr_nonnull(env);
     const char *v = NULL;
     for (size_t i = 0; env[i]; i++)
-        if (strncmp(env[i], "DETOURD_REASON=", 15) == 0) v = env[i] + 15;
+        if (strncmp(env[i], "DETOURD_POOL=", 13) == 0) v = env[i] + 13;
     ck_assert_ptr_nonnull(v);
     ck_assert_uint_eq(strlen(v), 32 * 1024 - 1); /* the é is left out whole */
-    ck_assert_str_eq(ev->reason, reason);        /* the JSON is whole */
+    ck_assert_str_eq(ev->pool, reason);          /* the JSON is whole */
     sink_exec_env_free(env);
     event_unref(ev);
     free(reason);
@@ -266,21 +266,18 @@ START_TEST(test_large_event_written_in_full)
     memset(reason, 'x', big);
     reason[big] = '\0';
     char want[32];
-    struct event_rec *ev = event_make(EVENT_RELOAD, 1, "0123456789abcdef", T0, "test", NULL, NULL,
-                                      NULL, "failed", reason); /* the hub's ids: 16 hex digits */
+    struct event_rec *ev = event_make(EVENT_RELOAD, 1, "0123456789abcdef", T0, "test", reason, NULL,
+                                      NULL, "failed", "x"); /* the hub's ids: 16 hex digits */
     ck_assert_ptr_nonnull(ev);
     snprintf(want, sizeof(want), "%zu", ev->json_len + 1);
     event_unref(ev);
-    char *argv[] = {"/bin/sh",
-                    "-c",
-                    "sleep 0.2; [ \"$(wc -c)\" -eq \"$1\" ] && [ ${#DETOURD_REASON} -eq 32768 ]",
-                    "sh",
-                    want,
-                    NULL};
+    char *argv[] = {
+        "/bin/sh", "-c", "sleep 0.2; [ \"$(wc -c)\" -eq \"$1\" ] && [ ${#DETOURD_POOL} -eq 32768 ]",
+        "sh",      want, NULL};
     struct rig r;
     rig_init(&r, argv, 5, 5000);
     ck_assert_ptr_nonnull(
-        events_emit_at(r.hub, T0, EVENT_RELOAD, NULL, NULL, NULL, "failed", reason));
+        events_emit_at(r.hub, T0, EVENT_RELOAD, reason, NULL, NULL, "failed", "x"));
     free(reason);
     run_until_done(&r, 1);
     ck_assert_uint_eq(sink(&r)->delivered, 1);
@@ -302,7 +299,7 @@ START_TEST(test_large_event_never_read)
     rig_init(&r, argv, 2, 300);
     int64_t t0 = mono_ms();
     ck_assert_ptr_nonnull(
-        events_emit_at(r.hub, T0, EVENT_RELOAD, NULL, NULL, NULL, "failed", reason));
+        events_emit_at(r.hub, T0, EVENT_RELOAD, reason, NULL, NULL, "failed", "x"));
     free(reason);
     emit(&r, 1);
     run_until_done(&r, 2);
