@@ -48,9 +48,10 @@ export DETOURD_WRAPPER="valgrind --error-exitcode=99 --leak-check=full \
 : >"$DETOURD_EXIT_LOG"
 
 status=0
-# the suites that exercise the request path, health checks and the
-# lifecycle (threads, reload) and TLS; VALGRIND_SUITES overrides the list
-for suite in ${VALGRIND_SUITES:-run.sh checks.sh lifecycle.sh tls.sh}; do
+# the suites that exercise the request path, health checks, the lifecycle
+# (threads, reload), TLS and the event sinks (child processes, the HTTPS
+# client, the SSE streams); VALGRIND_SUITES overrides the list
+for suite in ${VALGRIND_SUITES:-run.sh checks.sh lifecycle.sh tls.sh events_exec.sh events_webhook.sh events_sse.sh}; do
     "$HERE/integration/$suite" | tee "$VG_DIR/$suite.tap"
     rc=${PIPESTATUS[0]}
     if [ "$rc" -ne 0 ] || grep -q '^not ok' "$VG_DIR/$suite.tap"; then
