@@ -34,9 +34,12 @@ extern const size_t admin_page_len;
 
 /* GET /events: each subscriber's unsent output is bounded (a client that
  * does not read is dropped), so is their number; a comment line every
- * SSE_KEEPALIVE_S keeps proxies and clients aware of a live stream. */
+ * SSE_KEEPALIVE_S keeps proxies and clients aware of a live stream. A
+ * client has nothing to send after its request: what it sends ends its
+ * stream, and at most SSE_MAX_INPUT of it is read. */
 #define SSE_MAX_SUBSCRIBERS 64
 #define SSE_MAX_BUFFERED    (256 * 1024)
+#define SSE_MAX_INPUT       4096
 #define SSE_KEEPALIVE_S     15
 #define SSE_RETRY_MS        2000
 #define SSE_QUEUE           16 /* wake drains it at once; a bound all the same */
@@ -941,8 +944,10 @@ struct sse_sub {
     struct events *hub;
     struct evhttp_request *req;
     struct evhttp_connection *con;
-    struct evbuffer *chunk; /* what the next chunk carries */
-    bool dead;              /* left too much unread: a->reap closes it */
+    struct evbuffer *chunk;                       /* what the next chunk carries */
+    struct evbuffer *in, *out;                    /* the connection's */
+    struct evbuffer_cb_entry *in_cb;              /* sse_input */
+    enum { SSE_LIVE, SSE_UNREAD, SSE_SENT } dead; /* not LIVE: a->reap closes it */
     char peer[64];
     struct sse_sub *next;
 };
@@ -950,8 +955,23 @@ struct sse_sub {
 /* What the client has not taken yet (the socket buffers aside). */
 static size_t sse_pending(const struct sse_sub *s)
 {
-    struct bufferevent *bev = evhttp_connection_get_bufferevent(s->con);
-    return bev ? evbuffer_get_length(bufferevent_get_output(bev)) : 0;
+    return evbuffer_get_length(s->out);
+}
+
+/* Marks s for a->reap to close (why: SSE_UNREAD or SSE_SENT). */
+static void sse_kill(struct sse_sub *s, int why)
+{
+    if (s->dead) return;
+    s->dead = why;
+    event_active(s->a->reap, 0, 0);
+}
+
+/* The client sent something after its request. Runs inside libevent's
+ * read: the stream is only marked. */
+static void sse_input(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
+{
+    (void)b;
+    if (info->n_added) sse_kill(arg, SSE_SENT);
 }
 
 /* id:, event: and data: (the event's JSON, one line) */
@@ -969,10 +989,7 @@ static void sse_format(void *arg, struct event_rec *ev)
 static void sse_flush(struct sse_sub *s)
 {
     if (evbuffer_get_length(s->chunk)) evhttp_send_reply_chunk(s->req, s->chunk);
-    if (!s->dead && sse_pending(s) > SSE_MAX_BUFFERED) {
-        s->dead = true;
-        event_active(s->a->reap, 0, 0);
-    }
+    if (sse_pending(s) > SSE_MAX_BUFFERED) sse_kill(s, SSE_UNREAD);
 }
 
 static void sse_wake(void *arg)
@@ -1000,6 +1017,7 @@ static void sse_unlink(struct sse_sub *s)
         }
     if (--a->nsubs == 0) event_del(a->keepalive);
     evhttp_connection_set_closecb(s->con, NULL, NULL);
+    if (s->in_cb) evbuffer_remove_cb_entry(s->in, s->in_cb);
     evbuffer_free(s->chunk);
     free(s);
 }
@@ -1038,9 +1056,16 @@ static void sse_reap(evutil_socket_t fd, short what, void *arg)
     (void)fd, (void)what;
     for (struct sse_sub *s = a->subs, *next; s; s = next) {
         next = s->next;
-        if (!s->dead) continue;
-        log_warn("events: closing the stream to %s: %zu bytes unread (the client does not read)",
-                 s->peer, sse_pending(s));
+        if (s->dead == SSE_UNREAD)
+            log_warn("events: closing the stream to %s: %zu bytes unread (the client does not "
+                     "read)",
+                     s->peer, sse_pending(s));
+        else if (s->dead == SSE_SENT)
+            log_warn("events: closing the stream to %s: it sent %zu bytes after its request (an "
+                     "event stream takes none)",
+                     s->peer, evbuffer_get_length(s->in));
+        else
+            continue;
         sse_end(s, true);
     }
 }
@@ -1064,7 +1089,7 @@ static void sse_end_streams(struct admin *a, const struct config *cfg, const cha
         next = s->next;
         if (cfg && allowed_addr(evhttp_connection_get_addr(s->con), cfg)) continue;
         log_info("events: ending the stream to %s (%s)", s->peer, why);
-        sse_end(s, s->dead);
+        sse_end(s, s->dead != SSE_LIVE);
     }
 }
 
@@ -1097,6 +1122,9 @@ static void sse_subscribe(struct admin *a, struct evhttp_request *req, struct ev
     s->hub = hub;
     s->req = req;
     s->con = evhttp_request_get_connection(req);
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(s->con);
+    s->in = bufferevent_get_input(bev);
+    s->out = bufferevent_get_output(bev);
     char *host = NULL;
     ev_uint16_t port = 0;
     evhttp_connection_get_peer(s->con, &host, &port);
@@ -1126,10 +1154,17 @@ static void sse_subscribe(struct admin *a, struct evhttp_request *req, struct ev
     events_sink_add(hub, &s->sink);
     evhttp_connection_set_closecb(s->con, sse_closed, s);
     /* the client sends nothing more: no read timeout; a write that makes
-     * no progress still times out */
+     * no progress still times out. libevent goes on reading (to see the
+     * client close) with nothing to take what it reads: bound it, and end
+     * the stream of a client that sends anything. */
     struct timeval wt = {ADMIN_TIMEOUT_S, 0};
-    bufferevent_set_timeouts(evhttp_connection_get_bufferevent(s->con), NULL, &wt);
+    bufferevent_set_timeouts(bev, NULL, &wt);
+    bufferevent_setwatermark(bev, EV_READ, 0, SSE_MAX_INPUT);
+    s->in_cb = evbuffer_add_cb(s->in, sse_input, s);
     log_info("events: %s subscribed (%u stream%s)", s->peer, a->nsubs, a->nsubs == 1 ? "" : "s");
+    /* (without in_cb, for want of memory, the watermark still bounds what
+     * it sends) */
+    if (evbuffer_get_length(s->in)) sse_kill(s, SSE_SENT); /* already, behind its request */
     sse_flush(s);
 }
 
