@@ -32,11 +32,11 @@ extern const size_t admin_page_len;
 #define ADMIN_TIMEOUT_S 10
 #define ADMIN_MAX_BODY  4096
 
-/* GET /events: each subscriber's unsent output is bounded (a client that
- * does not read is dropped), so is their number; a comment line every
- * SSE_KEEPALIVE_S keeps proxies and clients aware of a live stream. A
- * client has nothing to send after its request: what it sends ends its
- * stream, and at most SSE_MAX_INPUT of it is read. */
+/* GET /events: each subscriber's unsent output beyond its replay is
+ * bounded (a client that does not read is dropped), so is their number; a
+ * comment line every SSE_KEEPALIVE_S keeps proxies and clients aware of a
+ * live stream. A client has nothing to send after its request: what it
+ * sends ends its stream, and at most SSE_MAX_INPUT of it is read. */
 #define SSE_MAX_SUBSCRIBERS 64
 #define SSE_MAX_BUFFERED    (256 * 1024)
 #define SSE_MAX_INPUT       4096
@@ -946,7 +946,8 @@ struct sse_sub {
     struct evhttp_connection *con;
     struct evbuffer *chunk;                       /* what the next chunk carries */
     struct evbuffer *in, *out;                    /* the connection's */
-    struct evbuffer_cb_entry *in_cb;              /* sse_input */
+    struct evbuffer_cb_entry *in_cb, *out_cb;     /* sse_input, sse_output */
+    size_t replay_left;                           /* bytes of the head and replay not sent yet */
     enum { SSE_LIVE, SSE_UNREAD, SSE_SENT } dead; /* not LIVE: a->reap closes it */
     char peer[64];
     struct sse_sub *next;
@@ -974,6 +975,18 @@ static void sse_input(struct evbuffer *b, const struct evbuffer_cb_info *info, v
     if (info->n_added) sse_kill(arg, SSE_SENT);
 }
 
+/* The socket took info->n_deleted bytes: the replay's share of them no
+ * longer counts against the client. */
+static void sse_output(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct sse_sub *s = arg;
+    s->replay_left -= info->n_deleted < s->replay_left ? info->n_deleted : s->replay_left;
+    if (!s->replay_left) {
+        evbuffer_remove_cb_entry(b, s->out_cb);
+        s->out_cb = NULL;
+    }
+}
+
 /* id:, event: and data: (the event's JSON, one line) */
 static void sse_format(void *arg, struct event_rec *ev)
 {
@@ -984,12 +997,14 @@ static void sse_format(void *arg, struct event_rec *ev)
 }
 
 /* Sends s->chunk. A client that leaves more than SSE_MAX_BUFFERED unread
- * is marked for closing, not closed: wake runs inside the hub's walk of its
- * sinks, which must not change under it. */
+ * beyond what is left of its replay is marked for closing, not closed: wake
+ * runs inside the hub's walk of its sinks, which must not change under it.
+ * (The replay may be larger than the limit: a client that reads always
+ * gets all of it.) */
 static void sse_flush(struct sse_sub *s)
 {
     if (evbuffer_get_length(s->chunk)) evhttp_send_reply_chunk(s->req, s->chunk);
-    if (sse_pending(s) > SSE_MAX_BUFFERED) sse_kill(s, SSE_UNREAD);
+    if (sse_pending(s) > SSE_MAX_BUFFERED + s->replay_left) sse_kill(s, SSE_UNREAD);
 }
 
 static void sse_wake(void *arg)
@@ -1018,6 +1033,7 @@ static void sse_unlink(struct sse_sub *s)
     if (--a->nsubs == 0) event_del(a->keepalive);
     evhttp_connection_set_closecb(s->con, NULL, NULL);
     if (s->in_cb) evbuffer_remove_cb_entry(s->in, s->in_cb);
+    if (s->out_cb) evbuffer_remove_cb_entry(s->out, s->out_cb);
     evbuffer_free(s->chunk);
     free(s);
 }
@@ -1145,6 +1161,9 @@ static void sse_subscribe(struct admin *a, struct evhttp_request *req, struct ev
     evhttp_send_reply_start(req, 200, "OK");
     evbuffer_add_printf(s->chunk, "retry: %d\n\n", SSE_RETRY_MS);
     events_replay(hub, after, sse_format, s->chunk);
+    evhttp_send_reply_chunk(req, s->chunk);
+    s->replay_left = sse_pending(s); /* the head, retry: and the replay */
+    s->out_cb = evbuffer_add_cb(s->out, sse_output, s);
     s->next = a->subs;
     a->subs = s;
     if (a->nsubs++ == 0) {
@@ -1163,9 +1182,8 @@ static void sse_subscribe(struct admin *a, struct evhttp_request *req, struct ev
     s->in_cb = evbuffer_add_cb(s->in, sse_input, s);
     log_info("events: %s subscribed (%u stream%s)", s->peer, a->nsubs, a->nsubs == 1 ? "" : "s");
     /* (without in_cb, for want of memory, the watermark still bounds what
-     * it sends) */
+     * it sends; without out_cb the limit stays that far above the replay) */
     if (evbuffer_get_length(s->in)) sse_kill(s, SSE_SENT); /* already, behind its request */
-    sse_flush(s);
 }
 
 static void on_request(struct evhttp_request *req, void *arg)

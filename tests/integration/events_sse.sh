@@ -4,9 +4,10 @@
 # first), Last-Event-ID, live events, keep-alive comments, admin.allow (at
 # the request and at a reload), a client that does not read (dropped; the
 # others go on), a client that sends after its request (dropped, the
-# daemon's memory bounded), the limit on streams, and SIGTERM with streams
-# open. The clients are real: curl and a Python SSE reader. TAP on stdout.
-# Network: 127.0.0.1 only.
+# daemon's memory bounded), a replay larger than the unread limit (served
+# in full), the limit on streams, and SIGTERM with streams open. The
+# clients are real: curl and a Python SSE reader. TAP on stdout. Network:
+# 127.0.0.1 only.
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
 
@@ -14,11 +15,12 @@
 MAX_STREAMS=64 # admin.c's SSE_MAX_SUBSCRIBERS
 RING=100       # events.h's EVENTS_RING
 
-alloc_ports 5 || {
+alloc_ports 7 || {
     echo "Bail out! no free ports"
     exit 1
 }
 L=${PORTS[0]} ADM=${PORTS[1]} B=${PORTS[2]} L2=${PORTS[3]} ADM2=${PORTS[4]}
+L3=${PORTS[5]} ADM3=${PORTS[6]}
 
 # One Python helper, several modes:
 #   stream PORT OUT [LAST_ID]  an SSE reader: one JSON line per thing read
@@ -452,6 +454,52 @@ t_pipelined() {
         why "no log line about it"
 }
 t "a request pipelined behind GET /events ends the stream" t_pipelined
+
+# ------------------------------------- a replay larger than the limit ----
+
+# 100 failed reloads, each with an error that shows ~500 control bytes (each
+# \u0001 in the JSON): the last 100 events come to more than 256 KB, which
+# a new stream gets in full before anything else.
+CONF3=$TEST_TMP/third.yaml
+t_big_replay() {
+    local i log3 d3 f cpid size n
+    cat >"$CONF3" <<YAML
+listen: ["127.0.0.1:$L3"]
+admin:
+  listen: "127.0.0.1:$ADM3"
+pools:
+  - name: api
+    regions:
+      - {name: main, url: "http://127.0.0.1:$B", check: {type: none}}
+YAML
+    start_detourd third "$CONF3" "$L3" || return 1
+    d3=$LAST_PID
+    log3=$(daemon_log third)
+    wait_listen "$ADM3" "$d3" 10 || return 1
+    cp "$CONF3" "$CONF3.good"
+    { cat "$CONF3.good"; printf 'log:\n  level: "%s"\n' "$(printf '\\x01%.0s' {1..500})"; } >"$CONF3"
+    for ((i = 0; i < RING; i++)); do
+        reload_daemon "$d3" "$log3" && [ "$RELOAD_OK" = 0 ] || why "reload $i did not fail" || return 1
+    done
+    cp "$CONF3.good" "$CONF3"
+    f=$(tmpf big)
+    spawn curl-big curl -sS -N -o "$f" "http://127.0.0.1:$ADM3/events"
+    cpid=$LAST_PID
+    wait_until 10 _n_lines_ge "$f" '^event: reload$' "$RING"
+    n=$(grep -c '^event: reload$' "$f")
+    size=$(wc -c <"$f")
+    diag "the replay: $n events, $size bytes"
+    stop_pid "$cpid" 5
+    expect_eq "events replayed" "$n" "$RING" || return 1
+    [ "$size" -gt $((256 * 1024)) ] ||
+        why "the replay is only $size bytes: no longer above the 256 KB unread limit, so this tests nothing" || return 1
+    expect_eq "events with the error's control bytes" "$(grep -c '^data: .*\(\\u0001\)\{400\}' "$f")" "$RING" || return 1
+    ! grep -q 'closing the stream' "$log3" || why "$(grep -m1 'closing the stream' "$log3")" || return 1
+    stop_pid "$d3" 15
+    expect_eq "exit status" "$LAST_RC" 0
+}
+_n_lines_ge() { [ "$(grep -c -- "$2" "$1")" -ge "$3" ]; }
+t "a replay larger than 256 KB reaches a reading client in full" t_big_replay
 
 # ------------------------------------ admin.allow and the stream limit ----
 
