@@ -32,11 +32,14 @@ extern const size_t admin_page_len;
 #define ADMIN_TIMEOUT_S 10
 #define ADMIN_MAX_BODY  4096
 
-/* GET /events: each subscriber's unsent output is bounded (a client that
- * does not read is dropped), so is their number; a comment line every
- * SSE_KEEPALIVE_S keeps proxies and clients aware of a live stream. */
+/* GET /events: each subscriber's unsent output beyond its replay is
+ * bounded (a client that does not read is dropped), so is their number; a
+ * comment line every SSE_KEEPALIVE_S keeps proxies and clients aware of a
+ * live stream. A client has nothing to send after its request: what it
+ * sends ends its stream, and at most SSE_MAX_INPUT of it is read. */
 #define SSE_MAX_SUBSCRIBERS 64
 #define SSE_MAX_BUFFERED    (256 * 1024)
+#define SSE_MAX_INPUT       4096
 #define SSE_KEEPALIVE_S     15
 #define SSE_RETRY_MS        2000
 #define SSE_QUEUE           16 /* wake drains it at once; a bound all the same */
@@ -941,8 +944,11 @@ struct sse_sub {
     struct events *hub;
     struct evhttp_request *req;
     struct evhttp_connection *con;
-    struct evbuffer *chunk; /* what the next chunk carries */
-    bool dead;              /* left too much unread: a->reap closes it */
+    struct evbuffer *chunk;                       /* what the next chunk carries */
+    struct evbuffer *in, *out;                    /* the connection's */
+    struct evbuffer_cb_entry *in_cb, *out_cb;     /* sse_input, sse_output */
+    size_t replay_left;                           /* bytes of the head and replay not sent yet */
+    enum { SSE_LIVE, SSE_UNREAD, SSE_SENT } dead; /* not LIVE: a->reap closes it */
     char peer[64];
     struct sse_sub *next;
 };
@@ -950,8 +956,35 @@ struct sse_sub {
 /* What the client has not taken yet (the socket buffers aside). */
 static size_t sse_pending(const struct sse_sub *s)
 {
-    struct bufferevent *bev = evhttp_connection_get_bufferevent(s->con);
-    return bev ? evbuffer_get_length(bufferevent_get_output(bev)) : 0;
+    return evbuffer_get_length(s->out);
+}
+
+/* Marks s for a->reap to close (why: SSE_UNREAD or SSE_SENT). */
+static void sse_kill(struct sse_sub *s, int why)
+{
+    if (s->dead) return;
+    s->dead = why;
+    event_active(s->a->reap, 0, 0);
+}
+
+/* The client sent something after its request. Runs inside libevent's
+ * read: the stream is only marked. */
+static void sse_input(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
+{
+    (void)b;
+    if (info->n_added) sse_kill(arg, SSE_SENT);
+}
+
+/* The socket took info->n_deleted bytes: the replay's share of them no
+ * longer counts against the client. */
+static void sse_output(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct sse_sub *s = arg;
+    s->replay_left -= info->n_deleted < s->replay_left ? info->n_deleted : s->replay_left;
+    if (!s->replay_left) {
+        evbuffer_remove_cb_entry(b, s->out_cb);
+        s->out_cb = NULL;
+    }
 }
 
 /* id:, event: and data: (the event's JSON, one line) */
@@ -964,15 +997,14 @@ static void sse_format(void *arg, struct event_rec *ev)
 }
 
 /* Sends s->chunk. A client that leaves more than SSE_MAX_BUFFERED unread
- * is marked for closing, not closed: wake runs inside the hub's walk of its
- * sinks, which must not change under it. */
+ * beyond what is left of its replay is marked for closing, not closed: wake
+ * runs inside the hub's walk of its sinks, which must not change under it.
+ * (The replay may be larger than the limit: a client that reads always
+ * gets all of it.) */
 static void sse_flush(struct sse_sub *s)
 {
     if (evbuffer_get_length(s->chunk)) evhttp_send_reply_chunk(s->req, s->chunk);
-    if (!s->dead && sse_pending(s) > SSE_MAX_BUFFERED) {
-        s->dead = true;
-        event_active(s->a->reap, 0, 0);
-    }
+    if (sse_pending(s) > SSE_MAX_BUFFERED + s->replay_left) sse_kill(s, SSE_UNREAD);
 }
 
 static void sse_wake(void *arg)
@@ -1000,6 +1032,8 @@ static void sse_unlink(struct sse_sub *s)
         }
     if (--a->nsubs == 0) event_del(a->keepalive);
     evhttp_connection_set_closecb(s->con, NULL, NULL);
+    if (s->in_cb) evbuffer_remove_cb_entry(s->in, s->in_cb);
+    if (s->out_cb) evbuffer_remove_cb_entry(s->out, s->out_cb);
     evbuffer_free(s->chunk);
     free(s);
 }
@@ -1038,9 +1072,16 @@ static void sse_reap(evutil_socket_t fd, short what, void *arg)
     (void)fd, (void)what;
     for (struct sse_sub *s = a->subs, *next; s; s = next) {
         next = s->next;
-        if (!s->dead) continue;
-        log_warn("events: closing the stream to %s: %zu bytes unread (the client does not read)",
-                 s->peer, sse_pending(s));
+        if (s->dead == SSE_UNREAD)
+            log_warn("events: closing the stream to %s: %zu bytes unread (the client does not "
+                     "read)",
+                     s->peer, sse_pending(s));
+        else if (s->dead == SSE_SENT)
+            log_warn("events: closing the stream to %s: it sent %zu bytes after its request (an "
+                     "event stream takes none)",
+                     s->peer, evbuffer_get_length(s->in));
+        else
+            continue;
         sse_end(s, true);
     }
 }
@@ -1064,7 +1105,7 @@ static void sse_end_streams(struct admin *a, const struct config *cfg, const cha
         next = s->next;
         if (cfg && allowed_addr(evhttp_connection_get_addr(s->con), cfg)) continue;
         log_info("events: ending the stream to %s (%s)", s->peer, why);
-        sse_end(s, s->dead);
+        sse_end(s, s->dead != SSE_LIVE);
     }
 }
 
@@ -1097,6 +1138,9 @@ static void sse_subscribe(struct admin *a, struct evhttp_request *req, struct ev
     s->hub = hub;
     s->req = req;
     s->con = evhttp_request_get_connection(req);
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(s->con);
+    s->in = bufferevent_get_input(bev);
+    s->out = bufferevent_get_output(bev);
     char *host = NULL;
     ev_uint16_t port = 0;
     evhttp_connection_get_peer(s->con, &host, &port);
@@ -1117,6 +1161,9 @@ static void sse_subscribe(struct admin *a, struct evhttp_request *req, struct ev
     evhttp_send_reply_start(req, 200, "OK");
     evbuffer_add_printf(s->chunk, "retry: %d\n\n", SSE_RETRY_MS);
     events_replay(hub, after, sse_format, s->chunk);
+    evhttp_send_reply_chunk(req, s->chunk);
+    s->replay_left = sse_pending(s); /* the head, retry: and the replay */
+    s->out_cb = evbuffer_add_cb(s->out, sse_output, s);
     s->next = a->subs;
     a->subs = s;
     if (a->nsubs++ == 0) {
@@ -1126,11 +1173,17 @@ static void sse_subscribe(struct admin *a, struct evhttp_request *req, struct ev
     events_sink_add(hub, &s->sink);
     evhttp_connection_set_closecb(s->con, sse_closed, s);
     /* the client sends nothing more: no read timeout; a write that makes
-     * no progress still times out */
+     * no progress still times out. libevent goes on reading (to see the
+     * client close) with nothing to take what it reads: bound it, and end
+     * the stream of a client that sends anything. */
     struct timeval wt = {ADMIN_TIMEOUT_S, 0};
-    bufferevent_set_timeouts(evhttp_connection_get_bufferevent(s->con), NULL, &wt);
+    bufferevent_set_timeouts(bev, NULL, &wt);
+    bufferevent_setwatermark(bev, EV_READ, 0, SSE_MAX_INPUT);
+    s->in_cb = evbuffer_add_cb(s->in, sse_input, s);
     log_info("events: %s subscribed (%u stream%s)", s->peer, a->nsubs, a->nsubs == 1 ? "" : "s");
-    sse_flush(s);
+    /* (without in_cb, for want of memory, the watermark still bounds what
+     * it sends; without out_cb the limit stays that far above the replay) */
+    if (evbuffer_get_length(s->in)) sse_kill(s, SSE_SENT); /* already, behind its request */
 }
 
 static void on_request(struct evhttp_request *req, void *arg)

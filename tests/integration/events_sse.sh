@@ -3,7 +3,9 @@
 # Events): the stream's headers, the replay of the last 100 events (oldest
 # first), Last-Event-ID, live events, keep-alive comments, admin.allow (at
 # the request and at a reload), a client that does not read (dropped; the
-# others go on), the limit on streams, and SIGTERM with streams open. The
+# others go on), a client that sends after its request (dropped, the
+# daemon's memory bounded), a replay larger than the unread limit (served
+# in full), the limit on streams, and SIGTERM with streams open. The
 # clients are real: curl and a Python SSE reader. TAP on stdout. Network:
 # 127.0.0.1 only.
 # shellcheck source=tests/integration/lib.sh
@@ -13,11 +15,12 @@
 MAX_STREAMS=64 # admin.c's SSE_MAX_SUBSCRIBERS
 RING=100       # events.h's EVENTS_RING
 
-alloc_ports 5 || {
+alloc_ports 7 || {
     echo "Bail out! no free ports"
     exit 1
 }
 L=${PORTS[0]} ADM=${PORTS[1]} B=${PORTS[2]} L2=${PORTS[3]} ADM2=${PORTS[4]}
+L3=${PORTS[5]} ADM3=${PORTS[6]}
 
 # One Python helper, several modes:
 #   stream PORT OUT [LAST_ID]  an SSE reader: one JSON line per thing read
@@ -27,6 +30,16 @@ L=${PORTS[0]} ADM=${PORTS[1]} B=${PORTS[2]} L2=${PORTS[3]} ADM2=${PORTS[4]}
 #   stall PORT READY           a client that asks for /events and never reads
 #                              (a 4 KB receive buffer); READY once it asked
 #   hold PORT N READY          N streams at once; READY holds their statuses
+#   flood PORT OUT             asks for /events, reads the status line, then
+#                              sends 64 KiB blocks (reading nothing) until
+#                              the connection fails or 128 MiB went out; OUT:
+#                              {"port", "status", "sent", "how"} (how:
+#                              "closed: ERROR", "blocked" (a send made no
+#                              progress for 10 s) or "all sent"), then
+#                              holds the connection
+#   pipeline PORT OUT          asks for /events and, in the same write, for
+#                              /healthz; OUT: {"port", "got", "how"} (bytes
+#                              read until "eof", "reset" or "open" (10 s))
 #   events OUT                 the events of OUT, one "ID KIND" a line
 #   latency OUT                "N MAX_MS": for the reload events of OUT, the
 #                              worst time from the event's own time to arrival
@@ -105,6 +118,58 @@ def hold(port, n, ready):
     while time.monotonic() < end:
         time.sleep(1)
 
+def scaled(s):
+    return s * float(os.environ.get("TIMEOUT_SCALE") or 1)
+
+def put(out, o):
+    with open(out + ".tmp", "w") as f:
+        f.write(json.dumps(o) + "\n")
+    os.rename(out + ".tmp", out)
+
+def flood(port, out):
+    s = socket.create_connection(("127.0.0.1", int(port)))
+    o = {"port": s.getsockname()[1], "sent": 0}
+    s.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.settimeout(scaled(10))
+    head = b""
+    while b"\r\n" not in head:
+        b = s.recv(1)
+        if not b:
+            break
+        head += b
+    o["status"] = head.split(b" ")[1].decode() if head.count(b" ") >= 1 else "none"
+    block = b"x" * 65536
+    o["how"] = "all sent"
+    try:
+        while o["sent"] < 128 << 20:
+            o["sent"] += s.send(block)
+    except socket.timeout:
+        o["how"] = "blocked"
+    except OSError as e:
+        o["how"] = "closed: " + type(e).__name__
+    put(out, o)
+    end = time.monotonic() + 600  # the connection stays (until SIGTERM)
+    while time.monotonic() < end:
+        time.sleep(1)
+
+def pipeline(port, out):
+    s = socket.create_connection(("127.0.0.1", int(port)))
+    o = {"port": s.getsockname()[1], "got": 0, "how": "eof"}
+    s.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n"
+              b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.settimeout(scaled(10))
+    try:
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            o["got"] += len(b)
+    except socket.timeout:
+        o["how"] = "open"
+    except OSError:
+        o["how"] = "reset"
+    put(out, o)
+
 def lines(out):
     if not os.path.exists(out):
         return
@@ -133,7 +198,8 @@ def latency(out):
     print(n, "%.1f" % worst)
 
 mode, args = sys.argv[1], sys.argv[2:]
-{"stream": stream, "stall": stall, "hold": hold, "events": events, "latency": latency}[mode](*args)
+{"stream": stream, "stall": stall, "hold": hold, "flood": flood, "pipeline": pipeline,
+ "events": events, "latency": latency}[mode](*args)
 PYEOF
 
 sse() { "$PYTHON" -c "$SSE_PY" "$@"; }
@@ -346,6 +412,94 @@ t_stall() {
     ! grep -q '"eof"' "$(sse_file good)" || why "the good reader's stream ended"
 }
 t "a client that does not read is dropped past 256 KB unread; a reading one gets every event" t_stall
+
+# ------------------------------------ a client that sends after its request ----
+
+# rss_kb PID: the process's resident set (kB)
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+# jfield FILE KEY: KEY of the JSON object in FILE
+jfield() { "$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
+
+t_sender() {
+    local out=$TEST_TMP/flood.json fpid rss0 rss1 port before sent how
+    [ -r "/proc/$DPID/status" ] || why "no /proc/$DPID/status" || return 1
+    rss0=$(rss_kb "$DPID")
+    before=$(n_events good)
+    spawn flood "$PYTHON" -c "$SSE_PY" flood "$ADM" "$out"
+    fpid=$LAST_PID
+    wait_file "$out" 60 "$fpid" || why "the flooding client did not finish" || return 1
+    rss1=$(rss_kb "$DPID") # the client still there
+    stop_pid "$fpid" 5
+    port=$(jfield "$out" port) sent=$(jfield "$out" sent) how=$(jfield "$out" how)
+    diag "a client sending after its request: $how after $sent bytes; detourd's VmRSS $rss0 kB before, $rss1 kB after"
+    expect_eq "its status" "$(jfield "$out" status)" 200 || return 1
+    [[ $how == closed:* ]] || why "the connection was not closed: $how after $sent bytes" || return 1
+    [ "$sent" -lt $((100 << 20)) ] || why "$sent bytes accepted" || return 1
+    [ $((rss1 - rss0)) -lt $((16 << 10)) ] || why "VmRSS grew by $((rss1 - rss0)) kB" || return 1
+    wait_log "$LOG" "events: closing the stream to 127\.0\.0\.1:$port: it sent [0-9]+ bytes after its request" 5 ||
+        why "no log line about it" || return 1
+    # the other streams go on
+    reload_daemon "$DPID" "$LOG" || return 1
+    wait_events good "$((before + 1))" 5 || return 1
+    ! grep -q '"eof"' "$(sse_file good)" || why "the good reader's stream ended"
+}
+t "a client that sends after its request is dropped (detourd reads at most 4 KB of it; VmRSS bounded); the others go on" t_sender
+
+t_pipelined() {
+    local out=$TEST_TMP/pipeline.json port
+    "$PYTHON" -c "$SSE_PY" pipeline "$ADM" "$out" || why "the client failed" || return 1
+    port=$(jfield "$out" port)
+    expect_match "the connection" "$(jfield "$out" how)" '^(eof|reset)$' || return 1
+    wait_log "$LOG" "events: closing the stream to 127\.0\.0\.1:$port: it sent [0-9]+ bytes after its request" 5 ||
+        why "no log line about it"
+}
+t "a request pipelined behind GET /events ends the stream" t_pipelined
+
+# ------------------------------------- a replay larger than the limit ----
+
+# 100 failed reloads, each with an error that shows ~500 control bytes (each
+# \u0001 in the JSON): the last 100 events come to more than 256 KB, which
+# a new stream gets in full before anything else.
+CONF3=$TEST_TMP/third.yaml
+t_big_replay() {
+    local i log3 d3 f cpid size n
+    cat >"$CONF3" <<YAML
+listen: ["127.0.0.1:$L3"]
+admin:
+  listen: "127.0.0.1:$ADM3"
+pools:
+  - name: api
+    regions:
+      - {name: main, url: "http://127.0.0.1:$B", check: {type: none}}
+YAML
+    start_detourd third "$CONF3" "$L3" || return 1
+    d3=$LAST_PID
+    log3=$(daemon_log third)
+    wait_listen "$ADM3" "$d3" 10 || return 1
+    cp "$CONF3" "$CONF3.good"
+    { cat "$CONF3.good"; printf 'log:\n  level: "%s"\n' "$(printf '\\x01%.0s' {1..500})"; } >"$CONF3"
+    for ((i = 0; i < RING; i++)); do
+        reload_daemon "$d3" "$log3" && [ "$RELOAD_OK" = 0 ] || why "reload $i did not fail" || return 1
+    done
+    cp "$CONF3.good" "$CONF3"
+    f=$(tmpf big)
+    spawn curl-big curl -sS -N -o "$f" "http://127.0.0.1:$ADM3/events"
+    cpid=$LAST_PID
+    wait_until 10 _n_lines_ge "$f" '^event: reload$' "$RING"
+    n=$(grep -c '^event: reload$' "$f")
+    size=$(wc -c <"$f")
+    diag "the replay: $n events, $size bytes"
+    stop_pid "$cpid" 5
+    expect_eq "events replayed" "$n" "$RING" || return 1
+    [ "$size" -gt $((256 * 1024)) ] ||
+        why "the replay is only $size bytes: no longer above the 256 KB unread limit, so this tests nothing" || return 1
+    expect_eq "events with the error's control bytes" "$(grep -c '^data: .*\(\\u0001\)\{400\}' "$f")" "$RING" || return 1
+    ! grep -q 'closing the stream' "$log3" || why "$(grep -m1 'closing the stream' "$log3")" || return 1
+    stop_pid "$d3" 15
+    expect_eq "exit status" "$LAST_RC" 0
+}
+_n_lines_ge() { [ "$(grep -c -- "$2" "$1")" -ge "$3" ]; }
+t "a replay larger than 256 KB reaches a reading client in full" t_big_replay
 
 # ------------------------------------ admin.allow and the stream limit ----
 

@@ -6,9 +6,12 @@
 # a failed event logged and the next one sent; a reload's new URL used by
 # the next try; the sink removed by a reload; HTTPS verified against a CA
 # made here with openssl (a wrong CA or a wrong name fails, tls_verify: false
-# accepts); the time from a state change to the webhook's arrival; and a
+# accepts), to an IP literal and to https://localhost (resolved through
+# libevent's evdns, SNI sent, the name checked); the time from a state
+# change to the webhook's arrival; and a
 # webhook that never answers changes neither the redirects' p99 latency nor
-# the failover time. TAP on stdout. Network: 127.0.0.1 only.
+# the failover time. TAP on stdout. Network: loopback only (127.0.0.1, and
+# ::1 where localhost may resolve to it).
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
 
@@ -21,7 +24,7 @@ for tool in curl openssl; do
     fi
 done
 
-alloc_ports 28 || {
+alloc_ports 30 || {
     echo "Bail out! no free ports"
     exit 1
 }
@@ -371,7 +374,7 @@ leaf() {
             -CAcreateserial -days 2 -out "$PKI/$1.pem" -extfile "$PKI/$1.ext" 2>>"$PKI/log"
 }
 if ! { ca ca && ca other && leaf srv ca "IP:127.0.0.1,DNS:localhost" &&
-    leaf wrongname ca "DNS:other.test"; }; then
+    leaf wrongname ca "DNS:other.test" && leaf byname ca "DNS:localhost"; }; then
     echo "Bail out! cannot make the test certificates with openssl: $(tail -n 5 "$PKI/log")"
     exit 1
 fi
@@ -422,6 +425,47 @@ t_https_wrong_name() {
     expect_eq "nothing reached the receiver" "$(nreq r9)" 0
 }
 t "HTTPS with a certificate for another name (right CA): failed, logged" t_https_wrong_name
+
+# https://localhost: the name goes through the sink's evdns base (the hosts
+# file), SNI and the certificate check by name (SSL_set1_host). localhost
+# may resolve to ::1 first: these receivers listen on 127.0.0.1 and, where
+# it exists, ::1 (the same port).
+BIND6=()
+"$PYTHON" -c 'import socket; socket.socket(socket.AF_INET6).bind(("::1", 0))' 2>/dev/null &&
+    BIND6=(--bind ::1)
+R10=${P[28]} R11=${P[29]}
+start_receiver r10 "$R10" --tls "$PKI/byname.pem" "$PKI/byname.key" --secret k --bind 127.0.0.1 "${BIND6[@]}" ||
+    echo "Bail out! no receiver"
+start_receiver r11 "$R11" --tls "$PKI/wrongname.pem" "$PKI/wrongname.key" --bind 127.0.0.1 "${BIND6[@]}" ||
+    echo "Bail out! no receiver"
+
+t_https_localhost() {
+    wh_config d8 "$L8" "{url: \"https://localhost:$R10/byname\", ca_file: \"$PKI/ca.pem\", secret: k, retries: 0}" >/dev/null
+    reload_daemon "$D8" "$LOG8" || why "no reload outcome" || return 1
+    local id
+    id=$(last_event_id "$LOG8")
+    wait_until 10 has_reqs r10 1 || why "no request to https://localhost: $(grep webhook "$LOG8" | tail -n 1)" ||
+        return 1
+    diag "https://localhost:$R10 reached the receiver from $(req r10 'R[0]["peer"]')"
+    expect_eq "SNI" "$(req r10 'R[0]["sni"]')" localhost || return 1
+    expect_eq "Host" "$(req r10 'H(0, "Host")')" "localhost:$R10" || return 1
+    expect_eq "path" "$(req r10 'R[0]["path"]')" /byname || return 1
+    expect_eq "signature" "$(req r10 'R[0]["sig_ok"]')" True || return 1
+    expect_eq "id" "$(req r10 'B(0)["id"]')" "$id" || return 1
+    wait_log "$LOG8" "events webhook: event $id \(reload\) delivered: HTTP 200" 5 || why "not logged as delivered"
+}
+t "HTTPS to https://localhost (resolved by evdns, SNI localhost, a certificate for DNS:localhost): delivered" t_https_localhost
+
+t_https_localhost_wrong_name() {
+    wh_config d8 "$L8" "{url: \"https://localhost:$R11/\", ca_file: \"$PKI/ca.pem\", retries: 0}" >/dev/null
+    reload_daemon "$D8" "$LOG8" || why "no reload outcome" || return 1
+    local id
+    id=$(last_event_id "$LOG8")
+    wait_log "$LOG8" "warn.*events webhook: event $id \(reload\) failed after 1 try to https://localhost:$R11/: TLS: certificate: hostname mismatch" 10 ||
+        why "not failed as a hostname mismatch: $(grep webhook "$LOG8" | tail -n 1)" || return 1
+    expect_eq "nothing reached the receiver" "$(nreq r11)" 0
+}
+t "HTTPS to https://localhost with a certificate for DNS:other.test (right CA): failed, logged" t_https_localhost_wrong_name
 
 # ---- a webhook that never answers slows nothing ----
 

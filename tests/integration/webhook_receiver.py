@@ -1,18 +1,24 @@
 #!/usr/bin/env python3
 """A webhook receiver for the events tests: a threaded HTTP server on
-127.0.0.1:PORT that appends one JSON line per request to LOG:
+127.0.0.1:PORT (or each --bind address) that appends one JSON line per
+request to LOG:
 {"t": arrival (Unix ms, float), "end": when the answer was sent, "method",
 "path", "headers": {lowercase name: value}, "body", "sig_ok": the
-X-Detourd-Signature checked with --secret (null without it), "status"}.
+X-Detourd-Signature checked with --secret (null without it), "status",
+"peer": the client's address, "sni": the TLS server name it sent (null
+without TLS or SNI)}.
 
 usage: webhook_receiver.py PORT LOG [--secret S] [--fail-first N]
        [--status CODE] [--delay-ms MS] [--hang] [--tls CERT KEY]
+       [--bind ADDR]...
 
 --fail-first N  answer 500 to the first N requests, then --status
 --status CODE   the answer (default 200)
 --delay-ms MS   wait before answering (shows whether requests overlap)
 --hang          read the request, log it, never answer (hold the connection)
 --tls CERT KEY  speak HTTPS with this certificate chain and key
+--bind ADDR     listen on ADDR (IPv4 or IPv6), PORT the same on each; given
+                several times, on each (default 127.0.0.1)
 Stops on SIGTERM."""
 
 import hashlib
@@ -20,6 +26,7 @@ import hmac
 import json
 import os
 import signal
+import socket
 import ssl
 import sys
 import threading
@@ -27,7 +34,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 port, logpath = int(sys.argv[1]), sys.argv[2]
-opts = {"secret": None, "fail_first": 0, "status": 200, "delay": 0.0, "hang": False, "tls": None}
+opts = {"secret": None, "fail_first": 0, "status": 200, "delay": 0.0, "hang": False, "tls": None,
+        "bind": []}
 args = sys.argv[3:]
 while args:
     a = args.pop(0)
@@ -43,6 +51,8 @@ while args:
         opts["hang"] = True
     elif a == "--tls":
         opts["tls"] = (args.pop(0), args.pop(0))
+    elif a == "--bind":
+        opts["bind"].append(args.pop(0))
     else:
         sys.exit("unknown option " + a)
 
@@ -72,7 +82,8 @@ class Handler(BaseHTTPRequestHandler):
         rec = {"t": t, "method": self.command, "path": self.path,
                "headers": {h.lower(): v for h, v in self.headers.items()},
                "body": body.decode("utf-8", "replace"), "sig_ok": sig_ok,
-               "status": None if opts["hang"] else status}
+               "status": None if opts["hang"] else status, "peer": self.client_address[0],
+               "sni": getattr(self.connection, "sni", None)}
         if opts["hang"]:
             self.write_log(rec)
             end = time.monotonic() + 600  # bounded: never outlives a hung test by much
@@ -104,9 +115,25 @@ class Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
-srv = Server(("127.0.0.1", port), Handler)
+class Server6(Server):
+    address_family = socket.AF_INET6
+
+
+def sni(sock, name, ctx):  # noted on the connection for its records
+    sock.sni = name
+
+
+ctx = None
 if opts["tls"]:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(*opts["tls"])
-    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
-srv.serve_forever()
+    ctx.sni_callback = sni
+servers = []
+for addr in opts["bind"] or ["127.0.0.1"]:  # all bound before any serves
+    srv = (Server6 if ":" in addr else Server)((addr, port), Handler)
+    if ctx:
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    servers.append(srv)
+for srv in servers[1:]:
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+servers[0].serve_forever()
