@@ -145,7 +145,7 @@ static void reload(struct daemon *d)
     struct diag dg;
     diag_init(&dg, d->path);
     struct config *cfg = config_load(d->path, &dg);
-    char err[256], first[512] = "", why[800];
+    char err[256], first[1024] = "", why[1400];
     struct listener_set *set = NULL;
     struct alog_file *alog = NULL;
     int admin_fd = -1;
