@@ -2,7 +2,7 @@
 """A webhook receiver for the events tests: a threaded HTTP server on
 127.0.0.1:PORT (or each --bind address) that appends one JSON line per
 request to LOG:
-{"t": arrival (Unix ms, float), "end": when the answer was sent, "method",
+{"t": arrival (Unix ms, float), "end": just before the answer was sent, "method",
 "path", "headers": {lowercase name: value}, "body", "sig_ok": the
 X-Detourd-Signature checked with --secret (null without it), "status",
 "peer": the client's address, "sni": the TLS server name it sent (null
@@ -93,14 +93,17 @@ class Handler(BaseHTTPRequestHandler):
         if opts["delay"]:
             time.sleep(opts["delay"])
         out = b"ok\n"
+        # recorded before the answer goes out: the next request cannot
+        # arrive before it, so the log is in arrival order and the next
+        # "t" is never below this "end", however the threads are scheduled
+        rec["end"] = time.time() * 1000
+        self.write_log(rec)
         self.send_response(status)
         self.send_header("Content-Length", str(len(out)))
         self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(out)
         self.wfile.flush()
-        rec["end"] = time.time() * 1000
-        self.write_log(rec)
         self.close_connection = True
 
     def write_log(self, rec):
