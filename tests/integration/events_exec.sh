@@ -278,7 +278,7 @@ t "a command that hangs without reading stdin: redirects answered, killed with i
     t_hang_killed
 
 t_removed() {
-    conf hang 1s
+    conf hang 5s # long enough to be still running at the removal on a busy host
     local hid qid id id2 failed dropped
     failed=$(events_total failed) dropped=$(events_total dropped)
     hid=$(reload_id) || why "no reload outcome" || return 1
@@ -291,7 +291,7 @@ t_removed() {
         why "removal not logged" || return 1
     expect_eq "the exec series without the sink" "$(events_total delivered)" absent || return 1
     # the running one still ends by its timeout
-    wait_log "$LOG" "events exec: event $hid \\(reload\\) failed: .*did not finish within its timeout" 10 ||
+    wait_log "$LOG" "events exec: event $hid \\(reload\\) failed: .*did not finish within its timeout" 20 ||
         why "the running command did not end by its timeout" || return 1
     conf record
     id2=$(reload_id) || why "no reload outcome" || return 1
