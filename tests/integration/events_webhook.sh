@@ -296,16 +296,17 @@ t "a receiver that refuses the connection: failed, logged" t_cannot_connect
 R6A=${P[11]} R6B=${P[12]} L6=${P[13]}
 start_receiver r6a "$R6A" --hang || echo "Bail out! no receiver"
 start_receiver r6b "$R6B" || echo "Bail out! no receiver"
-C6=$(wh_config d6 "$L6" "{url: \"http://127.0.0.1:$R6A/\", timeout: 3s, retries: 3}")
+# timeout 8s: the reload below must land during the hung try, even on a busy host
+C6=$(wh_config d6 "$L6" "{url: \"http://127.0.0.1:$R6A/\", timeout: 8s, retries: 3}")
 start_detourd d6 "$C6" "$L6" || echo "Bail out! detourd did not start"
 D6=$LAST_PID LOG6=$(daemon_log d6)
 
 t_new_url_next_try() {
     reload_daemon "$D6" "$LOG6" || why "no reload outcome" || return 1
     wait_until 10 has_reqs r6a 1 || why "no first try" || return 1
-    wh_config d6 "$L6" "{url: \"http://127.0.0.1:$R6B/\", timeout: 3s, retries: 3}" >/dev/null
+    wh_config d6 "$L6" "{url: \"http://127.0.0.1:$R6B/\", timeout: 8s, retries: 3}" >/dev/null
     reload_daemon "$D6" "$LOG6" || why "no reload outcome" || return 1
-    wait_until 15 has_reqs r6b 2 || why "$(nreq r6b) requests at the new URL, want 2" || return 1
+    wait_until 30 has_reqs r6b 2 || why "$(nreq r6b) requests at the new URL, want 2" || return 1
     local id
     id=$(req r6a 'B(0)["id"]')
     expect_eq "the retry went to the new URL with the same id" "$(req r6b 'B(0)["id"]')" "$id" ||
@@ -313,7 +314,7 @@ t_new_url_next_try() {
     expect_eq "then the new reload's event" "$(req r6b 'seq(B(1)["id"]) == seq(B(0)["id"]) + 1')" True ||
         return 1
     expect_eq "the hung receiver got one try" "$(nreq r6a)" 1 || return 1
-    wait_log "$LOG6" "events webhook: event $id \(reload\) try 1 failed: no complete answer within 3000 ms; retrying in 1000 ms" 1 ||
+    wait_log "$LOG6" "events webhook: event $id \(reload\) try 1 failed: no complete answer within 8000 ms; retrying in 1000 ms" 1 ||
         why "the timeout is not logged"
 }
 t "a reload during a try: that try finishes (its timeout), the retry goes to the new URL with the same id" t_new_url_next_try
