@@ -13,21 +13,21 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "admin.h"
-#include "config.h"
-#include "events.h"
-#include "health.h"
-#include "clock.h"
-#include "log.h"
-#include "maint.h"
-#include "plan.h"
-#include "schedule.h"
-#include "sdnotify.h"
-#include "server.h"
-#include "sink_exec.h"
-#include "sink_webhook.h"
-#include "statefile.h"
-#include "tls.h"
+#include "admin/admin.h"
+#include "control/config.h"
+#include "events/events.h"
+#include "control/health.h"
+#include "lib/clock.h"
+#include "lib/log.h"
+#include "control/maint.h"
+#include "control/plan.h"
+#include "control/schedule.h"
+#include "control/sdnotify.h"
+#include "serve/server.h"
+#include "events/sink_exec.h"
+#include "events/sink_webhook.h"
+#include "control/statefile.h"
+#include "serve/tls.h"
 
 #define EXIT_CONFIG 1
 #define EXIT_USAGE  2

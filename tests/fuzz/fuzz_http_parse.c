@@ -5,8 +5,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "http_parse.h"
-#include "redirect.h"
+#include "serve/http_parse.h"
+#include "serve/redirect.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

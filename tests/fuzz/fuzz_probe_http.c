@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "probe.h"
+#include "control/probe.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "redirect.h"
+#include "control/config.h"
+#include "serve/redirect.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

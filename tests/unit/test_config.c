@@ -12,9 +12,9 @@
 #include <unistd.h>
 #include <time.h>
 
-#include "config.h"
-#include "schedule.h"
-#include "select.h"
+#include "control/config.h"
+#include "control/schedule.h"
+#include "serve/select.h"
 #include "unit.h"
 
 #define FILE_NAME "t.yaml"

@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "counters.h"
+#include "control/config.h"
+#include "serve/counters.h"
 #include "unit.h"
 
 static struct config *load(const char *yaml)

@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "events.h"
+#include "control/config.h"
+#include "events/events.h"
 #include "unit.h"
 
 /* 2026-11-27T15:24:44.663Z */

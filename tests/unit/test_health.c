@@ -9,8 +9,8 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-#include "diag.h"
-#include "health.h"
+#include "lib/diag.h"
+#include "control/health.h"
 #include "unit.h"
 
 static struct check_cfg cfg(unsigned rise, unsigned fall, bool initial_up)

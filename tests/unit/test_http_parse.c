@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "http_parse.h"
+#include "serve/http_parse.h"
 #include "unit.h"
 
 static const struct http_limits LIM = {.max_header_bytes = 8192, .max_uri_bytes = 8192};

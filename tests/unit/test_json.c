@@ -4,9 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "html.h"
-#include "json.h"
-#include "lit.h"
+#include "lib/html.h"
+#include "lib/json.h"
+#include "lib/lit.h"
 #include "unit.h"
 
 #define R "\\ufffd" /* one replacement character, as escaped */

@@ -5,8 +5,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include "config.h"
-#include "redirect.h"
+#include "control/config.h"
+#include "serve/redirect.h"
 #include "unit.h"
 
 #define DATE_STR "Sun, 06 Nov 1994 08:49:37 GMT"

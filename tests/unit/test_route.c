@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "route.h"
+#include "control/config.h"
+#include "serve/route.h"
 #include "unit.h"
 
 #define REGION "    regions:\n      - {name: r, url: \"https://r.example.net\"}\n"

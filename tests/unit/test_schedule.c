@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "schedule.h"
+#include "control/schedule.h"
 #include "unit.h"
 
 #define MIN  (60 * INT64_C(1000))

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "select.h"
+#include "serve/select.h"
 #include "unit.h"
 
 #define BIT(i) (UINT64_C(1) << (i))

@@ -8,9 +8,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "config.h"
-#include "events.h"
-#include "sink_exec.h"
+#include "control/config.h"
+#include "events/events.h"
+#include "events/sink_exec.h"
 #include "unit.h"
 
 /* 2026-11-27T15:24:44.663Z */

@@ -5,8 +5,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "statefile.h"
+#include "control/config.h"
+#include "control/statefile.h"
 #include "unit.h"
 
 /* 2026-11-28T00:00:00Z */

@@ -12,10 +12,10 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-#include "config.h"
-#include "events.h"
-#include "lit.h"
-#include "sink_webhook.h"
+#include "control/config.h"
+#include "events/events.h"
+#include "lib/lit.h"
+#include "events/sink_webhook.h"
 #include "unit.h"
 
 /* ---- the signature: RFC 4231's HMAC-SHA256 test vectors ---- */

@@ -1,0 +1,114 @@
+/* The scheduling core of timed overrides and maintenance windows: given
+ * the operator's overrides, the windows and an instant, the effective
+ * operator state of every region, each window's phase, and the next
+ * instant at which any of that changes.
+ *
+ * Pure: no I/O, no clock reads, no global state. Time is always an
+ * argument (milliseconds since the Unix epoch, wall clock), so the daemon
+ * evaluates at "now", `detourd -t --at TIME` at a planned instant, and the
+ * tests at whatever instant they like. Because sched_eval() depends on
+ * nothing but its arguments, a wall-clock jump (NTP step, suspend) needs no
+ * special case: the caller evaluates again with the new time and re-arms
+ * its timer at sched_next_boundary().
+ *
+ * (The file is not called sched.h: with src/ on the include path that
+ * would hide the system's <sched.h>, which <pthread.h> includes.) */
+#ifndef DETOURD_SCHEDULE_H
+#define DETOURD_SCHEDULE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "control/config.h"
+
+/* Enough for any time sched_format_time() writes, NUL included. */
+#define SCHED_TIME_LEN 40
+
+/* RFC 3339 date-time: YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM).
+ * 'T' and 'Z' may be lower case (RFC 3339 section 5.6); everything else is
+ * rejected: a date alone, a missing offset, a space for 'T', a field out
+ * of range (February 29 only in leap years, second 60 never). Fractions
+ * are cut to milliseconds. */
+bool sched_parse_time(const char *s, int64_t *unix_ms);
+/* UTC, e.g. 2026-11-28T04:00:00Z; milliseconds (.250) only when not 0, so
+ * sched_parse_time() reads back the same instant. */
+void sched_format_time(int64_t unix_ms, char *buf, size_t len);
+
+/* A region's own override from the config. Active while state is not
+ * REGION_AUTO and until_ms is 0 (no end) or still ahead. */
+struct sched_override {
+    enum region_state state;
+    int64_t until_ms;   /* 0: no end */
+    const char *reason; /* NULL: none given */
+};
+
+struct sched_target {
+    size_t pool, region; /* indexes into the model's pools and their regions */
+};
+
+/* A maintenance window: state applies during [from_ms, until_ms) to every
+ * region it names. */
+struct sched_window {
+    const char *name;
+    int64_t from_ms, until_ms;
+    enum region_state state; /* REGION_DRAIN or REGION_DOWN */
+    const char *reason;      /* NULL: none given */
+    const struct sched_target *targets;
+    size_t ntargets;
+};
+
+struct sched_pool {
+    const struct sched_override *overrides; /* one per region */
+    size_t nregions;
+};
+
+struct sched_model {
+    const struct sched_pool *pools;
+    size_t npools;
+    const struct sched_window *windows;
+    size_t nwindows;
+};
+
+enum sched_source {
+    SCHED_SOURCE_NONE,   /* no operator state: the health check decides */
+    SCHED_SOURCE_CONFIG, /* the region's own override */
+    SCHED_SOURCE_WINDOW, /* a maintenance window (see window) */
+};
+
+enum sched_phase { SCHED_PENDING, SCHED_ACTIVE, SCHED_OVER };
+
+/* What sched_eval() says about one region. Strings are the model's. */
+struct sched_region {
+    enum region_state state; /* REGION_AUTO when source is SCHED_SOURCE_NONE */
+    enum sched_source source;
+    const char *window;  /* the window's name (SCHED_SOURCE_WINDOW), else NULL */
+    size_t window_index; /* its index in the model (SCHED_SOURCE_WINDOW only) */
+    const char *reason;  /* the source's reason, or NULL */
+    int64_t until_ms;    /* when the source ends; 0: no end (or no source) */
+};
+
+/* Filled by sched_eval(); the caller provides the arrays. */
+struct sched_result {
+    struct sched_region **pools; /* [pool][region], shaped like the model */
+    enum sched_phase *phases;    /* one per window */
+};
+
+/* The effective operator state of every region at now_ms, by precedence:
+ * the region's own active override, else the active windows naming it
+ * (down beats drain; between equal states the one that ends last, then
+ * the first listed), else none (health checks). Targets outside the model
+ * are ignored. */
+void sched_eval(const struct sched_model *m, int64_t now_ms, struct sched_result *out);
+/* A window's phase at now_ms: pending before from, active in [from, until),
+ * over from until on. */
+enum sched_phase sched_window_phase(const struct sched_window *w, int64_t now_ms);
+/* The earliest window start or end, or active override end, strictly after
+ * now_ms: where the result of sched_eval() may next change. INT64_MAX when
+ * nothing is ahead. */
+int64_t sched_next_boundary(const struct sched_model *m, int64_t now_ms);
+
+const char *sched_source_name(enum sched_source s);
+const char *sched_phase_name(enum sched_phase p);
+
+#endif

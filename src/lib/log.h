@@ -1,0 +1,26 @@
+/* Logging to stderr: levels, text or JSON lines. The daemon never writes
+ * its own log files; systemd's journal or the container runtime takes
+ * stderr from there. */
+#ifndef DETOURD_LOG_H
+#define DETOURD_LOG_H
+
+#include <stdbool.h>
+
+#include "control/config.h"
+
+void log_setup(enum log_level level, bool json);
+bool log_enabled(enum log_level level);
+void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
+#define log_warn(...)  log_msg(LOG_WARN, __VA_ARGS__)
+#define log_info(...)  log_msg(LOG_INFO, __VA_ARGS__)
+#define log_debug(...)                                                                             \
+    do {                                                                                           \
+        if (log_enabled(LOG_DEBUG)) log_msg(LOG_DEBUG, __VA_ARGS__);                               \
+    } while (0)
+
+/* Parses "error" | "warn" | "info" | "debug"; false if unknown. */
+bool log_parse_level(const char *s, enum log_level *out);
+
+#endif
