@@ -2070,6 +2070,7 @@ struct config *config_parse(const char *name, const char *buf, size_t len, struc
     }
     set_defaults(c);
     atomic_init(&c->refs, 1);
+    c->release = config_free;
     c->loaded_at = time(NULL);
     size_t before = d->n + d->dropped;
     struct yt_doc doc;
@@ -2132,19 +2133,9 @@ struct config *config_load(const char *path, struct diag *d)
     return c;
 }
 
-struct config *config_ref(struct config *c)
+void config_free(void *cp)
 {
-    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
-    return c;
-}
-
-void config_unref(struct config *c)
-{
-    if (c && atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1) config_free(c);
-}
-
-void config_free(struct config *c)
-{
+    struct config *c = cp;
     if (!c) return;
     select_release(c);
     redirect_release(c);

@@ -1,235 +1,32 @@
-/* The immutable configuration: YAML file -> struct config, validated in
- * full. A config is built completely (including everything the request path
- * precomputes from it) before it is ever used; it is never modified after
- * config_load() returns. */
+/* Loading the configuration: YAML file -> struct config (snapshot.h),
+ * validated in full, with every error positioned. A config is built
+ * completely (including everything the request path precomputes from it)
+ * before it is ever used. */
 #ifndef DETOURD_CONFIG_H
 #define DETOURD_CONFIG_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdatomic.h>
-#include <sys/socket.h>
-#include <time.h>
 
 #include "lib/diag.h"
-#include "lib/netaddr.h"
-
-struct tls_srv;
-struct sched_model;
-struct sched_result;
+#include "snapshot.h"
 
 #ifndef SYSCONFDIR
 #define SYSCONFDIR "/etc"
 #endif
 #define DETOURD_DEFAULT_CONFIG SYSCONFDIR "/detourd/detourd.yaml"
 
-#define CONFIG_MAX_FILE_BYTES   (16u << 20) /* each: the config and every included file */
-#define CONFIG_MAX_INCLUDES     1000        /* files, over all `include:` patterns */
-#define CONFIG_MAX_WEIGHT       1000
-#define CONFIG_MAX_PRIORITY     1000
-#define CONFIG_MAX_REGIONS      64 /* per pool: an up-set fits in a uint64_t */
-#define CONFIG_MAX_CAPTURE      6  /* request headers the parser keeps (hash keys, access log) */
-#define CONFIG_MAX_HASH_HEADERS 4  /* distinct hash_key headers over all pools */
-
-enum region_state { REGION_AUTO, REGION_UP, REGION_DOWN, REGION_DRAIN };
-enum balance { BALANCE_WEIGHTED, BALANCE_LATENCY, BALANCE_HASH };
-enum body_kind { BODY_HTML, BODY_NONE };
-enum all_down_action { ALL_DOWN_FAIL_OPEN, ALL_DOWN_FALLBACK, ALL_DOWN_REJECT };
-enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
-
-struct header {
-    char *name, *value;
-};
-
-/* A precomputed response piece (built at load, see redirect.c). */
-struct chunk {
-    char *p;
-    size_t len;
-};
-
-/* Everything of one kind of response that does not depend on the request:
- *   head [escaped path] "\r\nDate: ..." "Content-Length: N" tail [Connection]
- *   "\r\n" body_pre [HTML-escaped path] body_post */
-struct tmpl {
-    struct chunk head;      /* status line + "Location: " + url (no CRLF) */
-    struct chunk body_pre;  /* HTML body up to the path */
-    struct chunk body_post; /* HTML body after the path */
-    bool with_path;         /* append the request's path and query */
-    unsigned slot;          /* request counter column */
-    unsigned status;        /* for logs and metrics */
-    const char *region;     /* region name; NULL for fallback and reject */
-};
-
-enum check_type { CHECK_HTTP, CHECK_TCP, CHECK_NONE };
-
-#define CHECK_STATUS_MIN 100
-#define CHECK_STATUS_MAX 599
-
-/* The effective health check of one region: built-in defaults, then the
- * `checks:` block, then the region's own `check:` block. */
-struct check_cfg {
-    enum check_type type;
-    char *url;  /* normalised check url (default: the region url) */
-    bool tls;   /* https */
-    char *host; /* host to connect to (no brackets) */
-    unsigned port;
-    char *path; /* request target: path and query, "/" if empty */
-    char *method;
-    uint8_t expect[(CHECK_STATUS_MAX + 1) / 8 + 1]; /* bit per acceptable status */
-    char *expect_body;                              /* NULL: any body */
-    struct header *headers;
-    size_t nheaders;
-    bool tls_verify;
-    char *ca_file; /* NULL: the system store */
-    uint64_t interval_ms, fast_interval_ms, down_interval_ms, timeout_ms;
-    unsigned rise, fall;
-    unsigned jitter_pct;
-    bool initial_up;
-    unsigned borrowed; /* CHECK_BORROW_* bits: pointers owned by config.checks */
-};
-
-#define CHECK_BORROW_URL     1u
-#define CHECK_BORROW_HOST    2u
-#define CHECK_BORROW_PATH    4u
-#define CHECK_BORROW_METHOD  8u
-#define CHECK_BORROW_BODY    16u
-#define CHECK_BORROW_CA      32u
-#define CHECK_BORROW_HEADERS 64u
-#define CHECK_BORROW_ALL     127u
-
-static inline bool check_status_ok(const struct check_cfg *c, unsigned status)
-{
-    return status <= CHECK_STATUS_MAX && (c->expect[status / 8] >> (status % 8) & 1);
-}
-
-struct region {
-    char *name;
-    char *url; /* normalised: lowercase scheme, no trailing '/' */
-    size_t url_len;
-    unsigned priority;
-    unsigned weight;
-    enum region_state state; /* as configured */
-    int64_t until_ms;        /* state ends at this instant (Unix ms); 0: no end */
-    char *reason;            /* why the operator set state, or NULL */
-    unsigned line, col;
-    struct tmpl tmpl; /* response template (redirect.c) */
-    struct check_cfg check;
-    struct health *health; /* live health state (health.c), not owned */
-    /* The operator state in force now: `state` until `until`, else a
-     * maintenance window's, else auto (schedule.h decides, maint.c applies
-     * it at each boundary). With `health` and pool.sel, the only part of a
-     * config that changes after load: written and read on the main thread
-     * only (selection, status), never by the request path. */
-    enum region_state op;
-};
-
-struct pool {
-    char *name;
-    char **hosts;
-    size_t nhosts;
-    bool is_default;
-    unsigned status;
-    enum balance balance;
-    char *hash_key;  /* "client_ip" or "header:NAME" */
-    int hash_header; /* index into config.capture, or -1 for client_ip */
-    char *cache_control;
-    struct header *headers;
-    size_t nheaders;
-    enum body_kind body;
-    enum all_down_action all_down;
-    char *all_down_url;
-    unsigned retry_after;
-    struct region *regions;
-    size_t nregions;
-    unsigned line, col;
-    /* response templates (redirect.c) */
-    struct chunk tail;        /* Cache-Control + extra headers, each ending CRLF */
-    struct tmpl fallback;     /* all_down: fallback */
-    struct tmpl reject;       /* all_down: reject, and nothing left to choose */
-    struct select_state *sel; /* selection state (select.c), the one mutable part */
-};
-
-struct limits {
-    unsigned max_connections;
-    uint64_t header_timeout_ms;
-    uint64_t idle_timeout_ms;
-    size_t max_header_bytes;
-    size_t max_uri_bytes;
-    size_t max_body_discard;
-    uint64_t shutdown_timeout_ms;
-};
-
-/* The `events:` block (events.h): what each sink is told at load. */
-struct events_cfg {
-    char **exec_argv; /* NULL-terminated; NULL: no exec sink */
-    size_t exec_argc;
-    uint64_t exec_timeout_ms;
-    char *webhook_url; /* normalised; NULL: no webhook sink */
-    char *webhook_host;
-    unsigned webhook_port;
-    char *webhook_path;   /* path and query, at least "/" */
-    bool webhook_tls;     /* https */
-    char *webhook_secret; /* NULL: no X-Detourd-Signature */
-    struct header *webhook_headers;
-    size_t nwebhook_headers;
-    uint64_t webhook_timeout_ms;
-    unsigned webhook_retries;
-    bool webhook_tls_verify;
-    char *webhook_ca_file; /* NULL: the system's trust store */
-};
-
-struct config {
-    _Atomic unsigned refs; /* config_ref/config_unref; freed at zero */
-    time_t loaded_at;
-    char *path;
-    struct listen_addr *listen;
-    struct tls_srv **listen_tls; /* per listener: its TLS settings (tls.h), or NULL */
-    size_t nlisten;
-    unsigned workers; /* 0 = auto */
-    enum log_level log_level;
-    bool log_json;
-    struct limits limits;
-    struct pool *pools;
-    size_t npools;
-    struct pool *default_pool;
-    struct route_table *routes; /* Host -> pool (route.c) */
-    struct check_cfg checks;    /* the `checks:` block over built-in defaults */
-    char **capture; /* header names the parser keeps (lowercase): hash keys, log fields */
-    size_t ncapture;
-    int capture_ua, capture_referer; /* indexes into capture, or -1 */
-    char *access_log;                /* path, or NULL: no access log */
-    bool access_log_json;
-    char *state_file;          /* path, or NULL: health is not kept across restarts */
-    uint64_t state_max_age_ms; /* an older state file is ignored at startup */
-    struct events_cfg events;
-    bool admin; /* admin.listen is set */
-    struct listen_addr admin_listen;
-    struct cidr *admin_allow;
-    size_t nadmin_allow;
-    /* Timed overrides and maintenance windows (schedule.h): the model is
-     * immutable; sched_now holds its evaluation in force (each region's
-     * source, reason and end; each window's phase), kept current with every
-     * region's `op` by the main thread. */
-    struct sched_model *sched;
-    struct sched_result *sched_now;
-    int64_t sched_now_ms; /* the instant sched_now was evaluated for */
-    /* request counters (counters.h): one row per worker, one column per
-     * slot: every template (region, fallback, reject) and every error status */
-    size_t nslots;
-    size_t stride;
-    _Atomic uint64_t *counts;
-};
+#define CONFIG_MAX_FILE_BYTES (16u << 20) /* each: the config and every included file */
+#define CONFIG_MAX_INCLUDES   1000        /* files, over all `include:` patterns */
 
 /* Loads and validates path. On success returns a config; on failure returns
  * NULL with every problem in d (d->file must outlive the call). */
 struct config *config_load(const char *path, struct diag *d);
 /* Same, from memory (tests); name is used in messages. */
 struct config *config_parse(const char *name, const char *buf, size_t len, struct diag *d);
-void config_free(struct config *c);
-/* Reference counting: config_load/config_parse return one reference. */
-struct config *config_ref(struct config *c);
-void config_unref(struct config *c);
+/* Frees c at once (config_unref() is the way once c may be in use). */
+void config_free(void *c);
 
 /* From now on, an included file whose name is `live` (matched by an
  * include pattern, whether it exists or not) is read from `candidate`

@@ -6,7 +6,7 @@
 
 #include <stdbool.h>
 
-#include "control/config.h"
+enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
 void log_setup(enum log_level level, bool json);
 bool log_enabled(enum log_level level);

@@ -15,7 +15,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "control/config.h"
+#include "snapshot.h"
 
 /* Error statuses the request path can answer (HTTP_ERRORS in redirect.h);
  * each has a column after every template's. */

@@ -9,7 +9,8 @@
 #include <stddef.h>
 #include <time.h>
 
-#include "control/config.h"
+#include "lib/diag.h"
+#include "snapshot.h"
 
 #define HTTP_DATE_LEN 29 /* "Sun, 06 Nov 1994 08:49:37 GMT" */
 

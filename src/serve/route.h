@@ -6,7 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "control/config.h"
+#include "snapshot.h"
 
 #define ROUTE_MAX_HOST 255
 

@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "control/config.h"
+#include "snapshot.h"
 
 enum choice_action { CHOICE_REGION, CHOICE_HASH, CHOICE_FALLBACK, CHOICE_REJECT };
 

@@ -17,7 +17,7 @@
 #include <stdint.h>
 
 #include "lib/accesslog.h"
-#include "control/config.h"
+#include "snapshot.h"
 
 #define SERVER_MAX_WORKERS 256
 

@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 #include "lib/accesslog.h"
-#include "control/config.h"
+#include "snapshot.h"
 #include "serve/conn.h"
 #include "serve/redirect.h"
 

@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include "control/config.h"
 #include "lib/diag.h"
 #include "control/health.h"
 #include "unit.h"

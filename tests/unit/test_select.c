@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "control/config.h"
 #include "serve/select.h"
 #include "unit.h"
 
