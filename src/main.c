@@ -18,12 +18,14 @@
 #include "events/events.h"
 #include "control/health.h"
 #include "lib/clock.h"
+#include "lib/defer.h"
 #include "lib/log.h"
 #include "control/maint.h"
 #include "control/plan.h"
+#include "control/reload.h"
 #include "control/schedule.h"
 #include "control/sdnotify.h"
-#include "serve/server.h"
+#include "control/server.h"
 #include "events/sink_exec.h"
 #include "events/sink_webhook.h"
 #include "control/statefile.h"
@@ -45,7 +47,9 @@ struct daemon {
     struct events *events;
     struct sink_exec *exec;
     struct sink_webhook *webhook;
-    struct daemon_view view; /* what /status and /metrics show */
+    struct reloader *reloader;
+    struct timespec reload_t0; /* when the load of the reload in progress started */
+    struct daemon_view view;   /* what /status and /metrics show */
 };
 
 static void usage(FILE *out)
@@ -84,16 +88,6 @@ static bool same_alog(const struct config *a, const struct config *b)
 {
     return (!a->access_log && !b->access_log) ||
            (a->access_log && b->access_log && strcmp(a->access_log, b->access_log) == 0);
-}
-
-/* Opens cfg's access log if it differs from the running one. */
-static bool open_alog(struct daemon *d, const struct config *cfg, struct alog_file **out, char *err,
-                      size_t errlen)
-{
-    *out = NULL;
-    const struct config *cur = server_config(d->srv);
-    if (cur && same_alog(cur, cfg)) return true;
-    return !cfg->access_log || alog_open(cfg->access_log, out, err, errlen);
 }
 
 static void reopen_logs(struct daemon *d)
@@ -135,39 +129,68 @@ static void on_ticket_rotate(evutil_socket_t fd, short what, void *arg)
     tls_rotate_ticket_key();
 }
 
-/* Validate, then commit: on any error the running config is untouched. */
-static void reload(struct daemon *d)
+/* A reload starts: its load runs on a thread of its own (control/reload.h). */
+static const char *reload_starting(void *arg)
 {
-    log_info("SIGHUP: reloading %s", d->path);
+    struct daemon *d = arg;
     sdnotify_reloading();
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    struct diag dg;
-    diag_init(&dg, d->path);
-    struct config *cfg = config_load(d->path, &dg);
+    clock_gettime(CLOCK_MONOTONIC, &d->reload_t0);
+    return server_config(d->srv)->access_log;
+}
+
+static void reload_failed(struct daemon *d, const char *err, const char *first)
+{
+    char why[1400];
+    d->view.last_reload = time(NULL);
+    d->view.reloads_failed++;
+    d->view.last_reload_ok = false;
+    log_error("reload failed (%s); still serving the previous configuration", err);
+    snprintf(why, sizeof(why), "%s%s%s", err, first[0] ? "; the first: " : "", first);
+    event_emit(EVENT_RELOAD, NULL, NULL, NULL, "failed", why);
+    sdnotify_ready();
+}
+
+/* The load is over: validate the rest (listeners bind, health moves over),
+ * then commit; on any error the running config is untouched. */
+static void reload_done(void *arg, struct reload_result *r)
+{
+    struct daemon *d = arg;
     char err[256], first[1024] = "", why[1400];
-    struct listener_set *set = NULL;
-    struct alog_file *alog = NULL;
-    int admin_fd = -1;
-    bool alog_changed = false;
+    struct config *cfg = r->cfg;
+    struct alog_file *alog = r->alog;
+    r->cfg = NULL;
+    r->alog = NULL;
+    if (server_stopping(d->srv)) {
+        log_info("reload of %s dropped: stopping", d->path);
+        config_unref(cfg);
+        alog_file_close(alog);
+        sdnotify_ready();
+        return;
+    }
     if (!cfg) {
-        for (size_t i = 0; i < dg.n; i++) {
+        for (size_t i = 0; i < r->dg.n; i++) {
             char line[1024]; /* each item names its own file: the config or an included one */
-            diag_format(&dg, i, line, sizeof(line));
+            diag_format(&r->dg, i, line, sizeof(line));
             log_error("%s", line);
         }
-        size_t nerr = dg.n + dg.dropped;
-        if (dg.dropped) log_error("%s: %zu more errors not shown", d->path, dg.dropped);
-        if (dg.n) diag_format(&dg, 0, first, sizeof(first));
-        snprintf(err, sizeof(err), "%zu error%s in the new configuration", nerr,
-                 nerr == 1 ? "" : "s");
-    } else if (!(set = server_prepare(d->srv, cfg, err, sizeof(err)))) {
+        size_t nerr = r->dg.n + r->dg.dropped;
+        if (r->dg.dropped) log_error("%s: %zu more errors not shown", d->path, r->dg.dropped);
+        if (r->dg.n) diag_format(&r->dg, 0, first, sizeof(first));
+        if (r->err[0]) {
+            if (!nerr) log_error("%s", r->err);
+            snprintf(err, sizeof(err), "%s", r->err);
+        } else {
+            snprintf(err, sizeof(err), "%zu error%s in the new configuration", nerr,
+                     nerr == 1 ? "" : "s");
+        }
+        reload_failed(d, err, first);
+        return;
+    }
+    struct listener_set *set = NULL;
+    int admin_fd = -1;
+    if (!(set = server_prepare(d->srv, cfg, err, sizeof(err)))) {
         log_error("%s", err);
     } else if (!admin_prepare(d->admin, cfg, &admin_fd, err, sizeof(err))) {
-        log_error("%s", err);
-        server_abort(d->srv, set);
-        set = NULL;
-    } else if (!open_alog(d, cfg, &alog, err, sizeof(err))) {
         log_error("%s", err);
         server_abort(d->srv, set);
         set = NULL;
@@ -176,23 +199,16 @@ static void reload(struct daemon *d)
         log_error("%s", err);
         server_abort(d->srv, set);
         set = NULL;
-        alog_file_close(alog);
-        alog = NULL;
     }
-    diag_free(&dg);
-    if (!set && admin_fd >= 0) close(admin_fd);
-    d->view.last_reload = time(NULL);
     if (!set) {
+        if (admin_fd >= 0) close(admin_fd);
+        alog_file_close(alog);
         config_unref(cfg);
-        d->view.reloads_failed++;
-        d->view.last_reload_ok = false;
-        log_error("reload failed (%s); still serving the previous configuration", err);
-        snprintf(why, sizeof(why), "%s%s%s", err, first[0] ? "; the first: " : "", first);
-        event_emit(EVENT_RELOAD, NULL, NULL, NULL, "failed", why);
-        sdnotify_ready();
+        reload_failed(d, err, first);
         return;
     }
-    alog_changed = !same_alog(server_config(d->srv), cfg);
+    d->view.last_reload = time(NULL);
+    bool alog_changed = !same_alog(server_config(d->srv), cfg);
     server_commit(d->srv, cfg, set);
     if (alog_changed) server_set_alog(d->srv, alog);
     apply_logging(d, cfg);
@@ -210,12 +226,23 @@ static void reload(struct daemon *d)
 #ifdef HAVE_MALLOC_TRIM
     malloc_trim(0); /* what the last reloads freed goes back to the system */
 #endif
+    struct timespec t1;
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    snprintf(why, sizeof(why), "reloaded %s: %zu pool%s, %zu listener%s (%.1f ms)", d->path,
+    double total = (double)(t1.tv_sec - d->reload_t0.tv_sec) * 1e3 +
+                   (double)(t1.tv_nsec - d->reload_t0.tv_nsec) / 1e6;
+    snprintf(why, sizeof(why),
+             "reloaded %s: %zu pool%s, %zu listener%s (%.1f ms; loaded in %.1f ms)", d->path,
              cfg->npools, cfg->npools == 1 ? "" : "s", cfg->nlisten, cfg->nlisten == 1 ? "" : "s",
-             (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+             total, r->load_ms);
     log_info("%s", why);
     event_emit(EVENT_RELOAD, NULL, NULL, NULL, "ok", why);
+}
+
+/* A worker let go of the last reference to something: free it here. */
+static void on_defer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what, (void)arg;
+    defer_run();
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -223,7 +250,9 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     struct daemon *d = arg;
     switch (sig) {
     case SIGHUP:
-        if (!server_stopping(d->srv)) reload(d);
+        if (server_stopping(d->srv)) break;
+        log_info("SIGHUP: reloading %s", d->path);
+        reloader_request(d->reloader);
         break;
     case SIGUSR1: reopen_logs(d); break;
     default:
@@ -374,6 +403,14 @@ int main(int argc, char **argv)
         sigev[i] = evsignal_new(d.base, sigs[i], on_signal, &d);
         if (sigev[i]) evsignal_add(sigev[i], NULL);
     }
+    /* what workers let go of is freed on this thread, not on theirs */
+    int defer_fd = defer_start();
+    struct event *defer_ev =
+        defer_fd >= 0 ? event_new(d.base, defer_fd, EV_READ | EV_PERSIST, on_defer, NULL) : NULL;
+    if (defer_ev)
+        event_add(defer_ev, NULL);
+    else
+        defer_stop(); /* frees at once, on whichever thread */
     /* the event hub before any producer; sinks attach once configured */
     d.events = events_new(NULL);
     d.exec = d.events ? sink_exec_new(d.base, d.events) : NULL;
@@ -427,6 +464,12 @@ int main(int argc, char **argv)
         log_error("%s", err);
         goto out;
     }
+    static const struct reload_hooks hooks = {reload_starting, reload_done};
+    d.reloader = reloader_new(d.base, d.path, &hooks, &d);
+    if (!d.reloader) {
+        log_error("out of memory");
+        goto out;
+    }
     struct timeval day = {86400, 0}, rotate = {TLS_TICKET_ROTATE_S, 0};
     timers[0] = event_new(d.base, -1, EV_PERSIST, on_daily, &d);
     timers[1] = event_new(d.base, -1, EV_PERSIST, on_ticket_rotate, &d);
@@ -446,6 +489,7 @@ int main(int argc, char **argv)
     rc = 0;
     log_info("stopped");
 out:
+    reloader_free(d.reloader); /* a load still running is abandoned */
     admin_stop(d.admin);
     maint_stop(d.maint);
     events_set_default(NULL); /* no more events: the sinks go first */
@@ -454,6 +498,8 @@ out:
     statefile_stop(d.state, rc == 0); /* the last health, written at shutdown */
     health_stop(d.health);
     server_free(d.srv);
+    if (defer_ev) event_free(defer_ev);
+    defer_stop(); /* the workers are gone */
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
         if (sigev[i]) event_free(sigev[i]);
     for (size_t i = 0; i < 2; i++)

@@ -23,7 +23,7 @@
 #include "lib/lit.h"
 #include "lib/log.h"
 #include "serve/select.h"
-#include "serve/server.h"
+#include "control/server.h"
 #include "serve/tls.h"
 
 extern const char admin_page[];

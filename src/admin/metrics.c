@@ -9,7 +9,7 @@
 #include "serve/counters.h"
 #include "events/events.h"
 #include "control/health.h"
-#include "serve/server.h"
+#include "control/server.h"
 #include "serve/tls.h"
 #include "lib/lit.h"
 

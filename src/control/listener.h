@@ -7,25 +7,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "control/config.h"
+#include "serve/worker.h" /* struct listener_set: what the workers accept on */
+#include "snapshot.h"
 
 #define LISTEN_BACKLOG 4096
-
-/* One listen address: an fd per worker (SO_REUSEPORT), or one fd shared by
- * all workers (a socket passed by systemd). */
-struct listener {
-    struct listen_addr addr;
-    struct tls_srv *tls; /* a reference to the config's TLS settings, or NULL */
-    int *fds;            /* nfds entries */
-    bool shared;         /* fds are all the same socket */
-    bool inherited;
-};
-
-struct listener_set {
-    struct listener *l;
-    size_t n;
-    unsigned nfds; /* sockets per listener: one per worker */
-};
 
 /* Sockets to close once no worker polls them any more. */
 struct listener_fds {

@@ -1,11 +1,13 @@
-/* The redirect server: worker threads, listeners, the accept loop,
- * hitless reload and graceful shutdown.
+/* The redirect server as the control plane sees it: starts the worker
+ * threads (serve/worker.h), binds their listeners, publishes each new
+ * config (hitless reload) and drives the graceful shutdown.
  *
- * Each worker is a thread with its own event_base; connections never move
- * between workers. The main thread owns signals, health checks and reload;
- * it talks to workers through a mailbox (an eventfd plus command bits) and
- * frees what workers might still read (old configs, old choices, old
- * listener sets) only after every worker has passed a barrier.
+ * Each worker is a thread with its own event_base, whatever the number of
+ * workers (one included): the main thread runs signals, health checks,
+ * the admin listener and reloads, and never the request path. It talks to
+ * workers through their mailboxes and frees what workers might still read
+ * (old configs, old choices, old listener sets) only after every worker
+ * has passed a barrier.
  *
  * struct server is opaque: the admin pages and metrics read it through the
  * accessors below (main thread only). */
@@ -17,9 +19,8 @@
 #include <stdint.h>
 
 #include "lib/accesslog.h"
+#include "serve/worker.h"
 #include "snapshot.h"
-
-#define SERVER_MAX_WORKERS 256
 
 struct server;
 struct counters;

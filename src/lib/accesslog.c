@@ -16,7 +16,9 @@
 
 bool alog_open(const char *path, struct alog_file **out, char *err, size_t errlen)
 {
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    /* never waits: a FIFO without a reader is an error (ENXIO) rather than
+     * a hang, and a full pipe drops lines rather than stall a worker */
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK | O_NOCTTY, 0640);
     if (fd < 0) {
         snprintf(err, errlen, "access_log %s: %s", path, strerror(errno));
         return false;

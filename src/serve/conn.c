@@ -15,6 +15,7 @@
 #ifdef HAVE_MALLOC_H
 #include <malloc.h>
 #endif
+#include <event2/event.h>
 #include <event2/event_struct.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -31,7 +32,6 @@
 #include "serve/route.h"
 #include "serve/select.h"
 #include "serve/tls.h"
-#include "serve/worker.h"
 #include "lib/lit.h"
 
 #define OUT_INITIAL    4096
@@ -99,7 +99,7 @@ union conn_peer {
 
 struct conn {
     struct event ev; /* read and write, edge-triggered, added once */
-    struct worker *w;
+    struct conn_set *s;
     const struct transport *tp;
     void *tctx; /* the transport's state (none for TCP) */
     struct conn_io *io;
@@ -170,7 +170,7 @@ static inline ssize_t conn_send(struct conn *c, const char *buf, size_t len)
 
 static const struct limits *limits_of(const struct conn *c)
 {
-    return &c->w->cfg->limits;
+    return &c->s->cfg->limits;
 }
 
 static bool out_pending(const struct conn *c)
@@ -180,9 +180,9 @@ static bool out_pending(const struct conn *c)
 
 /* ---- request buffers: held only while a request is in progress ---- */
 
-static size_t in_size(const struct worker *w)
+static size_t in_size(const struct conn_set *s)
 {
-    return w->cfg->limits.max_header_bytes + IN_SLACK;
+    return s->cfg->limits.max_header_bytes + IN_SLACK;
 }
 
 static void io_destroy(struct conn_io *io)
@@ -210,8 +210,8 @@ static struct conn_io *io_new(size_t in_cap)
 
 static inline bool io_attach(struct conn *c)
 {
-    struct conn_set *s = &c->w->conns;
-    size_t want = in_size(c->w);
+    struct conn_set *s = c->s;
+    size_t want = in_size(c->s);
     struct conn_io *io;
     while ((io = s->free_io) && io->in_cap != want) { /* a reload changed max_header_bytes */
         s->free_io = io->next;
@@ -241,7 +241,7 @@ static inline void io_release(struct conn *c)
     c->io = NULL;
     if (io->held.cfg) config_unref(io->held.cfg);
     io->held.cfg = NULL;
-    struct conn_set *s = &c->w->conns;
+    struct conn_set *s = c->s;
     if (s->nfree_io >= MAX_FREE_IO) {
         io_destroy(io);
         return;
@@ -261,7 +261,7 @@ static inline void io_release(struct conn *c)
 /* A reload raised max_header_bytes while a head is arriving. */
 static struct conn_io *io_grow(struct conn *c)
 {
-    size_t want = in_size(c->w);
+    size_t want = in_size(c->s);
     struct conn_io *bigger = realloc(c->io, sizeof(*bigger) + want);
     if (bigger) {
         c->io = bigger;
@@ -303,7 +303,7 @@ static void read_again(struct conn *c)
 
 static void timeq_arm(struct conn_timeq *q, uint64_t at)
 {
-    uint64_t now = q->w->now_ms, ms = at > now ? at - now : 0;
+    uint64_t now = q->s->now_ms, ms = at > now ? at - now : 0;
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
     evtimer_add(q->ev, &tv);
     q->armed = at;
@@ -312,7 +312,7 @@ static void timeq_arm(struct conn_timeq *q, uint64_t at)
 static void timeout_unlink(struct conn *c)
 {
     if (c->tq == NO_QUEUE) return;
-    struct conn_timeq *q = &c->w->conns.tq[c->tq];
+    struct conn_timeq *q = &c->s->tq[c->tq];
     if (c->tprev)
         c->tprev->tnext = c->tnext;
     else
@@ -324,9 +324,9 @@ static void timeout_unlink(struct conn *c)
     c->tq = NO_QUEUE;
 }
 
-static struct conn_timeq *timeq_for(struct worker *w, uint64_t ms)
+static struct conn_timeq *timeq_for(struct conn_set *s, uint64_t ms)
 {
-    struct conn_timeq *q = w->conns.tq, *empty = NULL;
+    struct conn_timeq *q = s->tq, *empty = NULL;
     for (int i = 0; i < CONN_TIMEOUT_QUEUES; i++) {
         if (q[i].ms == ms) return &q[i];
         if (!q[i].head && !empty) empty = &q[i];
@@ -345,7 +345,7 @@ static void timeq_insert(struct conn_timeq *q, struct conn *c, uint64_t key)
     struct conn *prev = q->tail;
     while (prev && prev->qkey > key) prev = prev->tprev;
     c->qkey = key;
-    c->tq = (uint8_t)(q - q->w->conns.tq);
+    c->tq = (uint8_t)(q - q->s->tq);
     c->tprev = prev;
     c->tnext = prev ? prev->tnext : q->head;
     if (c->tnext)
@@ -365,15 +365,15 @@ static void timeq_insert(struct conn_timeq *q, struct conn *c, uint64_t key)
  * per request). */
 static void set_timeout(struct conn *c, uint64_t ms)
 {
-    struct worker *w = c->w;
-    uint64_t deadline = w->now_ms + ms;
-    if (c->tq != NO_QUEUE && w->conns.tq[c->tq].ms == ms && deadline >= c->deadline) {
+    struct conn_set *s = c->s;
+    uint64_t deadline = s->now_ms + ms;
+    if (c->tq != NO_QUEUE && s->tq[c->tq].ms == ms && deadline >= c->deadline) {
         c->deadline = deadline;
         return;
     }
     timeout_unlink(c);
     c->deadline = deadline;
-    timeq_insert(timeq_for(w, ms), c, deadline);
+    timeq_insert(timeq_for(s, ms), c, deadline);
 }
 
 static void conn_expire(struct conn *c);
@@ -381,15 +381,15 @@ static void conn_expire(struct conn *c);
 static void on_timeq(evutil_socket_t fd, short what, void *arg)
 {
     struct conn_timeq *q = arg;
-    struct worker *w = q->w;
+    struct conn_set *s = q->s;
     (void)fd;
     (void)what;
-    w->now_ms = clock_now_ms();
+    s->now_ms = clock_now_ms();
     q->armed = 0;
     struct conn *c;
-    while ((c = q->head) && c->qkey <= w->now_ms) {
+    while ((c = q->head) && c->qkey <= s->now_ms) {
         timeout_unlink(c);
-        if (c->deadline > w->now_ms)
+        if (c->deadline > s->now_ms)
             timeq_insert(q, c, c->deadline); /* it was active since it was queued */
         else
             conn_expire(c);
@@ -425,7 +425,7 @@ static void start_linger(struct conn *c)
     c->backlogged = false;
     conn_register(c);
     read_again(c); /* drain what arrived while the answer was written */
-    c->linger_end = c->w->now_ms + LINGER_MAX_MS;
+    c->linger_end = c->s->now_ms + LINGER_MAX_MS;
     set_timeout(c, LINGER_MS);
 }
 
@@ -435,7 +435,7 @@ static void start_linger(struct conn *c)
  * instead of a reset. */
 static void linger_more(struct conn *c)
 {
-    uint64_t now = c->w->now_ms;
+    uint64_t now = c->s->now_ms;
     if (now + LINGER_MS <= c->linger_end) set_timeout(c, LINGER_MS);
 }
 
@@ -503,16 +503,16 @@ static void peer_storage(const struct conn *c, struct sockaddr_storage *ss)
 
 static void log_entry(struct conn *c, struct alog_entry *e)
 {
-    struct worker *w = c->w;
-    alog_append(&w->alog, e, w->cfg->access_log_json, w->date.sec);
-    if (w->alog.len >= ALOG_FLUSH_AT) worker_alog_flush(w);
+    struct conn_set *s = c->s;
+    alog_append(&s->alog, e, s->cfg->access_log_json, s->date.sec);
+    if (s->alog.len >= ALOG_FLUSH_AT) conn_alog_flush(s);
 }
 
 /* One access log line; base is NULL when no request line was parsed. */
 static void log_access(struct conn *c, const char *base, const struct http_req *r, unsigned status,
                        size_t bytes, const struct pool *p, const char *region)
 {
-    const struct config *cfg = c->w->cfg;
+    const struct config *cfg = c->s->cfg;
     bool line = base && r->method.len;
     struct sockaddr_storage ss;
     peer_storage(c, &ss);
@@ -560,17 +560,17 @@ static void log_access_held(struct conn *c, size_t bytes)
  * answer to HEAD has the same head and no body. */
 static void answer_error(struct conn *c, unsigned status, const char *base)
 {
-    struct worker *w = c->w;
+    struct conn_set *s = c->s;
     struct conn_io *io = c->io;
     c->after = AFTER_CLOSE;
     if (!out_reserve(c, REDIRECT_ERROR_MAX)) return; /* just close */
     c->after = AFTER_LINGER;
-    date_cache_update(&w->date, time(NULL));
+    date_cache_update(&s->date, time(NULL));
     char *o = io->out + io->out_len;
-    size_t n = redirect_error(o, status, io->req.is_head, &w->date);
+    size_t n = redirect_error(o, status, io->req.is_head, &s->date);
     io->out_len += n;
-    counters_inc(w->counts, counters_error_slot(w->cfg, status));
-    if (w->cfg->access_log) log_access(c, base, &io->req, status, n, NULL, NULL);
+    counters_inc(s->counts, counters_error_slot(s->cfg, status));
+    if (s->cfg->access_log) log_access(c, base, &io->req, status, n, NULL, NULL);
     log_debug("client error %u: %s", status, io->req.reason ? io->req.reason : "");
 }
 
@@ -618,8 +618,8 @@ static uint64_t hash_key(const struct conn *c, const struct pool *p, const char 
 static const struct tmpl *choose(struct conn *c, const char *base, const struct http_req *r,
                                  const struct pool **pool)
 {
-    struct worker *w = c->w;
-    const struct config *cfg = w->cfg;
+    struct conn_set *s = c->s;
+    const struct config *cfg = s->cfg;
     const struct pool *p;
     if (r->host.len || r->form == HTTP_ABSOLUTE || r->form == HTTP_AUTHORITY)
         p = route_lookup(cfg, base + r->host.off, r->host.len);
@@ -639,7 +639,7 @@ static const struct tmpl *choose(struct conn *c, const char *base, const struct 
     const struct tmpl *t = idx >= 0                    ? &p->regions[idx].tmpl
                            : action == CHOICE_FALLBACK ? &p->fallback
                                                        : &p->reject;
-    counters_inc(w->counts, t->slot);
+    counters_inc(s->counts, t->slot);
     return t;
 }
 
@@ -654,7 +654,7 @@ static void emit(struct conn *c, const struct pool *p, const struct tmpl *t, con
     }
     enum conn_hdr ch = !keep ? CONN_HDR_CLOSE : minor == 0 ? CONN_HDR_KEEP : CONN_HDR_NONE;
     io->out_len +=
-        redirect_build(io->out + io->out_len, p, t, path, plen, head_only, ch, &c->w->date);
+        redirect_build(io->out + io->out_len, p, t, path, plen, head_only, ch, &c->s->date);
     if (!keep && c->after == AFTER_KEEP) c->after = AFTER_CLOSE;
 }
 
@@ -672,7 +672,7 @@ static bool hold(struct conn *c, const struct pool *p, const struct tmpl *t, con
     }
     if (n) memcpy(h->path, path, n); /* h->path is NULL until a first path */
     h->len = n;
-    h->cfg = config_ref(c->w->cfg);
+    h->cfg = config_ref(c->s->cfg);
     h->pool = p;
     h->tmpl = t;
     h->head = r->is_head;
@@ -687,10 +687,10 @@ static void emit_held(struct conn *c, bool keep)
 {
     struct conn_io *io = c->io;
     struct held *h = &io->held;
-    date_cache_update(&c->w->date, time(NULL));
+    date_cache_update(&c->s->date, time(NULL));
     size_t before = io->out_len;
-    emit(c, h->pool, h->tmpl, h->path, h->len, h->head, h->minor, keep && !c->w->stopping);
-    if (c->w->cfg->access_log) log_access_held(c, io->out_len - before);
+    emit(c, h->pool, h->tmpl, h->path, h->len, h->head, h->minor, keep && !c->s->stopping);
+    if (c->s->cfg->access_log) log_access_held(c, io->out_len - before);
     config_unref(h->cfg);
     h->cfg = NULL;
 }
@@ -703,7 +703,7 @@ static void on_head(struct conn *c, const char *base, size_t avail)
     const struct http_req *r = &io->req;
     const struct limits *lim = limits_of(c);
     bool body = r->chunked || (r->has_length && r->content_length > 0);
-    bool keep = r->keep_alive && !c->w->stopping;
+    bool keep = r->keep_alive && !c->s->stopping;
     /* A client that waits for 100 Continue gets the redirect at once and
      * never sends the body; one whose body is too large to skip gets the
      * redirect and a lingering close. Either way the connection ends. */
@@ -723,7 +723,7 @@ static void on_head(struct conn *c, const char *base, size_t avail)
     if (t) {
         size_t before = io->out_len;
         emit(c, p, t, base + r->path.off, r->path.len, r->is_head, r->minor, keep);
-        if (c->w->cfg->access_log)
+        if (c->s->cfg->access_log)
             log_access(c, base, r, t->status, io->out_len - before, p, t->region);
     }
     if (c->after != AFTER_KEEP) {
@@ -741,10 +741,10 @@ static void on_head(struct conn *c, const char *base, size_t avail)
  * bytes of output. Returns true if any input was consumed. */
 static bool conn_consume(struct conn *c)
 {
-    struct worker *w = c->w;
+    struct conn_set *s = c->s;
     struct conn_io *io = c->io;
     const struct limits *lim = limits_of(c);
-    const struct config *cfg = w->cfg;
+    const struct config *cfg = s->cfg;
     const struct http_limits hl = {lim->max_header_bytes, lim->max_uri_bytes, cfg->capture,
                                    cfg->ncapture};
     size_t pos = 0;
@@ -771,7 +771,7 @@ static bool conn_consume(struct conn *c)
                 goto out;
             }
             if (!dated) {
-                date_cache_update(&w->date, time(NULL));
+                date_cache_update(&s->date, time(NULL));
                 dated = true;
             }
             c->st = CS_IDLE;
@@ -842,7 +842,7 @@ static bool conn_process(struct conn *c)
     if (c->st == CS_IDLE && c->io->in_len) {
         set_timeout(c, lim->header_timeout_ms); /* the next request began */
     } else if (c->st == CS_IDLE) {
-        if (c->w->stopping) {
+        if (c->s->stopping) {
             conn_close(c);
             return false;
         }
@@ -863,7 +863,7 @@ static bool conn_read(struct conn *c)
         char *buf;
         size_t room;
         if (drop) {
-            buf = c->w->conns.drop;
+            buf = c->s->drop;
             room = DROP_BYTES;
         } else {
             if (!c->io && !io_attach(c)) {
@@ -872,7 +872,7 @@ static bool conn_read(struct conn *c)
                 return false;
             }
             struct conn_io *io = c->io;
-            if (io->in_len && io->in_cap < in_size(c->w)) io = io_grow(c);
+            if (io->in_len && io->in_cap < in_size(c->s)) io = io_grow(c);
             buf = io->in + io->in_len;
             room = io->in_cap - io->in_len;
         }
@@ -924,7 +924,7 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
     (void)fd;
-    c->w->now_ms = clock_now_ms();
+    c->s->now_ms = clock_now_ms();
     /* TLS may need the other direction: a read waiting to write (the
      * handshake) or a write waiting to read, as OpenSSL last asked */
     if (c->tls) what |= tls_conn_wants(c->tctx, what);
@@ -957,9 +957,8 @@ static void conn_expire(struct conn *c)
 
 /* ---- lifecycle ---- */
 
-static struct conn *conn_get(struct worker *w)
+static struct conn *conn_get(struct conn_set *s)
 {
-    struct conn_set *s = &w->conns;
     struct conn *c = s->free;
     if (c) {
         s->free = c->next;
@@ -969,18 +968,18 @@ static struct conn *conn_get(struct worker *w)
     return malloc(sizeof(*c));
 }
 
-void conn_accepted(struct worker *w, int fd, const struct sockaddr_storage *peer, socklen_t peerlen,
-                   struct tls_srv *tls)
+void conn_accepted(struct conn_set *s, int fd, const struct sockaddr_storage *peer,
+                   socklen_t peerlen, struct tls_srv *tls)
 {
-    struct conn *c = conn_get(w);
+    struct conn *c = conn_get(s);
     if (!c) {
         log_warn("out of memory: dropping a connection");
         close(fd);
-        worker_conn_closed(w);
+        s->closed(s);
         return;
     }
     /* the one place a connection object is (re)set */
-    c->w = w;
+    c->s = s;
     c->tp = &transport_tcp;
     c->tctx = NULL;
     c->tls = c->timed_out = c->wstall = false;
@@ -988,10 +987,10 @@ void conn_accepted(struct worker *w, int fd, const struct sockaddr_storage *peer
         if (!(c->tctx = tls_conn_new(tls, fd))) {
             log_warn("out of memory: dropping a TLS connection");
             close(fd);
-            c->next = w->conns.free; /* back to the free list */
-            w->conns.free = c;
-            w->conns.nfree++;
-            worker_conn_closed(w);
+            c->next = s->free; /* back to the free list */
+            s->free = c;
+            s->nfree++;
+            s->closed(s);
             return;
         }
         c->tp = &transport_tls;
@@ -1007,12 +1006,12 @@ void conn_accepted(struct worker *w, int fd, const struct sockaddr_storage *peer
     memcpy(&c->peer, peer, peerlen < sizeof(c->peer) ? peerlen : sizeof(c->peer));
     /* edge-triggered for both directions, added once: epoll need not be
      * told again after every wakeup; the reader owns draining the socket */
-    event_assign(&c->ev, w->base, fd, EV_READ | EV_WRITE | EV_PERSIST | EV_ET, on_event, c);
+    event_assign(&c->ev, s->base, fd, EV_READ | EV_WRITE | EV_PERSIST | EV_ET, on_event, c);
     c->prev = NULL;
-    c->next = w->conns.open;
-    if (w->conns.open) w->conns.open->prev = c;
-    w->conns.open = c;
-    set_timeout(c, w->cfg->limits.header_timeout_ms);
+    c->next = s->open;
+    if (s->open) s->open->prev = c;
+    s->open = c;
+    set_timeout(c, s->cfg->limits.header_timeout_ms);
     /* the request usually arrives with the connection: read it right away,
      * and only involve the event loop if the connection lives on */
     if (!conn_read(c)) return;
@@ -1021,8 +1020,7 @@ void conn_accepted(struct worker *w, int fd, const struct sockaddr_storage *peer
 
 static void conn_close(struct conn *c)
 {
-    struct worker *w = c->w;
-    struct conn_set *s = &w->conns;
+    struct conn_set *s = c->s;
     io_release(c);
     event_del(&c->ev); /* also when only activated by read_again */
     timeout_unlink(c);
@@ -1044,25 +1042,24 @@ static void conn_close(struct conn *c)
     } else {
         free(c);
     }
-    worker_conn_closed(w);
+    s->closed(s);
 }
 
-void conn_shutdown_all(struct worker *w)
+void conn_shutdown_all(struct conn_set *s)
 {
-    struct conn *c = w->conns.open;
+    struct conn *c = s->open;
     while (c) {
         struct conn *next = c->next;
         /* a request in progress is answered with Connection: close
-         * (w->stopping) and conn_process() closes it afterwards */
+         * (s->stopping) and conn_process() closes it afterwards */
         if ((c->st == CS_IDLE || c->st == CS_HEAD) && !c->io && c->after == AFTER_KEEP)
             conn_close(c);
         c = next;
     }
 }
 
-void conn_trim_free(struct worker *w)
+void conn_trim_free(struct conn_set *s)
 {
-    struct conn_set *s = &w->conns;
     size_t freed = 0;
     for (size_t n = s->free_low; n && s->free; n--) {
         struct conn *c = s->free;
@@ -1089,23 +1086,25 @@ void conn_trim_free(struct worker *w)
     s->free_io_low = s->nfree_io;
 }
 
-bool conn_set_init(struct worker *w)
+void conn_alog_flush(struct conn_set *s)
 {
-    struct conn_set *s = &w->conns;
-    memset(s, 0, sizeof(*s));
+    if (s->alog.len) alog_flush(&s->alog, atomic_load(s->alog_file));
+}
+
+bool conn_set_init(struct conn_set *s)
+{
     s->drop = malloc(DROP_BYTES);
     if (!s->drop) return false;
     for (int i = 0; i < CONN_TIMEOUT_QUEUES; i++) {
-        s->tq[i].w = w;
-        s->tq[i].ev = evtimer_new(w->base, on_timeq, &s->tq[i]);
+        s->tq[i].s = s;
+        s->tq[i].ev = evtimer_new(s->base, on_timeq, &s->tq[i]);
         if (!s->tq[i].ev) return false;
     }
     return true;
 }
 
-void conn_set_free(struct worker *w)
+void conn_set_free(struct conn_set *s)
 {
-    struct conn_set *s = &w->conns;
     while (s->open) conn_close(s->open);
     while (s->free) {
         struct conn *c = s->free;
@@ -1124,4 +1123,5 @@ void conn_set_free(struct worker *w)
     memset(s->tq, 0, sizeof(s->tq));
     free(s->drop);
     s->drop = NULL;
+    alog_buf_free(&s->alog);
 }

@@ -1,7 +1,11 @@
 /* Client connections of one worker: read, parse, answer, discard bodies,
  * time out, close gracefully. conn.c owns the list of open connections,
  * the free lists (connection objects and request buffers) and the timeout
- * queues; the request path lives there and in redirect.c. */
+ * queues; the request path lives there and in redirect.c.
+ *
+ * The worker that owns a connection set (worker.c) keeps its first fields
+ * current (the config, the counter row, the stop flag) and hears of each
+ * closed connection through `closed`; conn.c never calls into worker.c. */
 #ifndef DETOURD_CONN_H
 #define DETOURD_CONN_H
 
@@ -11,8 +15,12 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
+#include "lib/accesslog.h"
+#include "serve/redirect.h"
+#include "snapshot.h"
+
 struct event;
-struct worker;
+struct event_base;
 struct conn;
 struct conn_io;
 
@@ -44,12 +52,23 @@ struct conn_timeq {
     uint64_t ms;    /* the duration its members were queued with */
     uint64_t armed; /* when its event fires (0: not armed) */
     struct event *ev;
-    struct worker *w;
+    struct conn_set *s;
 };
 
 struct conn_set {
-    struct conn *open; /* open connections (doubly linked) */
-    struct conn *free; /* closed ones kept for reuse */
+    /* the owner's: set before conn_set_init() and kept current */
+    struct event_base *base;
+    struct config *cfg;                     /* what new requests use (a reference) */
+    _Atomic uint64_t *counts;               /* the owner's row of cfg's counters */
+    _Atomic(struct alog_file *) *alog_file; /* the access log file (NULL: none) */
+    bool stopping;                          /* graceful stop: no keep-alive */
+    void (*closed)(struct conn_set *s);     /* after each close */
+    /* shared by the connections */
+    uint64_t now_ms;        /* clock_now_ms(), refreshed at each callback */
+    struct date_cache date; /* the Date header, per second */
+    struct alog_buf alog;   /* access log lines not written yet */
+    struct conn *open;      /* open connections (doubly linked) */
+    struct conn *free;      /* closed ones kept for reuse */
     size_t nfree;
     struct conn_io *free_io; /* request buffers kept for reuse */
     size_t nfree_io;
@@ -59,10 +78,11 @@ struct conn_set {
     struct conn_timeq tq[CONN_TIMEOUT_QUEUES];
 };
 
-/* Sets up the worker's connection set (its base must exist). */
-bool conn_set_init(struct worker *w);
-/* Closes every connection and frees the set. */
-void conn_set_free(struct worker *w);
+/* Sets up the connection side of a zeroed set whose owner's fields are
+ * filled in. */
+bool conn_set_init(struct conn_set *s);
+/* Closes every connection and frees the set (the owner's fields stay). */
+void conn_set_free(struct conn_set *s);
 static inline bool conn_set_empty(const struct conn_set *s)
 {
     return !s->open;
@@ -71,14 +91,16 @@ static inline bool conn_set_empty(const struct conn_set *s)
 struct tls_srv;
 /* Takes an accepted socket; reads and answers what it brought at once.
  * tls: the listener's TLS settings (tls.h), or NULL for plain HTTP. */
-void conn_accepted(struct worker *w, int fd, const struct sockaddr_storage *peer, socklen_t peerlen,
-                   struct tls_srv *tls);
+void conn_accepted(struct conn_set *s, int fd, const struct sockaddr_storage *peer,
+                   socklen_t peerlen, struct tls_srv *tls);
 /* Frees the connection objects and request buffers no connection needed
  * since the last call (once a second), so a burst's high-water mark does
  * not stay resident. */
-void conn_trim_free(struct worker *w);
+void conn_trim_free(struct conn_set *s);
 /* Shutdown: close idle connections now; busy ones end after their answer
  * (with Connection: close). */
-void conn_shutdown_all(struct worker *w);
+void conn_shutdown_all(struct conn_set *s);
+/* Writes the buffered access log lines. */
+void conn_alog_flush(struct conn_set *s);
 
 #endif
