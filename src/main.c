@@ -464,7 +464,7 @@ int main(int argc, char **argv)
         log_error("%s", err);
         goto out;
     }
-    static const struct reload_hooks hooks = {reload_starting, reload_done};
+    static const struct reload_hooks hooks = {.starting = reload_starting, .done = reload_done};
     d.reloader = reloader_new(d.base, d.path, &hooks, &d);
     if (!d.reloader) {
         log_error("out of memory");

@@ -28,6 +28,7 @@
 enum job_state { JOB_RUNNING, JOB_DONE, JOB_ABANDONED };
 
 struct job {
+    struct config *(*load)(const char *path, struct diag *d);
     _Atomic int state;
     _Atomic unsigned refs; /* the thread's and the main thread's */
     int efd;
@@ -75,7 +76,7 @@ static void *load_main(void *arg)
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     struct reload_result *r = &j->r;
-    r->cfg = config_load(j->path, &r->dg);
+    r->cfg = j->load(j->path, &r->dg);
     const char *alog = r->cfg ? r->cfg->access_log : NULL;
     if (alog && !(j->running_alog && strcmp(alog, j->running_alog) == 0) &&
         !alog_open(alog, &r->alog, r->err, sizeof(r->err))) {
@@ -120,10 +121,11 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
     atomic_fetch_add(&stuck, 1);
     struct reload_result r = {.path = rl->path};
     diag_init(&r.dg, rl->path);
+    unsigned ms = rl->hooks.timeout_ms ? rl->hooks.timeout_ms : RELOAD_TIMEOUT_MS;
     snprintf(r.err, sizeof(r.err),
-             "the new configuration was still loading after %d s: abandoned (a file that cannot "
-             "be read?)",
-             RELOAD_TIMEOUT_MS / 1000);
+             "the new configuration was still loading after %g s: abandoned (a file that "
+             "cannot be read?)",
+             ms / 1000.0);
     rl->hooks.done(rl->arg, &r);
     diag_free(&r.dg);
     finish(rl);
@@ -160,6 +162,7 @@ static bool start(struct reloader *rl)
         log_error("reload of %s: out of memory", rl->path);
         return false;
     }
+    j->load = rl->hooks.load ? rl->hooks.load : config_load;
     atomic_init(&j->state, JOB_RUNNING);
     atomic_init(&j->refs, 2);
     j->r.path = j->path;
@@ -177,7 +180,8 @@ static bool start(struct reloader *rl)
     }
     rl->job = j;
     event_add(rl->job_ev, NULL);
-    struct timeval tv = {RELOAD_TIMEOUT_MS / 1000, (RELOAD_TIMEOUT_MS % 1000) * 1000};
+    unsigned ms = rl->hooks.timeout_ms ? rl->hooks.timeout_ms : RELOAD_TIMEOUT_MS;
+    struct timeval tv = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
     evtimer_add(rl->timer, &tv);
     return true;
 }
@@ -221,6 +225,11 @@ bool reloader_request(struct reloader *rl)
         return true;
     }
     return start(rl);
+}
+
+unsigned reloader_stuck(void)
+{
+    return atomic_load(&stuck);
 }
 
 bool reloader_busy(const struct reloader *rl)

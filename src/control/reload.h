@@ -36,8 +36,13 @@ struct reload_result {
     double load_ms;         /* how long the load took */
 };
 
-/* The main thread's side of a reload. */
+/* How a reloader runs. */
 struct reload_hooks {
+    /* Loads path on the loader thread (NULL: config_load()); tests make
+     * their own. */
+    struct config *(*load)(const char *path, struct diag *d);
+    /* The load's deadline in ms (0: RELOAD_TIMEOUT_MS). */
+    unsigned timeout_ms;
     /* A load starts (at once or after the one before it): returns the
      * access log path in use now (NULL: none), which is not reopened. */
     const char *(*starting)(void *arg);
@@ -56,6 +61,8 @@ struct reloader *reloader_new(struct event_base *base, const char *path,
 bool reloader_request(struct reloader *rl);
 /* A load is running. */
 bool reloader_busy(const struct reloader *rl);
+/* Abandoned loads whose threads still run. */
+unsigned reloader_stuck(void);
 /* Abandons a running load and frees rl. */
 void reloader_free(struct reloader *rl);
 
