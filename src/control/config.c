@@ -742,6 +742,11 @@ static void finish_check(struct cfg_ctx *x, const struct yt_node *at, struct reg
     }
 }
 
+static void load_checks(struct cfg_ctx *x, const struct yt_node *n)
+{
+    if (n) load_check(x, n, &x->c->checks, false);
+}
+
 /* ---- sections ---- */
 
 static struct tls_pos pos_of(const struct yt_node *n)
@@ -854,6 +859,10 @@ static struct tls_srv *load_tls(struct cfg_ctx *x, const struct yt_node *n, cons
 static void load_listen(struct cfg_ctx *x, const struct yt_node *n)
 {
     static const char *const keys[] = {"address", "tls", NULL};
+    if (!n) {
+        CFG_ERR(x, x->root, "'listen' is required");
+        return;
+    }
     struct config *c = x->c;
     if (n->kind == YT_SCALAR && !cfg_is_null(n)) {
         /* a single address is accepted as a one-item list */
@@ -921,6 +930,7 @@ static void load_limits(struct cfg_ctx *x, const struct yt_node *n)
     static const char *const keys[] = {
         "max_connections", "header_timeout",   "idle_timeout",     "max_header_bytes",
         "max_uri_bytes",   "max_body_discard", "shutdown_timeout", NULL};
+    if (!n) return;
     if (!cfg_want(x, n, YT_MAP, "limits")) return;
     cfg_check_keys(x, n, "limits", keys);
     struct limits *l = &x->c->limits;
@@ -948,6 +958,7 @@ static void load_log(struct cfg_ctx *x, const struct yt_node *n)
     static const char *const keys[] = {"level", "format", NULL};
     static const char *const levels[] = {"error", "warn", "info", "debug", NULL};
     static const char *const formats[] = {"text", "json", NULL};
+    if (!n) return;
     if (!cfg_want(x, n, YT_MAP, "log")) return;
     cfg_check_keys(x, n, "log", keys);
     const struct yt_node *v;
@@ -970,6 +981,7 @@ static bool same_socket(const struct listen_addr *a, const struct listen_addr *b
 static void load_admin(struct cfg_ctx *x, const struct yt_node *n)
 {
     static const char *const keys[] = {"listen", "allow", NULL};
+    if (!n) return;
     struct config *c = x->c;
     if (cfg_is_null(n)) return;
     if (!cfg_want(x, n, YT_MAP, "admin")) return;
@@ -1013,6 +1025,7 @@ static void load_access_log(struct cfg_ctx *x, const struct yt_node *n)
 {
     static const char *const keys[] = {"path", "format", NULL};
     static const char *const formats[] = {"combined", "json", NULL};
+    if (!n) return;
     if (cfg_is_null(n)) return;
     if (!cfg_want(x, n, YT_MAP, "access_log")) return;
     cfg_check_keys(x, n, "access_log", keys);
@@ -1847,6 +1860,7 @@ static void load_webhook(struct cfg_ctx *x, const struct yt_node *n, struct even
 static void load_events(struct cfg_ctx *x, const struct yt_node *n)
 {
     static const char *const keys[] = {"exec", "webhook", NULL};
+    if (!n) return;
     if (cfg_is_null(n) || !cfg_want(x, n, YT_MAP, "events")) return;
     cfg_check_keys(x, n, "events", keys);
     const struct yt_node *v;
@@ -1866,44 +1880,74 @@ static void free_events(struct events_cfg *e)
     free(e->webhook_ca_file);
 }
 
+static void load_workers(struct cfg_ctx *x, const struct yt_node *v)
+{
+    if (!v) return;
+    if (cfg_key_is(v, "auto"))
+        x->c->workers = 0;
+    else
+        cfg_get_unsigned(x, v, "workers", 1, 256, &x->c->workers);
+}
+
+static void load_state_file(struct cfg_ctx *x, const struct yt_node *v)
+{
+    struct config *c = x->c;
+    if (v && !cfg_is_null(v) && cfg_get_str(x, v, "state_file", &c->state_file) &&
+        c->state_file[0] != '/')
+        CFG_ERR(x, v, "state_file: '%s' must be an absolute path", c->state_file);
+}
+
+static void load_state_max_age(struct cfg_ctx *x, const struct yt_node *v)
+{
+    if (v)
+        cfg_get_duration(x, v, "state_max_age", 0, 7 * 24 * (uint64_t)CFG_MS_PER_HOUR,
+                         &x->c->state_max_age_ms);
+}
+
+/* `include:` first: the lists of pools and maintenance windows span the
+ * main file and every included one. */
+static void load_files(struct cfg_ctx *x, const struct yt_node *v)
+{
+    (void)v;
+    const struct yt_node *inc = yt_get(x->root, "include");
+    if (inc) load_include(x, inc);
+    load_lists(x, x->root);
+}
+
+/* The top-level keys, in the order "unknown key" lists them, each with
+ * its section's loader. Loaders run in this order, once per load whether
+ * their key is there or not (v NULL: absent; a section may set defaults
+ * then). The order matters where a section checks against another:
+ * `listen` first (region urls and admin.listen are checked against the
+ * listeners), `checks` before the pools (a region's check starts from
+ * it). `maintenance` and `include` are loaded with `pools`. */
+static const struct cfg_section {
+    const char *key;
+    void (*load)(struct cfg_ctx *x, const struct yt_node *v);
+} sections[] = {
+    {"listen", load_listen}, {"workers", load_workers},       {"admin", load_admin},
+    {"log", load_log},       {"access_log", load_access_log}, {"limits", load_limits},
+    {"checks", load_checks}, {"pools", load_files},           {"maintenance", NULL},
+    {"include", NULL},       {"state_file", load_state_file}, {"state_max_age", load_state_max_age},
+    {"events", load_events},
+};
+
+#define NSECTIONS (sizeof(sections) / sizeof(sections[0]))
+
 static void load_root(struct cfg_ctx *x, const struct yt_node *root)
 {
-    static const char *const keys[] = {
-        "listen", "workers",     "admin",   "log",        "access_log",    "limits", "checks",
-        "pools",  "maintenance", "include", "state_file", "state_max_age", "events", NULL};
-    struct config *c = x->c;
     if (!root || cfg_is_null(root)) {
         diag_add(x->d, 1, 1, "the configuration is empty ('listen' and 'pools' are required)");
         return;
     }
     if (!cfg_want(x, root, YT_MAP, "configuration")) return;
+    const char *keys[NSECTIONS + 1];
+    for (size_t i = 0; i < NSECTIONS; i++) keys[i] = sections[i].key;
+    keys[NSECTIONS] = NULL;
     cfg_check_keys(x, root, "the top level", keys);
-    const struct yt_node *v;
-    /* listeners first: region urls are checked against them */
-    if ((v = yt_get(root, "listen")))
-        load_listen(x, v);
-    else
-        CFG_ERR(x, root, "'listen' is required");
-    if ((v = yt_get(root, "workers"))) {
-        if (cfg_key_is(v, "auto"))
-            c->workers = 0;
-        else
-            cfg_get_unsigned(x, v, "workers", 1, 256, &c->workers);
-    }
-    if ((v = yt_get(root, "log"))) load_log(x, v);
-    if ((v = yt_get(root, "access_log"))) load_access_log(x, v);
-    if ((v = yt_get(root, "admin"))) load_admin(x, v);
-    if ((v = yt_get(root, "limits"))) load_limits(x, v);
-    if ((v = yt_get(root, "checks"))) load_check(x, v, &x->c->checks, false);
-    if ((v = yt_get(root, "include"))) load_include(x, v);
-    load_lists(x, root);
-    if ((v = yt_get(root, "state_file")) && !cfg_is_null(v) &&
-        cfg_get_str(x, v, "state_file", &c->state_file) && c->state_file[0] != '/')
-        CFG_ERR(x, v, "state_file: '%s' must be an absolute path", c->state_file);
-    if ((v = yt_get(root, "state_max_age")))
-        cfg_get_duration(x, v, "state_max_age", 0, 7 * 24 * (uint64_t)CFG_MS_PER_HOUR,
-                         &c->state_max_age_ms);
-    if ((v = yt_get(root, "events"))) load_events(x, v);
+    x->root = root;
+    for (size_t i = 0; i < NSECTIONS; i++)
+        if (sections[i].load) sections[i].load(x, yt_get(root, sections[i].key));
 }
 
 static void free_windows(struct sched_window *w, size_t n)
