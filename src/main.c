@@ -27,6 +27,7 @@
 #include "events/sink_exec.h"
 #include "events/sink_webhook.h"
 #include "control/statefile.h"
+#include "control/tls_config.h"
 #include "serve/tls.h"
 
 #define EXIT_CONFIG 1

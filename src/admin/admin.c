@@ -24,7 +24,7 @@
 #include "lib/log.h"
 #include "serve/select.h"
 #include "serve/server.h"
-#include "serve/tls.h"
+#include "control/tls_config.h"
 
 extern const char admin_page[];
 extern const size_t admin_page_len;

@@ -10,7 +10,7 @@
 #include "events/events.h"
 #include "control/health.h"
 #include "serve/server.h"
-#include "serve/tls.h"
+#include "control/tls_config.h"
 #include "lib/lit.h"
 
 uint64_t metrics_requests(const struct daemon_view *v, const struct config *c, const char *pool,

@@ -26,7 +26,7 @@
 #include "serve/route.h"
 #include "control/schedule.h"
 #include "serve/select.h"
-#include "serve/tls.h"
+#include "control/tls_config.h"
 #include "lib/yaml_tree.h"
 #include "lib/lit.h"
 #include "lib/clock.h"
@@ -749,113 +749,6 @@ static void load_checks(struct cfg_ctx *x, const struct yt_node *n)
 
 /* ---- sections ---- */
 
-static struct tls_pos pos_of(const struct yt_node *n)
-{
-    struct tls_pos p = {n->line, n->col};
-    return p;
-}
-
-static void load_tls_certs(struct cfg_ctx *x, const struct yt_node *n, struct tls_conf *tc)
-{
-    static const char *const keys[] = {"cert", "key", NULL};
-    if (!cfg_want(x, n, YT_SEQ, "tls.certificates")) return;
-    if (n->len == 0) {
-        CFG_ERR(x, n, "tls.certificates: at least one certificate is required");
-        return;
-    }
-    tc->certs = calloc(n->len, sizeof(*tc->certs));
-    if (!tc->certs) return;
-    for (size_t i = 0; i < n->len; i++) {
-        const struct yt_node *item = n->u.items[i], *v;
-        if (!cfg_want(x, item, YT_MAP, "tls.certificates[]")) continue;
-        cfg_check_keys(x, item, "a certificate", keys);
-        struct tls_cert_conf *cc = &tc->certs[tc->ncerts];
-        cc->index = i;
-        if ((v = yt_get(item, "cert")) && cfg_get_str(x, v, "tls.certificates[].cert", &cc->cert))
-            cc->cert_pos = pos_of(v);
-        else if (!v)
-            CFG_ERR(x, item, "tls.certificates[]: 'cert' is required");
-        if ((v = yt_get(item, "key")) && cfg_get_str(x, v, "tls.certificates[].key", &cc->key))
-            cc->key_pos = pos_of(v);
-        else if (!v)
-            CFG_ERR(x, item, "tls.certificates[]: 'key' is required");
-        tc->ncerts++;
-    }
-}
-
-static void load_tls_protocols(struct cfg_ctx *x, const struct yt_node *n, struct tls_conf *tc)
-{
-    if (!cfg_want(x, n, YT_SEQ, "tls.protocols")) return;
-    if (n->len == 0) {
-        CFG_ERR(x, n, "tls.protocols: at least one protocol is required (TLSv1.2, TLSv1.3)");
-        return;
-    }
-    int lo = 0, hi = 0;
-    for (size_t i = 0; i < n->len; i++) {
-        const struct yt_node *v = n->u.items[i];
-        if (!cfg_scalar(x, v, "tls.protocols")) continue;
-        int ver = cfg_key_is(v, "TLSv1.2")   ? TLS1_2_VERSION
-                  : cfg_key_is(v, "TLSv1.3") ? TLS1_3_VERSION
-                                             : 0;
-        if (!ver) {
-            char name[64];
-            CFG_ERR(x, v, "tls.protocols: '%s' is not accepted (TLSv1.2, TLSv1.3)",
-                    cfg_shown(v, name, sizeof(name)));
-            continue;
-        }
-        if (!lo || ver < lo) lo = ver;
-        if (ver > hi) hi = ver;
-    }
-    if (lo) {
-        tc->min_version = lo;
-        tc->max_version = hi;
-    }
-}
-
-/* A listener's `tls:` block: parsed here, loaded (files, OpenSSL) by tls.c
- * with the positions kept for its messages. */
-static struct tls_srv *load_tls(struct cfg_ctx *x, const struct yt_node *n, const char *listener)
-{
-    static const char *const keys[] = {
-        "certificates",    "protocols",   "ciphers",     "ciphersuites",
-        "session_tickets", "ticket_keys", "unknown_sni", NULL};
-    static const char *const sni[] = {"default", "reject", NULL};
-    if (!cfg_want(x, n, YT_MAP, "tls")) return NULL;
-    cfg_check_keys(x, n, "tls", keys);
-    struct tls_conf *tc = calloc(1, sizeof(*tc));
-    if (!tc) return NULL;
-    tc->listener = listener;
-    tc->tickets = true;
-    tc->min_version = TLS1_2_VERSION;
-    tc->max_version = TLS1_3_VERSION;
-    size_t before = x->d->n + x->d->dropped;
-    const struct yt_node *v;
-    if ((v = yt_get(n, "certificates")))
-        load_tls_certs(x, v, tc);
-    else
-        CFG_ERR(x, n, "tls: 'certificates' is required");
-    if ((v = yt_get(n, "protocols"))) load_tls_protocols(x, v, tc);
-    if ((v = yt_get(n, "ciphers")) && cfg_get_str(x, v, "tls.ciphers", &tc->ciphers))
-        tc->ciphers_pos = pos_of(v);
-    if ((v = yt_get(n, "ciphersuites")) && cfg_get_str(x, v, "tls.ciphersuites", &tc->ciphersuites))
-        tc->ciphersuites_pos = pos_of(v);
-    if ((v = yt_get(n, "session_tickets"))) cfg_get_bool(x, v, "tls.session_tickets", &tc->tickets);
-    if ((v = yt_get(n, "ticket_keys")) && cfg_get_str(x, v, "tls.ticket_keys", &tc->ticket_keys))
-        tc->ticket_keys_pos = pos_of(v);
-    int e;
-    if ((v = yt_get(n, "unknown_sni")) && cfg_get_enum(x, v, "tls.unknown_sni", sni, &e))
-        tc->reject_unknown = e == 1;
-    /* the files are checked too when something above is wrong: every
-     * problem in one pass */
-    struct tls_srv *t = tc->ncerts ? tls_srv_build(tc, x->d) : NULL;
-    if (t && x->d->n + x->d->dropped != before) {
-        tls_srv_unref(t);
-        t = NULL;
-    }
-    tls_conf_free(tc);
-    return t;
-}
-
 static void load_listen(struct cfg_ctx *x, const struct yt_node *n)
 {
     static const char *const keys[] = {"address", "tls", NULL};
@@ -887,7 +780,7 @@ static void load_listen(struct cfg_ctx *x, const struct yt_node *n)
             const struct yt_node *a = yt_get(item, "address");
             if (!a) {
                 CFG_ERR(x, item, "listen: 'address' is required");
-                tls_srv_unref(tls ? load_tls(x, tls, "?") : NULL); /* its errors too */
+                tls_srv_unref(tls ? tls_config_load(x, tls, "?") : NULL); /* its errors too */
                 continue;
             }
             item = a;
@@ -916,10 +809,10 @@ static void load_listen(struct cfg_ctx *x, const struct yt_node *n)
         }
         if (bad) {
             /* not a listener, but its tls: block is checked all the same */
-            if (tls) tls_srv_unref(load_tls(x, tls, bad));
+            if (tls) tls_srv_unref(tls_config_load(x, tls, bad));
             continue;
         }
-        if (tls) c->listen_tls[c->nlisten] = load_tls(x, tls, c->listen[c->nlisten].text);
+        if (tls) c->listen_tls[c->nlisten] = tls_config_load(x, tls, c->listen[c->nlisten].text);
         c->nlisten++;
     }
     free(seen.slot);
