@@ -124,4 +124,11 @@ void cfg_load_header_map(struct cfg_ctx *x, const struct yt_node *n, const char 
                          const char *(*refused)(const char *), struct header **out, size_t *nout);
 void cfg_free_headers(struct header *h, size_t n);
 
+/* ---- the sections of the control plane without a header of their own
+ * (each is called with its key's value, NULL when absent) ---- */
+
+/* listen_config.c: `listen:`, a list of addresses (or one), each plain or
+ * {address, tls}. Loaded first: other sections check against them. */
+void listen_config_load(struct cfg_ctx *x, const struct yt_node *v);
+
 #endif
