@@ -28,6 +28,7 @@
 #include "lib/netaddr.h"
 
 struct tls_srv;
+struct check_cfg;
 struct route_table;
 struct select_state;
 struct health;
@@ -68,48 +69,6 @@ struct tmpl {
     const char *region;     /* region name; NULL for fallback and reject */
 };
 
-enum check_type { CHECK_HTTP, CHECK_TCP, CHECK_NONE };
-
-#define CHECK_STATUS_MIN 100
-#define CHECK_STATUS_MAX 599
-
-/* The effective health check of one region: built-in defaults, then the
- * `checks:` block, then the region's own `check:` block. */
-struct check_cfg {
-    enum check_type type;
-    char *url;  /* normalised check url (default: the region url) */
-    bool tls;   /* https */
-    char *host; /* host to connect to (no brackets) */
-    unsigned port;
-    char *path; /* request target: path and query, "/" if empty */
-    char *method;
-    uint8_t expect[(CHECK_STATUS_MAX + 1) / 8 + 1]; /* bit per acceptable status */
-    char *expect_body;                              /* NULL: any body */
-    struct header *headers;
-    size_t nheaders;
-    bool tls_verify;
-    char *ca_file; /* NULL: the system store */
-    uint64_t interval_ms, fast_interval_ms, down_interval_ms, timeout_ms;
-    unsigned rise, fall;
-    unsigned jitter_pct;
-    bool initial_up;
-    unsigned borrowed; /* CHECK_BORROW_* bits: pointers owned by config.checks */
-};
-
-#define CHECK_BORROW_URL     1u
-#define CHECK_BORROW_HOST    2u
-#define CHECK_BORROW_PATH    4u
-#define CHECK_BORROW_METHOD  8u
-#define CHECK_BORROW_BODY    16u
-#define CHECK_BORROW_CA      32u
-#define CHECK_BORROW_HEADERS 64u
-#define CHECK_BORROW_ALL     127u
-
-static inline bool check_status_ok(const struct check_cfg *c, unsigned status)
-{
-    return status <= CHECK_STATUS_MAX && (c->expect[status / 8] >> (status % 8) & 1);
-}
-
 struct region {
     char *name;
     char *url; /* normalised: lowercase scheme, no trailing '/' */
@@ -120,9 +79,9 @@ struct region {
     int64_t until_ms;        /* state ends at this instant (Unix ms); 0: no end */
     char *reason;            /* why the operator set state, or NULL */
     unsigned line, col;
-    struct tmpl tmpl; /* response template (redirect.c) */
-    struct check_cfg check;
-    struct health *health; /* live health state (health.c), not owned */
+    struct tmpl tmpl;        /* response template (redirect.c) */
+    struct check_cfg *check; /* its effective health check (control/health_config.h) */
+    struct health *health;   /* live health state (health.c), not owned */
     /* The operator state in force now: `state` until `until`, else a
      * maintenance window's, else auto (schedule.h decides, maint.c applies
      * it at each boundary). With `health` and pool.sel, the only part of a
@@ -202,7 +161,7 @@ struct config {
     size_t npools;
     struct pool *default_pool;
     struct route_table *routes; /* Host -> pool (route.c) */
-    struct check_cfg checks;    /* the `checks:` block over built-in defaults */
+    struct check_cfg *checks;   /* the `checks:` block over built-in defaults */
     char **capture; /* header names the parser keeps (lowercase): hash keys, log fields */
     size_t ncapture;
     int capture_ua, capture_referer; /* indexes into capture, or -1 */

@@ -200,7 +200,7 @@ static void why_out(struct evbuffer *o, const struct config *c, const struct poo
                             h->last.detail[0] ? ": " : "", h->last.detail);
     } else {
         evbuffer_add_printf(o, "down (%u of %u successes needed to come back)", h->st.succ,
-                            r->check.rise);
+                            r->check->rise);
     }
 }
 
