@@ -29,6 +29,7 @@
 
 struct tls_srv;
 struct check_cfg;
+struct events_cfg;
 struct route_table;
 struct select_state;
 struct health;
@@ -126,25 +127,6 @@ struct limits {
     uint64_t shutdown_timeout_ms;
 };
 
-/* The `events:` block (events.h): what each sink is told at load. */
-struct events_cfg {
-    char **exec_argv; /* NULL-terminated; NULL: no exec sink */
-    size_t exec_argc;
-    uint64_t exec_timeout_ms;
-    char *webhook_url; /* normalised; NULL: no webhook sink */
-    char *webhook_host;
-    unsigned webhook_port;
-    char *webhook_path;   /* path and query, at least "/" */
-    bool webhook_tls;     /* https */
-    char *webhook_secret; /* NULL: no X-Detourd-Signature */
-    struct header *webhook_headers;
-    size_t nwebhook_headers;
-    uint64_t webhook_timeout_ms;
-    unsigned webhook_retries;
-    bool webhook_tls_verify;
-    char *webhook_ca_file; /* NULL: the system's trust store */
-};
-
 struct config {
     _Atomic unsigned refs;    /* config_ref/config_unref */
     void (*release)(void *c); /* frees it (control/config.c), on the control thread */
@@ -169,8 +151,8 @@ struct config {
     bool access_log_json;
     char *state_file;          /* path, or NULL: health is not kept across restarts */
     uint64_t state_max_age_ms; /* an older state file is ignored at startup */
-    struct events_cfg events;
-    bool admin; /* admin.listen is set */
+    struct events_cfg *events; /* `events:` (events/events_config.h) */
+    bool admin;                /* admin.listen is set */
     struct listen_addr admin_listen;
     struct cidr *admin_allow;
     size_t nadmin_allow;

@@ -3,6 +3,7 @@
 #include "control/config.h"
 #include "control/config_walk.h"
 #include "control/health_config.h"
+#include "events/events_config.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -1293,137 +1294,6 @@ static void load_lists(struct cfg_ctx *x, const struct yt_node *root)
     free(lists);
 }
 
-/* ---- events: ---- */
-
-static const char *webhook_reserved(const char *name)
-{
-    static const char *const reserved[] = {
-        "host",       "content-type",       "content-length",
-        "connection", "transfer-encoding",  "x-detourd-signature",
-        "expect",     "x-detourd-event-id", NULL};
-    for (const char *const *r = reserved; *r; r++)
-        if (strcasecmp(name, *r) == 0) return "is set by detourd itself and cannot be configured";
-    return NULL;
-}
-
-static void load_exec(struct cfg_ctx *x, const struct yt_node *n, struct events_cfg *e)
-{
-    static const char *const keys[] = {"command", "timeout", NULL};
-    if (!cfg_want(x, n, YT_MAP, "events.exec")) return;
-    cfg_check_keys(x, n, "events.exec", keys);
-    const struct yt_node *v = yt_get(n, "command");
-    if (!v) {
-        CFG_ERR(x, n, "events.exec: 'command' is required");
-    } else if (v->kind == YT_SCALAR && !cfg_is_null(v)) {
-        CFG_ERR(x, v,
-                "events.exec.command: give a list (the program and its arguments, e.g. "
-                "[\"/usr/local/bin/notify\", \"--channel\", \"ops\"]); no shell runs it");
-    } else if (cfg_want(x, v, YT_SEQ, "events.exec.command")) {
-        if (!v->len) CFG_ERR(x, v, "events.exec.command: the list is empty");
-        e->exec_argv = calloc(v->len + 1, sizeof(*e->exec_argv));
-        if (!e->exec_argv) return;
-        for (size_t i = 0; i < v->len; i++) {
-            char *s = NULL;
-            if (!cfg_get_str(x, v->u.items[i], "events.exec.command", &s)) continue;
-            e->exec_argv[e->exec_argc++] = s;
-            if (!cfg_text_ok(s))
-                CFG_ERR(x, v->u.items[i],
-                        "events.exec.command: item %zu contains a control character", i);
-        }
-        const char *prog = e->exec_argc ? e->exec_argv[0] : NULL;
-        struct stat st;
-        if (prog && prog[0] != '/')
-            CFG_ERR(x, v->u.items[0],
-                    "events.exec.command: '%s' must be an absolute path (no PATH search)", prog);
-        else if (prog && access(prog, X_OK) != 0)
-            CFG_ERR(x, v->u.items[0], "events.exec.command: cannot run '%s': %s", prog,
-                    strerror(errno));
-        else if (prog && (stat(prog, &st) != 0 || !S_ISREG(st.st_mode)))
-            CFG_ERR(x, v->u.items[0], "events.exec.command: '%s' is not a file", prog);
-    }
-    if ((v = yt_get(n, "timeout")))
-        cfg_get_duration(x, v, "events.exec.timeout", 100, CFG_MS_PER_HOUR, &e->exec_timeout_ms);
-}
-
-static void load_webhook(struct cfg_ctx *x, const struct yt_node *n, struct events_cfg *e)
-{
-    static const char *const keys[] = {"url",     "secret",  "headers",    "timeout",
-                                       "retries", "ca_file", "tls_verify", NULL};
-    if (!cfg_want(x, n, YT_MAP, "events.webhook")) return;
-    cfg_check_keys(x, n, "events.webhook", keys);
-    const struct yt_node *v = yt_get(n, "url");
-    char *s = NULL;
-    if (!v) {
-        CFG_ERR(x, n, "events.webhook: 'url' is required");
-    } else if (cfg_get_str(x, v, "events.webhook.url", &s)) {
-        struct url u;
-        const char *err = netaddr_parse_url(s, true, &u);
-        if (err) {
-            CFG_ERR(x, v, "events.webhook.url: '%s' %s", s, err);
-        } else {
-            e->webhook_url = u.norm;
-            e->webhook_tls = strncmp(u.norm, LIT("https:")) == 0;
-            e->webhook_host = strdup(u.host);
-            e->webhook_port = u.port;
-            const char *rest = u.norm + (e->webhook_tls ? 8 : 7);
-            const char *slash = rest + strcspn(rest, "/?");
-            e->webhook_path = *slash == '/' ? strdup(slash) : NULL;
-            if (!e->webhook_path && *slash == '?') {
-                size_t len = strlen(slash);
-                e->webhook_path = malloc(len + 2);
-                if (e->webhook_path) {
-                    e->webhook_path[0] = '/';
-                    memcpy(e->webhook_path + 1, slash, len + 1);
-                }
-            } else if (!e->webhook_path) {
-                e->webhook_path = strdup("/");
-            }
-        }
-        free(s);
-    }
-    if ((v = yt_get(n, "secret")) &&
-        cfg_get_str(x, v, "events.webhook.secret", &e->webhook_secret) && !e->webhook_secret[0])
-        CFG_ERR(x, v, "events.webhook.secret: empty (leave the key out for no signature)");
-    if ((v = yt_get(n, "headers")) && !cfg_is_null(v))
-        cfg_load_header_map(x, v, "events.webhook.headers", webhook_reserved, &e->webhook_headers,
-                            &e->nwebhook_headers);
-    if ((v = yt_get(n, "timeout")))
-        cfg_get_duration(x, v, "events.webhook.timeout", 100, 10 * 60 * 1000,
-                         &e->webhook_timeout_ms);
-    if ((v = yt_get(n, "retries")))
-        cfg_get_unsigned(x, v, "events.webhook.retries", 0, 100, &e->webhook_retries);
-    if ((v = yt_get(n, "tls_verify")))
-        cfg_get_bool(x, v, "events.webhook.tls_verify", &e->webhook_tls_verify);
-    if ((v = yt_get(n, "ca_file")) &&
-        cfg_get_str(x, v, "events.webhook.ca_file", &e->webhook_ca_file) &&
-        access(e->webhook_ca_file, R_OK) != 0)
-        CFG_ERR(x, v, "events.webhook.ca_file: cannot read '%s': %s", e->webhook_ca_file,
-                strerror(errno));
-}
-
-static void load_events(struct cfg_ctx *x, const struct yt_node *n)
-{
-    static const char *const keys[] = {"exec", "webhook", NULL};
-    if (!n) return;
-    if (cfg_is_null(n) || !cfg_want(x, n, YT_MAP, "events")) return;
-    cfg_check_keys(x, n, "events", keys);
-    const struct yt_node *v;
-    if ((v = yt_get(n, "exec")) && !cfg_is_null(v)) load_exec(x, v, &x->c->events);
-    if ((v = yt_get(n, "webhook")) && !cfg_is_null(v)) load_webhook(x, v, &x->c->events);
-}
-
-static void free_events(struct events_cfg *e)
-{
-    for (size_t i = 0; i < e->exec_argc; i++) free(e->exec_argv[i]);
-    free(e->exec_argv);
-    free(e->webhook_url);
-    free(e->webhook_host);
-    free(e->webhook_path);
-    free(e->webhook_secret);
-    cfg_free_headers(e->webhook_headers, e->nwebhook_headers);
-    free(e->webhook_ca_file);
-}
-
 static void load_workers(struct cfg_ctx *x, const struct yt_node *v)
 {
     if (!v) return;
@@ -1481,7 +1351,7 @@ static const struct cfg_section {
     {"include", NULL},
     {"state_file", load_state_file},
     {"state_max_age", load_state_max_age},
-    {"events", load_events},
+    {"events", events_config_load},
 };
 
 #define NSECTIONS (sizeof(sections) / sizeof(sections[0]))
@@ -1629,10 +1499,6 @@ static void set_defaults(struct config *c)
     c->workers = 1;
     c->log_level = LOG_INFO;
     c->state_max_age_ms = 10 * 60 * 1000;
-    c->events.exec_timeout_ms = 10 * 1000;
-    c->events.webhook_timeout_ms = 5 * 1000;
-    c->events.webhook_retries = 5;
-    c->events.webhook_tls_verify = true;
     c->limits = (struct limits){
         .max_connections = 10000,
         .header_timeout_ms = 10000,
@@ -1751,7 +1617,7 @@ void config_free(void *cp)
     free(c->capture);
     free(c->access_log);
     free(c->state_file);
-    free_events(&c->events);
+    events_cfg_free(c->events);
     free(c->admin_allow);
     free((void *)c->counts);
     for (size_t i = 0; c->listen_tls && i < c->nlisten; i++) tls_srv_unref(c->listen_tls[i]);
