@@ -30,6 +30,7 @@
 struct tls_srv;
 struct check_cfg;
 struct events_cfg;
+struct admin_cfg;
 struct route_table;
 struct select_state;
 struct health;
@@ -152,10 +153,7 @@ struct config {
     char *state_file;          /* path, or NULL: health is not kept across restarts */
     uint64_t state_max_age_ms; /* an older state file is ignored at startup */
     struct events_cfg *events; /* `events:` (events/events_config.h) */
-    bool admin;                /* admin.listen is set */
-    struct listen_addr admin_listen;
-    struct cidr *admin_allow;
-    size_t nadmin_allow;
+    struct admin_cfg *admin;   /* `admin:` (admin/admin_config.h); NULL: no admin listener */
     /* Timed overrides and maintenance windows (schedule.h): the model is
      * immutable; sched_now holds its evaluation in force (each region's
      * source, reason and end; each window's phase), kept current with every

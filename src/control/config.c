@@ -3,6 +3,7 @@
 #include "control/config.h"
 #include "control/config_walk.h"
 #include "control/health_config.h"
+#include "admin/admin_config.h"
 #include "events/events_config.h"
 
 #include <arpa/inet.h>
@@ -513,58 +514,6 @@ static void load_log(struct cfg_ctx *x, const struct yt_node *n)
         x->c->log_level = (enum log_level)e;
     if ((v = yt_get(n, "format")) && cfg_get_enum(x, v, "log.format", formats, &e))
         x->c->log_json = e == 1;
-}
-
-/* Would binding both addresses clash (same port, and the same address or
- * a wildcard of the same family)? */
-static bool same_socket(const struct listen_addr *a, const struct listen_addr *b)
-{
-    if (a->port != b->port || a->ss.ss_family != b->ss.ss_family) return false;
-    const char *any = a->ss.ss_family == AF_INET6 ? "::" : "0.0.0.0";
-    return strcmp(a->host, b->host) == 0 || strcmp(a->host, any) == 0 || strcmp(b->host, any) == 0;
-}
-
-static void load_admin(struct cfg_ctx *x, const struct yt_node *n)
-{
-    static const char *const keys[] = {"listen", "allow", NULL};
-    if (!n) return;
-    struct config *c = x->c;
-    if (cfg_is_null(n)) return;
-    if (!cfg_want(x, n, YT_MAP, "admin")) return;
-    cfg_check_keys(x, n, "admin", keys);
-    const struct yt_node *v = yt_get(n, "listen");
-    if (!v) {
-        CFG_ERR(x, n, "admin: 'listen' is required");
-    } else if (cfg_scalar(x, v, "admin.listen")) {
-        if (!netaddr_parse_listen(v->str, &c->admin_listen)) {
-            CFG_ERR(x, v, "admin.listen: '%s' is not an address (IPv4:PORT, [IPv6]:PORT or *:PORT)",
-                    v->str);
-        } else {
-            c->admin_listen.line = v->line;
-            c->admin_listen.col = v->col;
-            c->admin = true;
-            for (size_t i = 0; i < c->nlisten; i++)
-                if (same_socket(&c->listen[i], &c->admin_listen))
-                    CFG_ERR(x, v, "admin.listen: %s overlaps the redirect listener %s (line %u)",
-                            c->admin_listen.text, c->listen[i].text, c->listen[i].line);
-        }
-    }
-    static const char *const dflt[] = {"127.0.0.0/8", "::1/128"};
-    v = yt_get(n, "allow");
-    size_t cnt = v && v->kind == YT_SEQ ? v->len : 2;
-    if (v && !cfg_want(x, v, YT_SEQ, "admin.allow")) return;
-    c->admin_allow = calloc(cnt ? cnt : 1, sizeof(*c->admin_allow));
-    if (!c->admin_allow) return;
-    for (size_t i = 0; i < cnt; i++) {
-        const struct yt_node *it = v ? v->u.items[i] : NULL;
-        if (it && !cfg_scalar(x, it, "admin.allow")) continue;
-        if (!netaddr_parse_cidr(it ? it->str : dflt[i], &c->admin_allow[c->nadmin_allow])) {
-            CFG_ERR(x, it, "admin.allow: '%s' is not an address or CIDR (e.g. 10.0.0.0/8, ::1/128)",
-                    it->str);
-            continue;
-        }
-        c->nadmin_allow++;
-    }
 }
 
 static void load_access_log(struct cfg_ctx *x, const struct yt_node *n)
@@ -1341,7 +1290,7 @@ static const struct cfg_section {
 } sections[] = {
     {"listen", listen_config_load},
     {"workers", load_workers},
-    {"admin", load_admin},
+    {"admin", admin_config_load},
     {"log", load_log},
     {"access_log", load_access_log},
     {"limits", load_limits},
@@ -1618,7 +1567,7 @@ void config_free(void *cp)
     free(c->access_log);
     free(c->state_file);
     events_cfg_free(c->events);
-    free(c->admin_allow);
+    admin_cfg_free(c->admin);
     free((void *)c->counts);
     for (size_t i = 0; c->listen_tls && i < c->nlisten; i++) tls_srv_unref(c->listen_tls[i]);
     free(c->listen_tls);
