@@ -131,4 +131,10 @@ void cfg_free_headers(struct header *h, size_t n);
  * {address, tls}. Loaded first: other sections check against them. */
 void listen_config_load(struct cfg_ctx *x, const struct yt_node *v);
 
+/* pools_config.c: the `pools:` list n of the file walked now, appended to
+ * x->c->pools (which has room for those of every file). */
+void pools_config_load(struct cfg_ctx *x, const struct yt_node *n);
+/* Once every file's pools are loaded: each host in one pool only. */
+void pools_config_check_hosts(struct cfg_ctx *x);
+
 #endif
