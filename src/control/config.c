@@ -502,96 +502,6 @@ static void load_access_log(struct cfg_ctx *x, const struct yt_node *n)
         x->c->access_log_json = e == 1;
 }
 
-/* "POOL/REGION" of a maintenance window, resolved against the pools. */
-static bool find_target(struct cfg_ctx *x, const struct yt_node *n, struct sched_target *t)
-{
-    if (!cfg_scalar(x, n, "maintenance regions")) return false;
-    const char *slash = strchr(n->str, '/');
-    char buf[96];
-    if (!slash || slash == n->str || !slash[1] || strchr(slash + 1, '/')) {
-        CFG_ERR(x, n, "regions: '%s' is not POOL/REGION", cfg_shown(n, buf, sizeof(buf)));
-        return false;
-    }
-    size_t plen = (size_t)(slash - n->str);
-    const struct config *c = x->c;
-    for (size_t i = 0; i < c->npools; i++) {
-        const struct pool *p = &c->pools[i];
-        if (!p->name || strlen(p->name) != plen || memcmp(p->name, n->str, plen) != 0) continue;
-        for (size_t k = 0; k < p->nregions; k++)
-            if (p->regions[k].name && strcmp(p->regions[k].name, slash + 1) == 0) {
-                *t = (struct sched_target){i, k};
-                return true;
-            }
-        CFG_ERR(x, n, "regions: pool %s has no region '%s'", p->name, slash + 1);
-        return false;
-    }
-    CFG_ERR(x, n, "regions: no pool '%.*s'", (int)plen, n->str);
-    return false;
-}
-
-static void load_window(struct cfg_ctx *x, const struct yt_node *n, struct sched_window *w)
-{
-    static const char *const keys[] = {"name", "from", "until", "state", "regions", "reason", NULL};
-    static const char *const states[] = {"drain", "down", NULL};
-    w->state = REGION_DRAIN;
-    if (!cfg_want(x, n, YT_MAP, "maintenance window")) return;
-    cfg_check_keys(x, n, "a maintenance window", keys);
-    const struct yt_node *v, *from = yt_get(n, "from"), *until = yt_get(n, "until");
-    char *name = NULL, *reason = NULL;
-    if ((v = yt_get(n, "name")))
-        cfg_get_name(x, v, "maintenance name", &name);
-    else
-        CFG_ERR(x, n, "maintenance: 'name' is required");
-    w->name = name;
-    bool times = true;
-    if (!from)
-        CFG_ERR(x, n, "maintenance%s%s: 'from' is required", name ? " " : "", name ? name : "");
-    if (!until)
-        CFG_ERR(x, n, "maintenance%s%s: 'until' is required", name ? " " : "", name ? name : "");
-    times = from && until;
-    if (from && !cfg_get_time(x, from, "from", &w->from_ms)) times = false;
-    if (until && !cfg_get_time(x, until, "until", &w->until_ms)) times = false;
-    if (times && w->until_ms <= w->from_ms)
-        CFG_ERR(x, until, "until: must be after from (%s)", from->str);
-    int e;
-    if ((v = yt_get(n, "state")) && cfg_get_enum(x, v, "maintenance state", states, &e))
-        w->state = e == 0 ? REGION_DRAIN : REGION_DOWN;
-    if ((v = yt_get(n, "reason"))) cfg_get_reason(x, v, &reason);
-    w->reason = reason;
-    if (!(v = yt_get(n, "regions"))) {
-        CFG_ERR(x, n, "maintenance%s%s: 'regions' is required", name ? " " : "", name ? name : "");
-        return;
-    }
-    if (!cfg_want(x, v, YT_SEQ, "maintenance regions")) return;
-    if (v->len == 0) {
-        CFG_ERR(x, v, "regions: at least one POOL/REGION is required");
-        return;
-    }
-    struct sched_target *t = calloc(v->len, sizeof(*t));
-    if (!t) return;
-    w->targets = t;
-    for (size_t i = 0; i < v->len; i++)
-        if (find_target(x, v->u.items[i], &t[w->ntargets])) w->ntargets++;
-}
-
-/* The windows of one file (the current one), appended to x->windows,
- * which has room for those of every file. */
-static void load_maintenance(struct cfg_ctx *x, const struct yt_node *n)
-{
-    if (!x->windows) return;
-    char at[PATH_MAX + 32];
-    for (size_t i = 0; i < n->len; i++) {
-        struct sched_window *w = &x->windows[x->nwindows++];
-        load_window(x, n->u.items[i], w);
-        const struct cfg_seen_slot *first =
-            w->name ? cfg_seen_put(&x->window_names, w->name, n->u.items[i]->line, x->cur) : NULL;
-        if (first)
-            CFG_ERR(x, yt_get(n->u.items[i], "name"),
-                    "maintenance name '%s' is used twice (first at %s)", w->name,
-                    cfg_line_of(x, first->file, first->line, at, sizeof(at)));
-    }
-}
-
 /* Reads path whole into a new buffer; NULL with *what (and errno) set. */
 static char *read_whole(const char *path, size_t *len, const char **what)
 {
@@ -871,7 +781,7 @@ static void load_lists(struct cfg_ctx *x, const struct yt_node *root)
         pools_config_check_hosts(x);
         for (size_t i = 0; i < nfiles; i++) {
             cfg_set_file(x, i ? x->inc[i - 1].name : c->path, i);
-            if (lists[2 * i + 1]) load_maintenance(x, lists[2 * i + 1]);
+            if (lists[2 * i + 1]) maint_config_load(x, lists[2 * i + 1]);
         }
         cfg_set_file(x, c->path, 0);
     }
@@ -954,80 +864,6 @@ static void load_root(struct cfg_ctx *x, const struct yt_node *root)
     x->root = root;
     for (size_t i = 0; i < NSECTIONS; i++)
         if (sections[i].load) sections[i].load(x, yt_get(root, sections[i].key));
-}
-
-static void free_windows(struct sched_window *w, size_t n)
-{
-    for (size_t i = 0; w && i < n; i++) {
-        free((char *)w[i].name);
-        free((char *)w[i].reason);
-        free((struct sched_target *)w[i].targets);
-    }
-    free(w);
-}
-
-static void sched_free(struct config *c)
-{
-    struct sched_model *m = c->sched;
-    if (m) {
-        for (size_t i = 0; i < m->npools; i++) free((struct sched_override *)m->pools[i].overrides);
-        free((struct sched_pool *)m->pools);
-        free_windows((struct sched_window *)m->windows, m->nwindows);
-        free(m);
-    }
-    struct sched_result *r = c->sched_now;
-    if (r) {
-        for (size_t i = 0; r->pools && i < c->npools; i++) free(r->pools[i]);
-        free(r->pools);
-        free(r->phases);
-        free(r);
-    }
-    c->sched = NULL;
-    c->sched_now = NULL;
-}
-
-/* The scheduling model of the loaded config (it takes x's windows) and
- * its evaluation at the load instant, so that even the first choices
- * published follow it. */
-static bool sched_build(struct cfg_ctx *x)
-{
-    struct config *c = x->c;
-    struct sched_model *m = calloc(1, sizeof(*m));
-    struct sched_result *r = calloc(1, sizeof(*r));
-    c->sched = m;
-    c->sched_now = r;
-    if (!m || !r) return false;
-    m->windows = x->windows;
-    m->nwindows = x->nwindows;
-    x->windows = NULL;
-    struct sched_pool *sp = calloc(c->npools ? c->npools : 1, sizeof(*sp));
-    m->pools = sp;
-    r->pools = calloc(c->npools ? c->npools : 1, sizeof(*r->pools));
-    r->phases = calloc(m->nwindows ? m->nwindows : 1, sizeof(*r->phases));
-    if (!sp || !r->pools || !r->phases) return false;
-    m->npools = c->npools;
-    for (size_t i = 0; i < c->npools; i++) {
-        const struct pool *p = &c->pools[i];
-        struct sched_override *o = calloc(p->nregions ? p->nregions : 1, sizeof(*o));
-        sp[i].overrides = o;
-        r->pools[i] = calloc(p->nregions ? p->nregions : 1, sizeof(*r->pools[i]));
-        if (!o || !r->pools[i]) return false;
-        sp[i].nregions = p->nregions;
-        for (size_t k = 0; k < p->nregions; k++)
-            o[k] = (struct sched_override){p->regions[k].state, p->regions[k].until_ms,
-                                           p->regions[k].reason};
-    }
-    config_sched_apply(c, clock_wall_ms());
-    return true;
-}
-
-void config_sched_apply(struct config *c, int64_t now_ms)
-{
-    sched_eval(c->sched, now_ms, c->sched_now);
-    c->sched_now_ms = now_ms;
-    for (size_t i = 0; i < c->npools; i++)
-        for (size_t k = 0; k < c->pools[i].nregions; k++)
-            c->pools[i].regions[k].op = c->sched_now->pools[i][k].state;
 }
 
 /* The distinct header names used by `hash_key: header:NAME`, which the
@@ -1118,9 +954,9 @@ struct config *config_parse(const char *name, const char *buf, size_t len, struc
     free(x.hosts);
     free(x.pool_names.slot);
     free(x.window_names.slot);
-    if (d->n + d->dropped == before && !sched_build(&x) && d->n + d->dropped == before)
+    if (d->n + d->dropped == before && !maint_config_build(&x) && d->n + d->dropped == before)
         diag_add(d, 0, 0, "out of memory");
-    free_windows(x.windows, x.nwindows); /* when sched_build did not take them */
+    maint_config_free_windows(x.windows, x.nwindows); /* when not taken */
     yt_free(&doc);
     for (size_t i = 0; i < x.ninc; i++) yt_free(&x.inc[i].doc);
     collect_capture(&x); /* names the pools' files */
@@ -1172,7 +1008,7 @@ void config_free(void *cp)
     if (!c) return;
     select_release(c);
     redirect_release(c);
-    sched_free(c);
+    maint_config_free(c);
     route_free(c->routes);
     for (size_t i = 0; i < c->npools; i++) {
         struct pool *p = &c->pools[i];

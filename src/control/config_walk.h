@@ -137,4 +137,15 @@ void pools_config_load(struct cfg_ctx *x, const struct yt_node *n);
 /* Once every file's pools are loaded: each host in one pool only. */
 void pools_config_check_hosts(struct cfg_ctx *x);
 
+/* maint_config.c: the `maintenance:` list n of the file walked now,
+ * appended to x->windows (which has room for those of every file); after
+ * every file's pools. */
+void maint_config_load(struct cfg_ctx *x, const struct yt_node *n);
+/* x->c->sched from x's windows (taken) and the regions' own overrides,
+ * evaluated now. False on OOM. */
+bool maint_config_build(struct cfg_ctx *x);
+void maint_config_free_windows(struct sched_window *w, size_t n);
+/* Frees c->sched and c->sched_now. */
+void maint_config_free(struct config *c);
+
 #endif
