@@ -797,21 +797,6 @@ static void load_workers(struct cfg_ctx *x, const struct yt_node *v)
         cfg_get_unsigned(x, v, "workers", 1, 256, &x->c->workers);
 }
 
-static void load_state_file(struct cfg_ctx *x, const struct yt_node *v)
-{
-    struct config *c = x->c;
-    if (v && !cfg_is_null(v) && cfg_get_str(x, v, "state_file", &c->state_file) &&
-        c->state_file[0] != '/')
-        CFG_ERR(x, v, "state_file: '%s' must be an absolute path", c->state_file);
-}
-
-static void load_state_max_age(struct cfg_ctx *x, const struct yt_node *v)
-{
-    if (v)
-        cfg_get_duration(x, v, "state_max_age", 0, 7 * 24 * (uint64_t)CFG_MS_PER_HOUR,
-                         &x->c->state_max_age_ms);
-}
-
 /* `include:` first: the lists of pools and maintenance windows span the
  * main file and every included one. */
 static void load_files(struct cfg_ctx *x, const struct yt_node *v)
@@ -843,8 +828,8 @@ static const struct cfg_section {
     {"pools", load_files},
     {"maintenance", NULL},
     {"include", NULL},
-    {"state_file", load_state_file},
-    {"state_max_age", load_state_max_age},
+    {"state_file", statefile_config_load},
+    {"state_max_age", statefile_config_load_max_age},
     {"events", events_config_load},
 };
 
@@ -918,7 +903,6 @@ static void set_defaults(struct config *c)
 {
     c->workers = 1;
     c->log_level = LOG_INFO;
-    c->state_max_age_ms = 10 * 60 * 1000;
     c->limits = (struct limits){
         .max_connections = 10000,
         .header_timeout_ms = 10000,

@@ -148,4 +148,9 @@ void maint_config_free_windows(struct sched_window *w, size_t n);
 /* Frees c->sched and c->sched_now. */
 void maint_config_free(struct config *c);
 
+/* statefile_config.c: `state_file` (an absolute path) and `state_max_age`
+ * (default STATEFILE_DEFAULT_MAX_AGE_MS). */
+void statefile_config_load(struct cfg_ctx *x, const struct yt_node *v);
+void statefile_config_load_max_age(struct cfg_ctx *x, const struct yt_node *v);
+
 #endif
