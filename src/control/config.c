@@ -1,38 +1,38 @@
+/* Loading the configuration: see config.h. This file is the walk: the
+ * top-level keys as a table of sections, each loaded by its subsystem (a
+ * `*_config.c` next to its code, through config_walk.h); `include:` and
+ * the lists of pools and maintenance windows that span the main file and
+ * the included ones; positions and the error list; the core keys
+ * (workers, log, access_log, limits); and what the request path
+ * precomputes once everything is loaded. */
 #include "autoconf.h"
 
 #include "control/config.h"
-#include "control/config_walk.h"
-#include "control/health_config.h"
-#include "admin/admin_config.h"
-#include "events/events_config.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fnmatch.h>
 #include <glob.h>
-#include <openssl/ssl.h>
 #include <limits.h>
-#include <netinet/in.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
+#include "admin/admin_config.h"
+#include "control/config_walk.h"
+#include "control/health_config.h"
+#include "control/schedule.h"
+#include "events/events_config.h"
 #include "lib/hash.h"
+#include "lib/lit.h"
+#include "lib/netaddr.h"
+#include "lib/yaml_tree.h"
 #include "serve/counters.h"
 #include "serve/http_parse.h"
-#include "lib/netaddr.h"
 #include "serve/redirect.h"
 #include "serve/route.h"
-#include "control/schedule.h"
 #include "serve/select.h"
-#include "control/tls_config.h"
-#include "lib/yaml_tree.h"
-#include "lib/lit.h"
-#include "lib/clock.h"
+#include "serve/tls.h"
 
 /* A file named by `include:`, parsed. */
 struct cfg_inc_file {
@@ -818,19 +818,19 @@ static const struct cfg_section {
     const char *key;
     void (*load)(struct cfg_ctx *x, const struct yt_node *v);
 } sections[] = {
-    {"listen", listen_config_load},
-    {"workers", load_workers},
-    {"admin", admin_config_load},
-    {"log", load_log},
-    {"access_log", load_access_log},
-    {"limits", load_limits},
-    {"checks", health_config_load_checks},
-    {"pools", load_files},
-    {"maintenance", NULL},
-    {"include", NULL},
-    {"state_file", statefile_config_load},
-    {"state_max_age", statefile_config_load_max_age},
-    {"events", events_config_load},
+    {"listen", listen_config_load},                   /* listen_config.c, tls_config.c */
+    {"workers", load_workers},                        /* here */
+    {"admin", admin_config_load},                     /* admin/admin_config.c */
+    {"log", load_log},                                /* here */
+    {"access_log", load_access_log},                  /* here */
+    {"limits", load_limits},                          /* here */
+    {"checks", health_config_load_checks},            /* health_config.c */
+    {"pools", load_files},                            /* here: pools_config.c per file */
+    {"maintenance", NULL},                            /* with pools: maint_config.c */
+    {"include", NULL},                                /* with pools: here */
+    {"state_file", statefile_config_load},            /* statefile_config.c */
+    {"state_max_age", statefile_config_load_max_age}, /* statefile_config.c */
+    {"events", events_config_load},                   /* events/events_config.c */
 };
 
 #define NSECTIONS (sizeof(sections) / sizeof(sections[0]))
