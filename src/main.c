@@ -29,6 +29,7 @@
 #include "events/sink_exec.h"
 #include "events/sink_webhook.h"
 #include "control/statefile.h"
+#include "control/tls_config.h"
 #include "serve/tls.h"
 
 #define EXIT_CONFIG 1
@@ -216,8 +217,8 @@ static void reload_done(void *arg, struct reload_result *r)
     maint_reload(d->maint, cfg);
     health_flush_events(d->health); /* all-down events after the overrides that caused them */
     statefile_reload(d->state, cfg);
-    sink_exec_config(d->exec, &cfg->events);
-    sink_webhook_config(d->webhook, &cfg->events);
+    sink_exec_config(d->exec, cfg->events);
+    sink_webhook_config(d->webhook, cfg->events);
     health_notify_status(d->health);
     sdnotify_ready();
     admin_commit(d->admin, cfg, admin_fd);
@@ -425,8 +426,8 @@ int main(int argc, char **argv)
         goto out;
     }
     events_set_default(d.events);
-    sink_exec_config(d.exec, &cfg->events);
-    sink_webhook_config(d.webhook, &cfg->events);
+    sink_exec_config(d.exec, cfg->events);
+    sink_webhook_config(d.webhook, cfg->events);
     /* health first: the choices reflect `initial` before any request */
     d.health = health_start(d.base, cfg, retire, d.srv);
     if (!d.health) {

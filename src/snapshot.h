@@ -28,6 +28,9 @@
 #include "lib/netaddr.h"
 
 struct tls_srv;
+struct check_cfg;
+struct events_cfg;
+struct admin_cfg;
 struct route_table;
 struct select_state;
 struct health;
@@ -68,48 +71,6 @@ struct tmpl {
     const char *region;     /* region name; NULL for fallback and reject */
 };
 
-enum check_type { CHECK_HTTP, CHECK_TCP, CHECK_NONE };
-
-#define CHECK_STATUS_MIN 100
-#define CHECK_STATUS_MAX 599
-
-/* The effective health check of one region: built-in defaults, then the
- * `checks:` block, then the region's own `check:` block. */
-struct check_cfg {
-    enum check_type type;
-    char *url;  /* normalised check url (default: the region url) */
-    bool tls;   /* https */
-    char *host; /* host to connect to (no brackets) */
-    unsigned port;
-    char *path; /* request target: path and query, "/" if empty */
-    char *method;
-    uint8_t expect[(CHECK_STATUS_MAX + 1) / 8 + 1]; /* bit per acceptable status */
-    char *expect_body;                              /* NULL: any body */
-    struct header *headers;
-    size_t nheaders;
-    bool tls_verify;
-    char *ca_file; /* NULL: the system store */
-    uint64_t interval_ms, fast_interval_ms, down_interval_ms, timeout_ms;
-    unsigned rise, fall;
-    unsigned jitter_pct;
-    bool initial_up;
-    unsigned borrowed; /* CHECK_BORROW_* bits: pointers owned by config.checks */
-};
-
-#define CHECK_BORROW_URL     1u
-#define CHECK_BORROW_HOST    2u
-#define CHECK_BORROW_PATH    4u
-#define CHECK_BORROW_METHOD  8u
-#define CHECK_BORROW_BODY    16u
-#define CHECK_BORROW_CA      32u
-#define CHECK_BORROW_HEADERS 64u
-#define CHECK_BORROW_ALL     127u
-
-static inline bool check_status_ok(const struct check_cfg *c, unsigned status)
-{
-    return status <= CHECK_STATUS_MAX && (c->expect[status / 8] >> (status % 8) & 1);
-}
-
 struct region {
     char *name;
     char *url; /* normalised: lowercase scheme, no trailing '/' */
@@ -120,9 +81,9 @@ struct region {
     int64_t until_ms;        /* state ends at this instant (Unix ms); 0: no end */
     char *reason;            /* why the operator set state, or NULL */
     unsigned line, col;
-    struct tmpl tmpl; /* response template (redirect.c) */
-    struct check_cfg check;
-    struct health *health; /* live health state (health.c), not owned */
+    struct tmpl tmpl;        /* response template (redirect.c) */
+    struct check_cfg *check; /* its effective health check (control/health_config.h) */
+    struct health *health;   /* live health state (health.c), not owned */
     /* The operator state in force now: `state` until `until`, else a
      * maintenance window's, else auto (schedule.h decides, maint.c applies
      * it at each boundary). With `health` and pool.sel, the only part of a
@@ -167,25 +128,6 @@ struct limits {
     uint64_t shutdown_timeout_ms;
 };
 
-/* The `events:` block (events.h): what each sink is told at load. */
-struct events_cfg {
-    char **exec_argv; /* NULL-terminated; NULL: no exec sink */
-    size_t exec_argc;
-    uint64_t exec_timeout_ms;
-    char *webhook_url; /* normalised; NULL: no webhook sink */
-    char *webhook_host;
-    unsigned webhook_port;
-    char *webhook_path;   /* path and query, at least "/" */
-    bool webhook_tls;     /* https */
-    char *webhook_secret; /* NULL: no X-Detourd-Signature */
-    struct header *webhook_headers;
-    size_t nwebhook_headers;
-    uint64_t webhook_timeout_ms;
-    unsigned webhook_retries;
-    bool webhook_tls_verify;
-    char *webhook_ca_file; /* NULL: the system's trust store */
-};
-
 struct config {
     _Atomic unsigned refs;    /* config_ref/config_unref */
     void (*release)(void *c); /* frees it (control/config.c), on the control thread */
@@ -202,7 +144,7 @@ struct config {
     size_t npools;
     struct pool *default_pool;
     struct route_table *routes; /* Host -> pool (route.c) */
-    struct check_cfg checks;    /* the `checks:` block over built-in defaults */
+    struct check_cfg *checks;   /* the `checks:` block over built-in defaults */
     char **capture; /* header names the parser keeps (lowercase): hash keys, log fields */
     size_t ncapture;
     int capture_ua, capture_referer; /* indexes into capture, or -1 */
@@ -210,11 +152,8 @@ struct config {
     bool access_log_json;
     char *state_file;          /* path, or NULL: health is not kept across restarts */
     uint64_t state_max_age_ms; /* an older state file is ignored at startup */
-    struct events_cfg events;
-    bool admin; /* admin.listen is set */
-    struct listen_addr admin_listen;
-    struct cidr *admin_allow;
-    size_t nadmin_allow;
+    struct events_cfg *events; /* `events:` (events/events_config.h) */
+    struct admin_cfg *admin;   /* `admin:` (admin/admin_config.h); NULL: no admin listener */
     /* Timed overrides and maintenance windows (schedule.h): the model is
      * immutable; sched_now holds its evaluation in force (each region's
      * source, reason and end; each window's phase), kept current with every

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "admin/admin_config.h"
 #include "events/events.h"
 #include "control/health.h"
 #include "control/schedule.h"
@@ -24,6 +25,7 @@
 #include "lib/log.h"
 #include "serve/select.h"
 #include "control/server.h"
+#include "control/tls_config.h"
 #include "serve/tls.h"
 
 extern const char admin_page[];
@@ -200,7 +202,7 @@ static void why_out(struct evbuffer *o, const struct config *c, const struct poo
                             h->last.detail[0] ? ": " : "", h->last.detail);
     } else {
         evbuffer_add_printf(o, "down (%u of %u successes needed to come back)", h->st.succ,
-                            r->check.rise);
+                            r->check->rise);
     }
 }
 
@@ -912,10 +914,7 @@ void admin_page_html(struct evbuffer *o, const struct daemon_view *v)
 
 static bool allowed_addr(const struct sockaddr *sa, const struct config *c)
 {
-    if (!sa) return false;
-    for (size_t i = 0; i < c->nadmin_allow; i++)
-        if (cidr_match(&c->admin_allow[i], sa)) return true;
-    return false;
+    return sa && c->admin && admin_cfg_allows(c->admin, sa);
 }
 
 static bool allowed(struct evhttp_request *req, const struct config *c)
@@ -1295,8 +1294,8 @@ struct admin *admin_start(struct event_base *base, struct daemon_view *v, const 
         return NULL;
     }
     if (cfg->admin) {
-        int fd = open_admin(&cfg->admin_listen, err, errlen);
-        if (fd < 0 || !attach(a, &cfg->admin_listen, fd, err, errlen)) {
+        int fd = open_admin(admin_cfg_listen(cfg->admin), err, errlen);
+        if (fd < 0 || !attach(a, admin_cfg_listen(cfg->admin), fd, err, errlen)) {
             admin_stop(a);
             return NULL;
         }
@@ -1307,8 +1306,9 @@ struct admin *admin_start(struct event_base *base, struct daemon_view *v, const 
 bool admin_prepare(struct admin *a, const struct config *cfg, int *fd, char *err, size_t errlen)
 {
     *fd = -1;
-    if (!cfg->admin || (a->bound && strcmp(a->addr.text, cfg->admin_listen.text) == 0)) return true;
-    *fd = open_admin(&cfg->admin_listen, err, errlen);
+    if (!cfg->admin || (a->bound && strcmp(a->addr.text, admin_cfg_listen(cfg->admin)->text) == 0))
+        return true;
+    *fd = open_admin(admin_cfg_listen(cfg->admin), err, errlen);
     return *fd >= 0;
 }
 
@@ -1327,7 +1327,8 @@ void admin_commit(struct admin *a, const struct config *cfg, int fd)
         }
         return;
     }
-    if (fd >= 0 && !attach(a, &cfg->admin_listen, fd, err, sizeof(err))) log_error("%s", err);
+    if (fd >= 0 && !attach(a, admin_cfg_listen(cfg->admin), fd, err, sizeof(err)))
+        log_error("%s", err);
 }
 
 void admin_stop(struct admin *a)

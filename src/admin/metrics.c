@@ -10,6 +10,7 @@
 #include "events/events.h"
 #include "control/health.h"
 #include "control/server.h"
+#include "control/tls_config.h"
 #include "serve/tls.h"
 #include "lib/lit.h"
 

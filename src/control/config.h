@@ -45,10 +45,5 @@ const char *region_state_name(enum region_state s);
 /* Evaluates c's schedule at now_ms (Unix ms) into c->sched_now and every
  * region's `op`. Main thread only, once c is in use. */
 void config_sched_apply(struct config *c, int64_t now_ms);
-/* True if two regions' effective checks are the same (health carries over). */
-bool check_cfg_equal(const struct check_cfg *a, const struct check_cfg *b);
-/* A hash of the fields check_cfg_equal compares, stable across runs, builds
- * and hosts: the state file records it to recognise an unchanged check. */
-uint64_t check_cfg_hash(const struct check_cfg *c);
 
 #endif

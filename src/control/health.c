@@ -332,7 +332,7 @@ static void note_change(const struct health *h)
 static void on_probe_done(void *arg, const struct probe_result *r)
 {
     struct health *h = arg;
-    const struct check_cfg *c = &h->region->check;
+    const struct check_cfg *c = h->region->check;
     h->probe = NULL;
     h->last = *r;
     h->last_time = time(NULL);
@@ -359,12 +359,12 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct health *h = arg;
     h->due_ms = 0;
-    if (h->probe || h->region->check.type == CHECK_NONE) return; /* one at a time */
-    h->probe = probe_start(h->ctl->penv, &h->region->check, on_probe_done, h);
+    if (h->probe || h->region->check->type == CHECK_NONE) return; /* one at a time */
+    h->probe = probe_start(h->ctl->penv, h->region->check, on_probe_done, h);
     if (!h->probe) {
         log_warn("pool %s region %s: cannot start a check (out of memory)", h->pool->name,
                  h->region->name);
-        schedule(h, h->region->check.interval_ms);
+        schedule(h, h->region->check->interval_ms);
     }
 }
 
@@ -432,7 +432,7 @@ struct health_ctl *health_start(struct event_base *base, struct config *cfg,
     time_t now = time(NULL);
     for (size_t i = 0; i < hc->n; i++) {
         struct health *h = &hc->all[i];
-        health_state_init(&h->st, &h->region->check);
+        health_state_init(&h->st, h->region->check);
         h->last_change = now;
         h->region->health = h;
         event_active(h->timer, EV_TIMEOUT, 0); /* first probe now */
@@ -503,10 +503,10 @@ static void take_over(struct health *h, struct health *old)
     if (old->probe) {
         h->probe = old->probe;
         old->probe = NULL;
-        probe_rebind(h->probe, &h->region->check, h);
+        probe_rebind(h->probe, h->region->check, h);
     } else if (old->due_ms) {
         schedule_at(h, old->due_ms);
-    } else if (h->region->check.type != CHECK_NONE) {
+    } else if (h->region->check->type != CHECK_NONE) {
         event_active(h->timer, EV_TIMEOUT, 0); /* its timer had just fired */
     }
 }
@@ -535,12 +535,12 @@ bool health_reload(struct health_ctl *hc, struct config *cfg)
             struct health *old = find_old(&ix, p, h->region);
             if (old && !prev[i]) prev[i] = old->pool;
             h->region->health = h;
-            if (old && check_cfg_equal(&old->region->check, &h->region->check)) {
+            if (old && check_cfg_equal(old->region->check, h->region->check)) {
                 carry_state(h, old);
                 take_over(h, old);
                 kept++;
             } else {
-                health_state_init(&h->st, &h->region->check);
+                health_state_init(&h->st, h->region->check);
                 h->last_change = now;
                 event_active(h->timer, EV_TIMEOUT, 0); /* new or changed: probe now */
             }

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "control/config.h"
+#include "control/health_config.h"
 
 /* Why a probe failed (relayd's host_error, haproxy's check status). */
 enum health_reason {

@@ -708,7 +708,7 @@ size_t statefile_restore(struct health_ctl *h, struct config *cfg, int64_t now_m
             struct region *r = &p->regions[j];
             const struct statefile_region *s = statefile_find(&st, p->name, r->name);
             if (!s || !r->health) continue;
-            if (s->check_hash != check_cfg_hash(&r->check)) {
+            if (s->check_hash != check_cfg_hash(r->check)) {
                 changed++;
                 continue;
             }
@@ -788,7 +788,7 @@ static void job_write(struct statefile_ctl *s, struct job *j)
         st.regions[i] = (struct statefile_region){
             .pool = j->r[i].pool->name,
             .region = j->r[i].region->name,
-            .check_hash = check_cfg_hash(&j->r[i].region->check),
+            .check_hash = check_cfg_hash(j->r[i].region->check),
             .up = j->r[i].up,
             .since_ms = j->r[i].since_ms,
         };

@@ -34,6 +34,8 @@
 #define STATEFILE_VERSION 1
 /* A larger file is not read: far more than any config's regions need. */
 #define STATEFILE_MAX_BYTES (32u << 20)
+/* state_max_age when not configured */
+#define STATEFILE_DEFAULT_MAX_AGE_MS (10 * 60 * 1000)
 /* The deepest nesting the decoder follows in values it skips. */
 #define STATEFILE_MAX_DEPTH 16
 

@@ -37,6 +37,7 @@
 #endif
 
 #include "control/config.h"
+#include "events/events_config.h"
 #include "events/events.h"
 #include "lib/log.h"
 

@@ -36,6 +36,7 @@
 #include <arpa/inet.h>
 
 #include "control/config.h"
+#include "events/events_config.h"
 #include "events/events.h"
 #include "lib/log.h"
 

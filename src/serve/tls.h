@@ -1,7 +1,9 @@
-/* TLS on the redirect listeners: the certificates, SNI table, protocols and
- * session-ticket keys of one listener (built at config load, validated
- * with positioned errors), and the TLS transport of a connection (conn.h's
- * seam) over OpenSSL on the non-blocking socket.
+/* TLS on the redirect listeners, as worker threads run it: the TLS
+ * transport of a connection (conn.h's seam) over OpenSSL on the
+ * non-blocking socket, the handshake's SNI, ALPN and session-ticket
+ * callbacks over a listener's settings, and the handshake counts. The
+ * settings (certificates, SNI table, protocols, ticket keys) are loaded and
+ * validated by control/tls_config.c.
  *
  * A struct tls_srv lives as long as its SSL_CTX: the config holds one
  * reference, the listener set another, and every connection's SSL holds
@@ -15,61 +17,13 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
-#include <time.h>
 
 #include "serve/conn.h"
-#include "lib/diag.h"
 
-/* A listener's `tls:` block as written (config.c fills it; positions are
- * those of the values, for messages). */
-struct tls_pos {
-    unsigned line, col;
-};
+struct tls_srv; /* a listener's TLS settings: made by control/tls_config.c */
 
-struct tls_cert_conf {
-    size_t index; /* in the YAML list, for messages */
-    char *cert, *key;
-    struct tls_pos cert_pos, key_pos;
-};
-
-struct tls_conf {
-    const char *listener; /* the address as written */
-    struct tls_cert_conf *certs;
-    size_t ncerts;
-    int min_version, max_version; /* TLS1_2_VERSION / TLS1_3_VERSION */
-    char *ciphers, *ciphersuites; /* NULL: the defaults */
-    struct tls_pos ciphers_pos, ciphersuites_pos;
-    bool tickets;      /* session_tickets */
-    char *ticket_keys; /* NULL: the process's rotating key */
-    struct tls_pos ticket_keys_pos;
-    bool reject_unknown; /* unknown_sni: reject */
-};
-
-void tls_conf_free(struct tls_conf *tc);
-
-struct tls_srv;
-
-/* Loads the certificates, keys and ticket keys tc names and builds the
- * listener's context. NULL with every problem added to d at its position. */
-struct tls_srv *tls_srv_build(const struct tls_conf *tc, struct diag *d);
 struct tls_srv *tls_srv_ref(struct tls_srv *t);
 void tls_srv_unref(struct tls_srv *t);
-
-/* Certificates of a listener, for /status, metrics and warnings. */
-struct tls_cert_info {
-    const char *file; /* as written in the config */
-    const char *const *names;
-    size_t nnames;
-    time_t not_before, not_after;
-};
-size_t tls_srv_ncerts(const struct tls_srv *t);
-struct tls_cert_info tls_srv_cert(const struct tls_srv *t, size_t i);
-const char *tls_srv_listener(const struct tls_srv *t);
-
-/* Logs a warning for each certificate that has expired, is not valid yet,
- * or expires within TLS_EXPIRY_WARN_DAYS of now. */
-#define TLS_EXPIRY_WARN_DAYS 14
-void tls_srv_warn_expiry(const struct tls_srv *t, time_t now);
 
 /* The process's own ticket key (no ticket_keys file): made at the first
  * context, rotated by tls_rotate_ticket_key() (every TLS_TICKET_ROTATE_S,
@@ -77,7 +31,7 @@ void tls_srv_warn_expiry(const struct tls_srv *t, time_t now);
 #define TLS_TICKET_ROTATE_S (12 * 3600)
 void tls_rotate_ticket_key(void);
 
-/* Handshake counts per listener address, for /metrics (main thread). */
+/* Handshake counts per listener address, for /metrics. */
 enum tls_fail {
     TLS_FAIL_TIMEOUT,
     TLS_FAIL_PLAIN_HTTP,
@@ -92,7 +46,8 @@ struct tls_stats_view {
     uint64_t fail[TLS_FAIL_N];
 };
 const char *tls_fail_name(enum tls_fail f);
-/* Calls fn for every listener address that ever had TLS. */
+/* Calls fn for every listener address that ever had TLS, under the lock
+ * that the config loader (any thread) takes to add one. */
 void tls_stats_each(void (*fn)(const struct tls_stats_view *v, void *arg), void *arg);
 
 /* ---- the transport (worker threads) ---- */

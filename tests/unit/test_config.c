@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "control/config.h"
+#include "control/health_config.h"
 #include "control/schedule.h"
 #include "serve/select.h"
 #include "unit.h"
@@ -1226,9 +1227,9 @@ START_TEST(test_alias_amplification)
     double dt = now_s() - t0;
     long grew = maxrss_kb() - rss0;
     ck_assert_uint_eq(c->npools, 150);
-    const struct check_cfg *last = &c->pools[149].regions[63].check;
+    const struct check_cfg *last = c->pools[149].regions[63].check;
     ck_assert_uint_eq(last->nheaders, 2000);
-    ck_assert_ptr_eq(last->headers, c->checks.headers); /* shared, not copied */
+    ck_assert_ptr_eq(last->headers, c->checks->headers); /* shared, not copied */
     ck_assert_str_eq(last->headers[1999].value, "value-1999");
     config_free(c);
     /* generous (sanitizers, a busy machine), far below the old cost */

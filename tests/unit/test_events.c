@@ -6,6 +6,7 @@
 
 #include "control/config.h"
 #include "events/events.h"
+#include "events/events_config.h"
 #include "unit.h"
 
 /* 2026-11-27T15:24:44.663Z */
@@ -284,7 +285,7 @@ START_TEST(test_config_events)
                              &d);
     if (!c) diag_print(&d, stderr);
     ck_assert_ptr_nonnull(c);
-    const struct events_cfg *e = &c->events;
+    const struct events_cfg *e = c->events;
     ck_assert_uint_eq(e->exec_argc, 3);
     ck_assert_str_eq(e->exec_argv[0], "/bin/sh");
     ck_assert_str_eq(e->exec_argv[2], "cat");
@@ -306,20 +307,20 @@ START_TEST(test_config_events)
     /* defaults; no events block: no sinks */
     c = parse(BASE "events:\n  webhook: {url: \"http://127.0.0.1:9000\"}\n", &d);
     ck_assert_ptr_nonnull(c);
-    ck_assert_ptr_null(c->events.exec_argv);
-    ck_assert_str_eq(c->events.webhook_path, "/");
-    ck_assert_uint_eq(c->events.webhook_port, 9000);
-    ck_assert(!c->events.webhook_tls);
-    ck_assert_uint_eq(c->events.webhook_timeout_ms, 5000);
-    ck_assert_uint_eq(c->events.webhook_retries, 5);
-    ck_assert(c->events.webhook_tls_verify);
-    ck_assert_ptr_null(c->events.webhook_secret);
+    ck_assert_ptr_null(c->events->exec_argv);
+    ck_assert_str_eq(c->events->webhook_path, "/");
+    ck_assert_uint_eq(c->events->webhook_port, 9000);
+    ck_assert(!c->events->webhook_tls);
+    ck_assert_uint_eq(c->events->webhook_timeout_ms, 5000);
+    ck_assert_uint_eq(c->events->webhook_retries, 5);
+    ck_assert(c->events->webhook_tls_verify);
+    ck_assert_ptr_null(c->events->webhook_secret);
     config_unref(c);
     diag_free(&d);
     c = parse(BASE, &d);
     ck_assert_ptr_nonnull(c);
-    ck_assert_ptr_null(c->events.exec_argv);
-    ck_assert_ptr_null(c->events.webhook_url);
+    ck_assert_ptr_null(c->events->exec_argv);
+    ck_assert_ptr_null(c->events->webhook_url);
     config_unref(c);
     diag_free(&d);
 }

@@ -10,6 +10,7 @@
 
 #include "control/config.h"
 #include "events/events.h"
+#include "events/events_config.h"
 #include "events/sink_exec.h"
 #include "unit.h"
 

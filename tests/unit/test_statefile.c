@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "control/config.h"
+#include "control/health_config.h"
 #include "control/statefile.h"
 #include "unit.h"
 
@@ -327,8 +328,8 @@ START_TEST(check_hash)
     ck_assert_uint_eq(a->state_max_age_ms, 600000);
     ck_assert_str_eq(b->state_file, "/var/lib/detourd/state.json");
     ck_assert_uint_eq(b->state_max_age_ms, 1000);
-    const struct check_cfg *aa = &a->pools[0].regions[0].check, *ab = &a->pools[0].regions[1].check;
-    const struct check_cfg *ba = &b->pools[0].regions[0].check, *bb = &b->pools[0].regions[1].check;
+    const struct check_cfg *aa = a->pools[0].regions[0].check, *ab = a->pools[0].regions[1].check;
+    const struct check_cfg *ba = b->pools[0].regions[0].check, *bb = b->pools[0].regions[1].check;
     ck_assert(check_cfg_equal(aa, ba));
     ck_assert(check_cfg_hash(aa) == check_cfg_hash(ba));
     ck_assert(!check_cfg_equal(ab, bb));

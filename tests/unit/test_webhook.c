@@ -14,6 +14,7 @@
 
 #include "control/config.h"
 #include "events/events.h"
+#include "events/events_config.h"
 #include "lib/lit.h"
 #include "events/sink_webhook.h"
 #include "unit.h"

@@ -1,0 +1,485 @@
+/* A listener's `tls:` block, loaded: see tls_config.h. */
+#include "autoconf.h"
+
+#include "control/tls_config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "control/config_walk.h"
+#include "lib/diag.h"
+#include "lib/log.h"
+#include "serve/tls_srv.h"
+
+/* Mozilla's "intermediate" TLS 1.2 list */
+#define DEFAULT_CIPHERS                                                                            \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                                   \
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                                   \
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"                                   \
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
+
+/* A listener's `tls:` block as written (positions are those of the
+ * values, for messages). */
+struct tls_pos {
+    unsigned line, col;
+};
+
+struct tls_cert_conf {
+    size_t index; /* in the YAML list, for messages */
+    char *cert, *key;
+    struct tls_pos cert_pos, key_pos;
+};
+
+struct tls_conf {
+    const char *listener; /* the address as written */
+    struct tls_cert_conf *certs;
+    size_t ncerts;
+    int min_version, max_version; /* TLS1_2_VERSION / TLS1_3_VERSION */
+    char *ciphers, *ciphersuites; /* NULL: the defaults */
+    struct tls_pos ciphers_pos, ciphersuites_pos;
+    bool tickets;      /* session_tickets */
+    char *ticket_keys; /* NULL: the process's rotating key */
+    struct tls_pos ticket_keys_pos;
+    bool reject_unknown; /* unknown_sni: reject */
+};
+
+static void tls_conf_free(struct tls_conf *tc)
+{
+    if (!tc) return;
+    for (size_t i = 0; i < tc->ncerts; i++) {
+        free(tc->certs[i].cert);
+        free(tc->certs[i].key);
+    }
+    free(tc->certs);
+    free(tc->ciphers);
+    free(tc->ciphersuites);
+    free(tc->ticket_keys);
+    free(tc);
+}
+
+/* ---- messages ---- */
+
+/* OpenSSL's reason for the last error (and the queue cleared). */
+static const char *ossl_reason(char *buf, size_t len)
+{
+    unsigned long e = ERR_peek_last_error();
+    const char *r = e ? ERR_reason_error_string(e) : NULL;
+    if (r)
+        snprintf(buf, len, "%s", r);
+    else if (e)
+        snprintf(buf, len, "OpenSSL error %lx", e);
+    else
+        snprintf(buf, len, "unknown error");
+    ERR_clear_error();
+    return buf;
+}
+
+#define AT(d, pos, ...) diag_add((d), (pos).line, (pos).col, __VA_ARGS__)
+
+/* ---- loading ---- */
+
+static FILE *open_file(const char *path, struct diag *d, struct tls_pos pos, const char *what)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) AT(d, pos, "%s: cannot open %s: %s", what, path, strerror(errno));
+    return f;
+}
+
+static time_t asn1_time(const ASN1_TIME *a)
+{
+    struct tm tm;
+    if (!a || ASN1_TIME_to_tm(a, &tm) != 1) return 0;
+    return timegm(&tm);
+}
+
+static bool add_name(struct tls_cert *c, const unsigned char *s, int len)
+{
+    if (len <= 0 || len > 253 || memchr(s, '\0', (size_t)len)) return true; /* not a host name */
+    char **v = realloc(c->names, (c->nnames + 1) * sizeof(*v));
+    if (!v) return false;
+    c->names = v;
+    char *n = malloc((size_t)len + 1);
+    if (!n) return false;
+    for (int i = 0; i < len; i++) n[i] = (char)tolower(s[i]);
+    n[len] = '\0';
+    c->names[c->nnames++] = n;
+    return true;
+}
+
+/* The DNS names of the subjectAltName, or the CN when there are none. */
+static bool cert_names(struct tls_cert *c)
+{
+    GENERAL_NAMES *san = X509_get_ext_d2i(c->x509, NID_subject_alt_name, NULL, NULL);
+    bool ok = true;
+    for (int i = 0; san && ok && i < sk_GENERAL_NAME_num(san); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(san, i);
+        if (g->type == GEN_DNS)
+            ok = add_name(c, ASN1_STRING_get0_data(g->d.dNSName), ASN1_STRING_length(g->d.dNSName));
+    }
+    GENERAL_NAMES_free(san);
+    if (!ok || c->nnames) return ok;
+    const X509_NAME *sub = X509_get_subject_name(c->x509);
+    int i = sub ? X509_NAME_get_index_by_NID(sub, NID_commonName, -1) : -1;
+    if (i < 0) return true;
+    const ASN1_STRING *cn = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(sub, i));
+    return add_name(c, ASN1_STRING_get0_data(cn), ASN1_STRING_length(cn));
+}
+
+static int no_password(char *buf, int size, int rw, void *u)
+{
+    (void)buf, (void)size, (void)rw, (void)u;
+    return -1;
+}
+
+static bool load_cert(struct tls_cert *c, const struct tls_cert_conf *cc, struct diag *d,
+                      const char *what)
+{
+    char why[256];
+    bool ok = true;
+    c->file = strdup(cc->cert);
+    if (!c->file) return false;
+    FILE *f = open_file(cc->cert, d, cc->cert_pos, what);
+    if (f) {
+        ERR_clear_error();
+        c->x509 = PEM_read_X509(f, NULL, no_password, NULL);
+        if (!c->x509) {
+            AT(d, cc->cert_pos, "%s: %s holds no PEM certificate: %s", what, cc->cert,
+               ossl_reason(why, sizeof(why)));
+            ok = false;
+        } else {
+            c->chain = sk_X509_new_null();
+            X509 *x;
+            while (c->chain && (x = PEM_read_X509(f, NULL, no_password, NULL)))
+                if (!sk_X509_push(c->chain, x)) X509_free(x);
+            unsigned long e = ERR_peek_last_error();
+            if (e && ERR_GET_REASON(e) != PEM_R_NO_START_LINE) {
+                AT(d, cc->cert_pos, "%s: %s: a chain certificate cannot be read: %s", what,
+                   cc->cert, ossl_reason(why, sizeof(why)));
+                ok = false;
+            }
+            ERR_clear_error();
+        }
+        fclose(f);
+    } else {
+        ok = false;
+    }
+    f = open_file(cc->key, d, cc->key_pos, what);
+    if (f) {
+        c->key = PEM_read_PrivateKey(f, NULL, no_password, NULL);
+        fclose(f);
+        if (!c->key) {
+            AT(d, cc->key_pos,
+               "%s: %s holds no usable PEM private key (it must not be encrypted): %s", what,
+               cc->key, ossl_reason(why, sizeof(why)));
+            ok = false;
+        }
+    } else {
+        ok = false;
+    }
+    if (!ok) return true; /* reported */
+    if (X509_check_private_key(c->x509, c->key) != 1) {
+        AT(d, cc->key_pos, "%s: %s does not match the certificate %s: %s", what, cc->key, cc->cert,
+           ossl_reason(why, sizeof(why)));
+        return true;
+    }
+    c->ok = true;
+    c->rsa = EVP_PKEY_get_base_id(c->key) == EVP_PKEY_RSA ||
+             EVP_PKEY_get_base_id(c->key) == EVP_PKEY_RSA_PSS;
+    c->not_before = asn1_time(X509_get0_notBefore(c->x509));
+    c->not_after = asn1_time(X509_get0_notAfter(c->x509));
+    return cert_names(c);
+}
+
+/* nginx's ticket key file: 80-byte records, the first encrypts */
+static bool load_ticket_keys(struct tls_srv *t, const struct tls_conf *tc, struct diag *d)
+{
+    FILE *f = open_file(tc->ticket_keys, d, tc->ticket_keys_pos, "tls.ticket_keys");
+    if (!f) return true;
+    unsigned char buf[TLS_TICKET_KEY_BYTES * TLS_MAX_TICKET_KEYS + 1];
+    size_t n = fread(buf, 1, sizeof(buf), f);
+    bool err = ferror(f);
+    fclose(f);
+    if (err) {
+        AT(d, tc->ticket_keys_pos, "tls.ticket_keys: cannot read %s: %s", tc->ticket_keys,
+           strerror(errno));
+    } else if (n == 0 || n % TLS_TICKET_KEY_BYTES ||
+               n > TLS_TICKET_KEY_BYTES * TLS_MAX_TICKET_KEYS) {
+        AT(d, tc->ticket_keys_pos,
+           "tls.ticket_keys: %s holds %zu%s bytes: it must hold 1 to 64 keys of %d bytes each "
+           "(e.g. made with: openssl rand %d)",
+           tc->ticket_keys, n, n > TLS_TICKET_KEY_BYTES * TLS_MAX_TICKET_KEYS ? " or more" : "",
+           TLS_TICKET_KEY_BYTES, TLS_TICKET_KEY_BYTES);
+    } else {
+        t->nkeys = n / TLS_TICKET_KEY_BYTES;
+        t->keys = calloc(t->nkeys, sizeof(*t->keys));
+        if (!t->keys) return false;
+        for (size_t i = 0; i < t->nkeys; i++) {
+            const unsigned char *r = buf + i * TLS_TICKET_KEY_BYTES;
+            memcpy(t->keys[i].name, r, 16);
+            memcpy(t->keys[i].hmac, r + 16, 32);
+            memcpy(t->keys[i].aes, r + 48, 32);
+        }
+    }
+    OPENSSL_cleanse(buf, sizeof(buf));
+    return true;
+}
+
+/* Every certificate as a handshake will hand it to OpenSSL (key size,
+ * security level), on a scratch context: a refusal is a config error at
+ * that certificate, not a failure of every handshake for its names. */
+static bool check_certs(const struct tls_srv *t, const struct tls_conf *tc, struct diag *d)
+{
+    SSL_CTX *probe = SSL_CTX_new(TLS_server_method());
+    if (!probe) return false;
+    char why[256];
+    for (size_t i = 0; i < t->ncerts; i++) {
+        const struct tls_cert *c = &t->certs[i];
+        if (!c->ok || SSL_CTX_use_cert_and_key(probe, c->x509, c->key, c->chain, 1) == 1) continue;
+        const struct tls_cert_conf *cc = &tc->certs[c->conf];
+        AT(d, cc->cert_pos, "tls.certificates[%zu]: OpenSSL refuses %s: %s", cc->index, cc->cert,
+           ossl_reason(why, sizeof(why)));
+    }
+    SSL_CTX_free(probe);
+    return true;
+}
+
+/* Sessions resume only where the same certificates serve: the session
+ * context is a digest of them (so a fleet with the same certificates and
+ * ticket_keys resumes across instances, another listener does not). */
+static bool set_sid_ctx(SSL_CTX *ctx, const struct tls_srv *t)
+{
+    EVP_MD_CTX *m = EVP_MD_CTX_new();
+    unsigned char md[EVP_MAX_MD_SIZE], one[EVP_MAX_MD_SIZE];
+    unsigned int n = 0, k;
+    bool ok = m && EVP_DigestInit_ex(m, EVP_sha256(), NULL) == 1;
+    for (size_t i = 0; ok && i < t->ncerts; i++)
+        ok = X509_digest(t->certs[i].x509, EVP_sha256(), one, &k) == 1 &&
+             EVP_DigestUpdate(m, one, k) == 1;
+    ok = ok && EVP_DigestFinal_ex(m, md, &n) == 1;
+    EVP_MD_CTX_free(m);
+    if (n > SSL_MAX_SID_CTX_LENGTH) n = SSL_MAX_SID_CTX_LENGTH;
+    return ok && SSL_CTX_set_session_id_context(ctx, md, n) == 1;
+}
+
+static bool use_pair(SSL_CTX *ctx, const struct tls_pair *p)
+{
+    for (int i = 0; i < 2; i++)
+        if (p->c[i] &&
+            SSL_CTX_use_cert_and_key(ctx, p->c[i]->x509, p->c[i]->key, p->c[i]->chain, 1) != 1)
+            return false;
+    return true;
+}
+
+/* Every problem of tc is reported in one pass: the lists OpenSSL parses
+ * and every certificate file, whatever else is wrong. */
+static struct tls_srv *tls_srv_build(const struct tls_conf *tc, struct diag *d)
+{
+    char why[256], what[64];
+    size_t before = d->n + d->dropped;
+    struct tls_srv *t = calloc(1, sizeof(*t));
+    if (!t || !(t->listener = strdup(tc->listener)) ||
+        !(t->certs = calloc(tc->ncerts ? tc->ncerts : 1, sizeof(*t->certs))) ||
+        !(t->stats = tls_stats_for(tc->listener)) || !tls_ready())
+        goto oom;
+    t->reject_unknown = tc->reject_unknown;
+
+    SSL_CTX *ctx = t->ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) goto oom;
+    ERR_clear_error();
+    if (SSL_CTX_set_cipher_list(ctx, tc->ciphers ? tc->ciphers : DEFAULT_CIPHERS) != 1)
+        AT(d, tc->ciphers_pos, "tls.ciphers: OpenSSL rejects the list: %s",
+           ossl_reason(why, sizeof(why)));
+    if (tc->ciphersuites && SSL_CTX_set_ciphersuites(ctx, tc->ciphersuites) != 1)
+        AT(d, tc->ciphersuites_pos, "tls.ciphersuites: OpenSSL rejects the list: %s",
+           ossl_reason(why, sizeof(why)));
+    for (size_t i = 0; i < tc->ncerts; i++) {
+        if (!tc->certs[i].cert || !tc->certs[i].key) continue; /* reported by the parser */
+        snprintf(what, sizeof(what), "tls.certificates[%zu]", tc->certs[i].index);
+        t->certs[t->ncerts].conf = i;
+        if (!load_cert(&t->certs[t->ncerts++], &tc->certs[i], d, what)) goto oom;
+    }
+    if (tc->ticket_keys && !load_ticket_keys(t, tc, d)) goto oom;
+    if (!check_certs(t, tc, d)) goto oom;
+    if (d->n + d->dropped != before || !t->ncerts) goto fail;
+    if (!tls_sni_build(t) || !set_sid_ctx(ctx, t)) goto oom;
+
+    SSL_CTX_set_min_proto_version(ctx, tc->min_version);
+    SSL_CTX_set_max_proto_version(ctx, tc->max_version);
+    if (!use_pair(ctx, &t->def)) goto oom; /* each was taken by check_certs */
+    if (!tls_srv_arm(t, tc->tickets)) goto oom;
+    return t;
+oom:
+    diag_add(d, 0, 0, "out of memory loading the TLS settings of %s", tc->listener);
+fail:
+    ERR_clear_error();
+    if (t) {
+        SSL_CTX_free(t->ctx);
+        tls_srv_free(t);
+    }
+    return NULL;
+}
+
+/* ---- the `tls:` key ---- */
+
+static struct tls_pos pos_of(const struct yt_node *n)
+{
+    struct tls_pos p = {n->line, n->col};
+    return p;
+}
+
+static void load_tls_certs(struct cfg_ctx *x, const struct yt_node *n, struct tls_conf *tc)
+{
+    static const char *const keys[] = {"cert", "key", NULL};
+    if (!cfg_want(x, n, YT_SEQ, "tls.certificates")) return;
+    if (n->len == 0) {
+        CFG_ERR(x, n, "tls.certificates: at least one certificate is required");
+        return;
+    }
+    tc->certs = calloc(n->len, sizeof(*tc->certs));
+    if (!tc->certs) return;
+    for (size_t i = 0; i < n->len; i++) {
+        const struct yt_node *item = n->u.items[i], *v;
+        if (!cfg_want(x, item, YT_MAP, "tls.certificates[]")) continue;
+        cfg_check_keys(x, item, "a certificate", keys);
+        struct tls_cert_conf *cc = &tc->certs[tc->ncerts];
+        cc->index = i;
+        if ((v = yt_get(item, "cert")) && cfg_get_str(x, v, "tls.certificates[].cert", &cc->cert))
+            cc->cert_pos = pos_of(v);
+        else if (!v)
+            CFG_ERR(x, item, "tls.certificates[]: 'cert' is required");
+        if ((v = yt_get(item, "key")) && cfg_get_str(x, v, "tls.certificates[].key", &cc->key))
+            cc->key_pos = pos_of(v);
+        else if (!v)
+            CFG_ERR(x, item, "tls.certificates[]: 'key' is required");
+        tc->ncerts++;
+    }
+}
+
+static void load_tls_protocols(struct cfg_ctx *x, const struct yt_node *n, struct tls_conf *tc)
+{
+    if (!cfg_want(x, n, YT_SEQ, "tls.protocols")) return;
+    if (n->len == 0) {
+        CFG_ERR(x, n, "tls.protocols: at least one protocol is required (TLSv1.2, TLSv1.3)");
+        return;
+    }
+    int lo = 0, hi = 0;
+    for (size_t i = 0; i < n->len; i++) {
+        const struct yt_node *v = n->u.items[i];
+        if (!cfg_scalar(x, v, "tls.protocols")) continue;
+        int ver = cfg_key_is(v, "TLSv1.2")   ? TLS1_2_VERSION
+                  : cfg_key_is(v, "TLSv1.3") ? TLS1_3_VERSION
+                                             : 0;
+        if (!ver) {
+            char name[64];
+            CFG_ERR(x, v, "tls.protocols: '%s' is not accepted (TLSv1.2, TLSv1.3)",
+                    cfg_shown(v, name, sizeof(name)));
+            continue;
+        }
+        if (!lo || ver < lo) lo = ver;
+        if (ver > hi) hi = ver;
+    }
+    if (lo) {
+        tc->min_version = lo;
+        tc->max_version = hi;
+    }
+}
+
+/* Parsed, then loaded (files, OpenSSL) with the positions kept for the
+ * messages. */
+struct tls_srv *tls_config_load(struct cfg_ctx *x, const struct yt_node *n, const char *listener)
+{
+    static const char *const keys[] = {
+        "certificates",    "protocols",   "ciphers",     "ciphersuites",
+        "session_tickets", "ticket_keys", "unknown_sni", NULL};
+    static const char *const sni[] = {"default", "reject", NULL};
+    if (!cfg_want(x, n, YT_MAP, "tls")) return NULL;
+    cfg_check_keys(x, n, "tls", keys);
+    struct tls_conf *tc = calloc(1, sizeof(*tc));
+    if (!tc) return NULL;
+    tc->listener = listener;
+    tc->tickets = true;
+    tc->min_version = TLS1_2_VERSION;
+    tc->max_version = TLS1_3_VERSION;
+    size_t before = x->d->n + x->d->dropped;
+    const struct yt_node *v;
+    if ((v = yt_get(n, "certificates")))
+        load_tls_certs(x, v, tc);
+    else
+        CFG_ERR(x, n, "tls: 'certificates' is required");
+    if ((v = yt_get(n, "protocols"))) load_tls_protocols(x, v, tc);
+    if ((v = yt_get(n, "ciphers")) && cfg_get_str(x, v, "tls.ciphers", &tc->ciphers))
+        tc->ciphers_pos = pos_of(v);
+    if ((v = yt_get(n, "ciphersuites")) && cfg_get_str(x, v, "tls.ciphersuites", &tc->ciphersuites))
+        tc->ciphersuites_pos = pos_of(v);
+    if ((v = yt_get(n, "session_tickets"))) cfg_get_bool(x, v, "tls.session_tickets", &tc->tickets);
+    if ((v = yt_get(n, "ticket_keys")) && cfg_get_str(x, v, "tls.ticket_keys", &tc->ticket_keys))
+        tc->ticket_keys_pos = pos_of(v);
+    int e;
+    if ((v = yt_get(n, "unknown_sni")) && cfg_get_enum(x, v, "tls.unknown_sni", sni, &e))
+        tc->reject_unknown = e == 1;
+    /* the files are checked too when something above is wrong: every
+     * problem in one pass */
+    struct tls_srv *t = tc->ncerts ? tls_srv_build(tc, x->d) : NULL;
+    if (t && x->d->n + x->d->dropped != before) {
+        tls_srv_unref(t);
+        t = NULL;
+    }
+    tls_conf_free(tc);
+    return t;
+}
+
+/* ---- what a loaded listener shows ---- */
+
+size_t tls_srv_ncerts(const struct tls_srv *t)
+{
+    return t->ncerts;
+}
+
+struct tls_cert_info tls_srv_cert(const struct tls_srv *t, size_t i)
+{
+    const struct tls_cert *c = &t->certs[i];
+    struct tls_cert_info ci = {c->file, (const char *const *)c->names, c->nnames, c->not_before,
+                               c->not_after};
+    return ci;
+}
+
+const char *tls_srv_listener(const struct tls_srv *t)
+{
+    return t->listener;
+}
+
+static void fmt_time(time_t t, char *buf, size_t len)
+{
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+void tls_srv_warn_expiry(const struct tls_srv *t, time_t now)
+{
+    char when[32];
+    for (size_t i = 0; i < t->ncerts; i++) {
+        const struct tls_cert *c = &t->certs[i];
+        if (c->not_after && c->not_after < now) {
+            fmt_time(c->not_after, when, sizeof(when));
+            log_warn("listener %s: certificate %s has expired (not after %s)", t->listener, c->file,
+                     when);
+        } else if (c->not_before > now) {
+            fmt_time(c->not_before, when, sizeof(when));
+            log_warn("listener %s: certificate %s is not valid yet (not before %s)", t->listener,
+                     c->file, when);
+        } else if (c->not_after && c->not_after - now < TLS_EXPIRY_WARN_DAYS * 86400) {
+            fmt_time(c->not_after, when, sizeof(when));
+            log_warn("listener %s: certificate %s expires in %lld days (not after %s)", t->listener,
+                     c->file, (long long)((c->not_after - now) / 86400), when);
+        }
+    }
+}
