@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "lib/defer.h"
 #include "lib/hash.h"
 #include "lib/log.h"
 #include "serve/tls_srv.h"
@@ -95,11 +96,19 @@ static BIO_METHOD *sock_method_new(void)
     return m;
 }
 
+static void srv_free(void *t)
+{
+    tls_srv_free(t);
+}
+
+/* The context's last reference went: a worker's connection may have held
+ * it (the last handshake of a retired config). Its certificates, SNI table
+ * and keys are freed on the control thread (lib/defer.h). */
 static void ctx_data_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
                           void *argp)
 {
     (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
-    if (ptr) tls_srv_free(ptr);
+    defer_free(ptr, srv_free);
 }
 
 static bool new_key(struct tkey *k)
