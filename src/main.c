@@ -508,6 +508,13 @@ out:
     sdnotify_free();
     events_free(d.events);
     event_base_free(d.base);
+    /* a load still running (abandoned, or begun just before the stop) must
+     * not race the libraries' teardown at exit */
+    if (!reloader_wait(RELOAD_EXIT_WAIT_MS)) {
+        log_warn("a configuration load still runs (a file that cannot be read?); exiting without "
+                 "waiting for it");
+        _exit(rc);
+    }
     libevent_global_shutdown();
     return rc;
 }

@@ -48,8 +48,9 @@ struct reloader {
     bool pending; /* asked for again while a load ran */
 };
 
-/* Abandoned loads whose threads still run (over every reloader). */
-static _Atomic unsigned stuck;
+/* Abandoned loads whose threads still run, and loader threads alive (over
+ * every reloader). */
+static _Atomic unsigned stuck, alive;
 
 static double ms_since(const struct timespec *t0)
 {
@@ -95,6 +96,7 @@ static void *load_main(void *arg)
                  j->path, r->load_ms);
     }
     job_unref(j);
+    atomic_fetch_sub(&alive, 1);
     return NULL;
 }
 
@@ -141,7 +143,9 @@ static int spawn(struct job *j)
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
+    atomic_fetch_add(&alive, 1);
     int e = pthread_create(&t, &attr, load_main, j);
+    if (e) atomic_fetch_sub(&alive, 1);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_attr_destroy(&attr);
     return e;
@@ -230,6 +234,16 @@ bool reloader_request(struct reloader *rl)
 unsigned reloader_stuck(void)
 {
     return atomic_load(&stuck);
+}
+
+bool reloader_wait(unsigned ms)
+{
+    struct timespec tick = {0, 10 * 1000 * 1000};
+    for (unsigned waited = 0; atomic_load(&alive); waited += 10) {
+        if (waited >= ms) return false;
+        nanosleep(&tick, NULL);
+    }
+    return true;
 }
 
 bool reloader_busy(const struct reloader *rl)

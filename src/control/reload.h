@@ -19,8 +19,9 @@
 #include "lib/diag.h"
 #include "snapshot.h"
 
-#define RELOAD_TIMEOUT_MS 30000
-#define RELOAD_MAX_STUCK  4
+#define RELOAD_TIMEOUT_MS   30000
+#define RELOAD_MAX_STUCK    4
+#define RELOAD_EXIT_WAIT_MS 2000 /* how long an exit waits for a load to end */
 
 struct event_base;
 struct reloader;
@@ -63,6 +64,9 @@ bool reloader_request(struct reloader *rl);
 bool reloader_busy(const struct reloader *rl);
 /* Abandoned loads whose threads still run. */
 unsigned reloader_stuck(void);
+/* Waits up to ms for every loader thread to end (at exit: a load must not
+ * run on while the libraries are torn down). False if one still runs. */
+bool reloader_wait(unsigned ms);
 /* Abandons a running load and frees rl. */
 void reloader_free(struct reloader *rl);
 

@@ -32,11 +32,12 @@ wait_log() {
     why "waited $3 s for $want line(s) matching /$2/ in ${1##*/}, found $got"
 }
 
-alloc_ports 5 || {
+alloc_ports 7 || {
     echo "Bail out! no free ports"
     exit 1
 }
 L=${PORTS[0]} A=${PORTS[1]} H=${PORTS[2]} L2=${PORTS[3]} S=${PORTS[4]}
+BL=${PORTS[5]} BA=${PORTS[6]}
 
 backend dead "$A" || echo "Bail out! backend did not start"
 backend hang "$H" || echo "Bail out! backend did not start"
@@ -222,6 +223,128 @@ else
     t "the memory of a burst of connections goes back once they are closed" t_burst_memory_returns
 fi
 stop_pid "$BURST_PID" 10
+
+# ---- a reload never holds up a redirect or the admin listener ----
+# Before, the one worker (workers: 1) ran inside the main loop, which also
+# parsed the new config: while a large config loaded, no redirect and no
+# /healthz was answered at all. A client sends redirects back to back and a
+# second one polls /healthz; both must be answered while the load runs
+# (between "SIGHUP: reloading" and "reloaded" in the log).
+BIG_POOLS=1500
+[ -n "${DETOURD_WRAPPER:-}" ] && BIG_POOLS=300 # valgrind: 20x slower loads
+big_config() { # FILE VERSION
+    {
+        echo "listen: [\"127.0.0.1:$BL\"]"
+        echo "admin: {listen: \"127.0.0.1:$BA\"}"
+        echo "checks: {type: none}"
+        echo "pools:"
+        awk -v n="$BIG_POOLS" -v v="$2" 'BEGIN {
+            for (p = 0; p < n; p++) {
+                printf "  - name: p%d\n", p
+                if (p) printf "    hosts: [\"h%d.example.com\"]\n", p
+                print "    regions:"
+                for (r = 0; r < 10; r++)
+                    printf "      - {name: r%d, url: \"https://r%d.p%d.example.com/%s\", priority: %d, weight: %d}\n", r, r, p, v, r % 3 + 1, r + 1
+            } }'
+    } >"$1.tmp" && mv "$1.tmp" "$1"
+}
+BIG=$TEST_TMP/big.yaml
+big_config "$BIG" v1
+start_detourd big "$BIG" "$BL" || echo "Bail out! detourd did not start"
+BIG_PID=$LAST_PID
+BIG_LOG=$(daemon_log big)
+
+# the clients: answers' wall-clock times (s) go to FILE.redirect and
+# FILE.healthz, one a line, until FILE.stop exists
+timing_clients() { # FILE
+    "$PYTHON" - "$BL" "$BA" "$1" <<'PY'
+import os, socket, sys, threading, time
+port, aport, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+def keepalive(p, req, name, expect):
+    s = socket.create_connection(("127.0.0.1", p), 10)
+    s.settimeout(30)
+    f = open(f"{out}.{name}", "w", buffering=1)
+    buf = b""
+    while not os.path.exists(out + ".stop"):
+        s.sendall(req)
+        while b"\r\n\r\n" not in buf:
+            chunk = s.recv(65536)
+            if not chunk:
+                f.write("closed\n"); return
+            buf += chunk
+        head, _, rest = buf.partition(b"\r\n\r\n")
+        n = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                n = int(line.split(b":")[1])
+        while len(rest) < n:
+            rest += s.recv(65536)
+        buf = rest[n:]
+        f.write(("%.3f\n" % time.time()) if head.startswith(expect) else "wrong\n")
+        if name == "healthz":
+            time.sleep(0.005)
+ts = [threading.Thread(target=keepalive, args=(port, b"GET /x HTTP/1.1\r\nHost: h7.example.com\r\n\r\n", "redirect", b"HTTP/1.1 307")),
+      threading.Thread(target=keepalive, args=(aport, b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n", "healthz", b"HTTP/1.1 200"))]
+for t in ts: t.start()
+for t in ts: t.join()
+PY
+}
+
+# the Unix time (s) of the last log line matching ERE
+log_time() { # LOG ERE
+    grep -E "$2" "$1" | tail -n 1 | "$PYTHON" -c '
+import sys, datetime
+s = sys.stdin.read().split(" ")[0]
+print(datetime.datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc).timestamp())'
+}
+
+# answers FILE FROM TO: how many answer times in FILE lie in [FROM, TO]
+answers() { awk -v a="$2" -v b="$3" '$1 + 0 >= a && $1 + 0 <= b { n++ } END { print n + 0 }' "$1"; }
+# max_gap FILE FROM TO: the longest time (ms) without an answer from FROM to TO
+max_gap() {
+    awk -v a="$2" -v b="$3" 'BEGIN { last = a; m = 0 }
+        $1 + 0 > a && $1 + 0 <= b { if ($1 - last > m) m = $1 - last; last = $1 }
+        END { if (b - last > m) m = b - last; printf "%d\n", m * 1000 }' "$1"
+}
+
+t_reload_never_holds_up_answers() {
+    local out=$TEST_TMP/timing t0 t1 nr nh loaded gap
+    spawn timing timing_clients "$out"
+    local cpid=$LAST_PID
+    wait_until 10 _has_lines "$out.redirect" 20 || why "no redirects before the reload" || return 1
+    wait_until 10 _has_lines "$out.healthz" 5 || why "no /healthz before the reload" || return 1
+    big_config "$BIG" v2
+    reload_daemon "$BIG_PID" "$BIG_LOG" 60 || return 1
+    [ "$RELOAD_OK" = 1 ] || why "the reload failed" || return 1
+    touch "$out.stop"
+    wait_exit "$cpid" 10
+    t0=$(log_time "$BIG_LOG" 'SIGHUP: reloading')
+    t1=$(log_time "$BIG_LOG" 'reloaded ')
+    loaded=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%d\n", (b - a) * 1000 }')
+    nr=$(answers "$out.redirect" "$t0" "$t1")
+    nh=$(answers "$out.healthz" "$t0" "$t1")
+    gap=$(max_gap "$out.redirect" "$t0" "$t1")
+    diag "while the new config (${BIG_POOLS} pools x 10 regions) loaded (SIGHUP to reloaded: $loaded ms): $nr redirects, $nh /healthz answers, longest wait for a redirect $gap ms"
+    ! grep -qE 'wrong|closed' "$out.redirect" "$out.healthz" || why "a wrong answer or a closed connection" || return 1
+    [ "$nh" -ge 1 ] || why "no /healthz was answered during the reload" || return 1
+    # a loop held up by the load answers nothing for as long as it lasts
+    [ "$gap" -lt $((loaded / 2)) ] || why "no redirect for $gap ms of the reload's $loaded ms" || return 1
+    expect_match "the new config serves" \
+        "$(curl -s -o /dev/null -w '%{redirect_url}' -H 'Host: h7.example.com' "http://127.0.0.1:$BL/x")" '/v2/x$'
+}
+_has_lines() { [ -f "$1" ] && [ "$(wc -l <"$1")" -ge "$2" ]; }
+t "a reload of a large config holds up no redirect and no /healthz while it loads" \
+    t_reload_never_holds_up_answers
+
+t_sigterm_during_a_load() {
+    big_config "$BIG" v1
+    kill -HUP "$BIG_PID"
+    wait_log "$BIG_LOG" "SIGHUP: reloading" 10 2 || return 1
+    kill -TERM "$BIG_PID"
+    wait_exit "$BIG_PID" 30 || why "detourd did not stop" || return 1
+    expect_eq "exit status" "$LAST_RC" 0
+}
+t "SIGTERM while a new config loads: a clean exit" t_sigterm_during_a_load
 
 t "no sanitizer reports" t_no_sanitizer_reports
 done_testing
