@@ -4,6 +4,7 @@
 #include "serve/worker.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <event2/event.h>
 #include <stdlib.h>
 #include <string.h>
@@ -263,7 +264,12 @@ bool worker_init(struct worker *w, struct serve_shared *sh, unsigned id)
 
 int worker_start(struct worker *w)
 {
+    /* signals are the main loop's: a worker never sees one (nor an EINTR) */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     int e = pthread_create(&w->thread, NULL, worker_main, w);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     w->started = e == 0;
     return e;
 }
