@@ -3,10 +3,13 @@
 #include "lib/log.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -17,6 +20,26 @@ static _Atomic int cur_level = LOG_INFO;
 static _Atomic bool cur_json;
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
+/* syslog priorities (sd-daemon(3)): err, warning, info, debug */
+static const char *const level_prefix[] = {"<3>", "<4>", "<6>", "<7>"};
+
+/* Is stderr the journal? systemd sets JOURNAL_STREAM to the device and
+ * inode of the stream it connected (systemd.exec(5)); a line then starts
+ * with its priority, so that `journalctl -p warning` can filter. Decided
+ * once: stderr is not reopened. */
+static pthread_once_t journal_once = PTHREAD_ONCE_INIT;
+static bool to_journal;
+
+static void journal_check(void)
+{
+    const char *v = getenv("JOURNAL_STREAM");
+    unsigned long long dev, ino;
+    struct stat st;
+    char end;
+    to_journal = v && sscanf(v, "%llu:%llu%c", &dev, &ino, &end) == 2 &&
+                 fstat(STDERR_FILENO, &st) == 0 && (unsigned long long)st.st_dev == dev &&
+                 (unsigned long long)st.st_ino == ino;
+}
 
 void log_setup(enum log_level level, bool json)
 {
@@ -59,13 +82,16 @@ void log_msg(enum log_level level, const char *fmt, ...)
     snprintf(when + w, sizeof(when) - w, ".%03ldZ", ts.tv_nsec / 1000000);
     char line[JSON_ESCAPE_MAX(sizeof(msg)) + 128];
     int n;
+    pthread_once(&journal_once, journal_check);
+    const char *prio = to_journal ? level_prefix[level] : "";
     if (atomic_load_explicit(&cur_json, memory_order_relaxed)) {
         char esc[JSON_ESCAPE_MAX(sizeof(msg))];
         size_t len = json_escape(esc, msg, strlen(msg));
-        n = snprintf(line, sizeof(line), "{\"time\":\"%s\",\"level\":\"%s\",\"msg\":\"%.*s\"}\n",
-                     when, level_names[level], (int)len, esc);
+        n = snprintf(line, sizeof(line), "%s{\"time\":\"%s\",\"level\":\"%s\",\"msg\":\"%.*s\"}\n",
+                     prio, when, level_names[level], (int)len, esc);
     } else {
-        n = snprintf(line, sizeof(line), "%s detourd[%s]: %s\n", when, level_names[level], msg);
+        n = snprintf(line, sizeof(line), "%s%s detourd[%s]: %s\n", prio, when, level_names[level],
+                     msg);
     }
     if (n < 0) return;
     size_t len = (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1;

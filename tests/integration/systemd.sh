@@ -219,6 +219,51 @@ t_no_notify_socket() {
 }
 t "without NOTIFY_SOCKET nothing changes (serves, stops cleanly)" t_no_notify_socket
 
+# --------------------------------------------------------- the journal ----
+# When stderr is the journal (JOURNAL_STREAM names its device and inode),
+# every line starts with its syslog priority (sd-daemon(3)), so that
+# `journalctl -p warning` filters; on any other stderr, no prefix.
+t_journal_priorities() {
+    local c log=$TEST_TMP/detourd:journal.log
+    c=$(conf_for "\"127.0.0.1:$P_PLAIN\"" | write_config journal.yaml)
+    : >"$log" # spawn's 2> keeps this inode
+    # shellcheck disable=SC2086
+    spawn detourd:journal env JOURNAL_STREAM="$(stat -c %d:%i "$log")" \
+        $DETOURD_WRAPPER "$DETOURD" -c "$c" -l debug
+    local pid=$LAST_PID
+    wait_listen "$P_PLAIN" "$pid" 10 || why "detourd did not start" || return 1
+    echo "pools: [" >"$c" # a broken config: the reload logs errors
+    kill -HUP "$pid"
+    wait_log "$log" 'reload failed' 10 || return 1
+    stop_pid "$pid" 15
+    grep -qE '^<6>[0-9-]+T[0-9:.]+Z detourd\[info\]: listening on' "$log" ||
+        why "no <6> on an info line"
+    grep -qE '^<3>[0-9-]+T.* detourd\[error\]: reload failed' "$log" ||
+        why "no <3> on an error line"
+    grep -qE '^<7>[0-9-]+T.* detourd\[debug\]: ' "$log" || why "no <7> on a debug line"
+    local bare
+    bare=$(grep -cvE '^<[3467]>' "$log")
+    [ "$bare" = 0 ] || why "$bare lines without a priority prefix"
+    [ -z "$WHY" ]
+}
+t "stderr is the journal: each line starts with its priority (<3> error ... <7> debug)" \
+    t_journal_priorities
+
+t_journal_other_stream() {
+    local c log=$TEST_TMP/detourd:notjournal.log
+    c=$(conf_for "\"127.0.0.1:$P_PLAIN\"" | write_config notjournal.yaml)
+    # shellcheck disable=SC2086 # another stream's device and inode
+    spawn detourd:notjournal env JOURNAL_STREAM="$(stat -c %d:%i "$c")" \
+        $DETOURD_WRAPPER "$DETOURD" -c "$c"
+    local pid=$LAST_PID
+    wait_listen "$P_PLAIN" "$pid" 10 || why "detourd did not start" || return 1
+    stop_pid "$pid" 15
+    ! grep -qE '^<[0-9]>' "$log" || why "a priority prefix on a stderr that is not the journal"
+    grep -q 'detourd\[info\]: listening on' "$log" || why "no log line"
+    [ -z "$WHY" ]
+}
+t "JOURNAL_STREAM naming another stream: no prefix" t_journal_other_stream
+
 # ---------------------------------------------------- socket activation ----
 
 t_socket_activation() {
