@@ -2,9 +2,13 @@
 
 #include "admin/metrics.h"
 
+#include <dirent.h>
 #include <event2/buffer.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "serve/counters.h"
 #include "events/events.h"
@@ -154,6 +158,86 @@ static void render_events(struct evbuffer *out)
             evbuffer_add_printf(out, "detourd_events_queued{sink=\"%s\"} %zu\n", s->name, s->q.len);
 }
 
+/* ---- process_*: what a Prometheus client library exports for a process ---- */
+
+/* Fields of /proc/self/stat after the command name: utime (14), stime (15),
+ * starttime (22), vsize (23), rss (24), numbered as in proc(5). */
+static bool proc_stat(unsigned long long *utime, unsigned long long *stime,
+                      unsigned long long *start, unsigned long long *vsize, long long *rss)
+{
+    char buf[1024];
+    FILE *f = fopen("/proc/self/stat", "r");
+    if (!f) return false;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    return p && sscanf(p + 2,
+                       "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d "
+                       "%*d %*d %llu %llu %lld",
+                       utime, stime, start, vsize, rss) == 5;
+}
+
+/* The boot time (Unix seconds), from /proc/stat's btime. */
+static long long boot_time(void)
+{
+    char line[256];
+    long long bt = -1;
+    FILE *f = fopen("/proc/stat", "r");
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "btime %lld", &bt) == 1) break;
+    if (f) fclose(f);
+    return bt;
+}
+
+static long open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) return -1;
+    long n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        if (e->d_name[0] != '.') n++;
+    closedir(d);
+    return n - 1; /* the directory's own descriptor */
+}
+
+static void render_process(struct evbuffer *out, const struct daemon_view *v)
+{
+    long tick = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+    unsigned long long ut, st, start, vsize;
+    long long rss, bt = boot_time();
+    bool ok = tick > 0 && page > 0 && proc_stat(&ut, &st, &start, &vsize, &rss);
+    if (ok) {
+        head(out, "process_cpu_seconds_total", "counter",
+             "Total user and system CPU time spent in seconds.");
+        evbuffer_add_printf(out, "process_cpu_seconds_total %.2f\n", (double)(ut + st) / tick);
+        head(out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+        evbuffer_add_printf(out, "process_resident_memory_bytes %lld\n", rss * page);
+        head(out, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
+        evbuffer_add_printf(out, "process_virtual_memory_bytes %llu\n", vsize);
+    }
+    head(out, "process_start_time_seconds", "gauge",
+         "Start time of the process since unix epoch in seconds.");
+    if (ok && bt >= 0)
+        evbuffer_add_printf(out, "process_start_time_seconds %.2f\n",
+                            (double)bt + (double)start / tick);
+    else
+        evbuffer_add_printf(out, "process_start_time_seconds %lld\n", (long long)v->start_time);
+    long fds = open_fds();
+    if (fds >= 0) {
+        head(out, "process_open_fds", "gauge", "Number of open file descriptors.");
+        evbuffer_add_printf(out, "process_open_fds %ld\n", fds);
+    }
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        head(out, "process_max_fds", "gauge", "Maximum number of open file descriptors.");
+        if (rl.rlim_cur == RLIM_INFINITY)
+            evbuffer_add_printf(out, "process_max_fds +Inf\n");
+        else
+            evbuffer_add_printf(out, "process_max_fds %llu\n", (unsigned long long)rl.rlim_cur);
+    }
+}
+
 void metrics_render(struct evbuffer *out, const struct daemon_view *v)
 {
     const struct config *c = server_config(v->srv);
@@ -175,9 +259,18 @@ void metrics_render(struct evbuffer *out, const struct daemon_view *v)
         const struct region *r = h->region;
         evbuffer_add_printf(out, "} %d\n", health_region_up(r) && r->weight > 0 ? 1 : 0);
     }
+    head(out, "detourd_region_healthy", "gauge",
+         "1 if this instance's health check of the region passes (or it has none), whatever "
+         "the operator state, else 0.");
+    for (size_t i = 0; i < nh; i++) {
+        const struct health *h = health_at(v->health, i);
+        evbuffer_add(out, LIT("detourd_region_healthy"));
+        pr_labels(out, h->pool->name, h->region->name);
+        evbuffer_add_printf(out, "} %d\n", h->st.up ? 1 : 0);
+    }
     head(out, "detourd_region_state_changes_total", "counter",
-         "Up/down transitions: decided by health checks, or by an override ending or a "
-         "maintenance window starting or ending.");
+         "State changes: each up/down change of the health check, and each start or end of an "
+         "override or maintenance window that changes whether the region may receive traffic.");
     for (size_t i = 0; i < nh; i++) {
         const struct health *h = health_at(v->health, i);
         evbuffer_add(out, LIT("detourd_region_state_changes_total"));
@@ -236,4 +329,5 @@ void metrics_render(struct evbuffer *out, const struct daemon_view *v)
     evbuffer_add_printf(out, "detourd_build_info{version=\"%s\"} 1\n", PACKAGE_VERSION);
     head(out, "detourd_start_time_seconds", "gauge", "Unix time the daemon started.");
     evbuffer_add_printf(out, "detourd_start_time_seconds %lld\n", (long long)v->start_time);
+    render_process(out, v);
 }

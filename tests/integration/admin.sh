@@ -234,6 +234,7 @@ def metric(path, name, want):
 CONTRACT = [
     ("detourd_requests_total", "counter", {"pool", "region", "code"}),
     ("detourd_region_up", "gauge", {"pool", "region"}),
+    ("detourd_region_healthy", "gauge", {"pool", "region"}),
     ("detourd_region_state_changes_total", "counter", {"pool", "region"}),
     ("detourd_check_duration_seconds", "histogram", {"pool", "region"}),
     ("detourd_check_failures_total", "counter", {"pool", "region", "reason"}),
@@ -243,6 +244,12 @@ CONTRACT = [
     ("detourd_config_last_reload_timestamp_seconds", "gauge", set()),
     ("detourd_build_info", "gauge", {"version"}),
     ("detourd_start_time_seconds", "gauge", set()),
+    ("process_cpu_seconds_total", "counter", set()),
+    ("process_resident_memory_bytes", "gauge", set()),
+    ("process_virtual_memory_bytes", "gauge", set()),
+    ("process_start_time_seconds", "gauge", set()),
+    ("process_open_fds", "gauge", set()),
+    ("process_max_fds", "gauge", set()),
 ]
 
 def contract(path, version):
@@ -281,8 +288,8 @@ def contract(path, version):
             if any(b[1] < a[1] for a, b in zip(bs, bs[1:])):
                 bad.append("check_duration %s: buckets not cumulative" % (key,))
     for n, l, v in samples:
-        if n == "detourd_region_up" and v not in (0, 1):
-            bad.append("region_up %s = %s" % (l, v))
+        if n in ("detourd_region_up", "detourd_region_healthy") and v not in (0, 1):
+            bad.append("%s %s = %s" % (n, l, v))
         if n == "detourd_config_reloads_total" and l.get("result") not in ("success", "failure"):
             bad.append("reloads_total result=%r" % l.get("result"))
         if n == "detourd_build_info" and (l.get("version") != version or v != 1):
@@ -614,7 +621,27 @@ t_metrics_contract() {
     [ -z "$problems" ] || why "$problems" || return 1
     expect_eq "region_up primary" "$(adm metric "$f" detourd_region_up pool=api region=primary)" 0 || return 1
     expect_eq "region_up secondary" "$(adm metric "$f" detourd_region_up pool=api region=secondary)" 1 || return 1
-    local got
+    # healthy is the check's verdict alone: a drained region whose check
+    # passes is healthy but gets no traffic
+    expect_eq "region_healthy primary (its check fails)" \
+        "$(adm metric "$f" detourd_region_healthy pool=api region=primary)" 0 || return 1
+    expect_eq "region_up spare (drained)" "$(adm metric "$f" detourd_region_up pool=api region=spare)" 0 || return 1
+    expect_eq "region_healthy spare (drained, its check passes)" \
+        "$(adm metric "$f" detourd_region_healthy pool=api region=spare)" 1 || return 1
+    local got now pid
+    pid=$(pgrep -f -n -- "-c $CONF\$" || true)
+    now=$(date +%s)
+    got=$(adm metric "$f" process_start_time_seconds)
+    awk -v t="$got" -v a="$T_START_MAIN" -v b="$now" 'BEGIN { exit !(t >= a - 2 && t <= b) }' ||
+        why "process_start_time_seconds $got is not between the start ($T_START_MAIN) and now ($now)" || return 1
+    got=$(adm metric "$f" process_open_fds)
+    [[ $got =~ ^[0-9]+$ ]] && [ "$got" -ge 5 ] || why "process_open_fds: $got" || return 1
+    [ -z "$pid" ] || [ "$got" -le $(($(ls "/proc/$pid/fd" | wc -l) + 8)) ] || why "process_open_fds $got, /proc says fewer" || return 1
+    [ "$(adm metric "$f" process_max_fds)" -gt "$got" ] || why "process_max_fds not above open_fds" || return 1
+    got=$(adm metric "$f" process_resident_memory_bytes)
+    [[ $got =~ ^[0-9]+$ ]] && [ "$got" -gt 1000000 ] || why "process_resident_memory_bytes: $got" || return 1
+    got=$(adm metric "$f" process_cpu_seconds_total)
+    awk -v t="$got" 'BEGIN { exit !(t >= 0 && t < 100000) }' || why "process_cpu_seconds_total: $got" || return 1
     got=$(adm metric "$f" detourd_region_state_changes_total pool=api region=primary)
     [[ $got =~ ^[0-9]+$ ]] && [ "$got" -ge 1 ] || why "state_changes_total of primary: $got" || return 1
     # the reason label is a token: "connect_refused" (or /status's "connect refused")
