@@ -81,10 +81,53 @@ contents() {
 }
 
 conffile() {
-    local conffiles
-    conffiles=$(dpkg-deb -I "$deb" conffiles 2>&1)
-    [ "$conffiles" = /etc/detourd/detourd.yaml ] ||
-        why "conffiles: got '$conffiles', want /etc/detourd/detourd.yaml"
+    local conffiles want
+    conffiles=$(dpkg-deb -I "$deb" conffiles 2>&1 | sort)
+    want=$(printf '%s\n' /etc/detourd/detourd.yaml /etc/logrotate.d/detourd | sort)
+    [ "$conffiles" = "$want" ] || why "conffiles: got '$conffiles', want '$want'"
+}
+
+# the access log's rotation, as the README prints it, and logrotate reads it
+logrotate_conf() {
+    local f=$root/etc/logrotate.d/detourd out
+    [ -f "$f" ] || why "no /etc/logrotate.d/detourd" || return 1
+    grep -q '^/var/log/detourd/access.log {' "$f" || why "it does not rotate /var/log/detourd/access.log" || return 1
+    grep -q 'systemctl kill -s USR1 detourd.service' "$f" || why "no SIGUSR1 in postrotate" || return 1
+    grep -qx '    nocreate' "$f" || why "no nocreate (detourd creates the new file itself)" || return 1
+    if command -v logrotate >/dev/null 2>&1; then
+        out=$(logrotate --debug --state "$work/logrotate.state" "$f" 2>&1) ||
+            why "logrotate --debug rejects it:"$'\n'"$out"
+    fi
+}
+
+# Everything the installed README points to is installed beside it: its
+# relative links (docs/fleet.md, bench/README.md, ...) and the paths it
+# names (contrib/etcd/detourd-etcd), uncompressed, so links resolve.
+docs_complete() {
+    local doc=$root/usr/share/doc/detourd readme missing="" p
+    readme=$doc/README.md
+    [ -f "$readme" ] || why "no /usr/share/doc/detourd/README.md (compressed?)" || return 1
+    while IFS= read -r p; do
+        [ -e "$doc/$p" ] || missing="$missing $p"
+    done < <({
+        grep -oE '\]\([^)#:]+\)' "$readme" | sed 's/^](//; s/)$//'
+        grep -oE '`(contrib|docs|bench)/[^` ]+`' "$readme" | tr -d '`' | grep -v '/$'
+        for f in "$doc"/docs/*.md; do
+            grep -oE '`contrib/[^` ]+`' "$f" | tr -d '`'
+        done
+    } | sort -u | grep -vE '^bench/(run|checks|failover|reload|idle)$')
+    [ -z "$missing" ] || why "the README or docs/ name what the package lacks:$missing"
+}
+
+# man pages name the configured paths, not placeholders
+man_paths() {
+    local m8 m5
+    m8=$(zcat "$root/usr/share/man/man8/detourd.8.gz") || why "no detourd.8" || return 1
+    m5=$(zcat "$root/usr/share/man/man5/detourd.yaml.5.gz") || why "no detourd.yaml.5" || return 1
+    ! grep -nE 'SYSCONFDIR|PREFIX|@[a-z_]+@' <<<"$m8$m5" >"$work/man.bad" ||
+        why "placeholders in the man pages:"$'\n'"$(head -n 5 "$work/man.bad")" || return 1
+    grep -q '/etc/detourd/detourd\.yaml' <<<"$m8" || why "detourd(8) does not name /etc/detourd/detourd.yaml" || return 1
+    grep -qE '/(usr/)?lib/systemd/system' <<<"$m8" || why "detourd(8) does not name the unit directory"
 }
 
 unpack() {
@@ -168,12 +211,15 @@ fi
 if [ -f "$deb" ]; then
     t "named detourd_${version}_${arch}.deb" name
     t "dpkg-deb -c: binary, man pages, units, config, copyright" contents
-    t "dpkg-deb -I: /etc/detourd/detourd.yaml is the conffile" conffile
+    t "dpkg-deb -I: the conffiles are /etc/detourd/detourd.yaml and /etc/logrotate.d/detourd" conffile
     t "dpkg -x into a scratch root" unpack
     t "units run /usr/sbin/detourd on /etc/detourd/detourd.yaml; socket matches the example" units
     t "maintainer scripts: service enabled, started, restarted on upgrade; socket left to the operator" maintscripts
     t "installed detourd: version $version, default config /etc/detourd/detourd.yaml" installed_binary
     t "installed detourd -t accepts the installed example config" example_config
+    t "/etc/logrotate.d/detourd rotates the access log (logrotate --debug accepts it)" logrotate_conf
+    t "the docs the installed README links to and names are installed beside it" docs_complete
+    t "the man pages name /etc/detourd/detourd.yaml and the unit directory, no placeholders" man_paths
 fi
 printf '1..%d\n' "$N"
 diag "took $((SECONDS - start)) s"
