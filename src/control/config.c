@@ -1136,9 +1136,11 @@ static void load_region(struct ctx *x, const struct yt_node *n, struct pool *p, 
     int e;
     if ((v = yt_get(n, "state")) && get_enum(x, v, "state", states, &e))
         r->state = (enum region_state)e;
-    if ((v = yt_get(n, "until")) && get_time(x, v, "until", &r->until_ms) &&
-        r->state == REGION_AUTO)
-        ERR(x, v, "until: needs a state other than auto (until ends that override)");
+    if ((v = yt_get(n, "until"))) {
+        r->has_until = get_time(x, v, "until", &r->until_ms);
+        if (r->has_until && r->state == REGION_AUTO)
+            ERR(x, v, "until: needs a state other than auto (until ends that override)");
+    }
     if ((v = yt_get(n, "reason"))) get_reason(x, v, &r->reason);
     const struct yt_node *chk = yt_get(n, "check");
     if (chk) load_check(x, chk, &r->check, true);
@@ -1976,8 +1978,10 @@ static bool sched_build(struct ctx *x)
         if (!o || !r->pools[i]) return false;
         sp[i].nregions = p->nregions;
         for (size_t k = 0; k < p->nregions; k++)
-            o[k] = (struct sched_override){p->regions[k].state, p->regions[k].until_ms,
-                                           p->regions[k].reason};
+            o[k] = (struct sched_override){.state = p->regions[k].state,
+                                           .has_until = p->regions[k].has_until,
+                                           .until_ms = p->regions[k].until_ms,
+                                           .reason = p->regions[k].reason};
     }
     config_sched_apply(c, clock_wall_ms());
     return true;

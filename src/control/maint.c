@@ -43,7 +43,7 @@ static bool has_timed(const struct config *c)
     if (c->sched->nwindows) return true;
     for (size_t i = 0; i < c->npools; i++)
         for (size_t k = 0; k < c->pools[i].nregions; k++)
-            if (c->pools[i].regions[k].state != REGION_AUTO && c->pools[i].regions[k].until_ms)
+            if (c->pools[i].regions[k].state != REGION_AUTO && c->pools[i].regions[k].has_until)
                 return true;
     return false;
 }
@@ -213,7 +213,7 @@ void maint_warn_expired(const struct config *c, int64_t now_ms)
     for (size_t i = 0; i < c->npools; i++)
         for (size_t k = 0; k < c->pools[i].nregions; k++) {
             const struct region *r = &c->pools[i].regions[k];
-            if (r->state == REGION_AUTO || !r->until_ms || r->until_ms > now_ms) continue;
+            if (r->state == REGION_AUTO || !r->has_until || r->until_ms > now_ms) continue;
             char until[SCHED_TIME_LEN];
             sched_format_time(r->until_ms, until, sizeof(until));
             log_warn("pool %s region %s: state %s ended at %s, before this config was loaded: "

@@ -132,7 +132,7 @@ void sched_format_time(int64_t unix_ms, char *buf, size_t len)
 
 static bool override_active(const struct sched_override *o, int64_t now_ms)
 {
-    return o->state != REGION_AUTO && (o->until_ms == 0 || now_ms < o->until_ms);
+    return o->state != REGION_AUTO && (!o->has_until || now_ms < o->until_ms);
 }
 
 enum sched_phase sched_window_phase(const struct sched_window *w, int64_t now_ms)
@@ -173,6 +173,7 @@ void sched_eval(const struct sched_model *m, int64_t now_ms, struct sched_result
                 *r = (struct sched_region){.state = o->state,
                                            .source = SCHED_SOURCE_CONFIG,
                                            .reason = o->reason,
+                                           .has_until = o->has_until,
                                            .until_ms = o->until_ms};
         }
     for (size_t k = 0; k < m->nwindows; k++) {
@@ -189,6 +190,7 @@ void sched_eval(const struct sched_model *m, int64_t now_ms, struct sched_result
                                        .window = w->name,
                                        .window_index = k,
                                        .reason = w->reason,
+                                       .has_until = true,
                                        .until_ms = w->until_ms};
         }
     }
@@ -205,7 +207,7 @@ int64_t sched_next_boundary(const struct sched_model *m, int64_t now_ms)
     for (size_t p = 0; p < m->npools; p++)
         for (size_t i = 0; i < m->pools[p].nregions; i++) {
             const struct sched_override *o = &m->pools[p].overrides[i];
-            if (o->state != REGION_AUTO && o->until_ms != 0) consider(o->until_ms, now_ms, &next);
+            if (o->state != REGION_AUTO && o->has_until) consider(o->until_ms, now_ms, &next);
         }
     for (size_t k = 0; k < m->nwindows; k++) {
         consider(m->windows[k].from_ms, now_ms, &next);

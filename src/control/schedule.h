@@ -36,10 +36,13 @@ bool sched_parse_time(const char *s, int64_t *unix_ms);
 void sched_format_time(int64_t unix_ms, char *buf, size_t len);
 
 /* A region's own override from the config. Active while state is not
- * REGION_AUTO and until_ms is 0 (no end) or still ahead. */
+ * REGION_AUTO and it has no end, or its end is still ahead. Every int64_t
+ * is an instant (the epoch, 0, included): "no end" is has_until, never a
+ * value of until_ms. */
 struct sched_override {
     enum region_state state;
-    int64_t until_ms;   /* 0: no end */
+    bool has_until;     /* false: no end */
+    int64_t until_ms;   /* the end, when has_until */
     const char *reason; /* NULL: none given */
 };
 
@@ -85,7 +88,8 @@ struct sched_region {
     const char *window;  /* the window's name (SCHED_SOURCE_WINDOW), else NULL */
     size_t window_index; /* its index in the model (SCHED_SOURCE_WINDOW only) */
     const char *reason;  /* the source's reason, or NULL */
-    int64_t until_ms;    /* when the source ends; 0: no end (or no source) */
+    bool has_until;      /* false: no end (or no source) */
+    int64_t until_ms;    /* when the source ends, when has_until */
 };
 
 /* Filled by sched_eval(); the caller provides the arrays. */

@@ -58,6 +58,8 @@ pools:
       - {name: primary, url: "http://primary.test", priority: 1, state: drain,
          until: "$(rfc3339 "$O_END")", reason: "CHG-1 database migration"}
       - {name: backup, url: "http://backup.test", priority: 2}
+      - {name: spare, url: "http://spare.test", priority: 3, state: drain,
+         until: "1970-01-01T00:00:00Z", reason: "long ago"}
 EOF
 )
 # window_conf: the window daemon's config for the current W_FROM/W_UNTIL
@@ -83,6 +85,10 @@ maintenance:
     from: "2001-01-01T00:00:00Z"
     until: "2001-01-02T00:00:00+02:00"
     state: down
+    regions: ["web/us"]
+  - name: epoch
+    from: "1970-01-01T00:00:00Z"
+    until: "1970-01-01T00:00:01Z"
     regions: ["web/us"]
 EOF
 }
@@ -166,6 +172,17 @@ t_window_pending() {
         "{'name': 'old', 'from': '2001-01-01T00:00:00Z', 'until': '2001-01-01T22:00:00Z', 'state': 'down', 'regions': ['web/us'], 'reason': None, 'phase': 'over'}"
 }
 t "/status lists every window with its phase" t_window_pending
+
+t_epoch() {
+    expect_eq "a window from the epoch" "$(status "$ADMW" '[W("epoch")[k] for k in ("from", "until", "phase")]')" \
+        "['1970-01-01T00:00:00Z', '1970-01-01T00:00:01Z', 'over']" || return 1
+    expect_eq "an override until the epoch: over" \
+        "$(status "$ADMO" '[R("api","spare")[k] for k in ("override","override_source","override_until","override_reason","state")]')" \
+        "['auto', None, None, None, 'up']" || return 1
+    expect_eq "warned once, at startup" \
+        "$(log_count "$OLOG" 'pool api region spare: state drain ended at 1970-01-01T00:00:00Z, before this config was loaded: the region is auto')" 1
+}
+t "the epoch is an instant: a window from it lists it, an override until it is over at load" t_epoch
 
 t_window_active() {
     wait_log "$WLOG" 'maintenance eu-rack started: drain web/eu until .* \(rack move\)' 15 ||

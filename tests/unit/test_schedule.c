@@ -171,6 +171,18 @@ static enum sched_phase phases[4];
 static struct sched_model model;
 static struct sched_result result;
 
+/* A region's own override that ends at until, and one without an end. */
+static struct sched_override timed(enum region_state state, int64_t until, const char *reason)
+{
+    return (struct sched_override){
+        .state = state, .has_until = true, .until_ms = until, .reason = reason};
+}
+
+static struct sched_override endless(enum region_state state, const char *reason)
+{
+    return (struct sched_override){.state = state, .reason = reason};
+}
+
 static void setup(void)
 {
     memset(ov_api, 0, sizeof(ov_api));
@@ -209,7 +221,7 @@ static void assert_none(const struct sched_region *r)
     ck_assert_int_eq(r->source, SCHED_SOURCE_NONE);
     ck_assert_ptr_null(r->window);
     ck_assert_ptr_null(r->reason);
-    ck_assert_int_eq(r->until_ms, 0);
+    ck_assert(!r->has_until);
 }
 
 static void assert_window(const struct sched_region *r, enum region_state state, const char *name)
@@ -244,16 +256,16 @@ END_TEST
 START_TEST(test_override)
 {
     setup();
-    ov_api[EU] = (struct sched_override){REGION_DRAIN, T0 + 4 * HOUR, "CHG-1234 migration"};
-    ov_api[US] = (struct sched_override){REGION_DOWN, 0, NULL}; /* no end */
-    ov_web[US] = (struct sched_override){REGION_UP, 0, "pinned"};
+    ov_api[EU] = timed(REGION_DRAIN, T0 + 4 * HOUR, "CHG-1234 migration");
+    ov_api[US] = endless(REGION_DOWN, NULL);
+    ov_web[US] = endless(REGION_UP, "pinned");
     const struct sched_region *r = eval(T0, API, EU);
     assert_config(r, REGION_DRAIN);
     ck_assert_str_eq(r->reason, "CHG-1234 migration");
     ck_assert_int_eq(r->until_ms, T0 + 4 * HOUR);
     assert_config(eval(T0, API, US), REGION_DOWN);
     ck_assert_ptr_null(result.pools[API][US].reason);
-    ck_assert_int_eq(result.pools[API][US].until_ms, 0);
+    ck_assert(!result.pools[API][US].has_until);
     assert_config(eval(T0, WEB, US), REGION_UP);
     assert_none(eval(T0, API, AP));
     assert_none(eval(T0, WEB, EU));
@@ -271,7 +283,7 @@ START_TEST(test_until_past)
 {
     setup();
     /* loaded after its end: the region is auto, and nothing is armed */
-    ov_api[EU] = (struct sched_override){REGION_DRAIN, T0 - 1, "yesterday"};
+    ov_api[EU] = timed(REGION_DRAIN, T0 - 1, "yesterday");
     assert_none(eval(T0, API, EU));
     ck_assert_int_eq(sched_next_boundary(&model, T0), INT64_MAX);
     /* ending exactly now counts as past */
@@ -279,7 +291,7 @@ START_TEST(test_until_past)
     assert_none(eval(T0, API, EU));
     ck_assert_int_eq(sched_next_boundary(&model, T0), INT64_MAX);
     /* an auto "override" with an until is no override and no boundary */
-    ov_api[EU] = (struct sched_override){REGION_AUTO, T0 + HOUR, "ignored"};
+    ov_api[EU] = timed(REGION_AUTO, T0 + HOUR, "ignored");
     assert_none(eval(T0, API, EU));
     ck_assert_int_eq(sched_next_boundary(&model, T0), INT64_MAX);
     /* a window already over: listed as over, applies nowhere */
@@ -288,6 +300,51 @@ START_TEST(test_until_past)
     assert_none(eval(T0, API, US));
     ck_assert_int_eq(phases[0], SCHED_OVER);
     ck_assert_int_eq(sched_next_boundary(&model, T0), INT64_MAX);
+}
+END_TEST
+
+START_TEST(test_epoch_is_an_instant)
+{
+    /* 1970-01-01T00:00:00Z is 0 ms, an instant like any other: an until
+     * there is long past, not "no end" */
+    setup();
+    ov_api[EU] = timed(REGION_DRAIN, at("1970-01-01T00:00:00Z"), "epoch");
+    assert_none(eval(T0, API, EU));
+    ck_assert_int_eq(sched_next_boundary(&model, T0), INT64_MAX);
+    /* before it, the override is in force and ends there */
+    const struct sched_region *r = eval(-1000, API, EU);
+    assert_config(r, REGION_DRAIN);
+    ck_assert(r->has_until);
+    ck_assert_int_eq(r->until_ms, 0);
+    ck_assert_int_eq(sched_next_boundary(&model, -1000), 0);
+    assert_none(eval(0, API, EU));
+    /* only an override without an end has none */
+    ov_api[US] = endless(REGION_DOWN, "forever");
+    r = eval(T0, API, US);
+    assert_config(r, REGION_DOWN);
+    ck_assert(!r->has_until);
+    ck_assert_int_eq(sched_next_boundary(&model, T0), INT64_MAX);
+
+    /* a window from the epoch is active from it on; one that ends there is over */
+    static const struct sched_target t[] = {{WEB, EU}};
+    static const struct sched_target t2[] = {{WEB, US}};
+    set_window(0, "since-1970", 0, T0 + HOUR, REGION_DOWN, t, 1);
+    set_window(1, "1969", -HOUR, 0, REGION_DRAIN, t2, 1);
+    r = eval(T0, WEB, EU);
+    assert_window(r, REGION_DOWN, "since-1970");
+    ck_assert(r->has_until);
+    ck_assert_int_eq(r->until_ms, T0 + HOUR);
+    ck_assert_int_eq(phases[0], SCHED_ACTIVE);
+    assert_none(&result.pools[WEB][US]);
+    ck_assert_int_eq(phases[1], SCHED_OVER);
+    assert_window(eval(0, WEB, EU), REGION_DOWN, "since-1970");
+    assert_none(&result.pools[WEB][US]);
+    assert_none(eval(-1, WEB, EU));
+    ck_assert_int_eq(phases[0], SCHED_PENDING);
+    assert_window(&result.pools[WEB][US], REGION_DRAIN, "1969");
+    ck_assert_int_eq(sched_next_boundary(&model, -2 * HOUR), -HOUR);
+    ck_assert_int_eq(sched_next_boundary(&model, -HOUR), 0);
+    ck_assert_int_eq(sched_next_boundary(&model, 0), T0 + HOUR);
 }
 END_TEST
 
@@ -358,7 +415,7 @@ START_TEST(test_override_ends_inside_window)
 {
     setup();
     static const struct sched_target t[] = {{API, EU}};
-    ov_api[EU] = (struct sched_override){REGION_DRAIN, T0 + 2 * HOUR, "own"};
+    ov_api[EU] = timed(REGION_DRAIN, T0 + 2 * HOUR, "own");
     set_window(0, "w", T0 + HOUR, T0 + 3 * HOUR, REGION_DOWN, t, 1);
     /* before the window and inside it, the region's own override wins */
     assert_config(eval(T0, API, EU), REGION_DRAIN);
@@ -383,7 +440,7 @@ START_TEST(test_override_ends_as_window_starts)
 {
     setup();
     static const struct sched_target t[] = {{WEB, US}};
-    ov_web[US] = (struct sched_override){REGION_UP, T0 + HOUR, "pinned"};
+    ov_web[US] = timed(REGION_UP, T0 + HOUR, "pinned");
     set_window(0, "w", T0 + HOUR, T0 + 2 * HOUR, REGION_DRAIN, t, 1);
     assert_config(eval(T0 + HOUR - 1, WEB, US), REGION_UP);
     assert_window(eval(T0 + HOUR, WEB, US), REGION_DRAIN, "w");
@@ -397,8 +454,8 @@ START_TEST(test_override_beats_window)
     setup();
     static const struct sched_target t[] = {{API, EU}, {API, US}, {API, AP}};
     set_window(0, "w", T0, T0 + HOUR, REGION_DOWN, t, 3);
-    ov_api[EU] = (struct sched_override){REGION_UP, 0, "keep eu"};
-    ov_api[US] = (struct sched_override){REGION_DRAIN, T0 + 2 * HOUR, "longer"};
+    ov_api[EU] = endless(REGION_UP, "keep eu");
+    ov_api[US] = timed(REGION_DRAIN, T0 + 2 * HOUR, "longer");
     assert_config(eval(T0, API, EU), REGION_UP);
     assert_config(&result.pools[API][US], REGION_DRAIN);
     ck_assert_int_eq(result.pools[API][US].until_ms, T0 + 2 * HOUR);
@@ -465,8 +522,8 @@ static void busy_schedule(void)
     static const struct sched_target a[] = {{API, EU}, {WEB, EU}};
     static const struct sched_target b[] = {{API, EU}, {API, US}};
     setup();
-    ov_api[AP] = (struct sched_override){REGION_DRAIN, T0 + 6 * HOUR, "ap"};
-    ov_api[EU] = (struct sched_override){REGION_DOWN, T0 + 90 * MIN, "eu"};
+    ov_api[AP] = timed(REGION_DRAIN, T0 + 6 * HOUR, "ap");
+    ov_api[EU] = timed(REGION_DOWN, T0 + 90 * MIN, "eu");
     set_window(0, "a", T0 + HOUR, T0 + 3 * HOUR, REGION_DRAIN, a, 2);
     set_window(1, "b", T0 + 2 * HOUR, T0 + 4 * HOUR, REGION_DOWN, b, 2);
     set_window(2, "c", T0 + 5 * HOUR, T0 + 7 * HOUR, REGION_DRAIN, b, 2);
@@ -598,6 +655,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_nothing);
     tcase_add_test(tc, test_override);
     tcase_add_test(tc, test_until_past);
+    tcase_add_test(tc, test_epoch_is_an_instant);
     tcase_add_test(tc, test_phases);
     tcase_add_test(tc, test_back_to_back);
     tcase_add_test(tc, test_override_ends_inside_window);
