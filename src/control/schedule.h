@@ -112,6 +112,43 @@ enum sched_phase sched_window_phase(const struct sched_window *w, int64_t now_ms
  * nothing is ahead. */
 int64_t sched_next_boundary(const struct sched_model *m, int64_t now_ms);
 
+/* ---- what changed between two evaluations ----
+ * A region's operator state moves when the source in force changes: one
+ * ends, another starts, or (by a reload) a source changes its state or its
+ * rank. The override events tell each such change as it happened: when one
+ * source hands a region to another at the same instant, the end of the
+ * first and the start of the second, whether or not the state changes. */
+
+/* True if a and b name the same source: none, the region's own override,
+ * or the same window (by name, so across a reload too). */
+bool sched_same_source(const struct sched_region *a, const struct sched_region *b);
+
+/* Whether the source s names (the region's own override, or the window
+ * named s->window) applies to region `region` of pool `pool` of m at now_ms:
+ * the override is active, or the window is active and names the region,
+ * whether or not something stronger hides it. False for no source. */
+bool sched_source_applies(const struct sched_model *m, size_t pool, size_t region,
+                          const struct sched_region *s, int64_t now_ms);
+
+/* One region between two evaluations: what was in force, what is now, and
+ * whether each source applied on the other side (sched_source_applies). */
+struct sched_step {
+    const struct sched_region *was, *now;
+    bool was_applies; /* was's source still applies now (now's wins over it) */
+    bool now_applied; /* now's source applied before (was's hid it) */
+};
+
+enum sched_note {
+    SCHED_NOTE_ENDED,     /* was's source no longer applies */
+    SCHED_NOTE_STARTED,   /* now's source applies and did not before */
+    SCHED_NOTE_CHANGED,   /* the same source with another state (a reload) */
+    SCHED_NOTE_OVERTAKEN, /* both apply on both sides; now's wins now (a reload) */
+};
+
+/* The changes a step makes, in the order they are told: an end before a
+ * start. Writes 0 to 2 notes to out and returns how many. */
+size_t sched_step_notes(const struct sched_step *s, enum sched_note out[2]);
+
 const char *sched_source_name(enum sched_source s);
 const char *sched_phase_name(enum sched_phase p);
 

@@ -2,7 +2,9 @@
 # Integration tests of timed overrides and maintenance windows against the
 # real daemon: an override that ends by itself and a window that opens and
 # closes while requests flow, both without a reload; what /status says of
-# them; a reload that finds a window over; and the config errors of -t.
+# them; a reload that finds a window over; one window handing a region to
+# another, by the clock and by a reload (the log lines and the events an
+# exec sink gets); and the config errors of -t.
 # The instants are computed when the test runs (a few seconds ahead,
 # scaled by TIMEOUT_SCALE). TAP on stdout. Network: 127.0.0.1 only.
 # shellcheck source=tests/integration/lib.sh
@@ -10,11 +12,11 @@
 
 : "${DETOURD:=${TOP_BUILDDIR:-.}/detourd}"
 
-alloc_ports 4 || {
+alloc_ports 6 || {
     echo "Bail out! no free ports"
     exit 1
 }
-LO=${PORTS[0]} ADMO=${PORTS[1]} LW=${PORTS[2]} ADMW=${PORTS[3]}
+LO=${PORTS[0]} ADMO=${PORTS[1]} LW=${PORTS[2]} ADMW=${PORTS[3]} LH=${PORTS[4]} ADMH=${PORTS[5]}
 
 # rfc3339 UNIX_SECONDS
 rfc3339() { date -u -d "@$1" +%Y-%m-%dT%H:%M:%SZ; }
@@ -94,6 +96,41 @@ EOF
 }
 WCONF=$(window_conf | write_config window.yaml)
 
+# The handover daemon: windows that hand regions to each other, an exec
+# sink recording every event (one JSON object a line, in order). Its
+# boundaries are set far ahead, then moved near once it runs.
+HOOK=$TEST_TMP/hook.sh
+EVENTS=$TEST_TMP/events.jsonl
+cat >"$HOOK" <<EOF
+#!/bin/sh
+{ cat; echo; } >>"$EVENTS"
+EOF
+chmod +x "$HOOK"
+H1=$((T0 + 7200))
+# hand_conf: the handover daemon's config for boundaries H1 < H2 < H3
+# (b is listed before a: the order of the list orders nothing)
+hand_conf() {
+    H2=$((H1 + $(secs 2))) H3=$((H1 + 2 * $(secs 2)))
+    cat <<EOF
+listen: ["127.0.0.1:$LH"]
+admin: {listen: "127.0.0.1:$ADMH"}
+checks: {type: none}
+events:
+  exec: {command: ["$HOOK"]}
+pools:
+  - name: web
+    regions:
+      - {name: eu, url: "http://eu.test"}
+      - {name: us, url: "http://us.test"}
+maintenance:
+  - {name: b, from: "$(rfc3339 "$H2")", until: "$(rfc3339 "$H3")", regions: [web/eu],
+     reason: "second half"}
+  - {name: a, from: "$(rfc3339 "$H1")", until: "$(rfc3339 "$H2")", regions: [web/eu],
+     reason: "first half"}
+EOF
+}
+HCONF=$(hand_conf | write_config hand.yaml)
+
 # A client sends requests (new connections and keep-alive ones) until
 # STOP exists, writing "UNIX_MS LOCATION" per answer (the time it was sent) and "FAIL ..." per
 # failure to OUT.
@@ -133,6 +170,12 @@ OLOG=$(daemon_log override)
 start_detourd window "$WCONF" "$LW" || echo "Bail out! detourd did not start"
 WPID=$LAST_PID
 WLOG=$(daemon_log window)
+start_detourd hand "$HCONF" "$LH" || echo "Bail out! detourd did not start"
+HPID=$LAST_PID
+HLOG=$(daemon_log hand)
+H1=$(($(date +%s) + $(secs 2)))
+hand_conf >"$HCONF"
+reload_daemon "$HPID" "$HLOG" && [ "$RELOAD_OK" = 1 ] || echo "Bail out! the handover windows could not be moved near"
 spawn client "$PYTHON" -c "$CLIENT_PY" "$LW" "$TEST_TMP/client.txt" "$TEST_TMP/client.stop"
 CLIENT_PID=$LAST_PID
 client_answered() { [ -s "$TEST_TMP/client.txt" ]; }
@@ -267,6 +310,74 @@ t_window_over() {
     expect_eq "nothing logged again" "$(log_count "$WLOG" 'maintenance eu-rack')" 2
 }
 t "a reload keeps a window that is over listed as over and logs nothing again" t_window_over
+
+# ---- handovers ----
+
+# overrides REGION [FIELDS]: the override events of web/REGION the sink
+# got, oldest first, as a Python list of tuples of FIELDS (default from,
+# to and the reason's first clause)
+overrides() {
+    "$PYTHON" - "$EVENTS" "$1" "${2:-}" <<'PY'
+import json, sys
+path, region, fields = sys.argv[1], sys.argv[2], sys.argv[3]
+out = []
+for line in open(path) if __import__("os").path.exists(path) else []:
+    if not line.strip():
+        continue
+    e = json.loads(line)
+    if e["kind"] != "override" or e.get("pool") != "web" or e.get("region") != region:
+        continue
+    if fields:
+        out.append(tuple(e.get(f) for f in fields.split(",")))
+    else:
+        out.append((e["from"], e["to"], e["reason"].split(";")[0]))
+print(out)
+PY
+}
+override_count() { "$PYTHON" -c 'import ast, sys; print(len(ast.literal_eval(sys.argv[1])))' "$(overrides "$1")"; }
+overrides_at_least() { [ "$(override_count "$1")" -ge "$2" ]; }
+# line_of ERE: the number of the first line of the handover daemon's log matching ERE
+line_of() { grep -nE -- "$1" "$HLOG" | head -n 1 | cut -d: -f1; }
+
+t_handover_clock() {
+    wait_log "$HLOG" 'maintenance b ended' 30 || why "window b did not end" || return 1
+    wait_until 10 overrides_at_least eu 4 || why "events: $(overrides eu)" || return 1
+    expect_eq "web/eu's override events" "$(overrides eu)" \
+        "[('auto', 'drain', 'maintenance a started: first half'), ('drain', 'drain', 'maintenance a ended: first half'), ('drain', 'drain', 'maintenance b started: second half'), ('drain', 'auto', 'maintenance b ended: second half')]" ||
+        return 1
+    local ended started
+    ended=$(line_of 'maintenance a ended') started=$(line_of 'maintenance b started')
+    [ -n "$ended" ] && [ -n "$started" ] && [ "$ended" -lt "$started" ] ||
+        why "log: a's end at line '$ended', b's start at line '$started': $(grep maintenance "$HLOG")" ||
+        return 1
+    expect_eq "log lines of a and b" "$(log_count "$HLOG" 'maintenance (a|b) (started|ended)')" 4 ||
+        return 1
+    expect_eq "state changes of eu (the handover moves no traffic)" \
+        "$(status "$ADMH" 'R("web","eu")["state_changes"]')" 2
+}
+t "one window hands a region to another at the same instant: the end, then the start, each logged and sent" t_handover_clock
+
+t_handover_reload() {
+    local conf n
+    n=$(override_count eu)
+    conf=$(hand_conf)
+    printf '%s\n  - {name: r1, from: "2001-01-01T00:00:00Z", until: "2099-01-01T00:00:00Z", regions: [web/eu], reason: "one"}\n' \
+        "$conf" >"$HCONF"
+    reload_daemon "$HPID" "$HLOG" && [ "$RELOAD_OK" = 1 ] || why "reload with r1 failed" || return 1
+    wait_until 10 overrides_at_least eu $((n + 1)) || why "no event for r1: $(overrides eu)" || return 1
+    printf '%s\n  - {name: r2, from: "2001-01-01T00:00:00Z", until: "2099-01-01T00:00:00Z", regions: [web/eu], reason: "two"}\n' \
+        "$conf" >"$HCONF"
+    reload_daemon "$HPID" "$HLOG" && [ "$RELOAD_OK" = 1 ] || why "reload with r2 failed" || return 1
+    wait_until 10 overrides_at_least eu $((n + 3)) || why "events: $(overrides eu)" || return 1
+    expect_eq "events of the reloads" "$("$PYTHON" -c 'import ast, sys; print(ast.literal_eval(sys.argv[1])[int(sys.argv[2]):])' "$(overrides eu)" "$n")" \
+        "[('auto', 'drain', 'maintenance r1 started (config reloaded): one'), ('drain', 'drain', 'maintenance r1 ended (config reloaded): one'), ('drain', 'drain', 'maintenance r2 started (config reloaded): two')]" ||
+        return 1
+    local ended started
+    ended=$(line_of 'maintenance r1 ended \(config reloaded\)') started=$(line_of 'maintenance r2 in force')
+    [ -n "$ended" ] && [ -n "$started" ] && [ "$ended" -lt "$started" ] ||
+        why "log: r1's end at line '$ended', r2's at line '$started': $(grep maintenance "$HLOG")"
+}
+t "a reload that hands a region from one window to another: the end, then the start, each logged and sent" t_handover_reload
 
 # ---- -t: the errors, each at its FILE:LINE:COL, all in one pass ----
 

@@ -631,6 +631,204 @@ START_TEST(test_stray_targets)
 }
 END_TEST
 
+/* ---- steps: what changed between two evaluations ---- */
+
+static struct sched_region was_api[3], was_web[2];
+static struct sched_region *was_pools[2] = {was_api, was_web};
+static enum sched_phase was_phases[4];
+static struct sched_step step;
+
+/* The notes of one region from instant `before` to instant `after`, both
+ * evaluated with the model (the clock path); step holds the step. */
+static size_t notes_between(int64_t before, int64_t after, size_t pool, size_t region,
+                            enum sched_note out[2])
+{
+    struct sched_result was = {.pools = was_pools, .phases = was_phases};
+    sched_eval(&model, before, &was);
+    sched_eval(&model, after, &result);
+    step = (struct sched_step){.was = &was.pools[pool][region], .now = &result.pools[pool][region]};
+    step.was_applies = sched_source_applies(&model, pool, region, step.was, after);
+    step.now_applied = sched_source_applies(&model, pool, region, step.now, before);
+    return sched_step_notes(&step, out);
+}
+
+/* The notes of region (pool, region) at the boundary t: as many as given,
+ * in that order. */
+#define assert_notes(t, pool, region, ...)                                                         \
+    do {                                                                                           \
+        static const enum sched_note want_[] = {__VA_ARGS__};                                      \
+        enum sched_note got_[2];                                                                   \
+        size_t n_ = notes_between((t)-1, (t), pool, region, got_);                                 \
+        ck_assert_uint_eq(n_, sizeof(want_) / sizeof(want_[0]));                                   \
+        for (size_t i_ = 0; i_ < n_; i_++) ck_assert_int_eq(got_[i_], want_[i_]);                  \
+    } while (0)
+
+static void assert_no_notes(int64_t t, size_t pool, size_t region)
+{
+    enum sched_note got[2];
+    ck_assert_uint_eq(notes_between(t - 1, t, pool, region, got), 0);
+}
+
+START_TEST(test_applies)
+{
+    setup();
+    static const struct sched_target t[] = {{API, EU}, {WEB, US}};
+    set_window(0, "w", T0 + HOUR, T0 + 2 * HOUR, REGION_DRAIN, t, 2);
+    ov_api[US] = timed(REGION_DOWN, T0 + HOUR, "own");
+    const struct sched_region w = {
+        .state = REGION_DRAIN, .source = SCHED_SOURCE_WINDOW, .window = "w"};
+    const struct sched_region other = {
+        .state = REGION_DRAIN, .source = SCHED_SOURCE_WINDOW, .window = "other"};
+    const struct sched_region own = {.state = REGION_DOWN, .source = SCHED_SOURCE_CONFIG};
+    const struct sched_region none = {.state = REGION_AUTO};
+    /* a window applies to the regions it names, during [from, until) */
+    ck_assert(!sched_source_applies(&model, API, EU, &w, T0 + HOUR - 1));
+    ck_assert(sched_source_applies(&model, API, EU, &w, T0 + HOUR));
+    ck_assert(sched_source_applies(&model, WEB, US, &w, T0 + 2 * HOUR - 1));
+    ck_assert(!sched_source_applies(&model, WEB, US, &w, T0 + 2 * HOUR));
+    ck_assert(!sched_source_applies(&model, API, US, &w, T0 + HOUR));
+    ck_assert(!sched_source_applies(&model, API, EU, &other, T0 + HOUR));
+    /* even where something stronger hides it */
+    ov_api[EU] = endless(REGION_UP, "pinned");
+    ck_assert(sched_source_applies(&model, API, EU, &w, T0 + HOUR));
+    /* the region's own override while it is active */
+    ck_assert(sched_source_applies(&model, API, US, &own, T0));
+    ck_assert(!sched_source_applies(&model, API, US, &own, T0 + HOUR));
+    ck_assert(!sched_source_applies(&model, API, AP, &own, T0));
+    /* no source applies nowhere; nor does anything outside the model */
+    ck_assert(!sched_source_applies(&model, API, EU, &none, T0 + HOUR));
+    ck_assert(!sched_source_applies(&model, API, 3, &w, T0 + HOUR));
+    ck_assert(!sched_source_applies(&model, 2, EU, &w, T0 + HOUR));
+}
+END_TEST
+
+START_TEST(test_handover_notes)
+{
+    static const struct sched_target t[] = {{API, EU}};
+    /* the same state on both sides: still an end and a start, in that order */
+    setup();
+    set_window(0, "second", T0 + 2 * HOUR, T0 + 3 * HOUR, REGION_DRAIN, t, 1);
+    set_window(1, "first", T0 + HOUR, T0 + 2 * HOUR, REGION_DRAIN, t, 1);
+    assert_notes(T0 + HOUR, API, EU, SCHED_NOTE_STARTED);
+    assert_notes(T0 + 2 * HOUR, API, EU, SCHED_NOTE_ENDED, SCHED_NOTE_STARTED);
+    ck_assert_str_eq(step.was->window, "first");
+    ck_assert_str_eq(step.now->window, "second");
+    ck_assert_int_eq(step.was->state, step.now->state);
+    assert_notes(T0 + 3 * HOUR, API, EU, SCHED_NOTE_ENDED);
+    assert_no_notes(T0 + 90 * MIN, API, EU);
+    /* another state */
+    setup();
+    set_window(0, "first", T0 + HOUR, T0 + 2 * HOUR, REGION_DOWN, t, 1);
+    set_window(1, "second", T0 + 2 * HOUR, T0 + 3 * HOUR, REGION_DRAIN, t, 1);
+    assert_notes(T0 + 2 * HOUR, API, EU, SCHED_NOTE_ENDED, SCHED_NOTE_STARTED);
+    /* the region's own override hands it to a window */
+    setup();
+    ov_api[EU] = timed(REGION_DRAIN, T0 + HOUR, "own");
+    set_window(0, "w", T0 + HOUR, T0 + 2 * HOUR, REGION_DRAIN, t, 1);
+    assert_notes(T0 + HOUR, API, EU, SCHED_NOTE_ENDED, SCHED_NOTE_STARTED);
+    ck_assert_int_eq(step.was->source, SCHED_SOURCE_CONFIG);
+    ck_assert_int_eq(step.now->source, SCHED_SOURCE_WINDOW);
+}
+END_TEST
+
+START_TEST(test_nested_notes)
+{
+    static const struct sched_target t[] = {{API, EU}};
+    /* a stronger window inside a weaker one: it starts over it, and when it
+     * ends the outer one, which applied all along, holds the region again:
+     * no start is claimed for it */
+    setup();
+    set_window(0, "outer", T0 + HOUR, T0 + 4 * HOUR, REGION_DRAIN, t, 1);
+    set_window(1, "inner", T0 + 2 * HOUR, T0 + 3 * HOUR, REGION_DOWN, t, 1);
+    assert_notes(T0 + HOUR, API, EU, SCHED_NOTE_STARTED);
+    assert_notes(T0 + 2 * HOUR, API, EU, SCHED_NOTE_STARTED);
+    ck_assert(step.was_applies);
+    assert_notes(T0 + 3 * HOUR, API, EU, SCHED_NOTE_ENDED);
+    ck_assert_str_eq(step.was->window, "inner");
+    ck_assert_str_eq(step.now->window, "outer");
+    ck_assert(step.now_applied);
+    assert_notes(T0 + 4 * HOUR, API, EU, SCHED_NOTE_ENDED);
+    /* one with the same state inside never holds the region: nothing */
+    setup();
+    set_window(0, "outer", T0 + HOUR, T0 + 4 * HOUR, REGION_DRAIN, t, 1);
+    set_window(1, "inner", T0 + 2 * HOUR, T0 + 3 * HOUR, REGION_DRAIN, t, 1);
+    assert_no_notes(T0 + 2 * HOUR, API, EU);
+    assert_no_notes(T0 + 3 * HOUR, API, EU);
+    /* overlapping ones with the same state: the later end takes the region
+     * while the first still applies; the first's end changes nothing */
+    setup();
+    set_window(0, "early", T0 + HOUR, T0 + 3 * HOUR, REGION_DRAIN, t, 1);
+    set_window(1, "late", T0 + 2 * HOUR, T0 + 4 * HOUR, REGION_DRAIN, t, 1);
+    assert_notes(T0 + 2 * HOUR, API, EU, SCHED_NOTE_STARTED);
+    ck_assert(step.was_applies);
+    assert_no_notes(T0 + 3 * HOUR, API, EU);
+    /* the region's own override ends inside a window: only its end */
+    setup();
+    ov_api[EU] = timed(REGION_DRAIN, T0 + 2 * HOUR, "own");
+    set_window(0, "w", T0 + HOUR, T0 + 3 * HOUR, REGION_DOWN, t, 1);
+    assert_no_notes(T0 + HOUR, API, EU);
+    assert_notes(T0 + 2 * HOUR, API, EU, SCHED_NOTE_ENDED);
+    ck_assert(step.now_applied);
+    /* the wall clock back before that end: the override is in force again
+     * over the window, which still applies */
+    enum sched_note got[2];
+    ck_assert_uint_eq(notes_between(T0 + 150 * MIN, T0 + 90 * MIN, API, EU, got), 1);
+    ck_assert_int_eq(got[0], SCHED_NOTE_STARTED);
+    ck_assert_int_eq(step.now->source, SCHED_SOURCE_CONFIG);
+    ck_assert(step.was_applies);
+}
+END_TEST
+
+START_TEST(test_reload_notes)
+{
+    /* a reload compares two models: the step is built by hand */
+    const struct sched_region none = {.state = REGION_AUTO};
+    const struct sched_region a_drain = {
+        .state = REGION_DRAIN, .source = SCHED_SOURCE_WINDOW, .window = "a"};
+    const struct sched_region a_down = {
+        .state = REGION_DOWN, .source = SCHED_SOURCE_WINDOW, .window = "a"};
+    const struct sched_region b_drain = {
+        .state = REGION_DRAIN, .source = SCHED_SOURCE_WINDOW, .window = "b"};
+    const struct sched_region own = {.state = REGION_DOWN, .source = SCHED_SOURCE_CONFIG};
+    enum sched_note got[2];
+    struct sched_step st = {.was = &a_drain, .now = &a_drain};
+    ck_assert_uint_eq(sched_step_notes(&st, got), 0);
+    /* the same window with another state */
+    st = (struct sched_step){.was = &a_drain, .now = &a_down, .was_applies = true};
+    ck_assert_uint_eq(sched_step_notes(&st, got), 1);
+    ck_assert_int_eq(got[0], SCHED_NOTE_CHANGED);
+    /* a replaced by b */
+    st = (struct sched_step){.was = &a_drain, .now = &b_drain};
+    ck_assert_uint_eq(sched_step_notes(&st, got), 2);
+    ck_assert_int_eq(got[0], SCHED_NOTE_ENDED);
+    ck_assert_int_eq(got[1], SCHED_NOTE_STARTED);
+    /* both still apply, b now ranks first (its until moved) */
+    st = (struct sched_step){
+        .was = &a_drain, .now = &b_drain, .was_applies = true, .now_applied = true};
+    ck_assert_uint_eq(sched_step_notes(&st, got), 1);
+    ck_assert_int_eq(got[0], SCHED_NOTE_OVERTAKEN);
+    /* an override added over a window that stays */
+    st = (struct sched_step){.was = &a_drain, .now = &own, .was_applies = true};
+    ck_assert_uint_eq(sched_step_notes(&st, got), 1);
+    ck_assert_int_eq(got[0], SCHED_NOTE_STARTED);
+    /* and removed again */
+    st = (struct sched_step){.was = &own, .now = &a_drain, .now_applied = true};
+    ck_assert_uint_eq(sched_step_notes(&st, got), 1);
+    ck_assert_int_eq(got[0], SCHED_NOTE_ENDED);
+    /* from nothing, to nothing */
+    st = (struct sched_step){.was = &none, .now = &own};
+    ck_assert_uint_eq(sched_step_notes(&st, got), 1);
+    ck_assert_int_eq(got[0], SCHED_NOTE_STARTED);
+    st = (struct sched_step){.was = &own, .now = &none};
+    ck_assert_uint_eq(sched_step_notes(&st, got), 1);
+    ck_assert_int_eq(got[0], SCHED_NOTE_ENDED);
+    ck_assert(sched_same_source(&a_drain, &a_down));
+    ck_assert(!sched_same_source(&a_drain, &b_drain));
+    ck_assert(!sched_same_source(&own, &a_down));
+    ck_assert(sched_same_source(&none, &none));
+}
+END_TEST
+
 START_TEST(test_names)
 {
     ck_assert_str_eq(sched_source_name(SCHED_SOURCE_NONE), "none");
@@ -665,6 +863,12 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_clock_jumps);
     tcase_add_test(tc, test_stray_targets);
     tcase_add_test(tc, test_names);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("steps");
+    tcase_add_test(tc, test_applies);
+    tcase_add_test(tc, test_handover_notes);
+    tcase_add_test(tc, test_nested_notes);
+    tcase_add_test(tc, test_reload_notes);
     suite_add_tcase(s, tc);
     return s;
 }
