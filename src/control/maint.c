@@ -13,6 +13,7 @@
 #include "events/events.h"
 #include "control/health.h"
 #include "lib/log.h"
+#include "control/maint_text.h"
 #include "control/schedule.h"
 
 /* The timer never sleeps longer than this: it runs on the monotonic
@@ -98,17 +99,6 @@ struct side {
     bool phases_known; /* false before the first evaluation: nothing started or ended */
 };
 
-enum cause {
-    BY_CLOCK,      /* the wall clock passed a boundary */
-    BY_CLOCK_BACK, /* the wall clock was stepped back */
-    BY_RELOAD,     /* a reload changed the schedule */
-};
-
-static const char *why_text(const char *reason)
-{
-    return reason ? reason : "no reason given";
-}
-
 static size_t find_pool(const struct config *c, size_t hint, const char *name)
 {
     if (hint < c->npools && strcmp(c->pools[hint].name, name) == 0) return hint;
@@ -163,67 +153,9 @@ static size_t region_step(const struct side *b, const struct side *a, size_t i, 
     return sched_step_notes(st, notes);
 }
 
-/* "maintenance NAME" or "override STATE" */
-static void source_name(const struct sched_region *s, char *buf, size_t len)
-{
-    if (s->source == SCHED_SOURCE_WINDOW)
-        snprintf(buf, len, "maintenance %s", s->window);
-    else
-        snprintf(buf, len, "override %s", region_state_name(s->state));
-}
-
-/* What a region's operator state is now, for a log line. */
-static void source_text(const struct sched_region *s, char *buf, size_t len)
-{
-    if (s->source == SCHED_SOURCE_WINDOW)
-        snprintf(buf, len, "%s by maintenance %s", region_state_name(s->state), s->window);
-    else if (s->source == SCHED_SOURCE_CONFIG)
-        snprintf(buf, len, "%s by its own override", region_state_name(s->state));
-    else
-        snprintf(buf, len, "auto (its health check decides)");
-}
-
-/* The reason of the override event for one note of a step. */
-static void note_text(enum sched_note n, const struct sched_step *st, enum cause why, char *buf,
-                      size_t len)
-{
-    char was[160], now[160];
-    source_name(st->was, was, sizeof(was));
-    source_name(st->now, now, sizeof(now));
-    const char *by = why == BY_RELOAD ? " (config reloaded)" : "";
-    switch (n) {
-    case SCHED_NOTE_ENDED:
-        if (why == BY_CLOCK_BACK)
-            snprintf(buf, len, "%s is pending again (the wall clock moved back): %s", was,
-                     why_text(st->was->reason));
-        else
-            snprintf(buf, len, "%s ended%s: %s", was, by, why_text(st->was->reason));
-        break;
-    case SCHED_NOTE_STARTED:
-        if (why == BY_CLOCK_BACK)
-            snprintf(buf, len, "%s in force again (the wall clock moved back): %s", now,
-                     why_text(st->now->reason));
-        else
-            snprintf(buf, len, "%s started%s: %s", now, by, why_text(st->now->reason));
-        break;
-    case SCHED_NOTE_CHANGED:
-        if (st->now->source == SCHED_SOURCE_WINDOW)
-            snprintf(now, sizeof(now), "maintenance %s", st->now->window);
-        else
-            snprintf(now, sizeof(now), "override");
-        snprintf(buf, len, "%s changed from %s to %s%s: %s", now, region_state_name(st->was->state),
-                 region_state_name(st->now->state), by, why_text(st->now->reason));
-        break;
-    case SCHED_NOTE_OVERTAKEN:
-        snprintf(buf, len, "%s takes precedence over %s%s: %s", now, was, by,
-                 why_text(st->now->reason));
-        break;
-    }
-}
-
 /* The override events of every region that a's evaluation changed: for
  * each region, an end before a start. */
-static void region_events(const struct side *b, const struct side *a, enum cause why)
+static void region_events(const struct side *b, const struct side *a, enum maint_cause why)
 {
     for (size_t i = 0; i < a->c->npools; i++) {
         const struct pool *p = &a->c->pools[i];
@@ -232,8 +164,8 @@ static void region_events(const struct side *b, const struct side *a, enum cause
             enum sched_note notes[2];
             size_t n = region_step(b, a, i, k, &st, notes);
             for (size_t j = 0; j < n; j++) {
-                char text[EVENT_REASON_MAX];
-                note_text(notes[j], &st, why, text, sizeof(text));
+                char text[MAINT_TEXT_LEN]; /* event_make() cuts it to EVENT_REASON_MAX */
+                maint_text_event(notes[j], &st, why, text, sizeof(text));
                 event_emit(EVENT_OVERRIDE, p->name, p->regions[k].name,
                            region_state_name(st.was->state), region_state_name(st.now->state),
                            text);
@@ -243,10 +175,10 @@ static void region_events(const struct side *b, const struct side *a, enum cause
 }
 
 /* The log lines of regions whose own override ended (ends) or is in force
- * again (!ends) on the clock path; a reload's are its events. */
-static void region_lines(const struct side *b, const struct side *a, enum cause why, bool ends)
+ * again (!ends); a reload's are its events. */
+static void region_lines(const struct side *b, const struct side *a, enum maint_cause why,
+                         bool ends)
 {
-    if (why == BY_RELOAD) return;
     for (size_t i = 0; i < a->c->npools; i++) {
         const struct pool *p = &a->c->pools[i];
         for (size_t k = 0; k < p->nregions; k++) {
@@ -254,42 +186,38 @@ static void region_lines(const struct side *b, const struct side *a, enum cause 
             enum sched_note notes[2];
             size_t n = region_step(b, a, i, k, &st, notes);
             for (size_t j = 0; j < n; j++) {
-                const char *name = p->regions[k].name;
-                if (ends && notes[j] == SCHED_NOTE_ENDED && st.was->source == SCHED_SOURCE_CONFIG) {
-                    char until[SCHED_TIME_LEN], state[160];
-                    sched_format_time(st.was->until_ms, until, sizeof(until));
-                    source_text(st.now, state, sizeof(state));
-                    log_info("pool %s region %s: override %s ended at %s (%s); now %s", p->name,
-                             name, region_state_name(st.was->state), until,
-                             why_text(st.was->reason), state);
-                } else if (!ends && notes[j] == SCHED_NOTE_STARTED &&
-                           st.now->source == SCHED_SOURCE_CONFIG) {
-                    log_info("pool %s region %s: override %s in force again (the wall clock "
-                             "moved back)",
-                             p->name, name, region_state_name(st.now->state));
-                }
+                char line[MAINT_TEXT_LEN];
+                if ((notes[j] == SCHED_NOTE_ENDED) == ends &&
+                    maint_text_override(notes[j], &st, why, line, sizeof(line)))
+                    log_info("pool %s region %s: %s", p->name, p->regions[k].name, line);
             }
         }
     }
 }
 
-static void targets_text(const struct config *c, const struct sched_window *w, char *buf,
-                         size_t len)
+/* Logs window w of own's config: its targets with each region's
+ * evaluation on both sides (own is the side after when own_is_now). */
+static void log_window(const struct sched_window *w, enum maint_window_change ch,
+                       enum sched_phase phase, enum maint_cause why, const struct side *own,
+                       const struct side *other, bool own_is_now)
 {
-    size_t o = 0;
-    buf[0] = '\0';
-    for (size_t t = 0; t < w->ntargets && o < len; t++) {
-        const struct pool *p = &c->pools[w->targets[t].pool];
-        int n = snprintf(buf + o, len - o, "%s%s/%s", t ? ", " : "", p->name,
-                         p->regions[w->targets[t].region].name);
-        if (n < 0) break;
-        o += (size_t)n;
+    struct maint_target *t = calloc(w->ntargets ? w->ntargets : 1, sizeof(*t));
+    for (size_t j = 0; t && j < w->ntargets; j++) {
+        size_t p = w->targets[j].pool, r = w->targets[j].region, op, or ;
+        const struct sched_region *mine = &own->r->pools[p][r], *theirs = NULL;
+        if (counterpart(other, own, p, r, &op, & or)) theirs = &other->r->pools[op][or];
+        t[j] = (struct maint_target){own->c->pools[p].name, own->c->pools[p].regions[r].name,
+                                     own_is_now ? theirs : mine, own_is_now ? mine : theirs};
     }
+    char line[MAINT_TEXT_LEN];
+    maint_text_window(w, ch, phase, why, t, t ? w->ntargets : 0, line, sizeof(line));
+    log_info("%s", line);
+    free(t);
 }
 
 /* Each window of b that was active and no longer is in a (or is gone from
  * a's config). */
-static void windows_ended(const struct side *b, const struct side *a, enum cause why)
+static void windows_ended(const struct side *b, const struct side *a, enum maint_cause why)
 {
     if (!b->phases_known) return;
     const struct sched_model *bm = b->c->sched, *am = a->c->sched;
@@ -298,20 +226,13 @@ static void windows_ended(const struct side *b, const struct side *a, enum cause
         if (b->r->phases[k] != SCHED_ACTIVE) continue;
         size_t ka = find_window(am, k, w->name);
         enum sched_phase now = ka == SIZE_MAX ? SCHED_OVER : a->r->phases[ka];
-        if (now == SCHED_ACTIVE) continue;
-        char regions[512];
-        targets_text(b->c, w, regions, sizeof(regions));
-        const char *verb = why == BY_RELOAD       ? "ended (config reloaded)"
-                           : now == SCHED_PENDING ? "is pending again (the wall clock moved back)"
-                                                  : "ended";
-        log_info("maintenance %s %s: %s back to their own state (%s)", w->name, verb, regions,
-                 why_text(w->reason));
+        if (now != SCHED_ACTIVE) log_window(w, MAINT_WINDOW_ENDED, now, why, b, a, false);
     }
 }
 
 /* Each window of a that is active and was not in b: started, or found in
- * force (at startup, or new in a reload). */
-static void windows_started(const struct side *b, const struct side *a, enum cause why)
+ * force (at start, or new in a reload). */
+static void windows_started(const struct side *b, const struct side *a, enum maint_cause why)
 {
     const struct sched_model *bm = b->c->sched, *am = a->c->sched;
     for (size_t k = 0; k < am->nwindows; k++) {
@@ -319,22 +240,14 @@ static void windows_started(const struct side *b, const struct side *a, enum cau
         if (a->r->phases[k] != SCHED_ACTIVE) continue;
         size_t kb = b->phases_known ? find_window(bm, k, w->name) : SIZE_MAX;
         if (kb != SIZE_MAX && b->r->phases[kb] == SCHED_ACTIVE) continue;
-        const char *verb = kb == SIZE_MAX     ? "in force"
-                           : why == BY_RELOAD ? "started (config reloaded)"
-                           : b->r->phases[kb] == SCHED_OVER
-                               ? "in force again (the wall clock moved back)"
-                               : "started";
-        char regions[512], until[SCHED_TIME_LEN];
-        targets_text(a->c, w, regions, sizeof(regions));
-        sched_format_time(w->until_ms, until, sizeof(until));
-        log_info("maintenance %s %s: %s %s until %s (%s)", w->name, verb,
-                 region_state_name(w->state), regions, until, why_text(w->reason));
+        log_window(w, kb == SIZE_MAX ? MAINT_WINDOW_IN_FORCE : MAINT_WINDOW_STARTED, SCHED_ACTIVE,
+                   why, a, b, true);
     }
 }
 
 /* Each window of a whose phase moved between pending and over (the clock
- * jumped over it, or a reload moved it) */
-static void windows_moved(const struct side *b, const struct side *a, enum cause why)
+ * jumped over it, or a reload moved it). */
+static void windows_moved(const struct side *b, const struct side *a, enum maint_cause why)
 {
     if (!b->phases_known) return;
     const struct sched_model *bm = b->c->sched, *am = a->c->sched;
@@ -343,12 +256,8 @@ static void windows_moved(const struct side *b, const struct side *a, enum cause
         size_t kb = find_window(bm, k, w->name);
         if (kb == SIZE_MAX) continue;
         enum sched_phase was = b->r->phases[kb], now = a->r->phases[k];
-        if (was == now || was == SCHED_ACTIVE || now == SCHED_ACTIVE) continue;
-        char regions[512];
-        targets_text(a->c, w, regions, sizeof(regions));
-        log_info("maintenance %s is %s now (%s): %s (%s)", w->name, sched_phase_name(now),
-                 why == BY_RELOAD ? "config reloaded" : "the wall clock moved", regions,
-                 why_text(w->reason));
+        if (was != now && was != SCHED_ACTIVE && now != SCHED_ACTIVE)
+            log_window(w, MAINT_WINDOW_MOVED, now, why, a, b, true);
     }
 }
 
@@ -356,7 +265,9 @@ static void windows_moved(const struct side *b, const struct side *a, enum cause
  * starts, so a handover is told in the order it happens. */
 static void announce(const struct side *b, const struct side *a, bool reload)
 {
-    enum cause why = reload ? BY_RELOAD : a->ms < b->ms ? BY_CLOCK_BACK : BY_CLOCK;
+    enum maint_cause why = reload          ? MAINT_BY_RELOAD
+                           : a->ms < b->ms ? MAINT_BY_CLOCK_BACK
+                                           : MAINT_BY_CLOCK;
     windows_ended(b, a, why);
     region_lines(b, a, why, true);
     windows_started(b, a, why);

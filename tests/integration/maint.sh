@@ -107,10 +107,14 @@ cat >"$HOOK" <<EOF
 EOF
 chmod +x "$HOOK"
 H1=$((T0 + 7200))
-# hand_conf: the handover daemon's config for boundaries H1 < H2 < H3
-# (b is listed before a: the order of the list orders nothing)
+# hand_conf: the handover daemon's config for boundaries H1 < H2 < H3 < H4:
+#   eu: window a hands it to b at H2, both drain (b is listed first: the
+#       order of the list orders nothing)
+#   us: inner (down, H2-H3) inside outer (drain, H1-H4)
+#   ap: its own override (drain until H2) inside ap-win (down, H1-H3)
+#   sa: short (drain, H2-H3) inside long (drain, H1-H4): it never holds sa
 hand_conf() {
-    H2=$((H1 + $(secs 2))) H3=$((H1 + 2 * $(secs 2)))
+    H2=$((H1 + $(secs 2))) H3=$((H1 + 2 * $(secs 2))) H4=$((H1 + 3 * $(secs 2)))
     cat <<EOF
 listen: ["127.0.0.1:$LH"]
 admin: {listen: "127.0.0.1:$ADMH"}
@@ -122,11 +126,23 @@ pools:
     regions:
       - {name: eu, url: "http://eu.test"}
       - {name: us, url: "http://us.test"}
+      - {name: ap, url: "http://ap.test", state: drain, until: "$(rfc3339 "$H2")", reason: "own"}
+      - {name: sa, url: "http://sa.test"}
 maintenance:
   - {name: b, from: "$(rfc3339 "$H2")", until: "$(rfc3339 "$H3")", regions: [web/eu],
      reason: "second half"}
   - {name: a, from: "$(rfc3339 "$H1")", until: "$(rfc3339 "$H2")", regions: [web/eu],
      reason: "first half"}
+  - {name: outer, from: "$(rfc3339 "$H1")", until: "$(rfc3339 "$H4")", regions: [web/us],
+     reason: "rack move"}
+  - {name: inner, from: "$(rfc3339 "$H2")", until: "$(rfc3339 "$H3")", regions: [web/us],
+     state: down, reason: "disk swap"}
+  - {name: ap-win, from: "$(rfc3339 "$H1")", until: "$(rfc3339 "$H3")", regions: [web/ap],
+     state: down, reason: "power work"}
+  - {name: long, from: "$(rfc3339 "$H1")", until: "$(rfc3339 "$H4")", regions: [web/sa],
+     reason: "long one"}
+  - {name: short, from: "$(rfc3339 "$H2")", until: "$(rfc3339 "$H3")", regions: [web/sa],
+     reason: "short one"}
 EOF
 }
 HCONF=$(hand_conf | write_config hand.yaml)
@@ -173,9 +189,47 @@ WLOG=$(daemon_log window)
 start_detourd hand "$HCONF" "$LH" || echo "Bail out! detourd did not start"
 HPID=$LAST_PID
 HLOG=$(daemon_log hand)
-H1=$(($(date +%s) + $(secs 2)))
-hand_conf >"$HCONF"
-reload_daemon "$HPID" "$HLOG" && [ "$RELOAD_OK" = 1 ] || echo "Bail out! the handover windows could not be moved near"
+# sink_reloads: the reload events the sink got
+sink_reloads() {
+    local n
+    n=$(grep -c '"kind":"reload"' "$EVENTS" 2>/dev/null)
+    echo "${n:-0}"
+}
+sink_reloads_at_least() { [ "$(sink_reloads)" -ge "$1" ]; }
+# hand_reload: the handover daemon on hand_conf as it is now; waits until
+# the sink got everything that reload sent (its reload event comes last)
+HRELOADS=0
+hand_reload() {
+    hand_conf >"$HCONF"
+    reload_daemon "$HPID" "$HLOG" && [ "$RELOAD_OK" = 1 ] || return 1
+    HRELOADS=$((HRELOADS + 1))
+    wait_until 20 sink_reloads_at_least "$HRELOADS"
+}
+# The windows near: H1 a few seconds ahead. Should the reload land after
+# H1 on a busy host, they go far again and the lead doubles. HBASE: the
+# sink's lines before that (the handover tests read the ones after).
+HNEAR='' LEAD=2
+for _ in 1 2 3; do
+    H1=$(($(date +%s) + $(secs "$LEAD")))
+    hand_reload || break
+    if [ "$(date +%s)" -lt "$H1" ]; then
+        HNEAR=1
+        break
+    fi
+    H1=$((T0 + 7200))
+    hand_reload || break
+    LEAD=$((LEAD * 2))
+done
+[ -n "$HNEAR" ] || echo "Bail out! the handover windows could not be moved near"
+HBASE=$(grep -c '' "$EVENTS" 2>/dev/null) HLOGBASE=$(grep -c '' "$HLOG")
+# hlog: the handover daemon's log since the windows were moved near
+hlog() { tail -n +"$((HLOGBASE + 1))" "$HLOG"; }
+hlog_count() {
+    local c
+    c=$(hlog | grep -cE -- "$1")
+    echo "${c:-0}"
+}
+hlog_has() { [ "$(hlog_count "$1")" -ge 1 ]; }
 spawn client "$PYTHON" -c "$CLIENT_PY" "$LW" "$TEST_TMP/client.txt" "$TEST_TMP/client.stop"
 CLIENT_PID=$LAST_PID
 client_answered() { [ -s "$TEST_TMP/client.txt" ]; }
@@ -314,17 +368,21 @@ t "a reload keeps a window that is over listed as over and logs nothing again" t
 # ---- handovers ----
 
 # overrides REGION [FIELDS]: the override events of web/REGION the sink
-# got, oldest first, as a Python list of tuples of FIELDS (default from,
-# to and the reason's first clause)
+# got since the windows were moved near, oldest first, as a Python list of
+# tuples of FIELDS (default from, to and the reason's first clause)
 overrides() {
-    "$PYTHON" - "$EVENTS" "$1" "${2:-}" <<'PY'
-import json, sys
-path, region, fields = sys.argv[1], sys.argv[2], sys.argv[3]
+    "$PYTHON" - "$EVENTS" "$HBASE" "$1" "${2:-}" <<'PY'
+import json, os, sys
+path, base, region, fields = sys.argv[1], int(sys.argv[2] or 0), sys.argv[3], sys.argv[4]
 out = []
-for line in open(path) if __import__("os").path.exists(path) else []:
+lines = open(path).readlines() if os.path.exists(path) else []
+for line in lines[base:]:
     if not line.strip():
         continue
-    e = json.loads(line)
+    try:
+        e = json.loads(line)
+    except ValueError:  # the hook is appending it right now
+        continue
     if e["kind"] != "override" or e.get("pool") != "web" or e.get("region") != region:
         continue
     if fields:
@@ -336,26 +394,70 @@ PY
 }
 override_count() { "$PYTHON" -c 'import ast, sys; print(len(ast.literal_eval(sys.argv[1])))' "$(overrides "$1")"; }
 overrides_at_least() { [ "$(override_count "$1")" -ge "$2" ]; }
-# line_of ERE: the number of the first line of the handover daemon's log matching ERE
-line_of() { grep -nE -- "$1" "$HLOG" | head -n 1 | cut -d: -f1; }
+# line_of ERE: the number of the first line of hlog matching ERE
+line_of() { hlog | grep -nE -- "$1" | head -n 1 | cut -d: -f1; }
+# ordered A B: line numbers A and B are both known and A comes first
+ordered() { [ -n "$1" ] && [ -n "$2" ] && [ "$1" -lt "$2" ]; }
 
 t_handover_clock() {
-    wait_log "$HLOG" 'maintenance b ended' 30 || why "window b did not end" || return 1
+    wait_until 30 hlog_has 'maintenance b ended' || why "window b did not end" || return 1
     wait_until 10 overrides_at_least eu 4 || why "events: $(overrides eu)" || return 1
     expect_eq "web/eu's override events" "$(overrides eu)" \
         "[('auto', 'drain', 'maintenance a started: first half'), ('drain', 'drain', 'maintenance a ended: first half'), ('drain', 'drain', 'maintenance b started: second half'), ('drain', 'auto', 'maintenance b ended: second half')]" ||
         return 1
     local ended started
     ended=$(line_of 'maintenance a ended') started=$(line_of 'maintenance b started')
-    [ -n "$ended" ] && [ -n "$started" ] && [ "$ended" -lt "$started" ] ||
-        why "log: a's end at line '$ended', b's start at line '$started': $(grep maintenance "$HLOG")" ||
+    ordered "$ended" "$started" ||
+        why "log: a's end at line '$ended', b's start at line '$started': $(hlog | grep maintenance)" ||
         return 1
-    expect_eq "log lines of a and b" "$(log_count "$HLOG" 'maintenance (a|b) (started|ended)')" 4 ||
+    expect_eq "log lines of a and b" "$(hlog_count 'maintenance (a|b) (started|ended)')" 4 ||
         return 1
     expect_eq "state changes of eu (the handover moves no traffic)" \
         "$(status "$ADMH" 'R("web","eu")["state_changes"]')" 2
 }
 t "one window hands a region to another at the same instant: the end, then the start, each logged and sent" t_handover_clock
+
+# expect_lines ERE WANT: the lines of hlog matching ERE, without their
+# time and level, are WANT
+expect_lines() {
+    expect_eq "log lines /$1/" "$(hlog | grep -E -- "$1" | sed -e 's/^.*\[info\]: //')" "$2"
+}
+
+t_wording() {
+    wait_until 30 hlog_has 'maintenance long ended' || why "window long did not end" || return 1
+    wait_until 10 overrides_at_least sa 2 || why "events of sa: $(overrides sa)" || return 1
+    local h2 h3 h4
+    h2=$(rfc3339 "$H2") h3=$(rfc3339 "$H3") h4=$(rfc3339 "$H4")
+    expect_eq "a handover: web/eu" "$(overrides eu from,to,reason)" \
+        "[('auto', 'drain', 'maintenance a started: first half'), ('drain', 'drain', 'maintenance a ended: first half; the region stays drain under maintenance b (second half, until $h3)'), ('drain', 'drain', 'maintenance b started: second half'), ('drain', 'auto', 'maintenance b ended: second half; the region is now auto')]" ||
+        return 1
+    expect_eq "an inner window in an outer one: web/us" "$(overrides us from,to,reason)" \
+        "[('auto', 'drain', 'maintenance outer started: rack move'), ('drain', 'down', 'maintenance inner started: disk swap; it takes precedence over maintenance outer (rack move, until $h4)'), ('down', 'drain', 'maintenance inner ended: disk swap; the region is now drain under maintenance outer (rack move, until $h4)'), ('drain', 'auto', 'maintenance outer ended: rack move; the region is now auto')]" ||
+        return 1
+    expect_eq "the region's own override inside a window: web/ap" "$(overrides ap from,to,reason)" \
+        "[('drain', 'down', 'override drain ended: own; the region is now down under maintenance ap-win (power work, until $h3)'), ('down', 'auto', 'maintenance ap-win ended: power work; the region is now auto')]" ||
+        return 1
+    expect_eq "a window that never holds its region: web/sa" "$(overrides sa from,to,reason)" \
+        "[('auto', 'drain', 'maintenance long started: long one'), ('drain', 'auto', 'maintenance long ended: long one; the region is now auto')]" ||
+        return 1
+    expect_lines 'maintenance (a|b) ' "maintenance a started: drain web/eu until $h2 (first half)
+maintenance a ended: first half; web/eu stays drain under maintenance b (second half, until $h3)
+maintenance b started: drain web/eu until $h3 (second half)
+maintenance b ended: second half; web/eu is now auto" || return 1
+    expect_lines 'maintenance (inner|outer) ' "maintenance outer started: drain web/us until $h4 (rack move)
+maintenance inner started: down web/us until $h3 (disk swap)
+maintenance inner ended: disk swap; web/us is now drain under maintenance outer (rack move, until $h4)
+maintenance outer ended: rack move; web/us is now auto" || return 1
+    expect_lines 'maintenance ap-win |region ap: ' "maintenance ap-win started until $h3 (power work); web/ap stays drain by its own override (own, until $h2)
+pool web region ap: override drain ended at $h2 (own); the region is now down under maintenance ap-win (power work, until $h3)
+maintenance ap-win ended: power work; web/ap is now auto" || return 1
+    expect_lines 'maintenance (long|short) ' "maintenance long started: drain web/sa until $h4 (long one)
+maintenance short started until $h3 (short one); web/sa stays drain under maintenance long (long one, until $h4)
+maintenance short ended: short one; web/sa stays drain under maintenance long (long one, until $h4)
+maintenance long ended: long one; web/sa is now auto" || return 1
+    expect_eq "no region said to be back to its own state" "$(hlog_count 'own state')" 0
+}
+t "each start and end says what is true then: an inner window's end leaves the outer one's state, an override's end the window's" t_wording
 
 t_handover_reload() {
     local conf n
@@ -374,8 +476,8 @@ t_handover_reload() {
         return 1
     local ended started
     ended=$(line_of 'maintenance r1 ended \(config reloaded\)') started=$(line_of 'maintenance r2 in force')
-    [ -n "$ended" ] && [ -n "$started" ] && [ "$ended" -lt "$started" ] ||
-        why "log: r1's end at line '$ended', r2's at line '$started': $(grep maintenance "$HLOG")"
+    ordered "$ended" "$started" ||
+        why "log: r1's end at line '$ended', r2's at line '$started': $(hlog | grep maintenance)"
 }
 t "a reload that hands a region from one window to another: the end, then the start, each logged and sent" t_handover_reload
 

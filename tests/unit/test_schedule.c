@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "control/maint_text.h"
 #include "control/schedule.h"
 #include "unit.h"
 
@@ -829,6 +830,331 @@ START_TEST(test_reload_notes)
 }
 END_TEST
 
+/* ---- the words: log lines and event reasons (maint_text.h) ---- */
+
+static char txt[MAINT_TEXT_LEN];
+
+/* The event reason of note j at the boundary t (the clock path). */
+static const char *event_at(int64_t t, size_t pool, size_t region, size_t j)
+{
+    enum sched_note notes[2];
+    size_t n = notes_between(t - 1, t, pool, region, notes);
+    ck_assert_uint_gt(n, j);
+    maint_text_event(notes[j], &step, MAINT_BY_CLOCK, txt, sizeof(txt));
+    return txt;
+}
+
+START_TEST(test_text_source)
+{
+    struct sched_region s = {.state = REGION_DRAIN,
+                             .source = SCHED_SOURCE_WINDOW,
+                             .window = "outer",
+                             .reason = "rack move",
+                             .has_until = true,
+                             .until_ms = T0 + 4 * HOUR};
+    maint_text_source(&s, txt, sizeof(txt));
+    ck_assert_str_eq(txt, "drain under maintenance outer (rack move, until 2026-11-28T04:00:00Z)");
+    s = (struct sched_region){.state = REGION_UP, .source = SCHED_SOURCE_CONFIG, .reason = "pin"};
+    maint_text_source(&s, txt, sizeof(txt));
+    ck_assert_str_eq(txt, "up by its own override (pin)");
+    s.reason = NULL;
+    maint_text_source(&s, txt, sizeof(txt));
+    ck_assert_str_eq(txt, "up by its own override");
+    s.has_until = true;
+    s.until_ms = 0; /* the epoch is an instant, not "none" */
+    maint_text_source(&s, txt, sizeof(txt));
+    ck_assert_str_eq(txt, "up by its own override (until 1970-01-01T00:00:00Z)");
+    s = (struct sched_region){.state = REGION_AUTO};
+    maint_text_source(&s, txt, sizeof(txt));
+    ck_assert_str_eq(txt, "auto");
+
+    const struct sched_region none = {.state = REGION_AUTO};
+    const struct sched_region a = {
+        .state = REGION_DRAIN, .source = SCHED_SOURCE_WINDOW, .window = "a"};
+    const struct sched_region b = {
+        .state = REGION_DRAIN, .source = SCHED_SOURCE_WINDOW, .window = "b", .reason = "r"};
+    const struct sched_region c = {
+        .state = REGION_DOWN, .source = SCHED_SOURCE_WINDOW, .window = "c"};
+    maint_text_fate(&a, &none, txt, sizeof(txt));
+    ck_assert_str_eq(txt, "is now auto");
+    maint_text_fate(&none, &none, txt, sizeof(txt));
+    ck_assert_str_eq(txt, "stays auto");
+    maint_text_fate(&a, &b, txt, sizeof(txt));
+    ck_assert_str_eq(txt, "stays drain under maintenance b (r)");
+    maint_text_fate(&b, &c, txt, sizeof(txt));
+    ck_assert_str_eq(txt, "is now down under maintenance c");
+    maint_text_fate(NULL, &c, txt, sizeof(txt)); /* a region new in a reload */
+    ck_assert_str_eq(txt, "is now down under maintenance c");
+}
+END_TEST
+
+START_TEST(test_text_clock_events)
+{
+    static const struct sched_target t[] = {{API, EU}};
+    /* a handover between windows with one state: the end says who holds
+     * the region now, the start is a start */
+    setup();
+    set_window(0, "second", T0 + 2 * HOUR, T0 + 3 * HOUR, REGION_DRAIN, t, 1);
+    set_window(1, "first", T0 + HOUR, T0 + 2 * HOUR, REGION_DRAIN, t, 1);
+    ck_assert_str_eq(event_at(T0 + HOUR, API, EU, 0), "maintenance first started: first");
+    ck_assert_str_eq(event_at(T0 + 2 * HOUR, API, EU, 0),
+                     "maintenance first ended: first; the region stays drain under maintenance "
+                     "second (second, until 2026-11-28T03:00:00Z)");
+    ck_assert_str_eq(event_at(T0 + 2 * HOUR, API, EU, 1), "maintenance second started: second");
+    ck_assert_str_eq(event_at(T0 + 3 * HOUR, API, EU, 0),
+                     "maintenance second ended: second; the region is now auto");
+
+    /* an inner window inside an outer one: its start takes precedence over
+     * the outer one, its end leaves the region under it; nothing claims
+     * the outer one started then */
+    setup();
+    set_window(0, "outer", T0 + HOUR, T0 + 4 * HOUR, REGION_DRAIN, t, 1);
+    set_window(1, "inner", T0 + 2 * HOUR, T0 + 3 * HOUR, REGION_DOWN, t, 1);
+    ck_assert_str_eq(event_at(T0 + 2 * HOUR, API, EU, 0),
+                     "maintenance inner started: inner; it takes precedence over maintenance "
+                     "outer (outer, until 2026-11-28T04:00:00Z)");
+    ck_assert_str_eq(event_at(T0 + 3 * HOUR, API, EU, 0),
+                     "maintenance inner ended: inner; the region is now drain under maintenance "
+                     "outer (outer, until 2026-11-28T04:00:00Z)");
+
+    /* the region's own override ends inside a window, then one ends as a
+     * window starts */
+    setup();
+    ov_api[EU] = timed(REGION_DRAIN, T0 + 2 * HOUR, NULL);
+    set_window(0, "w", T0 + HOUR, T0 + 3 * HOUR, REGION_DOWN, t, 1);
+    ck_assert_str_eq(event_at(T0 + 2 * HOUR, API, EU, 0),
+                     "override drain ended: no reason given; the region is now down under "
+                     "maintenance w (w, until 2026-11-28T03:00:00Z)");
+    ck_assert_str_eq(event_at(T0 + 3 * HOUR, API, EU, 0),
+                     "maintenance w ended: w; the region is now auto");
+    setup();
+    ov_api[EU] = timed(REGION_UP, T0 + HOUR, "pinned");
+    set_window(0, "w", T0 + HOUR, T0 + 2 * HOUR, REGION_DRAIN, t, 1);
+    ck_assert_str_eq(event_at(T0 + HOUR, API, EU, 0),
+                     "override up ended: pinned; the region is now drain under maintenance w "
+                     "(w, until 2026-11-28T02:00:00Z)");
+    ck_assert_str_eq(event_at(T0 + HOUR, API, EU, 1), "maintenance w started: w");
+
+    /* the wall clock stepped back: the override is in force again over
+     * the window, and a window is pending again */
+    setup();
+    ov_api[EU] = timed(REGION_DRAIN, T0 + 2 * HOUR, "own");
+    set_window(0, "w", T0 + HOUR, T0 + 3 * HOUR, REGION_DOWN, t, 1);
+    enum sched_note n[2];
+    ck_assert_uint_eq(notes_between(T0 + 150 * MIN, T0 + 90 * MIN, API, EU, n), 1);
+    maint_text_event(n[0], &step, MAINT_BY_CLOCK_BACK, txt, sizeof(txt));
+    ck_assert_str_eq(txt, "override drain in force again (the wall clock moved back): own; it "
+                          "takes precedence over maintenance w (w, until 2026-11-28T03:00:00Z)");
+    ck_assert(maint_text_override(n[0], &step, MAINT_BY_CLOCK_BACK, txt, sizeof(txt)));
+    ck_assert_str_eq(txt, "override drain in force again (the wall clock moved back): own; it "
+                          "takes precedence over maintenance w (w, until 2026-11-28T03:00:00Z)");
+    ov_api[EU] = endless(REGION_AUTO, NULL);
+    ck_assert_uint_eq(notes_between(T0 + 90 * MIN, T0, API, EU, n), 1);
+    maint_text_event(n[0], &step, MAINT_BY_CLOCK_BACK, txt, sizeof(txt));
+    ck_assert_str_eq(txt, "maintenance w is pending again (the wall clock moved back): w; the "
+                          "region is now auto");
+}
+END_TEST
+
+START_TEST(test_text_override_lines)
+{
+    static const struct sched_target t[] = {{API, EU}};
+    setup();
+    ov_api[EU] = timed(REGION_DRAIN, T0 + 2 * HOUR, "CHG-1 migration");
+    set_window(0, "w", T0 + HOUR, T0 + 3 * HOUR, REGION_DOWN, t, 1);
+    enum sched_note n[2];
+    ck_assert_uint_eq(notes_between(T0 + 2 * HOUR - 1, T0 + 2 * HOUR, API, EU, n), 1);
+    ck_assert(maint_text_override(n[0], &step, MAINT_BY_CLOCK, txt, sizeof(txt)));
+    ck_assert_str_eq(txt, "override drain ended at 2026-11-28T02:00:00Z (CHG-1 migration); the "
+                          "region is now down under maintenance w (w, until 2026-11-28T03:00:00Z)");
+    /* a reload's changes are told by its events */
+    ck_assert(!maint_text_override(n[0], &step, MAINT_BY_RELOAD, txt, sizeof(txt)));
+    /* alone: auto again */
+    setup();
+    ov_api[EU] = timed(REGION_DOWN, T0 + 2 * HOUR, NULL);
+    ck_assert_uint_eq(notes_between(T0 + 2 * HOUR - 1, T0 + 2 * HOUR, API, EU, n), 1);
+    ck_assert(maint_text_override(n[0], &step, MAINT_BY_CLOCK, txt, sizeof(txt)));
+    ck_assert_str_eq(txt, "override down ended at 2026-11-28T02:00:00Z (no reason given); the "
+                          "region is now auto");
+    /* a window's end or start is not the override's */
+    setup();
+    set_window(0, "w", T0 + HOUR, T0 + 3 * HOUR, REGION_DOWN, t, 1);
+    ck_assert_uint_eq(notes_between(T0 + HOUR - 1, T0 + HOUR, API, EU, n), 1);
+    ck_assert(!maint_text_override(n[0], &step, MAINT_BY_CLOCK, txt, sizeof(txt)));
+    ck_assert_uint_eq(notes_between(T0 + 3 * HOUR - 1, T0 + 3 * HOUR, API, EU, n), 1);
+    ck_assert(!maint_text_override(n[0], &step, MAINT_BY_CLOCK, txt, sizeof(txt)));
+}
+END_TEST
+
+START_TEST(test_text_reload_events)
+{
+    const struct sched_region none = {.state = REGION_AUTO};
+    const struct sched_region r1 = {.state = REGION_DRAIN,
+                                    .source = SCHED_SOURCE_WINDOW,
+                                    .window = "r1",
+                                    .reason = "one",
+                                    .has_until = true,
+                                    .until_ms = T0};
+    const struct sched_region r2 = {.state = REGION_DRAIN,
+                                    .source = SCHED_SOURCE_WINDOW,
+                                    .window = "r2",
+                                    .reason = "two",
+                                    .has_until = true,
+                                    .until_ms = T0 + HOUR};
+    const struct sched_region r1_down = {.state = REGION_DOWN,
+                                         .source = SCHED_SOURCE_WINDOW,
+                                         .window = "r1",
+                                         .reason = "one",
+                                         .has_until = true,
+                                         .until_ms = T0};
+    const struct sched_region own = {
+        .state = REGION_UP, .source = SCHED_SOURCE_CONFIG, .reason = "pinned"};
+    const struct sched_region own_down = {.state = REGION_DOWN, .source = SCHED_SOURCE_CONFIG};
+    struct sched_step st = {.was = &r1, .now = &r2};
+    maint_text_event(SCHED_NOTE_ENDED, &st, MAINT_BY_RELOAD, txt, sizeof(txt));
+    ck_assert_str_eq(txt, "maintenance r1 ended (config reloaded): one; the region stays drain "
+                          "under maintenance r2 (two, until 2026-11-28T01:00:00Z)");
+    maint_text_event(SCHED_NOTE_STARTED, &st, MAINT_BY_RELOAD, txt, sizeof(txt));
+    ck_assert_str_eq(txt, "maintenance r2 started (config reloaded): two");
+    st = (struct sched_step){.was = &r1, .now = &r1_down, .was_applies = true};
+    maint_text_event(SCHED_NOTE_CHANGED, &st, MAINT_BY_RELOAD, txt, sizeof(txt));
+    ck_assert_str_eq(txt, "maintenance r1 changed from drain to down (config reloaded): one");
+    st = (struct sched_step){.was = &own, .now = &own_down, .was_applies = true};
+    maint_text_event(SCHED_NOTE_CHANGED, &st, MAINT_BY_RELOAD, txt, sizeof(txt));
+    ck_assert_str_eq(txt, "override changed from up to down (config reloaded): no reason given");
+    st = (struct sched_step){.was = &r1, .now = &r2, .was_applies = true, .now_applied = true};
+    maint_text_event(SCHED_NOTE_OVERTAKEN, &st, MAINT_BY_RELOAD, txt, sizeof(txt));
+    ck_assert_str_eq(txt, "maintenance r2 takes precedence over maintenance r1 (one, until "
+                          "2026-11-28T00:00:00Z) (config reloaded): two");
+    st = (struct sched_step){.was = &r1, .now = &own, .was_applies = true};
+    maint_text_event(SCHED_NOTE_STARTED, &st, MAINT_BY_RELOAD, txt, sizeof(txt));
+    ck_assert_str_eq(txt, "override up started (config reloaded): pinned; it takes precedence "
+                          "over maintenance r1 (one, until 2026-11-28T00:00:00Z)");
+    st = (struct sched_step){.was = &own, .now = &r1, .now_applied = true};
+    maint_text_event(SCHED_NOTE_ENDED, &st, MAINT_BY_RELOAD, txt, sizeof(txt));
+    ck_assert_str_eq(txt, "override up ended (config reloaded): pinned; the region is now drain "
+                          "under maintenance r1 (one, until 2026-11-28T00:00:00Z)");
+    st = (struct sched_step){.was = &none, .now = &own};
+    maint_text_event(SCHED_NOTE_STARTED, &st, MAINT_BY_RELOAD, txt, sizeof(txt));
+    ck_assert_str_eq(txt, "override up started (config reloaded): pinned");
+}
+END_TEST
+
+START_TEST(test_text_windows)
+{
+    const struct sched_window w = {.name = "eu-west-db",
+                                   .from_ms = T0 + 2 * HOUR,
+                                   .until_ms = T0 + 4 * HOUR,
+                                   .state = REGION_DRAIN,
+                                   .reason = "CHG-1234"};
+    const struct sched_region none = {.state = REGION_AUTO};
+    const struct sched_region held = {.state = REGION_DRAIN,
+                                      .source = SCHED_SOURCE_WINDOW,
+                                      .window = "eu-west-db",
+                                      .reason = "CHG-1234",
+                                      .has_until = true,
+                                      .until_ms = T0 + 4 * HOUR};
+    const struct sched_region pinned = {
+        .state = REGION_UP, .source = SCHED_SOURCE_CONFIG, .reason = "pinned"};
+    const struct sched_region outer = {.state = REGION_DRAIN,
+                                       .source = SCHED_SOURCE_WINDOW,
+                                       .window = "outer",
+                                       .has_until = true,
+                                       .until_ms = T0 + 5 * HOUR};
+    const struct sched_region deep = {.state = REGION_DOWN,
+                                      .source = SCHED_SOURCE_WINDOW,
+                                      .window = "deep",
+                                      .reason = "r",
+                                      .has_until = true,
+                                      .until_ms = T0 + 3 * HOUR};
+    /* a start holding every region it names */
+    struct maint_target t[] = {{"api", "eu-west", &none, &held}, {"web", "eu-west", &none, &held}};
+    maint_text_window(&w, MAINT_WINDOW_STARTED, SCHED_ACTIVE, MAINT_BY_CLOCK, t, 2, txt,
+                      sizeof(txt));
+    ck_assert_str_eq(txt, "maintenance eu-west-db started: drain api/eu-west, web/eu-west until "
+                          "2026-11-28T04:00:00Z (CHG-1234)");
+    maint_text_window(&w, MAINT_WINDOW_IN_FORCE, SCHED_ACTIVE, MAINT_BY_CLOCK, t, 2, txt,
+                      sizeof(txt));
+    ck_assert_str_eq(txt, "maintenance eu-west-db in force: drain api/eu-west, web/eu-west until "
+                          "2026-11-28T04:00:00Z (CHG-1234)");
+    maint_text_window(&w, MAINT_WINDOW_STARTED, SCHED_ACTIVE, MAINT_BY_CLOCK_BACK, t, 1, txt,
+                      sizeof(txt));
+    ck_assert_str_eq(txt, "maintenance eu-west-db in force again (the wall clock moved back): "
+                          "drain api/eu-west until 2026-11-28T04:00:00Z (CHG-1234)");
+    maint_text_window(&w, MAINT_WINDOW_STARTED, SCHED_ACTIVE, MAINT_BY_RELOAD, t, 1, txt,
+                      sizeof(txt));
+    ck_assert_str_eq(txt, "maintenance eu-west-db started (config reloaded): drain api/eu-west "
+                          "until 2026-11-28T04:00:00Z (CHG-1234)");
+    /* a start where something else holds a region: what holds it */
+    struct maint_target mixed[] = {{"api", "eu-west", &none, &held},
+                                   {"api", "us", &pinned, &pinned},
+                                   {"web", "eu-west", &none, &deep}};
+    maint_text_window(&w, MAINT_WINDOW_STARTED, SCHED_ACTIVE, MAINT_BY_CLOCK, mixed, 3, txt,
+                      sizeof(txt));
+    ck_assert_str_eq(txt, "maintenance eu-west-db started: drain api/eu-west until "
+                          "2026-11-28T04:00:00Z (CHG-1234); api/us stays up by its own override "
+                          "(pinned); web/eu-west is now down under maintenance deep (r, until "
+                          "2026-11-28T03:00:00Z)");
+    struct maint_target outside[] = {{"web", "sa", &outer, &outer}};
+    maint_text_window(&w, MAINT_WINDOW_STARTED, SCHED_ACTIVE, MAINT_BY_CLOCK, outside, 1, txt,
+                      sizeof(txt));
+    ck_assert_str_eq(txt,
+                     "maintenance eu-west-db started until 2026-11-28T04:00:00Z (CHG-1234); "
+                     "web/sa stays drain under maintenance outer (until 2026-11-28T05:00:00Z)");
+
+    /* ends: the regions left to their checks first, then the others */
+    struct maint_target ended[] = {{"api", "eu-west", &held, &none},
+                                   {"api", "us", &pinned, &pinned},
+                                   {"web", "eu-west", &held, &none},
+                                   {"web", "sa", &held, &outer},
+                                   {"web", "gone", &held, NULL}};
+    maint_text_window(&w, MAINT_WINDOW_ENDED, SCHED_OVER, MAINT_BY_CLOCK, ended, 4, txt,
+                      sizeof(txt));
+    ck_assert_str_eq(txt, "maintenance eu-west-db ended: CHG-1234; api/eu-west, web/eu-west are "
+                          "now auto; api/us stays up by its own override (pinned); web/sa stays "
+                          "drain under maintenance outer (until 2026-11-28T05:00:00Z)");
+    maint_text_window(&w, MAINT_WINDOW_ENDED, SCHED_OVER, MAINT_BY_CLOCK, ended, 1, txt,
+                      sizeof(txt));
+    ck_assert_str_eq(txt, "maintenance eu-west-db ended: CHG-1234; api/eu-west is now auto");
+    maint_text_window(&w, MAINT_WINDOW_ENDED, SCHED_PENDING, MAINT_BY_CLOCK_BACK, ended + 3, 1, txt,
+                      sizeof(txt));
+    ck_assert_str_eq(txt, "maintenance eu-west-db is pending again (the wall clock moved back): "
+                          "CHG-1234; web/sa stays drain under maintenance outer (until "
+                          "2026-11-28T05:00:00Z)");
+    maint_text_window(&w, MAINT_WINDOW_ENDED, SCHED_OVER, MAINT_BY_RELOAD, ended + 4, 1, txt,
+                      sizeof(txt));
+    ck_assert_str_eq(txt, "maintenance eu-west-db ended (config reloaded): CHG-1234; web/gone is "
+                          "no longer in the config");
+    /* a jump over the whole window */
+    maint_text_window(&w, MAINT_WINDOW_MOVED, SCHED_OVER, MAINT_BY_CLOCK, t, 2, txt, sizeof(txt));
+    ck_assert_str_eq(txt, "maintenance eu-west-db is over now (the wall clock moved): api/eu-west, "
+                          "web/eu-west (CHG-1234)");
+    /* a text longer than its buffer is cut, and says so */
+    char small[24];
+    maint_text_window(&w, MAINT_WINDOW_STARTED, SCHED_ACTIVE, MAINT_BY_CLOCK, t, 2, small,
+                      sizeof(small));
+    ck_assert_str_eq(small, "maintenance eu-west-...");
+    /* and never inside a character: "é" is two bytes, the second would be
+     * where the mark starts */
+    const struct sched_region e = {.state = REGION_DRAIN,
+                                   .source = SCHED_SOURCE_WINDOW,
+                                   .window = "w",
+                                   .reason = "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"};
+    char cut[34];
+    maint_text_source(&e, cut, sizeof(cut));
+    ck_assert_str_eq(cut, "drain under maintenance w (\xc3\xa9...");
+    maint_text_source(&e, cut, sizeof(cut) - 1);
+    ck_assert_str_eq(cut, "drain under maintenance w (\xc3\xa9...");
+    /* nothing is appended after the mark */
+    const struct sched_region f = {.state = REGION_DRAIN,
+                                   .source = SCHED_SOURCE_WINDOW,
+                                   .window = "\xc3\xa9\xc3\xa9",
+                                   .reason = "r"};
+    maint_text_source(&f, cut, 29);
+    ck_assert_str_eq(cut, "drain under maintenance ...");
+}
+END_TEST
+
 START_TEST(test_names)
 {
     ck_assert_str_eq(sched_source_name(SCHED_SOURCE_NONE), "none");
@@ -869,6 +1195,13 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_handover_notes);
     tcase_add_test(tc, test_nested_notes);
     tcase_add_test(tc, test_reload_notes);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("text");
+    tcase_add_test(tc, test_text_source);
+    tcase_add_test(tc, test_text_clock_events);
+    tcase_add_test(tc, test_text_override_lines);
+    tcase_add_test(tc, test_text_reload_events);
+    tcase_add_test(tc, test_text_windows);
     suite_add_tcase(s, tc);
     return s;
 }
