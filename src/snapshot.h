@@ -78,7 +78,8 @@ struct region {
     unsigned priority;
     unsigned weight;
     enum region_state state; /* as configured */
-    int64_t until_ms;        /* state ends at this instant (Unix ms); 0: no end */
+    bool has_until;          /* false: state has no end */
+    int64_t until_ms;        /* state ends at this instant (Unix ms), when has_until */
     char *reason;            /* why the operator set state, or NULL */
     unsigned line, col;
     struct tmpl tmpl;        /* response template (redirect.c) */

@@ -122,15 +122,21 @@ static void op_source(char *b, size_t len, const struct sched_region *s)
         snprintf(b, len, "%s", sched_source_name(s->source));
 }
 
-static void time_or_null(struct evbuffer *o, int64_t ms)
+/* An instant as an RFC 3339 string (the epoch is an instant like any other) */
+static void time_json(struct evbuffer *o, int64_t ms)
 {
     char t[SCHED_TIME_LEN];
-    if (!ms) {
-        evbuffer_add(o, LIT("null"));
-        return;
-    }
     sched_format_time(ms, t, sizeof(t));
     json_str(o, t);
+}
+
+/* ... or null where there is none (has is false) */
+static void time_or_null(struct evbuffer *o, bool has, int64_t ms)
+{
+    if (has)
+        time_json(o, ms);
+    else
+        evbuffer_add(o, LIT("null"));
 }
 
 /* "maintenance": every window of the config and its phase now */
@@ -144,9 +150,9 @@ static void maintenance_json(struct evbuffer *o, const struct config *c)
         evbuffer_add(o, LIT("{\"name\":"));
         json_str(o, w->name);
         evbuffer_add(o, LIT(",\"from\":"));
-        time_or_null(o, w->from_ms);
+        time_json(o, w->from_ms);
         evbuffer_add(o, LIT(",\"until\":"));
-        time_or_null(o, w->until_ms);
+        time_json(o, w->until_ms);
         evbuffer_add_printf(o, ",\"state\":\"%s\",\"regions\":[", region_state_name(w->state));
         for (size_t t = 0; t < w->ntargets; t++) {
             const struct pool *p = &c->pools[w->targets[t].pool];
@@ -180,12 +186,12 @@ static void why_out(struct evbuffer *o, const struct config *c, const struct poo
             return;
         }
         evbuffer_add_printf(o, "%s by the config override", verb);
-        if (op->until_ms) sched_format_time(op->until_ms, t, sizeof(t));
-        if (op->reason && op->until_ms)
+        if (op->has_until) sched_format_time(op->until_ms, t, sizeof(t));
+        if (op->reason && op->has_until)
             evbuffer_add_printf(o, " (%s, until %s)", op->reason, t);
         else if (op->reason)
             evbuffer_add_printf(o, " (%s)", op->reason);
-        else if (op->until_ms)
+        else if (op->has_until)
             evbuffer_add_printf(o, " (until %s)", t);
         return;
     }
@@ -408,7 +414,7 @@ void admin_status_json(struct evbuffer *o, const struct daemon_view *v)
             else
                 json_str(o, src);
             evbuffer_add(o, LIT(",\"override_until\":"));
-            time_or_null(o, op->until_ms);
+            time_or_null(o, op->has_until, op->until_ms);
             evbuffer_add(o, LIT(",\"override_reason\":"));
             json_str(o, op->reason);
             evbuffer_add_printf(o,
@@ -607,13 +613,13 @@ static void page_override(struct page *pg, const struct pool *p, size_t k, const
     op_source(src, sizeof(src), op);
     evbuffer_add(o, LIT("<td class=\"ov\" title=\""));
     if (op->reason) html_str(o, op->reason);
-    if (op->until_ms) {
+    if (op->has_until) {
         sched_format_time(op->until_ms, t, sizeof(t));
         evbuffer_add_printf(o, "%suntil %s", op->reason ? " " EN_DASH " " : "", t);
     }
     evbuffer_add_printf(o, "\">%s<span class=\"d\">", ov);
     html_str(o, src);
-    if (op->until_ms) {
+    if (op->has_until) {
         left(l, sizeof(l), op->until_ms, pg->now);
         evbuffer_add_printf(o, " \xc2\xb7 %s left", l);
     }

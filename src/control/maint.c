@@ -3,6 +3,7 @@
 #include "control/maint.h"
 
 #include <event2/event.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include "events/events.h"
 #include "control/health.h"
 #include "lib/log.h"
+#include "control/maint_text.h"
 #include "control/schedule.h"
 
 /* The timer never sleeps longer than this: it runs on the monotonic
@@ -19,31 +21,24 @@
  * and every boundary is evaluated again at once. */
 #define MAINT_TICK_MS 1000
 
-#define PHASE_UNKNOWN (-1)
-
 struct maint {
     struct event_base *base;
     struct event *timer;
     struct health_ctl *health;
-    struct config *cfg;        /* a reference */
-    struct sched_region *prev; /* per region of cfg, flat: the evaluation in force */
-    int *prev_phases;          /* per window: enum sched_phase, or PHASE_UNKNOWN */
-    bool timed;                /* cfg has a window or an until: the timer runs */
+    struct config *cfg;       /* a reference */
+    struct sched_result prev; /* shaped like cfg's: the evaluation in force */
+    size_t prev_npools;       /* its shape, for freeing it */
+    int64_t prev_ms;          /* the instant prev was evaluated for */
+    bool phases_known;        /* prev.phases is an evaluation (not before the first) */
+    bool timed;               /* cfg has a window or an until: the timer runs */
 };
-
-static size_t region_total(const struct config *c)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < c->npools; i++) n += c->pools[i].nregions;
-    return n;
-}
 
 static bool has_timed(const struct config *c)
 {
     if (c->sched->nwindows) return true;
     for (size_t i = 0; i < c->npools; i++)
         for (size_t k = 0; k < c->pools[i].nregions; k++)
-            if (c->pools[i].regions[k].state != REGION_AUTO && c->pools[i].regions[k].until_ms)
+            if (c->pools[i].regions[k].state != REGION_AUTO && c->pools[i].regions[k].has_until)
                 return true;
     return false;
 }
@@ -58,130 +53,273 @@ static bool up_with(const struct region *r, enum region_state op)
     }
 }
 
-static void targets_text(const struct config *c, const struct sched_window *w, char *buf,
-                         size_t len)
+/* ---- evaluations kept: shaped like a config's sched_now ---- */
+
+static void result_free(struct sched_result *r, size_t npools)
 {
-    size_t o = 0;
-    buf[0] = '\0';
-    for (size_t t = 0; t < w->ntargets && o < len; t++) {
-        const struct pool *p = &c->pools[w->targets[t].pool];
-        int n = snprintf(buf + o, len - o, "%s%s/%s", t ? ", " : "", p->name,
-                         p->regions[w->targets[t].region].name);
-        if (n < 0) break;
-        o += (size_t)n;
+    for (size_t i = 0; r->pools && i < npools; i++) free(r->pools[i]);
+    free(r->pools);
+    free(r->phases);
+    *r = (struct sched_result){0};
+}
+
+/* A copy of c's evaluation in force; false on OOM (out is then empty). */
+static bool result_copy(struct sched_result *out, const struct config *c)
+{
+    size_t nw = c->sched->nwindows;
+    out->pools = calloc(c->npools ? c->npools : 1, sizeof(*out->pools));
+    out->phases = calloc(nw ? nw : 1, sizeof(*out->phases));
+    if (!out->pools || !out->phases) {
+        result_free(out, 0);
+        return false;
+    }
+    for (size_t i = 0; i < c->npools; i++) {
+        size_t n = c->pools[i].nregions;
+        out->pools[i] = calloc(n ? n : 1, sizeof(*out->pools[i]));
+        if (!out->pools[i]) {
+            result_free(out, i);
+            return false;
+        }
+        memcpy(out->pools[i], c->sched_now->pools[i], n * sizeof(*out->pools[i]));
+    }
+    memcpy(out->phases, c->sched_now->phases, nw * sizeof(*out->phases));
+    return true;
+}
+
+/* ---- steps: from one evaluation to the next ---- */
+
+/* One side of a step: a config and an evaluation of its schedule. Both
+ * sides have the same config on the clock path; a reload goes from the
+ * old config's evaluation to the new one's, matching pools, regions and
+ * windows by name. */
+struct side {
+    const struct config *c;
+    const struct sched_result *r;
+    int64_t ms;        /* the instant r was evaluated for */
+    bool phases_known; /* false before the first evaluation: nothing started or ended */
+};
+
+static size_t find_pool(const struct config *c, size_t hint, const char *name)
+{
+    if (hint < c->npools && strcmp(c->pools[hint].name, name) == 0) return hint;
+    for (size_t i = 0; i < c->npools; i++)
+        if (strcmp(c->pools[i].name, name) == 0) return i;
+    return SIZE_MAX;
+}
+
+static size_t find_region(const struct pool *p, size_t hint, const char *name)
+{
+    if (hint < p->nregions && strcmp(p->regions[hint].name, name) == 0) return hint;
+    for (size_t k = 0; k < p->nregions; k++)
+        if (strcmp(p->regions[k].name, name) == 0) return k;
+    return SIZE_MAX;
+}
+
+static size_t find_window(const struct sched_model *m, size_t hint, const char *name)
+{
+    if (hint < m->nwindows && strcmp(m->windows[hint].name, name) == 0) return hint;
+    for (size_t k = 0; k < m->nwindows; k++)
+        if (strcmp(m->windows[k].name, name) == 0) return k;
+    return SIZE_MAX;
+}
+
+/* Region k of pool i of `to`'s config in `from`'s: false if it has none. */
+static bool counterpart(const struct side *from, const struct side *to, size_t i, size_t k,
+                        size_t *fi, size_t *fk)
+{
+    if (from->c == to->c) {
+        *fi = i;
+        *fk = k;
+        return true;
+    }
+    *fi = find_pool(from->c, i, to->c->pools[i].name);
+    if (*fi == SIZE_MAX) return false;
+    *fk = find_region(&from->c->pools[*fi], k, to->c->pools[i].regions[k].name);
+    return *fk != SIZE_MAX;
+}
+
+/* The step of region k of pool i of a's config from b: its notes (0 when
+ * nothing changed, or when b has no such region). */
+static size_t region_step(const struct side *b, const struct side *a, size_t i, size_t k,
+                          struct sched_step *st, enum sched_note notes[2])
+{
+    size_t bi, bk;
+    if (!counterpart(b, a, i, k, &bi, &bk)) return 0;
+    st->was = &b->r->pools[bi][bk];
+    st->now = &a->r->pools[i][k];
+    if (sched_same_source(st->was, st->now) && st->was->state == st->now->state) return 0;
+    st->was_applies = sched_source_applies(a->c->sched, i, k, st->was, a->ms);
+    st->now_applied = sched_source_applies(b->c->sched, bi, bk, st->now, b->ms);
+    return sched_step_notes(st, notes);
+}
+
+/* The override events of every region that a's evaluation changed: for
+ * each region, an end before a start. */
+static void region_events(const struct side *b, const struct side *a, enum maint_cause why)
+{
+    for (size_t i = 0; i < a->c->npools; i++) {
+        const struct pool *p = &a->c->pools[i];
+        for (size_t k = 0; k < p->nregions; k++) {
+            struct sched_step st;
+            enum sched_note notes[2];
+            size_t n = region_step(b, a, i, k, &st, notes);
+            for (size_t j = 0; j < n; j++) {
+                char text[MAINT_TEXT_LEN]; /* event_make() cuts it to EVENT_REASON_MAX */
+                maint_text_event(notes[j], &st, why, text, sizeof(text));
+                event_emit(EVENT_OVERRIDE, p->name, p->regions[k].name,
+                           region_state_name(st.was->state), region_state_name(st.now->state),
+                           text);
+            }
+        }
     }
 }
 
-static void log_window(const struct config *c, size_t k, int was, enum sched_phase now)
+/* The log lines of regions whose own override ended (ends) or is in force
+ * again (!ends); a reload's are its events. */
+static void region_lines(const struct side *b, const struct side *a, enum maint_cause why,
+                         bool ends)
 {
-    const struct sched_window *w = &c->sched->windows[k];
-    char regions[512], until[SCHED_TIME_LEN];
-    targets_text(c, w, regions, sizeof(regions));
-    sched_format_time(w->until_ms, until, sizeof(until));
-    const char *why = w->reason ? w->reason : "no reason given";
-    if (now == SCHED_ACTIVE)
-        log_info("maintenance %s %s: %s %s until %s (%s)", w->name,
-                 was == PHASE_UNKNOWN ? "in force" : "started", region_state_name(w->state),
-                 regions, until, why);
-    else if (was == SCHED_ACTIVE)
-        log_info("maintenance %s ended: %s back to their own state (%s)", w->name, regions, why);
-    else if (was != PHASE_UNKNOWN)
-        log_info("maintenance %s is %s now (the wall clock moved): %s (%s)", w->name,
-                 sched_phase_name(now), regions, why);
-}
-
-/* What a region's operator state is now, for a log line. */
-static void source_text(const struct sched_region *s, char *buf, size_t len)
-{
-    if (s->source == SCHED_SOURCE_WINDOW)
-        snprintf(buf, len, "%s by maintenance %s", region_state_name(s->state), s->window);
-    else if (s->source == SCHED_SOURCE_CONFIG)
-        snprintf(buf, len, "%s by its own override", region_state_name(s->state));
-    else
-        snprintf(buf, len, "auto (its health check decides)");
-}
-
-static void log_override(const struct pool *p, const struct region *r,
-                         const struct sched_region *was, const struct sched_region *now)
-{
-    char until[SCHED_TIME_LEN], state[160];
-    source_text(now, state, sizeof(state));
-    if (was->source == SCHED_SOURCE_CONFIG && now->source != SCHED_SOURCE_CONFIG) {
-        sched_format_time(r->until_ms, until, sizeof(until));
-        log_info("pool %s region %s: override %s ended at %s (%s); now %s", p->name, r->name,
-                 region_state_name(r->state), until, r->reason ? r->reason : "no reason given",
-                 state);
-    } else if (now->source == SCHED_SOURCE_CONFIG && was->source != SCHED_SOURCE_CONFIG) {
-        log_info("pool %s region %s: override %s in force again (the wall clock moved back)",
-                 p->name, r->name, region_state_name(r->state));
+    for (size_t i = 0; i < a->c->npools; i++) {
+        const struct pool *p = &a->c->pools[i];
+        for (size_t k = 0; k < p->nregions; k++) {
+            struct sched_step st;
+            enum sched_note notes[2];
+            size_t n = region_step(b, a, i, k, &st, notes);
+            for (size_t j = 0; j < n; j++) {
+                char line[MAINT_TEXT_LEN];
+                if ((notes[j] == SCHED_NOTE_ENDED) == ends &&
+                    maint_text_override(notes[j], &st, why, line, sizeof(line)))
+                    log_info("pool %s region %s: %s", p->name, p->regions[k].name, line);
+            }
+        }
     }
 }
 
-/* An override event for a region whose operator state or its source
- * changed (by the clock, or by a reload: on_reload). */
-static void note_override(const struct pool *p, const struct region *r,
-                          const struct sched_region *was, const struct sched_region *now,
-                          bool on_reload)
+/* Logs window w of own's config: its targets with each region's
+ * evaluation on both sides (own is the side after when own_is_now). */
+static void log_window(const struct sched_window *w, enum maint_window_change ch,
+                       enum sched_phase phase, enum maint_cause why, const struct side *own,
+                       const struct side *other, bool own_is_now)
 {
-    bool same_window = was->source != SCHED_SOURCE_WINDOW || now->source != SCHED_SOURCE_WINDOW ||
-                       strcmp(was->window, now->window) == 0;
-    if (was->state == now->state && was->source == now->source && same_window) return;
-    bool started = now->source != SCHED_SOURCE_NONE;
-    const struct sched_region *src = started ? now : was;
-    char why[320];
-    int n = src->source == SCHED_SOURCE_WINDOW
-                ? snprintf(why, sizeof(why), "maintenance %s", src->window)
-                : snprintf(why, sizeof(why), "override %s", region_state_name(src->state));
-    if (n < 0) return;
-    snprintf(why + n, sizeof(why) - (size_t)n, " %s%s: %s", started ? "started" : "ended",
-             on_reload ? " (config reloaded)" : "", src->reason ? src->reason : "no reason given");
-    event_emit(EVENT_OVERRIDE, p->name, r->name, region_state_name(was->state),
-               region_state_name(now->state), why);
+    struct maint_target *t = calloc(w->ntargets ? w->ntargets : 1, sizeof(*t));
+    for (size_t j = 0; t && j < w->ntargets; j++) {
+        size_t p = w->targets[j].pool, r = w->targets[j].region, op, or ;
+        const struct sched_region *mine = &own->r->pools[p][r], *theirs = NULL;
+        if (counterpart(other, own, p, r, &op, & or)) theirs = &other->r->pools[op][or];
+        t[j] = (struct maint_target){own->c->pools[p].name, own->c->pools[p].regions[r].name,
+                                     own_is_now ? theirs : mine, own_is_now ? mine : theirs};
+    }
+    char line[MAINT_TEXT_LEN];
+    maint_text_window(w, ch, phase, why, t, t ? w->ntargets : 0, line, sizeof(line));
+    log_info("%s", line);
+    free(t);
 }
 
-/* Evaluates the schedule at now_ms; for every region whose operator state
- * changed: logs the end of its own override, counts a change of whether it
- * may receive traffic, and republishes its pool's choice. */
-static void evaluate(struct maint *m, int64_t now_ms)
+/* Each window of b that was active and no longer is in a (or is gone from
+ * a's config). */
+static void windows_ended(const struct side *b, const struct side *a, enum maint_cause why)
+{
+    if (!b->phases_known) return;
+    const struct sched_model *bm = b->c->sched, *am = a->c->sched;
+    for (size_t k = 0; k < bm->nwindows; k++) {
+        const struct sched_window *w = &bm->windows[k];
+        if (b->r->phases[k] != SCHED_ACTIVE) continue;
+        size_t ka = find_window(am, k, w->name);
+        enum sched_phase now = ka == SIZE_MAX ? SCHED_OVER : a->r->phases[ka];
+        if (now != SCHED_ACTIVE) log_window(w, MAINT_WINDOW_ENDED, now, why, b, a, false);
+    }
+}
+
+/* Each window of a that is active and was not in b: started, or found in
+ * force (at start, or new in a reload). */
+static void windows_started(const struct side *b, const struct side *a, enum maint_cause why)
+{
+    const struct sched_model *bm = b->c->sched, *am = a->c->sched;
+    for (size_t k = 0; k < am->nwindows; k++) {
+        const struct sched_window *w = &am->windows[k];
+        if (a->r->phases[k] != SCHED_ACTIVE) continue;
+        size_t kb = b->phases_known ? find_window(bm, k, w->name) : SIZE_MAX;
+        if (kb != SIZE_MAX && b->r->phases[kb] == SCHED_ACTIVE) continue;
+        log_window(w, kb == SIZE_MAX ? MAINT_WINDOW_IN_FORCE : MAINT_WINDOW_STARTED, SCHED_ACTIVE,
+                   why, a, b, true);
+    }
+}
+
+/* Each window of a whose phase moved between pending and over (the clock
+ * jumped over it, or a reload moved it). */
+static void windows_moved(const struct side *b, const struct side *a, enum maint_cause why)
+{
+    if (!b->phases_known) return;
+    const struct sched_model *bm = b->c->sched, *am = a->c->sched;
+    for (size_t k = 0; k < am->nwindows; k++) {
+        const struct sched_window *w = &am->windows[k];
+        size_t kb = find_window(bm, k, w->name);
+        if (kb == SIZE_MAX) continue;
+        enum sched_phase was = b->r->phases[kb], now = a->r->phases[k];
+        if (was != now && was != SCHED_ACTIVE && now != SCHED_ACTIVE)
+            log_window(w, MAINT_WINDOW_MOVED, now, why, a, b, true);
+    }
+}
+
+/* Logs and sends what changed from b to a: the ends first, then the
+ * starts, so a handover is told in the order it happens. */
+static void announce(const struct side *b, const struct side *a, bool reload)
+{
+    enum maint_cause why = reload          ? MAINT_BY_RELOAD
+                           : a->ms < b->ms ? MAINT_BY_CLOCK_BACK
+                                           : MAINT_BY_CLOCK;
+    windows_ended(b, a, why);
+    region_lines(b, a, why, true);
+    windows_started(b, a, why);
+    region_lines(b, a, why, false);
+    windows_moved(b, a, why);
+    region_events(b, a, why);
+}
+
+/* For every region whose operator state m->prev does not have: counts a
+ * change of whether it may receive traffic and republishes its pool's
+ * choice. Then the evaluation in force is m->prev. */
+static void account(struct maint *m)
 {
     struct config *c = m->cfg;
-    config_sched_apply(c, now_ms);
     bool any = false;
     time_t now_s = time(NULL);
-    size_t f = 0;
     for (size_t i = 0; i < c->npools; i++) {
         struct pool *p = &c->pools[i];
         bool dirty = false;
-        for (size_t k = 0; k < p->nregions; k++, f++) {
+        for (size_t k = 0; k < p->nregions; k++) {
             struct region *r = &p->regions[k];
-            const struct sched_region *now = &c->sched_now->pools[i][k];
-            struct sched_region *was = &m->prev[f];
-            if (was->state != now->state) {
-                dirty = true;
-                if (up_with(r, was->state) != up_with(r, now->state) && r->health) {
-                    r->health->changes++;
-                    r->health->last_change = now_s;
-                }
+            enum region_state was = m->prev.pools[i][k].state,
+                              now = c->sched_now->pools[i][k].state;
+            if (was == now) continue;
+            dirty = true;
+            if (up_with(r, was) != up_with(r, now) && r->health) {
+                r->health->changes++;
+                r->health->last_change = now_s;
             }
-            if (was->source != now->source || was->state != now->state) {
-                log_override(p, r, was, now);
-                note_override(p, r, was, now, false);
-            }
-            *was = *now;
         }
         if (dirty) {
             health_republish(m->health, p);
             any = true;
         }
+        memcpy(m->prev.pools[i], c->sched_now->pools[i], p->nregions * sizeof(*m->prev.pools[i]));
     }
-    for (size_t k = 0; k < c->sched->nwindows; k++) {
-        enum sched_phase ph = c->sched_now->phases[k];
-        if (m->prev_phases[k] != (int)ph) {
-            log_window(c, k, m->prev_phases[k], ph);
-            m->prev_phases[k] = (int)ph;
-        }
-    }
+    memcpy(m->prev.phases, c->sched_now->phases, c->sched->nwindows * sizeof(*m->prev.phases));
+    m->prev_ms = c->sched_now_ms;
+    m->phases_known = true;
     if (any) health_notify_status(m->health);
+}
+
+/* Evaluates the schedule at now_ms: logs and sends what changed since the
+ * last evaluation, counts it and republishes the pools it changed. */
+static void evaluate(struct maint *m, int64_t now_ms)
+{
+    struct config *c = m->cfg;
+    config_sched_apply(c, now_ms);
+    struct side b = {c, &m->prev, m->prev_ms, m->phases_known};
+    struct side a = {c, c->sched_now, now_ms, true};
+    announce(&b, &a, false);
+    account(m);
 }
 
 /* Sleeps until the next boundary, or MAINT_TICK_MS at most. */
@@ -213,7 +351,7 @@ void maint_warn_expired(const struct config *c, int64_t now_ms)
     for (size_t i = 0; i < c->npools; i++)
         for (size_t k = 0; k < c->pools[i].nregions; k++) {
             const struct region *r = &c->pools[i].regions[k];
-            if (r->state == REGION_AUTO || !r->until_ms || r->until_ms > now_ms) continue;
+            if (r->state == REGION_AUTO || !r->has_until || r->until_ms > now_ms) continue;
             char until[SCHED_TIME_LEN];
             sched_format_time(r->until_ms, until, sizeof(until));
             log_warn("pool %s region %s: state %s ended at %s, before this config was loaded: "
@@ -222,66 +360,33 @@ void maint_warn_expired(const struct config *c, int64_t now_ms)
         }
 }
 
-/* The pool of c named like `like` (at index `hint` in the common case). */
-static const struct pool *find_pool(const struct config *c, size_t hint, const char *name)
+/* Takes cfg, with the evaluation it was loaded with as the one in force
+ * (its regions' choices were published with it), and evaluates it now. A
+ * reload (old given) tells what changed from old's evaluation in force to
+ * cfg's now; a start tells only what changed since the load, and which
+ * windows are in force. */
+static bool follow(struct maint *m, struct config *cfg, const struct config *old)
 {
-    if (hint < c->npools && strcmp(c->pools[hint].name, name) == 0) return &c->pools[hint];
-    for (size_t i = 0; i < c->npools; i++)
-        if (strcmp(c->pools[i].name, name) == 0) return &c->pools[i];
-    return NULL;
-}
-
-/* Override events for what a reload changed: each region of cfg that old
- * had too, whose operator state in force is not the one it had. */
-static void note_reload(const struct config *old, const struct config *cfg)
-{
-    for (size_t i = 0; i < cfg->npools; i++) {
-        const struct pool *p = &cfg->pools[i];
-        const struct pool *op = find_pool(old, i, p->name);
-        if (!op) continue;
-        size_t oi = (size_t)(op - old->pools);
-        for (size_t k = 0; k < p->nregions; k++)
-            for (size_t j = 0; j < op->nregions; j++)
-                if (strcmp(op->regions[j].name, p->regions[k].name) == 0) {
-                    note_override(p, &p->regions[k], &old->sched_now->pools[oi][j],
-                                  &cfg->sched_now->pools[i][k], true);
-                    break;
-                }
+    struct sched_result loaded;
+    if (!result_copy(&loaded, cfg)) return false;
+    int64_t loaded_ms = cfg->sched_now_ms;
+    maint_warn_expired(cfg, loaded_ms);
+    int64_t now = clock_wall_ms();
+    config_sched_apply(cfg, now);
+    struct side a = {cfg, cfg->sched_now, now, true};
+    if (old) {
+        struct side b = {old, old->sched_now, old->sched_now_ms, true};
+        announce(&b, &a, true);
+    } else {
+        struct side b = {cfg, &loaded, loaded_ms, false};
+        announce(&b, &a, false);
     }
-}
-
-/* Takes cfg: the evaluation it was loaded with is the one in force;
- * windows keep the phases they had in old (by name), if given. */
-static bool follow(struct maint *m, struct config *cfg, const struct config *old,
-                   const int *old_phases)
-{
-    size_t n = region_total(cfg);
-    struct sched_region *prev = calloc(n ? n : 1, sizeof(*prev));
-    int *phases = calloc(cfg->sched->nwindows ? cfg->sched->nwindows : 1, sizeof(*phases));
-    if (!prev || !phases) {
-        free(prev);
-        free(phases);
-        return false;
-    }
-    size_t f = 0;
-    for (size_t i = 0; i < cfg->npools; i++)
-        for (size_t k = 0; k < cfg->pools[i].nregions; k++) prev[f++] = cfg->sched_now->pools[i][k];
-    for (size_t k = 0; k < cfg->sched->nwindows; k++) {
-        phases[k] = PHASE_UNKNOWN;
-        for (size_t j = 0; old && j < old->sched->nwindows; j++)
-            if (strcmp(old->sched->windows[j].name, cfg->sched->windows[k].name) == 0)
-                phases[k] = old_phases ? old_phases[j] : PHASE_UNKNOWN;
-    }
-    free(m->prev);
-    free(m->prev_phases);
-    m->prev = prev;
-    m->prev_phases = phases;
-    if (old) note_reload(old, cfg);
+    result_free(&m->prev, m->prev_npools);
+    m->prev = loaded;
+    m->prev_npools = cfg->npools;
     m->cfg = config_ref(cfg);
     m->timed = has_timed(cfg);
-    int64_t now = clock_wall_ms();
-    maint_warn_expired(cfg, cfg->sched_now_ms);
-    evaluate(m, now);
+    account(m);
     evtimer_del(m->timer);
     arm(m, now);
     return true;
@@ -294,7 +399,7 @@ struct maint *maint_start(struct event_base *base, struct health_ctl *h, struct 
     m->base = base;
     m->health = h;
     m->timer = evtimer_new(base, on_timer, m);
-    if (!m->timer || !follow(m, cfg, NULL, NULL)) {
+    if (!m->timer || !follow(m, cfg, NULL)) {
         if (m->timer) event_free(m->timer);
         free(m);
         return NULL;
@@ -305,16 +410,13 @@ struct maint *maint_start(struct event_base *base, struct health_ctl *h, struct 
 void maint_reload(struct maint *m, struct config *cfg)
 {
     struct config *old = m->cfg;
-    int *old_phases = m->prev_phases;
-    m->prev_phases = NULL;
-    if (!follow(m, cfg, old, old_phases)) {
+    if (!follow(m, cfg, old)) {
         /* out of memory: no timer; the schedule stays as evaluated at load */
         log_error("maintenance: out of memory; boundaries will not be followed until a reload");
         evtimer_del(m->timer);
         m->cfg = config_ref(cfg);
         m->timed = false;
     }
-    free(old_phases);
     config_unref(old);
 }
 
@@ -323,7 +425,6 @@ void maint_stop(struct maint *m)
     if (!m) return;
     if (m->timer) event_free(m->timer);
     config_unref(m->cfg);
-    free(m->prev);
-    free(m->prev_phases);
+    result_free(&m->prev, m->prev_npools);
     free(m);
 }

@@ -159,8 +159,10 @@ bool maint_config_build(struct cfg_ctx *x)
         if (!o || !r->pools[i]) return false;
         sp[i].nregions = p->nregions;
         for (size_t k = 0; k < p->nregions; k++)
-            o[k] = (struct sched_override){p->regions[k].state, p->regions[k].until_ms,
-                                           p->regions[k].reason};
+            o[k] = (struct sched_override){.state = p->regions[k].state,
+                                           .has_until = p->regions[k].has_until,
+                                           .until_ms = p->regions[k].until_ms,
+                                           .reason = p->regions[k].reason};
     }
     config_sched_apply(c, clock_wall_ms());
     return true;

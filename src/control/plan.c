@@ -14,7 +14,7 @@ static void region_line(FILE *out, const struct region *r, const struct sched_re
         fprintf(out, " by maintenance:%s", s->window);
     else if (s->source == SCHED_SOURCE_CONFIG)
         fprintf(out, " by config");
-    if (s->until_ms) {
+    if (s->has_until) {
         char t[SCHED_TIME_LEN];
         sched_format_time(s->until_ms, t, sizeof(t));
         fprintf(out, " until %s", t);

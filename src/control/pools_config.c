@@ -138,9 +138,11 @@ static void load_region(struct cfg_ctx *x, const struct yt_node *n, struct pool 
     int e;
     if ((v = yt_get(n, "state")) && cfg_get_enum(x, v, "state", states, &e))
         r->state = (enum region_state)e;
-    if ((v = yt_get(n, "until")) && cfg_get_time(x, v, "until", &r->until_ms) &&
-        r->state == REGION_AUTO)
-        CFG_ERR(x, v, "until: needs a state other than auto (until ends that override)");
+    if ((v = yt_get(n, "until"))) {
+        r->has_until = cfg_get_time(x, v, "until", &r->until_ms);
+        if (r->has_until && r->state == REGION_AUTO)
+            CFG_ERR(x, v, "until: needs a state other than auto (until ends that override)");
+    }
     if ((v = yt_get(n, "reason"))) cfg_get_reason(x, v, &r->reason);
     const struct yt_node *chk = yt_get(n, "check");
     health_config_region(x, chk, r);

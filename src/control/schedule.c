@@ -4,6 +4,7 @@
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
 
 #define MS_PER_SEC 1000
 #define MS_PER_DAY INT64_C(86400000)
@@ -132,7 +133,7 @@ void sched_format_time(int64_t unix_ms, char *buf, size_t len)
 
 static bool override_active(const struct sched_override *o, int64_t now_ms)
 {
-    return o->state != REGION_AUTO && (o->until_ms == 0 || now_ms < o->until_ms);
+    return o->state != REGION_AUTO && (!o->has_until || now_ms < o->until_ms);
 }
 
 enum sched_phase sched_window_phase(const struct sched_window *w, int64_t now_ms)
@@ -173,6 +174,7 @@ void sched_eval(const struct sched_model *m, int64_t now_ms, struct sched_result
                 *r = (struct sched_region){.state = o->state,
                                            .source = SCHED_SOURCE_CONFIG,
                                            .reason = o->reason,
+                                           .has_until = o->has_until,
                                            .until_ms = o->until_ms};
         }
     for (size_t k = 0; k < m->nwindows; k++) {
@@ -189,6 +191,7 @@ void sched_eval(const struct sched_model *m, int64_t now_ms, struct sched_result
                                        .window = w->name,
                                        .window_index = k,
                                        .reason = w->reason,
+                                       .has_until = true,
                                        .until_ms = w->until_ms};
         }
     }
@@ -205,13 +208,63 @@ int64_t sched_next_boundary(const struct sched_model *m, int64_t now_ms)
     for (size_t p = 0; p < m->npools; p++)
         for (size_t i = 0; i < m->pools[p].nregions; i++) {
             const struct sched_override *o = &m->pools[p].overrides[i];
-            if (o->state != REGION_AUTO && o->until_ms != 0) consider(o->until_ms, now_ms, &next);
+            if (o->state != REGION_AUTO && o->has_until) consider(o->until_ms, now_ms, &next);
         }
     for (size_t k = 0; k < m->nwindows; k++) {
         consider(m->windows[k].from_ms, now_ms, &next);
         consider(m->windows[k].until_ms, now_ms, &next);
     }
     return next;
+}
+
+/* ---- steps ---- */
+
+bool sched_same_source(const struct sched_region *a, const struct sched_region *b)
+{
+    if (a->source != b->source) return false;
+    return a->source != SCHED_SOURCE_WINDOW || strcmp(a->window, b->window) == 0;
+}
+
+static bool names(const struct sched_window *w, size_t pool, size_t region)
+{
+    for (size_t t = 0; t < w->ntargets; t++)
+        if (w->targets[t].pool == pool && w->targets[t].region == region) return true;
+    return false;
+}
+
+bool sched_source_applies(const struct sched_model *m, size_t pool, size_t region,
+                          const struct sched_region *s, int64_t now_ms)
+{
+    if (pool >= m->npools || region >= m->pools[pool].nregions) return false;
+    switch (s->source) {
+    case SCHED_SOURCE_CONFIG: return override_active(&m->pools[pool].overrides[region], now_ms);
+    case SCHED_SOURCE_WINDOW:
+        for (size_t k = 0; k < m->nwindows; k++) {
+            const struct sched_window *w = &m->windows[k];
+            if (strcmp(w->name, s->window) == 0)
+                return severity(w->state) && sched_window_phase(w, now_ms) == SCHED_ACTIVE &&
+                       names(w, pool, region);
+        }
+        return false;
+    default: return false;
+    }
+}
+
+size_t sched_step_notes(const struct sched_step *s, enum sched_note out[2])
+{
+    const struct sched_region *was = s->was, *now = s->now;
+    size_t n = 0;
+    if (sched_same_source(was, now)) {
+        if (was->state != now->state) out[n++] = SCHED_NOTE_CHANGED;
+        return n;
+    }
+    if (was->source != SCHED_SOURCE_NONE && !s->was_applies) out[n++] = SCHED_NOTE_ENDED;
+    if (now->source != SCHED_SOURCE_NONE && !s->now_applied) out[n++] = SCHED_NOTE_STARTED;
+    if (n == 0) /* both sources applied before and apply now: their rank changed */
+        out[n++] = was->source == SCHED_SOURCE_NONE   ? SCHED_NOTE_STARTED
+                   : now->source == SCHED_SOURCE_NONE ? SCHED_NOTE_ENDED
+                                                      : SCHED_NOTE_OVERTAKEN;
+    return n;
 }
 
 const char *sched_source_name(enum sched_source s)

@@ -36,10 +36,13 @@ bool sched_parse_time(const char *s, int64_t *unix_ms);
 void sched_format_time(int64_t unix_ms, char *buf, size_t len);
 
 /* A region's own override from the config. Active while state is not
- * REGION_AUTO and until_ms is 0 (no end) or still ahead. */
+ * REGION_AUTO and it has no end, or its end is still ahead. Every int64_t
+ * is an instant (the epoch, 0, included): "no end" is has_until, never a
+ * value of until_ms. */
 struct sched_override {
     enum region_state state;
-    int64_t until_ms;   /* 0: no end */
+    bool has_until;     /* false: no end */
+    int64_t until_ms;   /* the end, when has_until */
     const char *reason; /* NULL: none given */
 };
 
@@ -85,7 +88,8 @@ struct sched_region {
     const char *window;  /* the window's name (SCHED_SOURCE_WINDOW), else NULL */
     size_t window_index; /* its index in the model (SCHED_SOURCE_WINDOW only) */
     const char *reason;  /* the source's reason, or NULL */
-    int64_t until_ms;    /* when the source ends; 0: no end (or no source) */
+    bool has_until;      /* false: no end (or no source) */
+    int64_t until_ms;    /* when the source ends, when has_until */
 };
 
 /* Filled by sched_eval(); the caller provides the arrays. */
@@ -107,6 +111,43 @@ enum sched_phase sched_window_phase(const struct sched_window *w, int64_t now_ms
  * now_ms: where the result of sched_eval() may next change. INT64_MAX when
  * nothing is ahead. */
 int64_t sched_next_boundary(const struct sched_model *m, int64_t now_ms);
+
+/* ---- what changed between two evaluations ----
+ * A region's operator state moves when the source in force changes: one
+ * ends, another starts, or (by a reload) a source changes its state or its
+ * rank. The override events tell each such change as it happened: when one
+ * source hands a region to another at the same instant, the end of the
+ * first and the start of the second, whether or not the state changes. */
+
+/* True if a and b name the same source: none, the region's own override,
+ * or the same window (by name, so across a reload too). */
+bool sched_same_source(const struct sched_region *a, const struct sched_region *b);
+
+/* Whether the source s names (the region's own override, or the window
+ * named s->window) applies to region `region` of pool `pool` of m at now_ms:
+ * the override is active, or the window is active and names the region,
+ * whether or not something stronger hides it. False for no source. */
+bool sched_source_applies(const struct sched_model *m, size_t pool, size_t region,
+                          const struct sched_region *s, int64_t now_ms);
+
+/* One region between two evaluations: what was in force, what is now, and
+ * whether each source applied on the other side (sched_source_applies). */
+struct sched_step {
+    const struct sched_region *was, *now;
+    bool was_applies; /* was's source still applies now (now's wins over it) */
+    bool now_applied; /* now's source applied before (was's hid it) */
+};
+
+enum sched_note {
+    SCHED_NOTE_ENDED,     /* was's source no longer applies */
+    SCHED_NOTE_STARTED,   /* now's source applies and did not before */
+    SCHED_NOTE_CHANGED,   /* the same source with another state (a reload) */
+    SCHED_NOTE_OVERTAKEN, /* both apply on both sides; now's wins now (a reload) */
+};
+
+/* The changes a step makes, in the order they are told: an end before a
+ * start. Writes 0 to 2 notes to out and returns how many. */
+size_t sched_step_notes(const struct sched_step *s, enum sched_note out[2]);
 
 const char *sched_source_name(enum sched_source s);
 const char *sched_phase_name(enum sched_phase p);

@@ -105,6 +105,57 @@ t_plan_usage() {
 }
 t "--at: a bad time and --at without -t are usage errors (exit 2); -t alone prints no plan" t_plan_usage
 
+# The epoch is an instant like any other: an until there is long past (not
+# "no end"), a window may start or end there.
+ECONF=$(write_config epoch.yaml <<EOF
+listen: ["127.0.0.1:$L"]
+pools:
+  - name: api
+    regions:
+      - {name: eu, url: "http://eu.test", state: drain, until: "1970-01-01T00:00:00Z",
+         reason: "long ago"}
+      - {name: us, url: "http://us.test"}
+maintenance:
+  - {name: since-1970, from: "1970-01-01T00:00:00Z", until: "2099-11-28T04:00:00Z",
+     state: down, regions: [api/us], reason: "forever, nearly"}
+  - {name: until-1970, from: "1969-12-31T23:00:00Z", until: "1970-01-01T00:00:00Z",
+     regions: [api/eu]}
+EOF
+)
+
+# eplan TIME: -t --at TIME on the epoch config
+eplan() {
+    RUN_OUT=$TEST_TMP/eplan.out RUN_ERR=$TEST_TMP/eplan.err run_detourd -t -c "$ECONF" --at "$1"
+}
+
+t_plan_epoch() {
+    eplan 2099-11-28T01:00:00Z
+    expect_eq "exit status" "$LAST_RC" 0 || return 1
+    expect_match "the until is past: warned" "$(cat "$TEST_TMP/eplan.err")" \
+        "pool api region eu: state drain ended at 1970-01-01T00:00:00Z, before this config was loaded: the region is auto" ||
+        return 1
+    expect_eq "plan" "$(sed 1d "$TEST_TMP/eplan.out")" "at 2099-11-28T01:00:00Z, if every health check passes:
+pool api
+  region eu: auto
+  region us: down by maintenance:since-1970 until 2099-11-28T04:00:00Z (forever, nearly)
+  traffic: eu
+maintenance since-1970: active
+maintenance until-1970: over" || return 1
+    eplan 1970-01-01T00:00:00Z
+    expect_eq "at the epoch" "$(sed -n '/^  /p; /^maintenance/p' "$TEST_TMP/eplan.out")" "  region eu: auto
+  region us: down by maintenance:since-1970 until 2099-11-28T04:00:00Z (forever, nearly)
+  traffic: eu
+maintenance since-1970: active
+maintenance until-1970: over" || return 1
+    eplan 1969-12-31T23:59:59Z
+    expect_eq "a second before it" "$(sed -n '/^  /p; /^maintenance/p' "$TEST_TMP/eplan.out")" "  region eu: drain by config until 1970-01-01T00:00:00Z (long ago)
+  region us: auto
+  traffic: us
+maintenance since-1970: pending
+maintenance until-1970: active"
+}
+t "--at with the epoch as an until (past, not endless) and as a window's from and until" t_plan_epoch
+
 # ---- why: how each pool's current choice came about ----
 
 # Pools: all good; a first-tier region down after failed checks (nothing
