@@ -668,6 +668,10 @@ static void load_include(struct cfg_ctx *x, const struct yt_node *n)
         CFG_ERR(x, n, "out of memory");
         return;
     }
+    /* The limit is over every pattern together, reported at the one that
+     * goes over it; after that no file is read, but the later patterns are
+     * still checked. */
+    bool over = false;
     for (size_t i = 0; i < n->len; i++) {
         const struct yt_node *v = n->u.items[i];
         if (!cfg_scalar(x, v, "include")) continue;
@@ -675,6 +679,7 @@ static void load_include(struct cfg_ctx *x, const struct yt_node *n)
             CFG_ERR(x, v, "include: empty pattern");
             continue;
         }
+        if (over) continue;
         char *pat = include_pattern(x->c->path, v->str);
         if (!pat) {
             CFG_ERR(x, v, "out of memory");
@@ -701,13 +706,13 @@ static void load_include(struct cfg_ctx *x, const struct yt_node *n)
         for (size_t k = 0; files && k < nfiles; k++) {
             if (x->ninc == CONFIG_MAX_INCLUDES) {
                 CFG_ERR(x, v, "include: more than %d files", CONFIG_MAX_INCLUDES);
+                over = true;
                 break;
             }
             include_file(x, v, files[k] == replace_live ? replace_new : files[k]);
         }
         free(files);
         globfree(&g);
-        if (x->ninc == CONFIG_MAX_INCLUDES && i + 1 < n->len) break;
     }
 }
 

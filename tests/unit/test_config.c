@@ -1622,6 +1622,44 @@ START_TEST(test_include_limit)
 }
 END_TEST
 
+/* The limit is over every pattern: a later pattern that goes over it is
+ * an error at that pattern, never a file silently left out. */
+START_TEST(test_include_limit_over_patterns)
+{
+    inc_setup();
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s/many", inc_dir);
+    ck_assert_int_eq(mkdir(dir, 0700), 0);
+    snprintf(dir, sizeof(dir), "%s/conf.d", inc_dir);
+    ck_assert_int_eq(mkdir(dir, 0700), 0);
+    for (int i = 0; i < CONFIG_MAX_INCLUDES; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "many/%04d.yaml", i);
+        inc_write(name, "pools: []\n");
+    }
+    inc_write("main.yaml", LISTEN "include: [\"many/*.yaml\", \"none/*.yaml\"]\npools:\n" INC_POOL(
+                               "web", "w.example", "eu"));
+    struct diag d;
+    char path[PATH_MAX];
+    /* exactly the limit, the next pattern matching nothing: fine */
+    struct config *c = inc_load(&d, path, sizeof(path));
+    ck_assert_msg(c != NULL, "%s", dump(&d));
+    diag_free(&d);
+    config_unref(c);
+    /* one more file from a later pattern, with an error of its own */
+    inc_write("conf.d/zz.yaml", "pools:\n  - name: zz\n    regions: []\n");
+    inc_write("main.yaml",
+              LISTEN "include: [\"many/*.yaml\", \"conf.d/zz.yaml\"]\npools:\n" INC_POOL(
+                  "web", "w.example", "eu"));
+    c = inc_load(&d, path, sizeof(path));
+    ck_assert_msg(c == NULL, "accepted with %d files", CONFIG_MAX_INCLUDES + 1);
+    ck_assert_msg(d.n == 1 && has_err_in(&d, "main.yaml", 2, 26, "more than 1000 files"), "%s",
+                  dump(&d));
+    diag_free(&d);
+    inc_cleanup();
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("config");
@@ -1654,6 +1692,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_include_load);
     tcase_add_test(tc, test_include_errors);
     tcase_add_test(tc, test_include_limit);
+    tcase_add_test(tc, test_include_limit_over_patterns);
     suite_add_tcase(s, tc);
     return s;
 }
