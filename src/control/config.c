@@ -17,12 +17,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "admin/admin_config.h"
 #include "control/config_walk.h"
 #include "control/health_config.h"
 #include "control/schedule.h"
 #include "events/events_config.h"
+#include "lib/file.h"
 #include "lib/hash.h"
 #include "lib/lit.h"
 #include "lib/netaddr.h"
@@ -426,6 +428,23 @@ void cfg_load_header_map(struct cfg_ctx *x, const struct yt_node *n, const char 
     }
 }
 
+bool cfg_file_readable(struct cfg_ctx *x, const struct yt_node *n, const char *what,
+                       const char *path)
+{
+    struct file_error fe;
+    int fd = file_open(path, &fe);
+    if (fd >= 0) {
+        close(fd);
+        return true;
+    }
+    char why[128];
+    if (fe.kind == FILE_EOPEN)
+        CFG_ERR(x, n, "%s: cannot read '%s': %s", what, path, strerror(fe.err));
+    else
+        CFG_ERR(x, n, "%s: '%s' %s", what, path, file_why(&fe, why, sizeof(why)));
+    return false;
+}
+
 void cfg_free_headers(struct header *h, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -502,32 +521,6 @@ static void load_access_log(struct cfg_ctx *x, const struct yt_node *n)
         x->c->access_log_json = e == 1;
 }
 
-/* Reads path whole into a new buffer; NULL with *what (and errno) set. */
-static char *read_whole(const char *path, size_t *len, const char **what)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        *what = "cannot open";
-        return NULL;
-    }
-    char *buf = malloc(CONFIG_MAX_FILE_BYTES + 1);
-    if (!buf) {
-        fclose(f);
-        *what = "out of memory";
-        return NULL;
-    }
-    *len = fread(buf, 1, CONFIG_MAX_FILE_BYTES + 1, f);
-    int err = ferror(f) ? errno : 0;
-    fclose(f);
-    if (err || *len > CONFIG_MAX_FILE_BYTES) {
-        free(buf);
-        *what = err ? "cannot read" : "too large";
-        errno = err;
-        return NULL;
-    }
-    return buf;
-}
-
 /* The pattern as glob(3) takes it: a relative one is relative to the
  * main file's directory, whose name is escaped (it may hold '*', '?'...). */
 static char *include_pattern(const char *main, const char *pat)
@@ -549,13 +542,11 @@ static char *include_pattern(const char *main, const char *pat)
 static void include_file(struct cfg_ctx *x, const struct yt_node *n, const char *name)
 {
     size_t len = 0;
-    const char *what = NULL;
-    char *buf = read_whole(name, &len, &what);
+    struct file_error fe;
+    char *buf = file_read(name, CONFIG_MAX_FILE_BYTES, &len, &fe);
     if (!buf) {
-        if (strcmp(what, "too large") == 0)
-            CFG_ERR(x, n, "include: %s is larger than %u bytes", name, CONFIG_MAX_FILE_BYTES);
-        else
-            CFG_ERR(x, n, "include: %s: %s: %s", name, what, strerror(errno));
+        char why[128];
+        CFG_ERR(x, n, "include: %s%s%s", name, file_sep(&fe), file_why(&fe, why, sizeof(why)));
         return;
     }
     struct cfg_inc_file *f = &x->inc[x->ninc];
@@ -966,27 +957,18 @@ struct config *config_parse(const char *name, const char *buf, size_t len, struc
 
 struct config *config_load(const char *path, struct diag *d)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        diag_add(d, 0, 0, "cannot open: %s", strerror(errno));
-        return NULL;
-    }
-    char *buf = malloc(CONFIG_MAX_FILE_BYTES + 1);
+    size_t len;
+    struct file_error fe;
+    char *buf = file_read(path, CONFIG_MAX_FILE_BYTES, &len, &fe);
     if (!buf) {
-        fclose(f);
-        diag_add(d, 0, 0, "out of memory");
+        char why[128];
+        if (fe.kind == FILE_ETOOBIG)
+            diag_add(d, 0, 0, "file is larger than %u bytes", CONFIG_MAX_FILE_BYTES);
+        else
+            diag_add(d, 0, 0, "%s", file_why(&fe, why, sizeof(why)));
         return NULL;
     }
-    size_t len = fread(buf, 1, CONFIG_MAX_FILE_BYTES + 1, f);
-    bool err = ferror(f);
-    fclose(f);
-    struct config *c = NULL;
-    if (err)
-        diag_add(d, 0, 0, "cannot read: %s", strerror(errno));
-    else if (len > CONFIG_MAX_FILE_BYTES)
-        diag_add(d, 0, 0, "file is larger than %u bytes", CONFIG_MAX_FILE_BYTES);
-    else
-        c = config_parse(path, buf, len, d);
+    struct config *c = config_parse(path, buf, len, d);
     free(buf);
     return c;
 }

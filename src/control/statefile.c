@@ -16,6 +16,7 @@
 
 #include "lib/clock.h"
 #include "control/health.h"
+#include "lib/file.h"
 #include "lib/json.h"
 #include "lib/log.h"
 #include "control/schedule.h"
@@ -566,50 +567,16 @@ void statefile_clear(struct statefile *st)
 bool statefile_read(const char *path, struct statefile *st, char *err, size_t errlen)
 {
     memset(st, 0, sizeof(*st));
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) {
-        snprintf(err, errlen, "%s", strerror(errno));
-        return false;
-    }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        snprintf(err, errlen, "not a regular file");
-        close(fd);
-        return false;
-    }
-    if (sb.st_size > (off_t)STATEFILE_MAX_BYTES) {
-        snprintf(err, errlen, "larger than %u bytes", STATEFILE_MAX_BYTES);
-        close(fd);
-        return false;
-    }
-    /* one byte more than allowed: a file that grew is still caught */
-    size_t cap = (size_t)sb.st_size + 1, len = 0;
-    char *buf = malloc(cap);
+    size_t len;
+    struct file_error fe;
+    char *buf = file_read(path, STATEFILE_MAX_BYTES, &len, &fe);
     if (!buf) {
-        snprintf(err, errlen, "out of memory");
-        close(fd);
+        if (fe.kind == FILE_EOPEN || fe.kind == FILE_EREAD)
+            snprintf(err, errlen, "%s", strerror(fe.err));
+        else
+            file_why(&fe, err, errlen);
         return false;
     }
-    for (;;) {
-        if (len == cap) {
-            if (cap > STATEFILE_MAX_BYTES) break;
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) break;
-            buf = nb;
-            cap *= 2;
-        }
-        ssize_t n = read(fd, buf + len, cap - len);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-            snprintf(err, errlen, "%s", strerror(errno));
-            free(buf);
-            close(fd);
-            return false;
-        }
-        if (n == 0) break;
-        len += (size_t)n;
-    }
-    close(fd);
     bool ok = statefile_decode(buf, len, st, err, errlen);
     free(buf);
     return ok;

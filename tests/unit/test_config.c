@@ -1660,6 +1660,31 @@ START_TEST(test_include_limit_over_patterns)
 }
 END_TEST
 
+/* A check's ca_file must be a regular file: a FIFO (never opened, so
+ * nothing waits for a writer), a device or a directory is an error at the
+ * key, naming it. */
+START_TEST(test_ca_file_not_regular)
+{
+    char dir[] = "/tmp/detourd-ca-XXXXXX", fifo[64], yaml[512];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(fifo, sizeof(fifo), "%s/ca.fifo", dir);
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    snprintf(yaml, sizeof(yaml), LISTEN "checks: {ca_file: %s}\npools:\n  - name: api\n" REGION,
+             fifo);
+    char want[128];
+    snprintf(want, sizeof(want), "ca_file: '%s' is a FIFO, not a regular file", fifo);
+    expect_error_named("fifo", yaml, 2, 19, want);
+    expect_error_named("device",
+                       LISTEN "checks: {ca_file: /dev/null}\npools:\n  - name: api\n" REGION, 2, 19,
+                       "ca_file: '/dev/null' is a character device, not a regular file");
+    expect_error_named("directory",
+                       LISTEN "checks: {ca_file: /tmp}\npools:\n  - name: api\n" REGION, 2, 19,
+                       "ca_file: '/tmp' is a directory, not a regular file");
+    unlink(fifo);
+    rmdir(dir);
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("config");
@@ -1676,6 +1701,7 @@ Suite *make_suite(void)
     tcase_add_test(te, test_nul_in_key);
     tcase_add_test(te, test_alias_amplification);
     tcase_add_test(te, test_error_flood_is_capped);
+    tcase_add_test(te, test_ca_file_not_regular);
     suite_add_tcase(s, te);
 
     TCase *tc = tcase_create("load");
