@@ -1171,6 +1171,55 @@ START_TEST(test_encoding_error_position)
 }
 END_TEST
 
+/* Positions are those a text editor shows: only LF, CRLF and a lone CR
+ * end a line. libyaml also breaks lines at U+0085, U+2028 and U+2029 (YAML
+ * 1.1), even inside a quoted string, which put every later error one line
+ * too far per such character; columns count characters. */
+START_TEST(test_unicode_line_breaks_position)
+{
+    static const char *const breaks[] = {"\xc2\x85", "\xe2\x80\xa8", "\xe2\x80\xa9"};
+    static const char *const quotes[] = {"\"", "'"};
+    for (int b = 0; b < 3; b++) {
+        for (int q = 0; q < 2; q++) {
+            char yaml[1024], name[64];
+            /* the error on a later line */
+            snprintf(yaml, sizeof(yaml),
+                     LISTEN "pools:\n  - name: api\n    regions:\n      - name: eu\n"
+                            "        url: \"https://eu.example.com\"\n"
+                            "        reason: %sa%sb %sc%s\n"
+                            "        weight: many\n",
+                     quotes[q], breaks[b], breaks[b], quotes[q]);
+            snprintf(name, sizeof(name), "break %d quote %d: later line", b, q);
+            expect_error_named(name, yaml, 8, 17, "weight: 'many' is not a whole number");
+            /* on the same line: the column counts characters */
+            snprintf(yaml, sizeof(yaml),
+                     LISTEN "pools:\n  - name: api\n    regions:\n"
+                            "      - {name: eu, url: \"https://eu.example.com\", "
+                            "reason: %s\xc3\xa9%s%s, weight: many}\n",
+                     quotes[q], breaks[b], quotes[q]);
+            snprintf(name, sizeof(name), "break %d quote %d: same line", b, q);
+            expect_error_named(name, yaml, 5, 73, "weight: 'many' is not a whole number");
+            /* a YAML syntax error after it, and CRLF line ends */
+            snprintf(yaml, sizeof(yaml),
+                     "listen: [\"127.0.0.1:8080\"]\r\nx: %s%s%s\r\npools: [\r\n", quotes[q],
+                     breaks[b], quotes[q]);
+            snprintf(name, sizeof(name), "break %d quote %d: syntax error", b, q);
+            expect_error_named(name, yaml, 4, 1, "YAML syntax error");
+        }
+    }
+    /* a byte order mark is not a character of the first line */
+    expect_error("\xef\xbb\xbf" LISTEN "workers: x\npools:\n  - name: api\n" REGION, 2, 10,
+                 "workers: 'x' is not a whole number");
+    expect_error("\xef\xbb\xbf"
+                 "workers: x\n" LISTEN "pools:\n  - name: api\n" REGION,
+                 1, 10, "workers: 'x' is not a whole number");
+    /* a duplicate key's "first at line N" too */
+    expect_error(LISTEN "state_file: \"/nonexistent/a\xe2\x80\xa8\"\nstate_file: ~\npools:\n"
+                        "  - name: api\n" REGION,
+                 3, 1, "duplicate key 'state_file' (first at line 2)");
+}
+END_TEST
+
 START_TEST(test_nul_in_key)
 {
     /* "\0" in a quoted key: compared with its length, it matches nothing */
@@ -1698,6 +1747,7 @@ Suite *make_suite(void)
     tcase_add_test(te, test_too_many_regions);
     tcase_add_test(te, test_nul_in_file);
     tcase_add_test(te, test_encoding_error_position);
+    tcase_add_test(te, test_unicode_line_breaks_position);
     tcase_add_test(te, test_nul_in_key);
     tcase_add_test(te, test_alias_amplification);
     tcase_add_test(te, test_error_flood_is_capped);
