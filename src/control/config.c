@@ -49,8 +49,6 @@ static struct cfg_seen_slot *seen_find(struct cfg_seen_slot *tab, size_t mask, c
     return &tab[i];
 }
 
-/* Where name was first seen, or NULL after recording it (name and file
- * must outlive s). Out of memory, nothing is found. */
 const struct cfg_seen_slot *cfg_seen_put(struct cfg_seen *s, const char *name, unsigned line,
                                          const char *file)
 {
@@ -71,14 +69,12 @@ const struct cfg_seen_slot *cfg_seen_put(struct cfg_seen *s, const char *name, u
     return NULL;
 }
 
-/* The line where name was first seen, or 0 after recording it. */
 unsigned cfg_seen_add(struct cfg_seen *s, const char *name, unsigned line)
 {
     const struct cfg_seen_slot *e = cfg_seen_put(s, name, line, NULL);
     return e ? e->line : 0;
 }
 
-/* Errors from now on are in file number no (0: the main file). */
 void cfg_set_file(struct cfg_ctx *x, const char *file, size_t no)
 {
     x->cur = file;
@@ -86,8 +82,6 @@ void cfg_set_file(struct cfg_ctx *x, const char *file, size_t no)
     diag_set_file(x->d, no ? file : NULL);
 }
 
-/* "line N" of file, for a message about the file walked now: "line N of
- * FILE" when file is another one. */
 const char *cfg_line_of(const struct cfg_ctx *x, const char *file, unsigned line, char *buf,
                         size_t len)
 {
@@ -150,7 +144,7 @@ bool config_parse_size(const char *s, uint64_t *bytes)
     return true;
 }
 
-/* ---- typed getters over yaml nodes ---- */
+/* ---- typed getters over yaml nodes (config_walk.h says what each does) ---- */
 
 bool cfg_want(struct cfg_ctx *x, const struct yt_node *n, enum yt_kind k, const char *what)
 {
@@ -159,8 +153,6 @@ bool cfg_want(struct cfg_ctx *x, const struct yt_node *n, enum yt_kind k, const 
     return false;
 }
 
-/* A scalar without NUL bytes (a "\0" escape in a quoted string): values
- * are compared and parsed as C strings, which would cut them short. */
 bool cfg_scalar(struct cfg_ctx *x, const struct yt_node *n, const char *what)
 {
     if (!cfg_want(x, n, YT_SCALAR, what)) return false;
@@ -177,8 +169,6 @@ bool cfg_is_null(const struct yt_node *n)
            (n->len == 0 || strcmp(n->str, "~") == 0 || strcmp(n->str, "null") == 0);
 }
 
-/* A scalar's text for a message: bytes that would not print (a NUL from a
- * "\0" escape, controls) are shown as \xNN, and a long one is cut. */
 const char *cfg_shown(const struct yt_node *n, char *buf, size_t size)
 {
     size_t o = 0;
@@ -194,8 +184,6 @@ const char *cfg_shown(const struct yt_node *n, char *buf, size_t size)
     return buf;
 }
 
-/* The key is exactly lit: compared with its length, so that a key with a
- * NUL in it ("limit\0") is never taken for a shorter one. */
 bool cfg_key_is(const struct yt_node *k, const char *lit)
 {
     size_t n = strlen(lit);
@@ -361,7 +349,6 @@ bool cfg_get_name(struct cfg_ctx *x, const struct yt_node *n, const char *what, 
     return true;
 }
 
-/* An RFC 3339 instant (schedule.h). */
 bool cfg_get_time(struct cfg_ctx *x, const struct yt_node *n, const char *what, int64_t *ms)
 {
     if (!cfg_scalar(x, n, what)) return false;
@@ -374,7 +361,6 @@ bool cfg_get_time(struct cfg_ctx *x, const struct yt_node *n, const char *what, 
     return true;
 }
 
-/* An operator's free text: logged and shown on the status page. */
 void cfg_get_reason(struct cfg_ctx *x, const struct yt_node *n, char **out)
 {
     if (!cfg_get_str(x, n, "reason", out)) return;
@@ -385,8 +371,6 @@ void cfg_get_reason(struct cfg_ctx *x, const struct yt_node *n, char **out)
     }
 }
 
-/* A header value or similar: no control characters (they would split the
- * response) other than tab. */
 bool cfg_text_ok(const char *s)
 {
     for (; *s; s++)
@@ -394,8 +378,6 @@ bool cfg_text_ok(const char *s)
     return true;
 }
 
-/* A map of header names to values: names are tokens, values have no
- * control characters; refused(name) may veto a name with a reason. */
 void cfg_load_header_map(struct cfg_ctx *x, const struct yt_node *n, const char *what,
                          const char *(*refused)(const char *), struct header **out, size_t *nout)
 {
