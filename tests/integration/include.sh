@@ -129,7 +129,8 @@ t "an error in a drop-in: -t reports it at its own FILE:LINE:COL, a reload with 
 # is killed (status 124) instead of hanging the suite. Output in
 # $TEST_TMP/NAME.out and .err; LAST_RC its status.
 check_t() {
-    timeout "$(scale 10)" "$DETOURD" -t -c "$2" </dev/null >"$TEST_TMP/$1.out" 2>"$TEST_TMP/$1.err"
+    # shellcheck disable=SC2086 # DETOURD_WRAPPER is a command line on purpose
+    timeout "$(scale 10)" $DETOURD_WRAPPER "$DETOURD" -t -c "$2" </dev/null >"$TEST_TMP/$1.out" 2>"$TEST_TMP/$1.err"
     LAST_RC=$?
 }
 

@@ -175,7 +175,8 @@ pools:
     regions: [{name: b, url: "http://b.test", check: {type: none}}]
 EOF
 )
-        timeout "$(scale 10)" "$DETOURD" -t -c "$c" </dev/null >"$TEST_TMP/nr.out" 2>"$TEST_TMP/nr.err"
+        # shellcheck disable=SC2086 # DETOURD_WRAPPER is a command line on purpose
+        timeout "$(scale 10)" $DETOURD_WRAPPER "$DETOURD" -t -c "$c" </dev/null >"$TEST_TMP/nr.out" 2>"$TEST_TMP/nr.err"
         rc=$?
         case $p in
         /dev/null) want="is a character device, not a regular file" ;;

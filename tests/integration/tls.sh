@@ -457,7 +457,8 @@ listen:
 $POOLS
 EOF
 )
-    timeout "$(scale 10)" "$DETOURD" -t -c "$c" </dev/null >"$TEST_TMP/nr.out" 2>"$TEST_TMP/nr.err"
+    # shellcheck disable=SC2086 # DETOURD_WRAPPER is a command line on purpose
+    timeout "$(scale 10)" $DETOURD_WRAPPER "$DETOURD" -t -c "$c" </dev/null >"$TEST_TMP/nr.out" 2>"$TEST_TMP/nr.err"
     rc=$?
     rm -f "$fifo"
     expect_eq "exit status (124: it waited on the FIFO)" "$rc" 1 || return 1
