@@ -17,12 +17,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "admin/admin_config.h"
 #include "control/config_walk.h"
 #include "control/health_config.h"
 #include "control/schedule.h"
 #include "events/events_config.h"
+#include "lib/file.h"
 #include "lib/hash.h"
 #include "lib/lit.h"
 #include "lib/netaddr.h"
@@ -47,8 +49,6 @@ static struct cfg_seen_slot *seen_find(struct cfg_seen_slot *tab, size_t mask, c
     return &tab[i];
 }
 
-/* Where name was first seen, or NULL after recording it (name and file
- * must outlive s). Out of memory, nothing is found. */
 const struct cfg_seen_slot *cfg_seen_put(struct cfg_seen *s, const char *name, unsigned line,
                                          const char *file)
 {
@@ -69,14 +69,12 @@ const struct cfg_seen_slot *cfg_seen_put(struct cfg_seen *s, const char *name, u
     return NULL;
 }
 
-/* The line where name was first seen, or 0 after recording it. */
 unsigned cfg_seen_add(struct cfg_seen *s, const char *name, unsigned line)
 {
     const struct cfg_seen_slot *e = cfg_seen_put(s, name, line, NULL);
     return e ? e->line : 0;
 }
 
-/* Errors from now on are in file number no (0: the main file). */
 void cfg_set_file(struct cfg_ctx *x, const char *file, size_t no)
 {
     x->cur = file;
@@ -84,8 +82,6 @@ void cfg_set_file(struct cfg_ctx *x, const char *file, size_t no)
     diag_set_file(x->d, no ? file : NULL);
 }
 
-/* "line N" of file, for a message about the file walked now: "line N of
- * FILE" when file is another one. */
 const char *cfg_line_of(const struct cfg_ctx *x, const char *file, unsigned line, char *buf,
                         size_t len)
 {
@@ -148,7 +144,7 @@ bool config_parse_size(const char *s, uint64_t *bytes)
     return true;
 }
 
-/* ---- typed getters over yaml nodes ---- */
+/* ---- typed getters over yaml nodes (config_walk.h says what each does) ---- */
 
 bool cfg_want(struct cfg_ctx *x, const struct yt_node *n, enum yt_kind k, const char *what)
 {
@@ -157,8 +153,6 @@ bool cfg_want(struct cfg_ctx *x, const struct yt_node *n, enum yt_kind k, const 
     return false;
 }
 
-/* A scalar without NUL bytes (a "\0" escape in a quoted string): values
- * are compared and parsed as C strings, which would cut them short. */
 bool cfg_scalar(struct cfg_ctx *x, const struct yt_node *n, const char *what)
 {
     if (!cfg_want(x, n, YT_SCALAR, what)) return false;
@@ -175,8 +169,6 @@ bool cfg_is_null(const struct yt_node *n)
            (n->len == 0 || strcmp(n->str, "~") == 0 || strcmp(n->str, "null") == 0);
 }
 
-/* A scalar's text for a message: bytes that would not print (a NUL from a
- * "\0" escape, controls) are shown as \xNN, and a long one is cut. */
 const char *cfg_shown(const struct yt_node *n, char *buf, size_t size)
 {
     size_t o = 0;
@@ -192,8 +184,6 @@ const char *cfg_shown(const struct yt_node *n, char *buf, size_t size)
     return buf;
 }
 
-/* The key is exactly lit: compared with its length, so that a key with a
- * NUL in it ("limit\0") is never taken for a shorter one. */
 bool cfg_key_is(const struct yt_node *k, const char *lit)
 {
     size_t n = strlen(lit);
@@ -359,7 +349,6 @@ bool cfg_get_name(struct cfg_ctx *x, const struct yt_node *n, const char *what, 
     return true;
 }
 
-/* An RFC 3339 instant (schedule.h). */
 bool cfg_get_time(struct cfg_ctx *x, const struct yt_node *n, const char *what, int64_t *ms)
 {
     if (!cfg_scalar(x, n, what)) return false;
@@ -372,7 +361,6 @@ bool cfg_get_time(struct cfg_ctx *x, const struct yt_node *n, const char *what, 
     return true;
 }
 
-/* An operator's free text: logged and shown on the status page. */
 void cfg_get_reason(struct cfg_ctx *x, const struct yt_node *n, char **out)
 {
     if (!cfg_get_str(x, n, "reason", out)) return;
@@ -383,8 +371,6 @@ void cfg_get_reason(struct cfg_ctx *x, const struct yt_node *n, char **out)
     }
 }
 
-/* A header value or similar: no control characters (they would split the
- * response) other than tab. */
 bool cfg_text_ok(const char *s)
 {
     for (; *s; s++)
@@ -392,8 +378,6 @@ bool cfg_text_ok(const char *s)
     return true;
 }
 
-/* A map of header names to values: names are tokens, values have no
- * control characters; refused(name) may veto a name with a reason. */
 void cfg_load_header_map(struct cfg_ctx *x, const struct yt_node *n, const char *what,
                          const char *(*refused)(const char *), struct header **out, size_t *nout)
 {
@@ -424,6 +408,23 @@ void cfg_load_header_map(struct cfg_ctx *x, const struct yt_node *n, const char 
         h.name = strdup(k->str);
         (*out)[(*nout)++] = h;
     }
+}
+
+bool cfg_file_readable(struct cfg_ctx *x, const struct yt_node *n, const char *what,
+                       const char *path)
+{
+    struct file_error fe;
+    int fd = file_open(path, &fe);
+    if (fd >= 0) {
+        close(fd);
+        return true;
+    }
+    char why[128];
+    if (fe.kind == FILE_EOPEN)
+        CFG_ERR(x, n, "%s: cannot read '%s': %s", what, path, strerror(fe.err));
+    else
+        CFG_ERR(x, n, "%s: '%s' %s", what, path, file_why(&fe, why, sizeof(why)));
+    return false;
 }
 
 void cfg_free_headers(struct header *h, size_t n)
@@ -502,32 +503,6 @@ static void load_access_log(struct cfg_ctx *x, const struct yt_node *n)
         x->c->access_log_json = e == 1;
 }
 
-/* Reads path whole into a new buffer; NULL with *what (and errno) set. */
-static char *read_whole(const char *path, size_t *len, const char **what)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        *what = "cannot open";
-        return NULL;
-    }
-    char *buf = malloc(CONFIG_MAX_FILE_BYTES + 1);
-    if (!buf) {
-        fclose(f);
-        *what = "out of memory";
-        return NULL;
-    }
-    *len = fread(buf, 1, CONFIG_MAX_FILE_BYTES + 1, f);
-    int err = ferror(f) ? errno : 0;
-    fclose(f);
-    if (err || *len > CONFIG_MAX_FILE_BYTES) {
-        free(buf);
-        *what = err ? "cannot read" : "too large";
-        errno = err;
-        return NULL;
-    }
-    return buf;
-}
-
 /* The pattern as glob(3) takes it: a relative one is relative to the
  * main file's directory, whose name is escaped (it may hold '*', '?'...). */
 static char *include_pattern(const char *main, const char *pat)
@@ -549,13 +524,11 @@ static char *include_pattern(const char *main, const char *pat)
 static void include_file(struct cfg_ctx *x, const struct yt_node *n, const char *name)
 {
     size_t len = 0;
-    const char *what = NULL;
-    char *buf = read_whole(name, &len, &what);
+    struct file_error fe;
+    char *buf = file_read(name, CONFIG_MAX_FILE_BYTES, &len, &fe);
     if (!buf) {
-        if (strcmp(what, "too large") == 0)
-            CFG_ERR(x, n, "include: %s is larger than %u bytes", name, CONFIG_MAX_FILE_BYTES);
-        else
-            CFG_ERR(x, n, "include: %s: %s: %s", name, what, strerror(errno));
+        char why[128];
+        CFG_ERR(x, n, "include: %s%s%s", name, file_sep(&fe), file_why(&fe, why, sizeof(why)));
         return;
     }
     struct cfg_inc_file *f = &x->inc[x->ninc];
@@ -668,6 +641,10 @@ static void load_include(struct cfg_ctx *x, const struct yt_node *n)
         CFG_ERR(x, n, "out of memory");
         return;
     }
+    /* The limit is over every pattern together, reported at the one that
+     * goes over it; after that no file is read, but the later patterns are
+     * still checked. */
+    bool over = false;
     for (size_t i = 0; i < n->len; i++) {
         const struct yt_node *v = n->u.items[i];
         if (!cfg_scalar(x, v, "include")) continue;
@@ -675,6 +652,7 @@ static void load_include(struct cfg_ctx *x, const struct yt_node *n)
             CFG_ERR(x, v, "include: empty pattern");
             continue;
         }
+        if (over) continue;
         char *pat = include_pattern(x->c->path, v->str);
         if (!pat) {
             CFG_ERR(x, v, "out of memory");
@@ -701,13 +679,13 @@ static void load_include(struct cfg_ctx *x, const struct yt_node *n)
         for (size_t k = 0; files && k < nfiles; k++) {
             if (x->ninc == CONFIG_MAX_INCLUDES) {
                 CFG_ERR(x, v, "include: more than %d files", CONFIG_MAX_INCLUDES);
+                over = true;
                 break;
             }
             include_file(x, v, files[k] == replace_live ? replace_new : files[k]);
         }
         free(files);
         globfree(&g);
-        if (x->ninc == CONFIG_MAX_INCLUDES && i + 1 < n->len) break;
     }
 }
 
@@ -961,27 +939,18 @@ struct config *config_parse(const char *name, const char *buf, size_t len, struc
 
 struct config *config_load(const char *path, struct diag *d)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        diag_add(d, 0, 0, "cannot open: %s", strerror(errno));
-        return NULL;
-    }
-    char *buf = malloc(CONFIG_MAX_FILE_BYTES + 1);
+    size_t len;
+    struct file_error fe;
+    char *buf = file_read(path, CONFIG_MAX_FILE_BYTES, &len, &fe);
     if (!buf) {
-        fclose(f);
-        diag_add(d, 0, 0, "out of memory");
+        char why[128];
+        if (fe.kind == FILE_ETOOBIG)
+            diag_add(d, 0, 0, "file is larger than %u bytes", CONFIG_MAX_FILE_BYTES);
+        else
+            diag_add(d, 0, 0, "%s", file_why(&fe, why, sizeof(why)));
         return NULL;
     }
-    size_t len = fread(buf, 1, CONFIG_MAX_FILE_BYTES + 1, f);
-    bool err = ferror(f);
-    fclose(f);
-    struct config *c = NULL;
-    if (err)
-        diag_add(d, 0, 0, "cannot read: %s", strerror(errno));
-    else if (len > CONFIG_MAX_FILE_BYTES)
-        diag_add(d, 0, 0, "file is larger than %u bytes", CONFIG_MAX_FILE_BYTES);
-    else
-        c = config_parse(path, buf, len, d);
+    struct config *c = config_parse(path, buf, len, d);
     free(buf);
     return c;
 }

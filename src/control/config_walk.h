@@ -123,6 +123,10 @@ bool cfg_text_ok(const char *s);
 void cfg_load_header_map(struct cfg_ctx *x, const struct yt_node *n, const char *what,
                          const char *(*refused)(const char *), struct header **out, size_t *nout);
 void cfg_free_headers(struct header *h, size_t n);
+/* path (written at n) names a file detourd can read: a regular file (or a
+ * symlink to one) that opens; else an error naming it. Never blocks. */
+bool cfg_file_readable(struct cfg_ctx *x, const struct yt_node *n, const char *what,
+                       const char *path);
 
 /* ---- the sections of the control plane without a header of their own
  * (each is called with its key's value, NULL when absent) ---- */

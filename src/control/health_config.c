@@ -4,10 +4,8 @@
 
 #include "control/health_config.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "control/config_walk.h"
 #include "lib/hash.h"
@@ -224,10 +222,8 @@ static void load_check(struct cfg_ctx *x, const struct yt_node *n, struct check_
     if ((v = yt_get(n, "headers"))) load_check_headers(x, v, c);
     if ((v = yt_get(n, "tls_verify"))) cfg_get_bool(x, v, "tls_verify", &c->tls_verify);
     if ((v = yt_get(n, "ca_file"))) own(c, CHECK_BORROW_CA, &c->ca_file);
-    if (v && cfg_get_str(x, v, "ca_file", &c->ca_file)) {
-        if (access(c->ca_file, R_OK) != 0)
-            CFG_ERR(x, v, "ca_file: cannot read '%s': %s", c->ca_file, strerror(errno));
-    }
+    if (v && cfg_get_str(x, v, "ca_file", &c->ca_file))
+        cfg_file_readable(x, v, "ca_file", c->ca_file);
     if ((v = yt_get(n, "interval")))
         cfg_get_duration(x, v, "interval", 100, CFG_MS_PER_HOUR, &c->interval_ms);
     if ((v = yt_get(n, "fast_interval")))

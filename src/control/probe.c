@@ -12,6 +12,7 @@
 #include <string.h>
 #include <arpa/inet.h>
 
+#include "lib/file.h"
 #include "lib/log.h"
 
 struct ctx_cache {
@@ -59,11 +60,13 @@ static SSL_CTX *ssl_ctx_for(struct probe_env *env, const char *ca_file, char *er
         return NULL;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    int ok = ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
+    /* the file is read without ever blocking the loop (lib/file.h) */
+    char why[256] = "";
+    int ok = ca_file ? file_load_verify(ctx, ca_file, why, sizeof(why))
                      : SSL_CTX_set_default_verify_paths(ctx);
     if (!ok) {
-        snprintf(err, errlen, "cannot load CA certificates%s%s", ca_file ? " from " : "",
-                 ca_file ? ca_file : "");
+        snprintf(err, errlen, "cannot load CA certificates%s%s%s%s", ca_file ? " from " : "",
+                 ca_file ? ca_file : "", why[0] ? ": " : "", why);
         SSL_CTX_free(ctx);
         return NULL;
     }

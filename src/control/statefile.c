@@ -16,6 +16,7 @@
 
 #include "lib/clock.h"
 #include "control/health.h"
+#include "lib/file.h"
 #include "lib/json.h"
 #include "lib/log.h"
 #include "control/schedule.h"
@@ -566,50 +567,16 @@ void statefile_clear(struct statefile *st)
 bool statefile_read(const char *path, struct statefile *st, char *err, size_t errlen)
 {
     memset(st, 0, sizeof(*st));
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) {
-        snprintf(err, errlen, "%s", strerror(errno));
-        return false;
-    }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        snprintf(err, errlen, "not a regular file");
-        close(fd);
-        return false;
-    }
-    if (sb.st_size > (off_t)STATEFILE_MAX_BYTES) {
-        snprintf(err, errlen, "larger than %u bytes", STATEFILE_MAX_BYTES);
-        close(fd);
-        return false;
-    }
-    /* one byte more than allowed: a file that grew is still caught */
-    size_t cap = (size_t)sb.st_size + 1, len = 0;
-    char *buf = malloc(cap);
+    size_t len;
+    struct file_error fe;
+    char *buf = file_read(path, STATEFILE_MAX_BYTES, &len, &fe);
     if (!buf) {
-        snprintf(err, errlen, "out of memory");
-        close(fd);
+        if (fe.kind == FILE_EOPEN || fe.kind == FILE_EREAD)
+            snprintf(err, errlen, "%s", strerror(fe.err));
+        else
+            file_why(&fe, err, errlen);
         return false;
     }
-    for (;;) {
-        if (len == cap) {
-            if (cap > STATEFILE_MAX_BYTES) break;
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) break;
-            buf = nb;
-            cap *= 2;
-        }
-        ssize_t n = read(fd, buf + len, cap - len);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-            snprintf(err, errlen, "%s", strerror(errno));
-            free(buf);
-            close(fd);
-            return false;
-        }
-        if (n == 0) break;
-        len += (size_t)n;
-    }
-    close(fd);
     bool ok = statefile_decode(buf, len, st, err, errlen);
     free(buf);
     return ok;
@@ -627,8 +594,25 @@ static bool write_all(int fd, const char *p, size_t n)
     return true;
 }
 
-bool statefile_write(const char *path, const struct statefile *st, char *err, size_t errlen)
+/* Is path something a rename may replace: nothing, a regular file, or a
+ * symlink (the link is replaced, never what it points to)? Anything else
+ * (a device, a FIFO, a socket, a directory) is never renamed over: as root,
+ * `state_file: /dev/null` would otherwise replace the host's /dev/null. */
+static bool replaceable(const char *path, char *err, size_t errlen)
 {
+    struct stat sb;
+    if (lstat(path, &sb) != 0 || S_ISREG(sb.st_mode) || S_ISLNK(sb.st_mode)) return true;
+    struct file_error fe = {.kind = FILE_ENOTREG, .mode = sb.st_mode};
+    file_why(&fe, err, errlen);
+    return false;
+}
+
+bool statefile_write(const char *path, const struct statefile *st, bool *refused, char *err,
+                     size_t errlen)
+{
+    bool no = false;
+    if (!refused) refused = &no;
+    *refused = false;
     char *buf;
     size_t len;
     if (!statefile_encode(st, &buf, &len)) {
@@ -652,13 +636,27 @@ bool statefile_write(const char *path, const struct statefile *st, char *err, si
         slash[slash == dir] = '\0'; /* "/state.json": the directory is "/" */
     const char *step = "create";
     bool ok = false;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+    /* O_NONBLOCK: a FIFO left at the temporary name is never waited on */
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644);
+    struct stat sb;
+    if (fd >= 0 && (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode))) {
+        close(fd);
+        fd = -1; /* not ours to remove */
+        errno = EEXIST;
+    }
     if (fd >= 0) {
         step = "write";
         if (write_all(fd, buf, len) && (step = "fsync", fsync(fd) == 0)) ok = true;
         int e = errno;
         if (close(fd) != 0 && ok) step = "close", ok = false, e = errno;
         errno = e;
+    }
+    /* checked again just before: it may have been replaced since the load */
+    if (ok && !replaceable(path, err, errlen)) {
+        *refused = true;
+        unlink(tmp);
+        free(buf), free(tmp), free(dir);
+        return false;
     }
     if (ok && (step = "rename", rename(tmp, path) != 0)) ok = false;
     if (!ok) {
@@ -792,7 +790,8 @@ static void job_write(struct statefile_ctl *s, struct job *j)
             .up = j->r[i].up,
             .since_ms = j->r[i].since_ms,
         };
-    if (ok) ok = statefile_write(j->path, &st, err, sizeof(err));
+    bool refused = false;
+    if (ok) ok = statefile_write(j->path, &st, &refused, err, sizeof(err));
     free(st.regions); /* the names are the config's */
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
@@ -800,7 +799,10 @@ static void job_write(struct statefile_ctl *s, struct job *j)
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu);
     double cpu_ms = (double)cpu.tv_sec * 1e3 + (double)cpu.tv_nsec / 1e6 - s->cpu_ms;
     s->cpu_ms += cpu_ms;
-    if (!ok && !s->failing)
+    if (refused && !s->failing)
+        log_error("state file %s %s: nothing written (only a regular file is ever replaced)",
+                  j->path, err);
+    else if (!ok && !s->failing)
         log_warn("state file %s: cannot write it: %s", j->path, err);
     else if (!ok)
         log_debug("state file %s: cannot write it: %s", j->path, err);

@@ -20,7 +20,11 @@
  * of any health change and at shutdown. The main thread only copies a
  * snapshot (a few words per region); a writer thread of its own encodes,
  * writes and fsyncs it, so the event loop never waits for the disk. Every problem with
- * the file is a warning: detourd then runs as if there were none. */
+ * the file is a warning: detourd then runs as if there were none. Except
+ * one: the path is renamed over at every write, so it may only be a
+ * regular file (or a symlink, or nothing yet); a device, FIFO, socket or
+ * directory there is a config error at load (statefile_config.c), and an
+ * error, with nothing written, if it appears later. */
 #ifndef DETOURD_STATEFILE_H
 #define DETOURD_STATEFILE_H
 
@@ -73,8 +77,13 @@ void statefile_clear(struct statefile *st);
 bool statefile_read(const char *path, struct statefile *st, char *err, size_t errlen);
 /* Writes st to path atomically: a temporary file in the same directory,
  * written and fsync'd, renamed over path, then the directory fsync'd.
- * False with the reason in err (path is then untouched). */
-bool statefile_write(const char *path, const struct statefile *st, char *err, size_t errlen);
+ * False with the reason in err (path is then untouched). Never renames
+ * over anything but a regular file or a symlink: path found (just before
+ * the rename) to be a device, FIFO, socket or directory is left alone,
+ * with *refused set (refused may be NULL) and err saying what it is ("is
+ * a FIFO, not a regular file"). */
+bool statefile_write(const char *path, const struct statefile *st, bool *refused, char *err,
+                     size_t errlen);
 
 /* ---- the daemon ---- */
 

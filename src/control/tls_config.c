@@ -16,6 +16,7 @@
 
 #include "control/config_walk.h"
 #include "lib/diag.h"
+#include "lib/file.h"
 #include "lib/log.h"
 #include "serve/tls_srv.h"
 
@@ -86,11 +87,38 @@ static const char *ossl_reason(char *buf, size_t len)
 
 /* ---- loading ---- */
 
-static FILE *open_file(const char *path, struct diag *d, struct tls_pos pos, const char *what)
+/* A file's bytes (lib/file.h: a regular file, never waited on), or NULL
+ * reported at pos; *len as file_read() says. Free with file_free(): it may
+ * hold a private key. */
+static char *read_file(const char *path, size_t max, size_t *len, struct diag *d,
+                       struct tls_pos pos, const char *what, struct file_error *fe)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) AT(d, pos, "%s: cannot open %s: %s", what, path, strerror(errno));
-    return f;
+    char *buf = file_read(path, max, len, fe);
+    char why[128];
+    if (buf || fe->kind == FILE_ETOOBIG) return buf;
+    if (fe->kind == FILE_EOPEN || fe->kind == FILE_EREAD)
+        AT(d, pos, "%s: cannot %s %s: %s", what, fe->kind == FILE_EOPEN ? "open" : "read", path,
+           strerror(fe->err));
+    else
+        AT(d, pos, "%s: %s %s", what, path, file_why(fe, why, sizeof(why)));
+    return NULL;
+}
+
+/* A PEM file in a memory BIO, for OpenSSL's readers (NULL: reported). */
+static BIO *read_pem(const char *path, char **buf, size_t *len, struct diag *d, struct tls_pos pos,
+                     const char *what)
+{
+    struct file_error fe;
+    *buf = read_file(path, FILE_MAX_PEM_BYTES, len, d, pos, what, &fe);
+    if (!*buf && fe.kind == FILE_ETOOBIG)
+        AT(d, pos, "%s: %s is larger than %u bytes", what, path, FILE_MAX_PEM_BYTES);
+    BIO *b = *buf ? BIO_new_mem_buf(*buf, (int)*len) : NULL;
+    if (*buf && !b) {
+        AT(d, pos, "%s: out of memory reading %s", what, path);
+        file_free(*buf, *len);
+        *buf = NULL;
+    }
+    return b;
 }
 
 static time_t asn1_time(const ASN1_TIME *a)
@@ -146,10 +174,12 @@ static bool load_cert(struct tls_cert *c, const struct tls_cert_conf *cc, struct
     bool ok = true;
     c->file = strdup(cc->cert);
     if (!c->file) return false;
-    FILE *f = open_file(cc->cert, d, cc->cert_pos, what);
+    char *buf;
+    size_t len;
+    BIO *f = read_pem(cc->cert, &buf, &len, d, cc->cert_pos, what);
     if (f) {
         ERR_clear_error();
-        c->x509 = PEM_read_X509(f, NULL, no_password, NULL);
+        c->x509 = PEM_read_bio_X509(f, NULL, no_password, NULL);
         if (!c->x509) {
             AT(d, cc->cert_pos, "%s: %s holds no PEM certificate: %s", what, cc->cert,
                ossl_reason(why, sizeof(why)));
@@ -157,7 +187,7 @@ static bool load_cert(struct tls_cert *c, const struct tls_cert_conf *cc, struct
         } else {
             c->chain = sk_X509_new_null();
             X509 *x;
-            while (c->chain && (x = PEM_read_X509(f, NULL, no_password, NULL)))
+            while (c->chain && (x = PEM_read_bio_X509(f, NULL, no_password, NULL)))
                 if (!sk_X509_push(c->chain, x)) X509_free(x);
             unsigned long e = ERR_peek_last_error();
             if (e && ERR_GET_REASON(e) != PEM_R_NO_START_LINE) {
@@ -167,14 +197,16 @@ static bool load_cert(struct tls_cert *c, const struct tls_cert_conf *cc, struct
             }
             ERR_clear_error();
         }
-        fclose(f);
+        BIO_free(f);
+        file_free(buf, len);
     } else {
         ok = false;
     }
-    f = open_file(cc->key, d, cc->key_pos, what);
+    f = read_pem(cc->key, &buf, &len, d, cc->key_pos, what);
     if (f) {
-        c->key = PEM_read_PrivateKey(f, NULL, no_password, NULL);
-        fclose(f);
+        c->key = PEM_read_bio_PrivateKey(f, NULL, no_password, NULL);
+        BIO_free(f);
+        file_free(buf, len);
         if (!c->key) {
             AT(d, cc->key_pos,
                "%s: %s holds no usable PEM private key (it must not be encrypted): %s", what,
@@ -201,17 +233,12 @@ static bool load_cert(struct tls_cert *c, const struct tls_cert_conf *cc, struct
 /* nginx's ticket key file: 80-byte records, the first encrypts */
 static bool load_ticket_keys(struct tls_srv *t, const struct tls_conf *tc, struct diag *d)
 {
-    FILE *f = open_file(tc->ticket_keys, d, tc->ticket_keys_pos, "tls.ticket_keys");
-    if (!f) return true;
-    unsigned char buf[TLS_TICKET_KEY_BYTES * TLS_MAX_TICKET_KEYS + 1];
-    size_t n = fread(buf, 1, sizeof(buf), f);
-    bool err = ferror(f);
-    fclose(f);
-    if (err) {
-        AT(d, tc->ticket_keys_pos, "tls.ticket_keys: cannot read %s: %s", tc->ticket_keys,
-           strerror(errno));
-    } else if (n == 0 || n % TLS_TICKET_KEY_BYTES ||
-               n > TLS_TICKET_KEY_BYTES * TLS_MAX_TICKET_KEYS) {
+    struct file_error fe;
+    size_t n;
+    char *buf = read_file(tc->ticket_keys, TLS_TICKET_KEY_BYTES * TLS_MAX_TICKET_KEYS, &n, d,
+                          tc->ticket_keys_pos, "tls.ticket_keys", &fe);
+    if (!buf && fe.kind != FILE_ETOOBIG) return true; /* reported */
+    if (!buf || n == 0 || n % TLS_TICKET_KEY_BYTES) {
         AT(d, tc->ticket_keys_pos,
            "tls.ticket_keys: %s holds %zu%s bytes: it must hold 1 to 64 keys of %d bytes each "
            "(e.g. made with: openssl rand %d)",
@@ -220,15 +247,18 @@ static bool load_ticket_keys(struct tls_srv *t, const struct tls_conf *tc, struc
     } else {
         t->nkeys = n / TLS_TICKET_KEY_BYTES;
         t->keys = calloc(t->nkeys, sizeof(*t->keys));
-        if (!t->keys) return false;
+        if (!t->keys) {
+            file_free(buf, n);
+            return false;
+        }
         for (size_t i = 0; i < t->nkeys; i++) {
-            const unsigned char *r = buf + i * TLS_TICKET_KEY_BYTES;
+            const unsigned char *r = (const unsigned char *)buf + i * TLS_TICKET_KEY_BYTES;
             memcpy(t->keys[i].name, r, 16);
             memcpy(t->keys[i].hmac, r + 16, 32);
             memcpy(t->keys[i].aes, r + 48, 32);
         }
     }
-    OPENSSL_cleanse(buf, sizeof(buf));
+    file_free(buf, n);
     return true;
 }
 

@@ -114,10 +114,8 @@ static void load_webhook(struct cfg_ctx *x, const struct yt_node *n, struct even
     if ((v = yt_get(n, "tls_verify")))
         cfg_get_bool(x, v, "events.webhook.tls_verify", &e->webhook_tls_verify);
     if ((v = yt_get(n, "ca_file")) &&
-        cfg_get_str(x, v, "events.webhook.ca_file", &e->webhook_ca_file) &&
-        access(e->webhook_ca_file, R_OK) != 0)
-        CFG_ERR(x, v, "events.webhook.ca_file: cannot read '%s': %s", e->webhook_ca_file,
-                strerror(errno));
+        cfg_get_str(x, v, "events.webhook.ca_file", &e->webhook_ca_file))
+        cfg_file_readable(x, v, "events.webhook.ca_file", e->webhook_ca_file);
 }
 
 void events_config_load(struct cfg_ctx *x, const struct yt_node *n)

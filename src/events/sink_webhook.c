@@ -38,6 +38,7 @@
 #include "control/config.h"
 #include "events/events_config.h"
 #include "events/events.h"
+#include "lib/file.h"
 #include "lib/log.h"
 
 #define WEBHOOK_MAX_ANSWER_BODY  (1024 * 1024) /* a receiver's answer body is read and dropped */
@@ -232,12 +233,14 @@ static SSL_CTX *ssl_ctx_for(struct sink_webhook *s, const char *ca_file)
         return NULL;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    int ok = ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
+    /* the file is read without ever blocking the loop (lib/file.h) */
+    char why[256] = "";
+    int ok = ca_file ? file_load_verify(ctx, ca_file, why, sizeof(why))
                      : SSL_CTX_set_default_verify_paths(ctx);
     ERR_clear_error();
     if (!ok) {
-        snprintf(s->why, sizeof(s->why), "TLS: cannot load CA certificates%s%s",
-                 ca_file ? " from " : "", ca_file ? ca_file : "");
+        snprintf(s->why, sizeof(s->why), "TLS: cannot load CA certificates%s%s%s%s",
+                 ca_file ? " from " : "", ca_file ? ca_file : "", why[0] ? ": " : "", why);
         SSL_CTX_free(ctx);
         return NULL;
     }

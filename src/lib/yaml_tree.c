@@ -20,9 +20,68 @@ struct key_slot {
     const struct yt_node *map, *key; /* map NULL: empty slot */
 };
 
+/* Line and column as a text editor shows them. libyaml also ends a line
+ * at U+0085, U+2028 and U+2029 (YAML 1.1 line breaks), even inside a
+ * quoted string, so its mark.line is one too many per such character and
+ * its column restarts there; an editor ends a line only at LF, CRLF or a
+ * lone CR. A mark's index counts characters (not bytes; CR and LF one
+ * each; a leading byte order mark not at all), so the position is counted
+ * again from the text: a cursor goes forward as marks come (in document
+ * order), and back to the start only for an earlier one (an error's
+ * context). UTF-16 input (libyaml decodes it after a BOM) keeps libyaml's
+ * own marks. */
+struct pos_map {
+    const unsigned char *buf;
+    size_t len, start; /* start: after a UTF-8 byte order mark */
+    bool utf8;
+    size_t byte, chr; /* the cursor: a byte offset and its character index */
+    size_t line, col; /* 0-based, at the cursor */
+};
+
+static void pos_init(struct pos_map *pm, const char *buf, size_t len)
+{
+    const unsigned char *u = (const unsigned char *)buf;
+    *pm = (struct pos_map){.buf = u, .len = len, .utf8 = true};
+    if (len >= 2 && ((u[0] == 0xfe && u[1] == 0xff) || (u[0] == 0xff && u[1] == 0xfe)))
+        pm->utf8 = false;
+    else if (len >= 3 && u[0] == 0xef && u[1] == 0xbb && u[2] == 0xbf)
+        pm->start = 3;
+    pm->byte = pm->start;
+}
+
+/* The 1-based line and column of mark m. */
+static void pos_of(struct pos_map *pm, const yaml_mark_t *m, unsigned *line, unsigned *col)
+{
+    if (!pm->utf8) {
+        *line = (unsigned)m->line + 1;
+        *col = (unsigned)m->column + 1;
+        return;
+    }
+    if (m->index < pm->chr) { /* back to the start */
+        pm->byte = pm->start;
+        pm->chr = pm->line = pm->col = 0;
+    }
+    const unsigned char *u = pm->buf;
+    while (pm->chr < m->index && pm->byte < pm->len) {
+        unsigned char c = u[pm->byte];
+        size_t n = c < 0x80 ? 1 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+        if (c == '\n' || (c == '\r' && (pm->byte + 1 >= pm->len || u[pm->byte + 1] != '\n'))) {
+            pm->line++;
+            pm->col = 0;
+        } else {
+            pm->col++; /* a CR before LF, too: libyaml counts it as a character */
+        }
+        pm->byte += n > pm->len - pm->byte ? pm->len - pm->byte : n;
+        pm->chr++;
+    }
+    *line = (unsigned)pm->line + 1;
+    *col = (unsigned)pm->col + 1;
+}
+
 struct builder {
     struct yt_doc *doc;
     struct diag *d;
+    struct pos_map *pm;
     struct yt_node *stack[YT_MAX_DEPTH + 1];
     char *stack_anchor[YT_MAX_DEPTH + 1];
     int depth;
@@ -59,16 +118,18 @@ static bool grow(void **p, size_t *cap, size_t need, size_t elem)
 static struct yt_node *node_new(struct builder *b, enum yt_kind kind, const yaml_mark_t *m)
 {
     struct yt_doc *doc = b->doc;
+    unsigned line, col;
+    pos_of(b->pm, m, &line, &col);
     if (doc->nall >= YT_MAX_NODES) {
-        diag_add(b->d, m->line + 1, m->column + 1, "document has more than %d nodes", YT_MAX_NODES);
+        diag_add(b->d, line, col, "document has more than %d nodes", YT_MAX_NODES);
         return NULL;
     }
     if (!grow((void **)&doc->all, &doc->capall, doc->nall + 1, sizeof(*doc->all))) return NULL;
     struct yt_node *n = calloc(1, sizeof(*n));
     if (!n) return NULL;
     n->kind = kind;
-    n->line = (unsigned)m->line + 1;
-    n->col = (unsigned)m->column + 1;
+    n->line = line;
+    n->col = col;
     doc->all[doc->nall++] = n;
     return n;
 }
@@ -162,7 +223,9 @@ static bool alias_adds(struct builder *b, const struct yt_node *n, const yaml_ma
     b->alias_nodes += n->xnodes;
     b->alias_bytes += n->xbytes;
     if (b->alias_nodes <= YT_MAX_ALIAS_NODES && b->alias_bytes <= YT_MAX_ALIAS_BYTES) return true;
-    diag_add(b->d, m->line + 1, m->column + 1,
+    unsigned line, col;
+    pos_of(b->pm, m, &line, &col);
+    diag_add(b->d, line, col,
              "aliases add more than %u nodes or %u bytes of text to the document: "
              "alias less, or write the parts out",
              (unsigned)YT_MAX_ALIAS_NODES, (unsigned)YT_MAX_ALIAS_BYTES);
@@ -235,8 +298,9 @@ static bool on_event(struct builder *b, yaml_event_t *ev)
     case YAML_SEQUENCE_START_EVENT:
     case YAML_MAPPING_START_EVENT:
         if (b->depth >= YT_MAX_DEPTH) {
-            diag_add(b->d, ev->start_mark.line + 1, ev->start_mark.column + 1,
-                     "nesting deeper than %d levels", YT_MAX_DEPTH);
+            unsigned line, col;
+            pos_of(b->pm, &ev->start_mark, &line, &col);
+            diag_add(b->d, line, col, "nesting deeper than %d levels", YT_MAX_DEPTH);
             return false;
         }
         n = node_new(b, ev->type == YAML_SEQUENCE_START_EVENT ? YT_SEQ : YT_MAP, &ev->start_mark);
@@ -261,15 +325,17 @@ static bool on_event(struct builder *b, yaml_event_t *ev)
     case YAML_ALIAS_EVENT:
         n = anchor_find(b, (const char *)ev->data.alias.anchor);
         if (!n) {
-            diag_add(b->d, ev->start_mark.line + 1, ev->start_mark.column + 1,
-                     "unknown alias '*%s'", ev->data.alias.anchor);
+            unsigned line, col;
+            pos_of(b->pm, &ev->start_mark, &line, &col);
+            diag_add(b->d, line, col, "unknown alias '*%s'", ev->data.alias.anchor);
             return false;
         }
         return alias_adds(b, n, &ev->start_mark) && attach(b, n);
     case YAML_DOCUMENT_START_EVENT:
         if (b->doc->root) {
-            diag_add(b->d, ev->start_mark.line + 1, ev->start_mark.column + 1,
-                     "only one YAML document is allowed");
+            unsigned line, col;
+            pos_of(b->pm, &ev->start_mark, &line, &col);
+            diag_add(b->d, line, col, "only one YAML document is allowed");
             return false;
         }
         return true;
@@ -299,7 +365,9 @@ static yaml_mark_t offset_mark(const char *buf, size_t len, size_t off)
 bool yt_parse(struct yt_doc *doc, const char *buf, size_t len, struct diag *d)
 {
     memset(doc, 0, sizeof(*doc));
-    struct builder b = {.doc = doc, .d = d};
+    struct pos_map pm;
+    pos_init(&pm, buf, len);
+    struct builder b = {.doc = doc, .d = d, .pm = &pm};
     yaml_parser_t p;
     if (!yaml_parser_initialize(&p)) {
         diag_add(d, 0, 0, "out of memory");
@@ -311,10 +379,16 @@ bool yt_parse(struct yt_doc *doc, const char *buf, size_t len, struct diag *d)
         yaml_event_t ev;
         if (!yaml_parser_parse(&p, &ev)) {
             yaml_mark_t pos = p.problem ? p.problem_mark : p.context_mark;
-            /* the reader (encoding errors) sets an offset, not a mark */
-            if (p.error == YAML_READER_ERROR) pos = offset_mark(buf, len, p.problem_offset);
-            diag_add(d, (unsigned)pos.line + 1, (unsigned)pos.column + 1,
-                     "YAML syntax error: %s%s%s", p.problem ? p.problem : "unknown",
+            unsigned line, col;
+            /* the reader (encoding errors) sets a byte offset, not a mark */
+            if (p.error == YAML_READER_ERROR) {
+                pos = offset_mark(buf, len, p.problem_offset);
+                line = (unsigned)pos.line + 1;
+                col = (unsigned)pos.column + 1;
+            } else {
+                pos_of(&pm, &pos, &line, &col);
+            }
+            diag_add(d, line, col, "YAML syntax error: %s%s%s", p.problem ? p.problem : "unknown",
                      p.context ? " " : "", p.context ? p.context : "");
             ok = false;
             break;

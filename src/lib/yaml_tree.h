@@ -1,7 +1,9 @@
 /* A small positioned tree over libyaml events. libyaml itself neither
  * detects duplicate keys nor limits nesting; this layer does both, and keeps
  * line:column (1-based) on every node so the config loader can point at the
- * exact place of a semantic error.
+ * exact place of a semantic error: the line and column a text editor shows
+ * (only LF, CRLF and a lone CR end a line; columns count characters), not
+ * libyaml's, which also breaks lines at U+0085, U+2028 and U+2029.
  *
  * An alias shares the anchored node instead of copying it, but whoever walks
  * the tree visits it once per alias: a few aliases of aliases make a small

@@ -125,6 +125,57 @@ $bad:6:1: 'log' is not allowed in an included file (it holds only 'pools' and 'm
 }
 t "an error in a drop-in: -t reports it at its own FILE:LINE:COL, a reload with it is rejected" t_error_in_dropin
 
+# check_t NAME CONF: detourd -t -c CONF, bounded: a -t that waits on a FIFO
+# is killed (status 124) instead of hanging the suite. Output in
+# $TEST_TMP/NAME.out and .err; LAST_RC its status.
+check_t() {
+    # shellcheck disable=SC2086 # DETOURD_WRAPPER is a command line on purpose
+    timeout "$(scale 10)" $DETOURD_WRAPPER "$DETOURD" -t -c "$2" </dev/null >"$TEST_TMP/$1.out" 2>"$TEST_TMP/$1.err"
+    LAST_RC=$?
+}
+
+FIFO=$DIR/conf.d/60-fifo.yaml MAIN_FIFO=$TEST_TMP/main.fifo
+# whatever the outcome, nothing of it is left for the next tests
+t_fifo() {
+    _t_fifo
+    local rc=$?
+    rm -f "$FIFO" "$MAIN_FIFO"
+    rmdir "$DIR/conf.d/70-dir.yaml" 2>/dev/null
+    return $rc
+}
+_t_fifo() {
+    local fifo=$FIFO main=$MAIN_FIFO
+    mkfifo "$fifo" "$main" || why "mkfifo failed" || return 1
+    # matched by the include pattern: an error at the pattern, naming it
+    check_t fifo "$CONF"
+    expect_eq "-t exit status (124: it waited on the FIFO)" "$LAST_RC" 1 || return 1
+    expect_eq "-t errors" "$(cat "$TEST_TMP/fifo.err")" \
+        "$CONF:4:11: include: $fifo is a FIFO, not a regular file" || return 1
+    # a reload with it is rejected, and the daemon goes on serving
+    reload_daemon "$PID" "$LOG" || why "no reload outcome" || return 1
+    expect_eq "reload" "$RELOAD_OK" 0 || return 1
+    grep -qF -- "$fifo is a FIFO, not a regular file" "$LOG" || why "not logged" || return 1
+    expect_eq "the previous config serves" "$(location new.test)" "http://n.test/x" || return 1
+    rm -f "$fifo"
+    # the main file itself
+    check_t main "$main"
+    expect_eq "-t of a FIFO: exit status" "$LAST_RC" 1 || return 1
+    expect_eq "-t of a FIFO: errors" "$(cat "$TEST_TMP/main.err")" \
+        "$main: is a FIFO, not a regular file" || return 1
+    # a directory matched by the pattern, and one given as the config
+    mkdir "$DIR/conf.d/70-dir.yaml"
+    check_t dir "$CONF"
+    rmdir "$DIR/conf.d/70-dir.yaml"
+    expect_eq "a directory matched: -t errors" "$(cat "$TEST_TMP/dir.err")" \
+        "$CONF:4:11: include: $DIR/conf.d/70-dir.yaml is a directory, not a regular file" || return 1
+    check_t dir "$DIR"
+    expect_eq "-t of a directory" "$LAST_RC:$(cat "$TEST_TMP/dir.err")" \
+        "1:$DIR: is a directory, not a regular file" || return 1
+    reload_daemon "$PID" "$LOG" || why "no reload outcome" || return 1
+    expect_eq "reload once removed" "$RELOAD_OK" 1
+}
+t "a FIFO or a directory as an included file or as the config: -t names it at once, a reload is rejected" t_fifo
+
 t_replace() {
     # a candidate for a drop-in that does not exist yet, then for one that does
     local live=$DIR/conf.d/50-etcd.yaml cand=$DIR/conf.d/.50-etcd.yaml.new

@@ -3,7 +3,9 @@
 # that goes down is written to it (after the change and at shutdown); a
 # daemon restarted during the outage starts with that region down, so its
 # very first request already goes to the other region; a corrupt, a
-# truncated or a stale file is a warning and a normal start.
+# truncated or a stale file is a warning and a normal start; a state_file
+# naming a device or a FIFO is a config error, and a file replaced by a
+# FIFO while the daemon runs is never renamed over.
 #
 # How "before any check could have run" is made certain: region a's check
 # target is, after the first daemon, a port that accepts connections and
@@ -158,6 +160,63 @@ t_missing() {
     t_bad_file missing 'warn.*state file .*: No such file or directory'
 }
 t "a missing state file is a warning and a normal start" t_missing
+
+# state_file naming a device or a FIFO: a config error at the key (-t
+# answers at once), and /dev/null stays what it is
+t_config_not_regular() {
+    local fifo=$SDIR/state.fifo p c rc
+    mkfifo "$fifo" || why "mkfifo failed" || return 1
+    for p in /dev/null "$fifo"; do
+        c=$(write_config not-regular.yaml <<EOF
+listen: ["127.0.0.1:$L"]
+state_file: "$p"
+pools:
+  - name: api
+    regions: [{name: b, url: "http://b.test", check: {type: none}}]
+EOF
+)
+        # shellcheck disable=SC2086 # DETOURD_WRAPPER is a command line on purpose
+        timeout "$(scale 10)" $DETOURD_WRAPPER "$DETOURD" -t -c "$c" </dev/null >"$TEST_TMP/nr.out" 2>"$TEST_TMP/nr.err"
+        rc=$?
+        case $p in
+        /dev/null) want="is a character device, not a regular file" ;;
+        *) want="is a FIFO, not a regular file" ;;
+        esac
+        expect_eq "-t with state_file: $p" "$rc:$(cat "$TEST_TMP/nr.err")" \
+            "1:$c:2:13: state_file: '$p' $want" || return 1
+    done
+    [ -c /dev/null ] || why "/dev/null is no longer a character device" || return 1
+    [ -p "$fifo" ] || why "the FIFO was replaced" || return 1
+    rm -f "$fifo"
+}
+t "state_file: /dev/null or a FIFO is a config error at the key; /dev/null is untouched" t_config_not_regular
+
+# The file replaced by a FIFO while the daemon runs: the shutdown write
+# leaves it alone and says so as an error; the daemon still stops cleanly
+t_write_not_regular() {
+    local st=$SDIR/w.json c log pid
+    c=$(write_config write-fifo.yaml <<EOF
+listen: ["127.0.0.1:$L"]
+state_file: "$st"
+pools:
+  - name: api
+    regions: [{name: b, url: "http://b.test", check: {type: none}}]
+EOF
+)
+    start_detourd wfifo "$c" "$L" || why "the daemon did not start" || return 1
+    pid=$LAST_PID
+    log=$(daemon_log wfifo)
+    rm -f "$st"
+    mkfifo "$st" || why "mkfifo failed" || return 1
+    stop_pid "$pid" || why "the daemon did not stop" || return 1
+    expect_eq "exit status" "$LAST_RC" 0 || return 1
+    [ -p "$st" ] || why "the FIFO was renamed over: $(ls -l "$st")" || return 1
+    [ ! -e "$st.tmp" ] || why "a temporary file was left" || return 1
+    expect_eq "logged as an error" \
+        "$(log_count "$log" "error.*state file $st is a FIFO, not a regular file: nothing written")" 1
+    rm -f "$st"
+}
+t "a state file replaced by a FIFO is never renamed over: an error, nothing written" t_write_not_regular
 
 t_no_sanitizer_reports_t() { t_no_sanitizer_reports; }
 t "no sanitizer reports" t_no_sanitizer_reports_t

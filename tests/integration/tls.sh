@@ -436,6 +436,41 @@ t_check_errors() {
 }
 t "-t reports every bad TLS setting at its FILE:LINE:COL in one run, exit 1" t_check_errors
 
+# at_line FILE LINE NEEDLE: "LINE:COL" of NEEDLE on line LINE of FILE
+at_line() { awk -v l="$2" -v s="$3" 'NR == l { print NR ":" index($0, s); exit }' "$1"; }
+
+# A FIFO or a device where a certificate, a key or ticket keys belong: -t
+# names each at once (never waits for a writer, never reads a device) and
+# fails.
+t_check_not_regular() {
+    local fifo=$TEST_TMP/tls.fifo c rc
+    mkfifo "$fifo" || why "mkfifo failed" || return 1
+    c=$(write_config fifo.yaml <<EOF
+listen:
+  - address: "127.0.0.1:$P_T"
+    tls:
+      certificates:
+        - {cert: "$fifo", key: "$PKI/ec.key"}
+        - {cert: "$PKI/ec.pem", key: "$fifo"}
+        - {cert: "/dev/zero", key: "$PKI/ec.key"}
+      ticket_keys: "$fifo"
+$POOLS
+EOF
+)
+    # shellcheck disable=SC2086 # DETOURD_WRAPPER is a command line on purpose
+    timeout "$(scale 10)" $DETOURD_WRAPPER "$DETOURD" -t -c "$c" </dev/null >"$TEST_TMP/nr.out" 2>"$TEST_TMP/nr.err"
+    rc=$?
+    rm -f "$fifo"
+    expect_eq "exit status (124: it waited on the FIFO)" "$rc" 1 || return 1
+    local want
+    want="$c:$(at_line "$c" 5 "\"$fifo"): tls.certificates[0]: $fifo is a FIFO, not a regular file
+$c:$(at_line "$c" 6 "\"$fifo"): tls.certificates[1]: $fifo is a FIFO, not a regular file
+$c:$(at_line "$c" 7 '"/dev/zero'): tls.certificates[2]: /dev/zero is a character device, not a regular file
+$c:$(at_line "$c" 8 "\"$fifo"): tls.ticket_keys: $fifo is a FIFO, not a regular file"
+    expect_eq "-t errors" "$(cat "$TEST_TMP/nr.err")" "$want"
+}
+t "a FIFO or a device as a certificate, key or ticket_keys: -t names it at once, exit 1" t_check_not_regular
+
 # ============================================================ start ====
 
 start_detourd main "$C_MAIN" "$P_T" || { echo "Bail out! detourd did not start with TLS listeners"; exit 1; }

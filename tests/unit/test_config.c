@@ -1171,6 +1171,55 @@ START_TEST(test_encoding_error_position)
 }
 END_TEST
 
+/* Positions are those a text editor shows: only LF, CRLF and a lone CR
+ * end a line. libyaml also breaks lines at U+0085, U+2028 and U+2029 (YAML
+ * 1.1), even inside a quoted string, which put every later error one line
+ * too far per such character; columns count characters. */
+START_TEST(test_unicode_line_breaks_position)
+{
+    static const char *const breaks[] = {"\xc2\x85", "\xe2\x80\xa8", "\xe2\x80\xa9"};
+    static const char *const quotes[] = {"\"", "'"};
+    for (int b = 0; b < 3; b++) {
+        for (int q = 0; q < 2; q++) {
+            char yaml[1024], name[64];
+            /* the error on a later line */
+            snprintf(yaml, sizeof(yaml),
+                     LISTEN "pools:\n  - name: api\n    regions:\n      - name: eu\n"
+                            "        url: \"https://eu.example.com\"\n"
+                            "        reason: %sa%sb %sc%s\n"
+                            "        weight: many\n",
+                     quotes[q], breaks[b], breaks[b], quotes[q]);
+            snprintf(name, sizeof(name), "break %d quote %d: later line", b, q);
+            expect_error_named(name, yaml, 8, 17, "weight: 'many' is not a whole number");
+            /* on the same line: the column counts characters */
+            snprintf(yaml, sizeof(yaml),
+                     LISTEN "pools:\n  - name: api\n    regions:\n"
+                            "      - {name: eu, url: \"https://eu.example.com\", "
+                            "reason: %s\xc3\xa9%s%s, weight: many}\n",
+                     quotes[q], breaks[b], quotes[q]);
+            snprintf(name, sizeof(name), "break %d quote %d: same line", b, q);
+            expect_error_named(name, yaml, 5, 73, "weight: 'many' is not a whole number");
+            /* a YAML syntax error after it, and CRLF line ends */
+            snprintf(yaml, sizeof(yaml),
+                     "listen: [\"127.0.0.1:8080\"]\r\nx: %s%s%s\r\npools: [\r\n", quotes[q],
+                     breaks[b], quotes[q]);
+            snprintf(name, sizeof(name), "break %d quote %d: syntax error", b, q);
+            expect_error_named(name, yaml, 4, 1, "YAML syntax error");
+        }
+    }
+    /* a byte order mark is not a character of the first line */
+    expect_error("\xef\xbb\xbf" LISTEN "workers: x\npools:\n  - name: api\n" REGION, 2, 10,
+                 "workers: 'x' is not a whole number");
+    expect_error("\xef\xbb\xbf"
+                 "workers: x\n" LISTEN "pools:\n  - name: api\n" REGION,
+                 1, 10, "workers: 'x' is not a whole number");
+    /* a duplicate key's "first at line N" too */
+    expect_error(LISTEN "state_file: \"/nonexistent/a\xe2\x80\xa8\"\nstate_file: ~\npools:\n"
+                        "  - name: api\n" REGION,
+                 3, 1, "duplicate key 'state_file' (first at line 2)");
+}
+END_TEST
+
 START_TEST(test_nul_in_key)
 {
     /* "\0" in a quoted key: compared with its length, it matches nothing */
@@ -1622,6 +1671,69 @@ START_TEST(test_include_limit)
 }
 END_TEST
 
+/* The limit is over every pattern: a later pattern that goes over it is
+ * an error at that pattern, never a file silently left out. */
+START_TEST(test_include_limit_over_patterns)
+{
+    inc_setup();
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s/many", inc_dir);
+    ck_assert_int_eq(mkdir(dir, 0700), 0);
+    snprintf(dir, sizeof(dir), "%s/conf.d", inc_dir);
+    ck_assert_int_eq(mkdir(dir, 0700), 0);
+    for (int i = 0; i < CONFIG_MAX_INCLUDES; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "many/%04d.yaml", i);
+        inc_write(name, "pools: []\n");
+    }
+    inc_write("main.yaml", LISTEN "include: [\"many/*.yaml\", \"none/*.yaml\"]\npools:\n" INC_POOL(
+                               "web", "w.example", "eu"));
+    struct diag d;
+    char path[PATH_MAX];
+    /* exactly the limit, the next pattern matching nothing: fine */
+    struct config *c = inc_load(&d, path, sizeof(path));
+    ck_assert_msg(c != NULL, "%s", dump(&d));
+    diag_free(&d);
+    config_unref(c);
+    /* one more file from a later pattern, with an error of its own */
+    inc_write("conf.d/zz.yaml", "pools:\n  - name: zz\n    regions: []\n");
+    inc_write("main.yaml",
+              LISTEN "include: [\"many/*.yaml\", \"conf.d/zz.yaml\"]\npools:\n" INC_POOL(
+                  "web", "w.example", "eu"));
+    c = inc_load(&d, path, sizeof(path));
+    ck_assert_msg(c == NULL, "accepted with %d files", CONFIG_MAX_INCLUDES + 1);
+    ck_assert_msg(d.n == 1 && has_err_in(&d, "main.yaml", 2, 26, "more than 1000 files"), "%s",
+                  dump(&d));
+    diag_free(&d);
+    inc_cleanup();
+}
+END_TEST
+
+/* A check's ca_file must be a regular file: a FIFO (never opened, so
+ * nothing waits for a writer), a device or a directory is an error at the
+ * key, naming it. */
+START_TEST(test_ca_file_not_regular)
+{
+    char dir[] = "/tmp/detourd-ca-XXXXXX", fifo[64], yaml[512];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(fifo, sizeof(fifo), "%s/ca.fifo", dir);
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    snprintf(yaml, sizeof(yaml), LISTEN "checks: {ca_file: %s}\npools:\n  - name: api\n" REGION,
+             fifo);
+    char want[128];
+    snprintf(want, sizeof(want), "ca_file: '%s' is a FIFO, not a regular file", fifo);
+    expect_error_named("fifo", yaml, 2, 19, want);
+    expect_error_named("device",
+                       LISTEN "checks: {ca_file: /dev/null}\npools:\n  - name: api\n" REGION, 2, 19,
+                       "ca_file: '/dev/null' is a character device, not a regular file");
+    expect_error_named("directory",
+                       LISTEN "checks: {ca_file: /tmp}\npools:\n  - name: api\n" REGION, 2, 19,
+                       "ca_file: '/tmp' is a directory, not a regular file");
+    unlink(fifo);
+    rmdir(dir);
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("config");
@@ -1635,9 +1747,11 @@ Suite *make_suite(void)
     tcase_add_test(te, test_too_many_regions);
     tcase_add_test(te, test_nul_in_file);
     tcase_add_test(te, test_encoding_error_position);
+    tcase_add_test(te, test_unicode_line_breaks_position);
     tcase_add_test(te, test_nul_in_key);
     tcase_add_test(te, test_alias_amplification);
     tcase_add_test(te, test_error_flood_is_capped);
+    tcase_add_test(te, test_ca_file_not_regular);
     suite_add_tcase(s, te);
 
     TCase *tc = tcase_create("load");
@@ -1654,6 +1768,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_include_load);
     tcase_add_test(tc, test_include_errors);
     tcase_add_test(tc, test_include_limit);
+    tcase_add_test(tc, test_include_limit_over_patterns);
     suite_add_tcase(s, tc);
     return s;
 }

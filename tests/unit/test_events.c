@@ -364,6 +364,10 @@ START_TEST(test_config_events_errors)
     expect_error("events: {webhook: {url: \"http://x\", retries: 101}}\n", "out of range");
     expect_error("events: {webhook: {url: \"http://x\", ca_file: /nonexistent.pem}}\n",
                  "cannot read");
+    expect_error("events: {webhook: {url: \"http://x\", ca_file: /dev/null}}\n",
+                 "events.webhook.ca_file: '/dev/null' is a character device, not a regular file");
+    expect_error("events: {webhook: {url: \"http://x\", ca_file: /tmp}}\n",
+                 "events.webhook.ca_file: '/tmp' is a directory, not a regular file");
     expect_error("events: {sms: {}}\n", "sms");
     expect_error("events: [exec]\n", "events");
 }

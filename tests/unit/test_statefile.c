@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "control/config.h"
@@ -279,19 +280,113 @@ START_TEST(files)
     ck_assert_msg(strstr(err, "No such file"), "%s", err);
     struct statefile_region rs[] = {R("api", "eu", 7, false, T0)};
     struct statefile in = {T0, rs, 1};
-    ck_assert_msg(statefile_write(path, &in, err, sizeof(err)), "%s", err);
+    ck_assert_msg(statefile_write(path, &in, NULL, err, sizeof(err)), "%s", err);
     ck_assert_int_ne(access(tmp, F_OK), 0);
     rs[0].up = true;
-    ck_assert_msg(statefile_write(path, &in, err, sizeof(err)), "%s", err); /* replaces it */
+    ck_assert_msg(statefile_write(path, &in, NULL, err, sizeof(err)), "%s", err); /* replaces it */
     ck_assert_msg(statefile_read(path, &st, err, sizeof(err)), "%s", err);
     ck_assert(st.n == 1 && st.regions[0].up && st.regions[0].check_hash == 7);
     statefile_clear(&st);
     ck_assert(!statefile_read(dir, &st, err, sizeof(err)));
     char bad[300];
     snprintf(bad, sizeof(bad), "%s/no/such/dir/state.json", dir);
-    ck_assert(!statefile_write(bad, &in, err, sizeof(err)));
+    ck_assert(!statefile_write(bad, &in, NULL, err, sizeof(err)));
     ck_assert_msg(strstr(err, "No such file"), "%s", err);
     unlink(path);
+    rmdir(dir);
+}
+END_TEST
+
+/* Nothing but a regular file is ever renamed over: a FIFO, a directory,
+ * or a device behind a name is left alone (and said to be), a symlink is
+ * replaced itself (never what it points to). */
+START_TEST(write_not_regular)
+{
+    const char *base = getenv("TMPDIR");
+    char dir[200], path[256], tmp[300], err[512];
+    snprintf(dir, sizeof(dir), "%s/detourd-statefile-XXXXXX", base && *base ? base : "/tmp");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/state.json", dir);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    struct statefile_region rs[] = {R("api", "eu", 7, false, T0)};
+    struct statefile in = {T0, rs, 1};
+    struct stat sb;
+    bool refused;
+    /* a FIFO, then a directory, where the file was */
+    ck_assert_int_eq(mkfifo(path, 0600), 0);
+    ck_assert(!statefile_write(path, &in, &refused, err, sizeof(err)));
+    ck_assert(refused);
+    ck_assert_str_eq(err, "is a FIFO, not a regular file");
+    ck_assert(stat(path, &sb) == 0 && S_ISFIFO(sb.st_mode));
+    ck_assert_int_ne(access(tmp, F_OK), 0); /* no temporary file left */
+    ck_assert_int_eq(unlink(path), 0);
+    ck_assert_int_eq(mkdir(path, 0700), 0);
+    ck_assert(!statefile_write(path, &in, &refused, err, sizeof(err)));
+    ck_assert(refused);
+    ck_assert_str_eq(err, "is a directory, not a regular file");
+    ck_assert_int_eq(rmdir(path), 0);
+    /* a FIFO at the temporary name: never waited on, never removed */
+    ck_assert_int_eq(mkfifo(tmp, 0600), 0);
+    ck_assert(!statefile_write(path, &in, &refused, err, sizeof(err)));
+    ck_assert(!refused);
+    ck_assert(stat(tmp, &sb) == 0 && S_ISFIFO(sb.st_mode));
+    ck_assert_int_eq(unlink(tmp), 0);
+    /* a symlink to a device: the link is replaced, the device untouched */
+    ck_assert_int_eq(symlink("/dev/null", path), 0);
+    ck_assert_msg(statefile_write(path, &in, &refused, err, sizeof(err)), "%s", err);
+    ck_assert(lstat(path, &sb) == 0 && S_ISREG(sb.st_mode));
+    ck_assert(stat("/dev/null", &sb) == 0 && S_ISCHR(sb.st_mode));
+    ck_assert_int_eq(unlink(path), 0);
+    ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
+/* state_file may name nothing yet or a regular file; a device, a FIFO or
+ * a directory is a config error at the key, naming what it is. */
+START_TEST(config_not_regular)
+{
+    const char *base = getenv("TMPDIR");
+    char dir[200], fifo[256], link[256], yaml[1024];
+    snprintf(dir, sizeof(dir), "%s/detourd-statefile-XXXXXX", base && *base ? base : "/tmp");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(fifo, sizeof(fifo), "%s/state.fifo", dir);
+    snprintf(link, sizeof(link), "%s/state.link", dir);
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    ck_assert_int_eq(symlink("/dev/null", link), 0);
+    const struct {
+        const char *path, *why; /* why NULL: accepted */
+    } cases[] = {
+        {"/dev/null", "is a character device, not a regular file"},
+        {fifo, "is a FIFO, not a regular file"},
+        {dir, "is a directory, not a regular file"},
+        {link, "is a character device, not a regular file"},
+        {"/nonexistent-dir/state.json", NULL}, /* a warning at the first write */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(yaml, sizeof(yaml),
+                 "listen: [\"127.0.0.1:8080\"]\nstate_file: \"%s\"\n"
+                 "pools:\n  - name: p\n    regions: [{name: a, url: \"http://a.test\"}]\n",
+                 cases[i].path);
+        struct diag d;
+        diag_init(&d, "t.yaml");
+        struct config *c = config_parse("t.yaml", yaml, strlen(yaml), &d);
+        if (!cases[i].why) {
+            ck_assert_msg(c != NULL, "%s rejected", cases[i].path);
+            config_free(c);
+        } else {
+            char want[512], got[1024] = "";
+            snprintf(want, sizeof(want), "t.yaml:2:13: state_file: '%s' %s", cases[i].path,
+                     cases[i].why);
+            if (d.n) diag_format(&d, 0, got, sizeof(got));
+            ck_assert_msg(c == NULL && d.n == 1 && strcmp(got, want) == 0, "%s: got '%s'",
+                          cases[i].path, got);
+        }
+        diag_free(&d);
+    }
+    struct stat sb;
+    ck_assert(stat("/dev/null", &sb) == 0 && S_ISCHR(sb.st_mode));
+    unlink(fifo);
+    unlink(link);
     rmdir(dir);
 }
 END_TEST
@@ -363,6 +458,8 @@ Suite *make_suite(void)
     tcase_add_test(tc, old);
     tcase_add_test(tc, files);
     tcase_add_test(tc, check_hash);
+    tcase_add_test(tc, write_not_regular);
+    tcase_add_test(tc, config_not_regular);
     suite_add_tcase(s, tc);
     return s;
 }
