@@ -130,16 +130,18 @@ static void parse_error(const json_error_t *je, char *err, size_t errlen)
 /* The depth of v (a scalar is 0); stops counting past limit. */
 static unsigned depth(json_t *v, unsigned limit)
 {
-    unsigned d = 0, sub;
     if (limit == 0) return 1;
+    unsigned d = 0;
+    size_t n = json_is_array(v) ? json_array_size(v) : 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned sub = depth(json_array_get(v, i), limit - 1) + 1;
+        if (sub > d) d = sub;
+    }
     if (json_is_object(v)) {
-        const char *k;
-        json_t *x;
-        json_object_foreach(v, k, x) if ((sub = depth(x, limit - 1) + 1) > d) d = sub;
-    } else if (json_is_array(v)) {
-        size_t i;
-        json_t *x;
-        json_array_foreach(v, i, x) if ((sub = depth(x, limit - 1) + 1) > d) d = sub;
+        for (void *it = json_object_iter(v); it; it = json_object_iter_next(v, it)) {
+            unsigned sub = depth(json_object_iter_value(it), limit - 1) + 1;
+            if (sub > d) d = sub;
+        }
     }
     return d;
 }
