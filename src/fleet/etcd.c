@@ -27,8 +27,8 @@
 #define ETCD_BACKOFF_MAX_MS   30000
 #define ETCD_MAX_ANSWER       (256u << 20) /* a full read of a large fleet */
 #define ETCD_MAX_HEADERS      (64u * 1024)
-#define ETCD_WATCH_IDLE_S     (24 * 3600) /* the stream idles; the lease keepalive finds a dead peer \
-                                           */
+/* the watch stream may idle for long: the lease keepalive finds a dead peer */
+#define ETCD_WATCH_IDLE_S         (24 * 3600)
 #define ETCD_PASSWORD_MAX         4096
 #define ETCD_GRPC_UNAUTHENTICATED 16
 
@@ -40,6 +40,7 @@ struct ureq {
     const char *path;
     char *body;
     ureq_done done;
+    bool retried; /* sent again after renewing an expired token */
     struct ureq *next;
 };
 
@@ -99,6 +100,7 @@ static void session_fail(struct etcd *e, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static void session_next(struct etcd *e);
 static void send_next(struct etcd *e);
+static bool auth_request(struct etcd *e);
 
 /* ---- connections ---- */
 
@@ -273,7 +275,15 @@ static void answer_error(struct etcd *e, int status, const char *body, size_t le
             e->token = NULL;
         }
     } else {
-        snprintf(why, wlen, "HTTP %d", status);
+        /* not etcd's JSON (the gateway's own refusals are plain text): its
+         * first line, printable bytes only */
+        char text[160];
+        size_t n = 0;
+        for (size_t i = 0; i < len && body[i] != '\n' && n + 1 < sizeof(text); i++)
+            text[n++] =
+                (unsigned char)body[i] >= 0x20 && (unsigned char)body[i] < 0x7f ? body[i] : '?';
+        text[n] = '\0';
+        snprintf(why, wlen, "HTTP %d%s%s", status, n ? ": " : "", text);
     }
 }
 
@@ -294,6 +304,20 @@ static void on_ufinish(evutil_socket_t fd, short what, void *arg)
     } else if (e->ustatus > 0) {
         char why[300];
         answer_error(e, e->ustatus, body, len, why, sizeof(why));
+        if (e->state == ETCD_WATCHING && e->cfg->username && !e->token && !r->retried) {
+            /* the token expired (etcd's auth-token-ttl): authenticate again
+             * and send the request once more, the watch undisturbed */
+            log_debug("fleet: %s: %s; authenticating again", r->path, why);
+            r->retried = true;
+            r->next = e->uhead;
+            e->uhead = r;
+            if (!e->utail) e->utail = r;
+            if (auth_request(e)) {
+                send_next(e);
+                return;
+            }
+            return; /* the session ended and freed the queue, r with it */
+        }
         session_fail(e, "%s: %s", r->path, why);
     } else {
         char why[160];
@@ -607,12 +631,13 @@ static void on_auth(struct etcd *e, const char *body, size_t len)
     }
     free(e->token);
     e->token = token;
-    lease_step(e);
+    if (e->state == ETCD_AUTH) lease_step(e);
 }
 
-static void auth_step(struct etcd *e)
+/* Puts an authentication at the head of the queue (false: the session
+ * ended, with the reason). */
+static bool auth_request(struct etcd *e)
 {
-    e->state = ETCD_AUTH;
     struct file_error fe;
     size_t len = 0;
     char *pw = file_read(e->cfg->password_file, ETCD_PASSWORD_MAX, &len, &fe);
@@ -621,12 +646,29 @@ static void auth_step(struct etcd *e)
         session_fail(e, "%s%s%s", e->cfg->password_file, pw ? " " : file_sep(&fe),
                      pw ? "is too large" : file_why(&fe, why, sizeof(why)));
         if (pw) file_free(pw, len);
-        return;
+        return false;
     }
-    while (len && (pw[len - 1] == '\n' || pw[len - 1] == '\r')) pw[--len] = '\0';
+    size_t n = len;
+    while (n && (pw[n - 1] == '\n' || pw[n - 1] == '\r')) pw[--n] = '\0';
     char *body = etcd_req_auth(e->cfg->username, pw);
     file_free(pw, len);
-    send_req(e, "/v3/auth/authenticate", body, on_auth);
+    struct ureq *r = body ? calloc(1, sizeof(*r)) : NULL;
+    if (!r) {
+        free(body);
+        session_fail(e, "out of memory");
+        return false;
+    }
+    *r = (struct ureq){
+        .path = "/v3/auth/authenticate", .body = body, .done = on_auth, .next = e->uhead};
+    e->uhead = r;
+    if (!e->utail) e->utail = r;
+    return true;
+}
+
+static void auth_step(struct etcd *e)
+{
+    e->state = ETCD_AUTH;
+    if (auth_request(e)) send_next(e);
 }
 
 static void session_next(struct etcd *e)
