@@ -69,6 +69,7 @@ struct etcd {
     struct event *ufinish, *udeadline;
 
     struct evhttp_connection *wconn;
+    bool in_wchunk; /* in wconn's own callback: the session may not be torn down here */
     struct evbuffer *wbuf;
     char wwhy[512];
     struct event *wfinish, *wdeadline;
@@ -445,10 +446,21 @@ static void watch_message(struct etcd *e, const struct etcd_watch_msg *m)
     }
 }
 
+static void wchunk(struct etcd *e, struct evhttp_request *req);
+
 static void on_wchunk(struct evhttp_request *req, void *arg)
 {
     struct etcd *e = arg;
     if (!e->wconn || e->wwhy[0]) return;
+    /* the hooks run from here may write (etcd_put): whatever ends the
+     * session meanwhile is deferred to wfinish, outside libevent's stack */
+    e->in_wchunk = true;
+    wchunk(e, req);
+    e->in_wchunk = false;
+}
+
+static void wchunk(struct etcd *e, struct evhttp_request *req)
+{
     evbuffer_add_buffer(e->wbuf, evhttp_request_get_input_buffer(req));
     for (;;) {
         size_t len = evbuffer_get_length(e->wbuf), used = 0;
@@ -706,6 +718,10 @@ static void session_fail(struct etcd *e, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(why, sizeof(why), fmt, ap);
     va_end(ap);
+    if (e->in_wchunk) {
+        watch_end(e, why);
+        return;
+    }
     bool was_up = e->state == ETCD_WATCHING;
     bool token_gone = e->cfg->username && !e->token;
     unary_close(e);

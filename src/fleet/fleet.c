@@ -300,7 +300,7 @@ static void on_full_read(void *arg, const struct etcd_range *r)
     ch |= fleet_store_sweep(&f->store, r->revision);
     log_info("fleet: read %zu key%s under %s at revision %" PRId64 " (%zu rejected)", r->n,
              r->n == 1 ? "" : "s", f->fc->prefix, r->revision, fleet_store_rejected(&f->store));
-    after(f, ch | FLEET_CH_OPERATOR);
+    after(f, ch | FLEET_CH_OPERATOR | FLEET_CH_HEALTH);
 }
 
 static void on_events(void *arg, const struct etcd_watch_msg *m)
@@ -442,6 +442,7 @@ struct fleet *fleet_start(struct event_base *base, struct health_ctl *h, struct 
     event_add(f->tick, &tv);
     health_on_verdict(h, on_verdict, f);
     if (f->fc) client_start(f);
+    decide(f); /* the tallies /status shows: this instance's verdicts so far */
     return f;
 }
 
