@@ -12,8 +12,10 @@
 #    maintenance window; health consensus (one instance whose check of a
 #    region fails moves nothing until a quorum agrees); SIGKILL of an
 #    instance and its verdicts expiring with its lease; etcd stopped and
-#    restarted; a three-member cluster on loopback with the member in use
-#    killed mid-test (the watch goes on through another endpoint).
+#    restarted; a watch resumed from a compacted revision (everything read
+#    again); a three-member cluster on loopback with the member in use
+#    killed mid-test (the watch goes on through another endpoint); https
+#    with a client certificate, etcd users and an expiring token.
 #    Skipped where etcd or etcdctl is not installed (Debian: etcd-server,
 #    etcd-client; scripts/deps test installs them).
 # Shared ticket_keys (TLS resumption across instances) are tested in tls.sh:
@@ -134,6 +136,7 @@ ETCD_TESTS=(
     "consensus: one instance's failing check moves nothing; a quorum of failures moves every instance"
     "SIGKILL of an instance: its verdicts expire with its lease, members shrink"
     "etcd stopped: everything in force stays, fleet.connected false; back after a restart"
+    "a watch resumed from a compacted revision: everything is read again"
     "a three-member cluster: the member in use killed, the watch goes on through another"
     "https with a client certificate and etcd users: connects, follows, renews an expired token"
 )
@@ -486,6 +489,32 @@ t_etcd_down() {
 }
 t "${ETCD_TESTS[9]}" t_etcd_down
 
+_rev_now() { ectl get /detourd/ --prefix --limit 1 -w json | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["header"]["revision"])'; }
+t_compacted() {
+    # A frozen while etcd restarts and its history is compacted: on waking it
+    # finds its watch gone, resumes from a revision that no longer exists,
+    # and reads everything again
+    kill -STOP "${DPID[A]}" || return 1
+    stop_pid "$ETCD_PID" || { kill -CONT "${DPID[A]}"; why "etcd did not stop"; return 1; }
+    one_etcd existing || { kill -CONT "${DPID[A]}"; return 1; }
+    if ! { ectl put /detourd/drain/web/eu '{"reason": "while A slept"}' &&
+        ectl put /detourd/drain/web/us '{"reason": "while A slept"}' &&
+        ectl compact "$(_rev_now)"; } >/dev/null; then
+        kill -CONT "${DPID[A]}"
+        why "put or compact failed"
+        return 1
+    fi
+    kill -CONT "${DPID[A]}" || return 1
+    T0=$(now_ms)
+    all_redirect 30 web.test "http://ap.test/x" A B || return 1
+    wait_log "$(daemon_log A)" 'compacted: reading everything again' 5 ||
+        why "A: $(grep fleet "$(daemon_log A)" | tail -n 4)" || return 1
+    ectl del /detourd/drain/ --prefix >/dev/null || return 1
+    T0=$(now_ms)
+    all_redirect 10 web.test "http://eu.test/x" A B
+}
+t "${ETCD_TESTS[10]}" t_compacted
+
 _put_via() { EPS="http://127.0.0.1:$1" ectl put "$2" "$3" >/dev/null 2>&1; }
 t_cluster() {
     local init="m1=http://127.0.0.1:$P1,m2=http://127.0.0.1:$P2,m3=http://127.0.0.1:$P3" i used
@@ -514,7 +543,7 @@ t_cluster() {
     wait_until 10 status_is D 's["fleet"]["connected"]' True || why "D not connected" || return 1
     [ "$(status D 's["fleet"]["endpoint"]')" != "$used" ] || why "D still names $used"
 }
-t "${ETCD_TESTS[10]}" t_cluster
+t "${ETCD_TESTS[11]}" t_cluster
 
 # a CA, etcd's server certificate (127.0.0.1) and detourd's client
 # certificate (without a Common Name: etcd 3.4's gateway refuses one that has
@@ -605,7 +634,7 @@ EOF
         return 1
     expect_eq "sessions lost" "$(log_count "$(daemon_log E)" 'fleet: lost etcd')" 0
 }
-t "${ETCD_TESTS[11]}" t_tls_auth
+t "${ETCD_TESTS[12]}" t_tls_auth
 
 t "no sanitizer reports" t_no_sanitizer_reports
 done_testing
