@@ -129,6 +129,7 @@ ETCD_TESTS=(
     "etcd and three instances start; each is connected and sees the others as members"
     "a drain put into etcd: every instance redirects elsewhere, no reload (the time printed)"
     "/status names the drain's source and reason; -t --at says it cannot see etcd"
+    "a reload keeps the fleet's drain in force throughout: no answer goes to the drained region"
     "a drain overwritten with garbage stays in force: rejected, listed, counted, logged, sent"
     "each kind of bad value is rejected and moves nothing; fixed or deleted, it is no longer listed"
     "the drain deleted from etcd: traffic returns everywhere"
@@ -352,7 +353,54 @@ t_garbage() {
     grep -q '"kind":"fleet","to":"rejected".*"key":"/detourd/drain/web/eu"' "$TEST_TMP/sse" ||
         why "no fleet event: $(grep fleet "$TEST_TMP/sse")"
 }
-t "${ETCD_TESTS[3]}" t_garbage
+# WATCH_PY PORT HOST WANT STOPFILE: asks PORT for HOST back to back (one
+# kept-alive connection) until STOPFILE exists (at most 60 s); creates
+# STOPFILE.started after the first answer; prints the answers and how many
+# were not WANT
+read -r -d '' WATCH_PY <<'PYEOF'
+import os, socket, sys, time
+port, host, want, stop = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+s, n, bad, end = None, 0, 0, time.monotonic() + 60
+while not os.path.exists(stop) and time.monotonic() < end:
+    try:
+        if s is None:
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(b"GET /x HTTP/1.1\r\nHost: " + host.encode() + b"\r\n\r\n")
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            d = s.recv(4096)
+            if not d:
+                raise OSError("closed")
+            buf += d
+    except OSError:
+        s = None
+        continue
+    loc = [l[9:].strip() for l in buf.decode("latin-1").split("\r\n") if l.lower().startswith("location:")]
+    n += 1
+    bad += (loc[:1] != [want])
+    if n == 1:
+        open(stop + ".started", "w").close()
+print(n, bad)
+PYEOF
+t_reload_keeps() {
+    local stop=$TEST_TMP/watch.stop pid
+    rm -f "$stop" "$stop.started"
+    spawn watch "$PYTHON" -c "$WATCH_PY" "$LA" web.test "http://us.test/x" "$stop"
+    pid=$LAST_PID
+    wait_file "$stop.started" 20 "$pid" || why "the watcher got no answer" || return 1
+    reload_daemon "${DPID[A]}" "$(daemon_log A)" && [ "$RELOAD_OK" = 1 ] || why "A did not reload" || return 1
+    reload_daemon "${DPID[A]}" "$(daemon_log A)" && [ "$RELOAD_OK" = 1 ] || why "A did not reload" || return 1
+    : >"$stop"
+    wait_exit "$pid" 10 || why "the watcher did not stop" || return 1
+    local n bad
+    read -r n bad <"$TEST_TMP/watch.out"
+    [ "${n:-0}" -gt 0 ] || why "no answer during the reloads" || return 1
+    expect_eq "answers elsewhere than us during two reloads (of $n)" "$bad" 0 || return 1
+    expect_eq "source after the reloads" "$(status A 'r["web/eu"]["override_source"]')" "fleet:/detourd/drain/web/eu"
+}
+t "${ETCD_TESTS[3]}" t_reload_keeps
+
+t "${ETCD_TESTS[4]}" t_garbage
 
 t_bad_values() {
     local -A bad=(
@@ -396,7 +444,7 @@ t_bad_values() {
     wait_until 5 status_is B 'r["web/eu"]["override_reason"]' "CHG-77 extended" ||
         why "reason $(status B 'r["web/eu"]["override_reason"]')"
 }
-t "${ETCD_TESTS[4]}" t_bad_values
+t "${ETCD_TESTS[5]}" t_bad_values
 
 t_undrain() {
     T0=$(now_ms)
@@ -405,7 +453,7 @@ t_undrain() {
     diag "etcd delete -> traffic back on every instance: $ELAPSED ms"
     expect_eq "override_source" "$(status A 'r["web/eu"]["override_source"]')" "None"
 }
-t "${ETCD_TESTS[5]}" t_undrain
+t "${ETCD_TESTS[6]}" t_undrain
 
 t_window() {
     T0=$(now_ms)
@@ -419,7 +467,7 @@ t_window() {
     T0=$(now_ms)
     all_redirect 10 web.test "http://eu.test/x" A B C
 }
-t "${ETCD_TESTS[6]}" t_window
+t "${ETCD_TESTS[7]}" t_window
 
 t_consensus() {
     # A's check fails, B's and C's pass: x stays up everywhere, A included
@@ -442,7 +490,7 @@ t_consensus() {
     T0=$(now_ms)
     all_redirect 15 cons.test "http://x.test/x" A B C
 }
-t "${ETCD_TESTS[7]}" t_consensus
+t "${ETCD_TESTS[8]}" t_consensus
 
 health_keys_of() { ectl get --prefix --keys-only "/detourd/health/" | grep -c "/$1\$"; }
 _no_keys() { [ "$(health_keys_of "$1")" = 0 ]; }
@@ -458,7 +506,7 @@ t_sigkill() {
     # A and B: one up, one down, no majority: x stays up
     expect_eq "A votes" "$(status A '(r["cons/x"]["votes"]["up"], r["cons/x"]["votes"]["down"], r["cons/x"]["state"])')" "(1, 1, 'up')"
 }
-t "${ETCD_TESTS[8]}" t_sigkill
+t "${ETCD_TESTS[9]}" t_sigkill
 
 t_etcd_down() {
     local n
@@ -487,7 +535,7 @@ t_etcd_down() {
     ectl del /detourd/drain/web/eu >/dev/null || return 1
     all_redirect 10 web.test "http://eu.test/x" A B
 }
-t "${ETCD_TESTS[9]}" t_etcd_down
+t "${ETCD_TESTS[10]}" t_etcd_down
 
 _rev_now() { ectl get /detourd/ --prefix --limit 1 -w json | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["header"]["revision"])'; }
 t_compacted() {
@@ -513,7 +561,7 @@ t_compacted() {
     T0=$(now_ms)
     all_redirect 10 web.test "http://eu.test/x" A B
 }
-t "${ETCD_TESTS[10]}" t_compacted
+t "${ETCD_TESTS[11]}" t_compacted
 
 _put_via() { EPS="http://127.0.0.1:$1" ectl put "$2" "$3" >/dev/null 2>&1; }
 t_cluster() {
@@ -543,7 +591,7 @@ t_cluster() {
     wait_until 10 status_is D 's["fleet"]["connected"]' True || why "D not connected" || return 1
     [ "$(status D 's["fleet"]["endpoint"]')" != "$used" ] || why "D still names $used"
 }
-t "${ETCD_TESTS[11]}" t_cluster
+t "${ETCD_TESTS[12]}" t_cluster
 
 # a CA, etcd's server certificate (127.0.0.1) and detourd's client
 # certificate (without a Common Name: etcd 3.4's gateway refuses one that has
@@ -634,7 +682,7 @@ EOF
         return 1
     expect_eq "sessions lost" "$(log_count "$(daemon_log E)" 'fleet: lost etcd')" 0
 }
-t "${ETCD_TESTS[12]}" t_tls_auth
+t "${ETCD_TESTS[13]}" t_tls_auth
 
 t "no sanitizer reports" t_no_sanitizer_reports
 done_testing
