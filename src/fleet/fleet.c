@@ -25,7 +25,6 @@
 #include "lib/lit.h"
 #include "lib/log.h"
 
-#define FLEET_TICK_MS 500
 #define SHOWN_KEY_LEN 300
 
 /* A region of the running config, for tallies and lookups by name. */
@@ -356,10 +355,20 @@ static uint64_t mono_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* Cut off is lease_ttl after the last keepalive: one timer, pushed back by
+ * every keepalive (no periodic wakeup). */
+static void alone_arm(struct fleet *f)
+{
+    uint64_t ms = f->fc->lease_ttl_ms + 1;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    event_add(f->tick, &tv);
+}
+
 static void on_lease_ok(void *arg)
 {
     struct fleet *f = arg;
     f->lease_ok = mono_ms();
+    alone_arm(f);
     if (f->alone) {
         f->alone = false;
         log_info("fleet: in touch with etcd again: the fleet's verdicts count again");
@@ -371,7 +380,11 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     struct fleet *f = arg;
-    if (!f->fc || f->alone || mono_ms() - f->lease_ok <= f->fc->lease_ttl_ms) return;
+    if (!f->fc || f->alone) return;
+    if (mono_ms() - f->lease_ok <= f->fc->lease_ttl_ms) {
+        alone_arm(f);
+        return;
+    }
     f->alone = true;
     log_warn("fleet: cut off from etcd for more than lease_ttl (%llu ms): deciding every "
              "region's health alone until it is back",
@@ -397,6 +410,7 @@ static bool client_start(struct fleet *f)
     f->lease_ok = mono_ms();
     f->alone = false;
     f->etcd = etcd_new(f->base, f->fc, &hooks, f, err, sizeof(err));
+    alone_arm(f);
     if (!f->etcd) {
         log_error("%s; the fleet is not followed", err);
         return false;
@@ -408,6 +422,7 @@ static bool client_start(struct fleet *f)
 
 static void client_stop(struct fleet *f)
 {
+    if (f->tick) event_del(f->tick);
     etcd_free(f->etcd);
     f->etcd = NULL;
     f->connected = false;
@@ -433,13 +448,11 @@ struct fleet *fleet_start(struct event_base *base, struct health_ctl *h, struct 
     f->maint = m;
     f->cfg = config_ref(cfg);
     f->fc = cfg->fleet;
-    f->tick = event_new(base, -1, EV_PERSIST, on_tick, f);
+    f->tick = evtimer_new(base, on_tick, f);
     if (!f->tick || !index_build(f, cfg) || !store_for(f, f->fc)) {
         fleet_stop(f);
         return NULL;
     }
-    struct timeval tv = {0, FLEET_TICK_MS * 1000};
-    event_add(f->tick, &tv);
     health_on_verdict(h, on_verdict, f);
     if (f->fc) client_start(f);
     decide(f); /* the tallies /status shows: this instance's verdicts so far */
