@@ -283,6 +283,12 @@ static int sni_cb(SSL *ssl, int *alert, void *arg)
     return SSL_TLSEXT_ERR_OK;
 }
 
+/* ALPN (RFC 7301): http/1.1 when the client offers it; a client that
+ * offers ALPN without it (only h2, say) gets the fatal
+ * no_application_protocol alert instead of an HTTP/1.1 answer it cannot
+ * read; one that offers no ALPN is not asked (this callback does not run).
+ * A later acme-tls/1 (RFC 8737, the ACME challenge) is answered here,
+ * before the refusal: the rule is about HTTP clients only. */
 static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                    const unsigned char *in, unsigned int inlen, void *arg)
 {
@@ -297,7 +303,7 @@ static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
         }
         i += 1 + n;
     }
-    return SSL_TLSEXT_ERR_NOACK;
+    return SSL_TLSEXT_ERR_ALERT_FATAL; /* OpenSSL sends no_application_protocol */
 }
 
 static bool ticket_mac(EVP_MAC_CTX *h, const struct tkey *k)
@@ -393,9 +399,15 @@ bool tls_srv_arm(struct tls_srv *t, bool tickets)
 {
     SSL_CTX *ctx = t->ctx;
     /* a peer that closes without close_notify ends its stream (what it
-     * was sent before is still flushed) */
-    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
-                                 SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF);
+     * was sent before is still flushed). The client's order of suites is
+     * honoured (no SSL_OP_CIPHER_SERVER_PREFERENCE): every suite allowed
+     * is strong, and a client without AES hardware puts ChaCha20 first. */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+                                 SSL_OP_IGNORE_UNEXPECTED_EOF);
+    SSL_CTX_clear_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
+    /* DHE suites get the RFC 7919 group matching the certificate's
+     * strength (ffdhe2048 and up) */
+    SSL_CTX_set_dh_auto(ctx, 1);
     /* buffers only while a record is in flight: an idle connection keeps none */
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
                               SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);

@@ -1,12 +1,13 @@
 #!/bin/bash
 # Integration tests of HTTPS listeners: config validation (-t), redirects,
 # keep-alive, pipelining and bodies over TLS, SNI (exact, wildcard, unknown,
-# ECDSA or RSA by the client's signature algorithms), protocols and ALPN,
-# plain HTTP, garbage and stalled handshakes, session resumption (tickets,
-# shared ticket_keys, across reloads), certificate renewal by reload, and
-# the TLS metrics and /status listeners. Real clients only: curl, openssl
-# s_client, Python's ssl. Certificates come from a throwaway CA made with
-# openssl in the temp dir. TAP on stdout; 127.0.0.1 only.
+# ECDSA or RSA by the client's signature algorithms), protocols, ALPN,
+# cipher choice (the client's order, DHE), plain HTTP, garbage and stalled
+# handshakes, session resumption (tickets, one per handshake, shared
+# ticket_keys, across reloads), certificate renewal by reload, and the TLS
+# metrics and /status listeners. Real clients only: curl, openssl s_client,
+# Python's ssl. Certificates come from a throwaway CA made with openssl in
+# the temp dir. TAP on stdout; 127.0.0.1 only.
 #
 # Run by `make check`, or by hand: DETOURD=_build/detourd tests/integration/tls.sh
 
@@ -652,18 +653,55 @@ t_no_tls11() {
 t "default protocols: TLS 1.1 refused, TLS 1.2 and 1.3 accepted" t_no_tls11
 
 t_alpn() {
-    local o
+    local o before
     o=$(tmpf alpn)
     sc "$o" "$P_T" -servername a.test -alpn http/1.1
     sc_answered "$o" || sc_diag "$o" || return 1
     grep -q '^ALPN protocol: http/1.1' "$o" || why "http/1.1 not selected" || sc_diag "$o" || return 1
-    sc "$o" "$P_T" -servername a.test -alpn h2
-    sc_answered "$o" || why "a client offering only h2 did not complete" || sc_diag "$o" || return 1
-    grep -q '^No ALPN negotiated' "$o" || why "offering only h2: an ALPN protocol was selected" || sc_diag "$o" || return 1
+    sc "$o" "$P_T" -servername a.test
+    sc_answered "$o" || why "a client offering no ALPN was not served" || sc_diag "$o" || return 1
+    grep -q '^No ALPN negotiated' "$o" || why "no ALPN offered: one was selected" || sc_diag "$o" || return 1
     sc "$o" "$P_T" -servername a.test -alpn h2,http/1.1
-    grep -q '^ALPN protocol: http/1.1' "$o" || why "h2,http/1.1: http/1.1 not selected" || sc_diag "$o"
+    grep -q '^ALPN protocol: http/1.1' "$o" || why "h2,http/1.1: http/1.1 not selected" || sc_diag "$o" || return 1
+    before=$(fails protocol)
+    sc "$o" "$P_T" -servername a.test -alpn h2
+    ! sc_answered "$o" || why "a client offering only h2 was answered" || return 1
+    grep -q 'alert no application protocol' "$o" ||
+        why "offering only h2: no no_application_protocol alert" || sc_diag "$o" || return 1
+    wait_eq 5 $((before + 1)) fails protocol
 }
-t "ALPN: http/1.1 selected when offered; h2 alone completes without ALPN" t_alpn
+t "ALPN: http/1.1 selected when offered, none offered is served, h2 alone gets no_application_protocol" t_alpn
+
+# ========================================================= cipher choice ====
+
+t_client_order() {
+    local o
+    o=$(tmpf order)
+    sc "$o" "$P_T" -servername a.test -tls1_2 -cipher 'ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384'
+    sc_answered "$o" || sc_diag "$o" || return 1
+    grep -q 'Cipher is ECDHE-ECDSA-CHACHA20-POLY1305' "$o" ||
+        why "TLS 1.2, ChaCha20 first: got $(grep -m1 'Cipher is' "$o")" || return 1
+    sc "$o" "$P_T" -servername a.test -tls1_3 -ciphersuites TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384
+    sc_answered "$o" || sc_diag "$o" || return 1
+    grep -q 'Cipher is TLS_CHACHA20_POLY1305_SHA256' "$o" ||
+        why "TLS 1.3, ChaCha20 first: got $(grep -m1 'Cipher is' "$o")" || return 1
+    sc "$o" "$P_T" -servername a.test -tls1_3 -ciphersuites TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256
+    grep -q 'Cipher is TLS_AES_128_GCM_SHA256' "$o" ||
+        why "TLS 1.3, AES-128 first: got $(grep -m1 'Cipher is' "$o")"
+}
+t "the client's order of suites is honoured: ChaCha20 first gets ChaCha20 (TLS 1.2 and 1.3)" t_client_order
+
+t_dhe() {
+    local o
+    o=$(tmpf dhe)
+    sc "$o" "$P_T" -servername a.test -tls1_2 -cipher DHE-RSA-AES128-GCM-SHA256
+    sc_answered "$o" || why "DHE-RSA-AES128-GCM-SHA256 was refused" || sc_diag "$o" || return 1
+    grep -q 'Cipher is DHE-RSA-AES128-GCM-SHA256' "$o" || why "got $(grep -m1 'Cipher is' "$o")" || return 1
+    expect_eq "certificate" "$(sc_serial "$o")" A5 || return 1
+    grep -qE 'Server Temp Key: DH, (2048|3072|4096) bits' "$o" ||
+        why "the DH group: $(grep -m1 'Server Temp Key' "$o")"
+}
+t "DHE suites of the default list work (automatic ffdhe parameters, RSA certificate)" t_dhe
 
 # ============================================ plain HTTP, garbage, stalls ====
 
@@ -775,6 +813,23 @@ t_resume() {
     got=$(resumed "$P_T" "$s" "-tls1_$v")
     expect_eq "the second handshake" "$got" Reused
 }
+# tickets OUT: the NewSessionTicket messages s_client -msg saw
+tickets() { grep -c '^<<< TLS 1.3, Handshake \[length [0-9a-f]*\], NewSessionTicket' "$1"; }
+
+t_one_ticket() {
+    local o s=$TEST_TMP/onetix
+    o=$(tmpf onetix)
+    rm -f "$s"
+    sc "$o" "$P_T" -servername a.test -tls1_3 -msg -sess_out "$s"
+    sc_answered "$o" || sc_diag "$o" || return 1
+    expect_eq "tickets after a full handshake" "$(tickets "$o")" 1 || return 1
+    sc "$o" "$P_T" -servername a.test -tls1_3 -msg -sess_in "$s"
+    sc_answered "$o" || sc_diag "$o" || return 1
+    expect_eq "the second handshake" "$(sc_session "$o")" Reused || return 1
+    expect_eq "tickets after a resumed handshake" "$(tickets "$o")" 1
+}
+t "TLS 1.3: one ticket per handshake, full or resumed" t_one_ticket
+
 t "TLS 1.2: a session ticket resumes (s_client -sess_out / -sess_in)" t_resume 2
 t "TLS 1.3: a session ticket resumes (s_client -sess_out / -sess_in)" t_resume 3
 
