@@ -125,6 +125,7 @@ struct conn {
 static void on_event(evutil_socket_t fd, short what, void *arg);
 static bool conn_process(struct conn *c);
 static void conn_close(struct conn *c);
+static void conn_end(struct conn *c);
 
 /* ---- the plain TCP transport ---- */
 
@@ -480,7 +481,7 @@ static bool conn_flush(struct conn *c)
     c->wstall = false;
     io->out_len = io->out_off = 0;
     if (c->after == AFTER_CLOSE) {
-        conn_close(c);
+        conn_end(c);
         return false;
     }
     if (c->after == AFTER_LINGER) start_linger(c);
@@ -825,7 +826,7 @@ static bool conn_process(struct conn *c)
         if (out_pending(c)) {
             if (!conn_flush(c)) return false;
         } else if (c->after == AFTER_CLOSE) {
-            conn_close(c);
+            conn_end(c);
             return false;
         } else if (c->after == AFTER_LINGER) {
             start_linger(c);
@@ -843,7 +844,7 @@ static bool conn_process(struct conn *c)
         set_timeout(c, lim->header_timeout_ms); /* the next request began */
     } else if (c->st == CS_IDLE) {
         if (c->s->stopping) {
-            conn_close(c);
+            conn_end(c);
             return false;
         }
         io_release(c);
@@ -911,7 +912,10 @@ static bool conn_read(struct conn *c)
             c->eof = true;
             return true;
         }
-        conn_close(c);
+        if (n == 0)
+            conn_end(c); /* TLS answers the client's close_notify with its own */
+        else
+            conn_close(c);
         return false;
     }
     /* more may be waiting and no new edge will say so: come back after
@@ -952,7 +956,12 @@ static void conn_expire(struct conn *c)
         conn_flush(c);
         return;
     }
-    conn_close(c);
+    /* an idle or silent connection ends cleanly; a stalled handshake, or a
+     * client that does not read its answers, is cut */
+    if (out_pending(c) || c->st == CS_LINGER || (c->tls && tls_conn_handshaking(c->tctx)))
+        conn_close(c);
+    else
+        conn_end(c);
 }
 
 /* ---- lifecycle ---- */
@@ -1018,6 +1027,8 @@ void conn_accepted(struct conn_set *s, int fd, const struct sockaddr_storage *pe
     conn_register(c);
 }
 
+/* Closes c at once: what a broken connection, a stalled handshake or a
+ * client that stopped reading gets (no close_notify). */
 static void conn_close(struct conn *c)
 {
     struct conn_set *s = c->s;
@@ -1045,6 +1056,14 @@ static void conn_close(struct conn *c)
     s->closed(s);
 }
 
+/* The clean end of a connection: over TLS, close_notify first (RFC 8446
+ * 6.1), so that the client can tell the end from a truncation. */
+static void conn_end(struct conn *c)
+{
+    if (c->tls) tls_conn_notify(c->tctx);
+    conn_close(c);
+}
+
 void conn_shutdown_all(struct conn_set *s)
 {
     struct conn *c = s->open;
@@ -1053,7 +1072,7 @@ void conn_shutdown_all(struct conn_set *s)
         /* a request in progress is answered with Connection: close
          * (s->stopping) and conn_process() closes it afterwards */
         if ((c->st == CS_IDLE || c->st == CS_HEAD) && !c->io && c->after == AFTER_KEEP)
-            conn_close(c);
+            conn_end(c); /* close_notify only where the handshake finished */
         c = next;
     }
 }

@@ -232,6 +232,7 @@ enum {
     TS_DONE = 2,       /* handshake finished (and counted) */
     TS_FAILED = 4,     /* handshake failure counted */
     TS_SNI_REJECT = 8, /* refused for its server name */
+    TS_CLOSED = 16,    /* close_notify sent, or none can be (the stream broke) */
 };
 
 static uintptr_t st_get(const SSL *ssl)
@@ -475,6 +476,16 @@ void tls_conn_free(void *p, bool timed_out)
     SSL_free(ssl);
 }
 
+void tls_conn_notify(void *p)
+{
+    SSL *ssl = p;
+    uintptr_t st = st_get(ssl);
+    if ((st & (TS_DONE | TS_CLOSED)) != TS_DONE) return;
+    st_set(ssl, TS_CLOSED);
+    SSL_shutdown(ssl); /* close_notify; the peer's is not awaited */
+    ERR_clear_error();
+}
+
 short tls_conn_wants(const void *ssl, short fired)
 {
     short more = 0;
@@ -556,9 +567,11 @@ static ssize_t tls_recv(int fd, void *ctx, char *buf, size_t len)
     int e = SSL_get_error(ssl, r);
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return TRANSPORT_AGAIN;
     ERR_clear_error();
-    /* close_notify, or the peer closed without one: both end the stream */
-    if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && errno == 0)) return 0;
-    return TRANSPORT_ERROR;
+    /* close_notify (answered with ours), or the peer closed without one
+     * (OpenSSL then takes no SSL_shutdown): both end the stream */
+    if (e == SSL_ERROR_ZERO_RETURN) return 0;
+    st_set(ssl, TS_CLOSED);
+    return e == SSL_ERROR_SYSCALL && errno == 0 ? 0 : TRANSPORT_ERROR;
 }
 
 static ssize_t tls_send(int fd, void *ctx, const char *buf, size_t len)
@@ -577,11 +590,7 @@ static ssize_t tls_send(int fd, void *ctx, const char *buf, size_t len)
 
 static void tls_shutdown(int fd, void *ctx)
 {
-    SSL *ssl = ctx;
-    if (st_get(ssl) & TS_DONE) {
-        SSL_shutdown(ssl); /* close_notify; the peer's is not awaited */
-        ERR_clear_error();
-    }
+    tls_conn_notify(ctx);
     shutdown(fd, SHUT_WR);
 }
 

@@ -65,6 +65,11 @@ bool tls_conn_handshaking(const void *ssl);
 /* Frees the connection's SSL; a handshake that began and never finished is
  * counted as failed (timed_out: reason "timeout", else "other"). */
 void tls_conn_free(void *ssl, bool timed_out);
+/* A clean end of a connection whose handshake finished: close_notify
+ * (RFC 8446 6.1), once; the peer's is not awaited. Sent before a lingering
+ * close, and before the socket closes after Connection: close, HTTP/1.0,
+ * the keep-alive idle timeout or a graceful stop. */
+void tls_conn_notify(void *ssl);
 /* The event directions to serve besides those that fired (EV_READ,
  * EV_WRITE): OpenSSL's last call waits for the other one. */
 short tls_conn_wants(const void *ssl, short fired);

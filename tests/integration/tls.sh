@@ -2,12 +2,13 @@
 # Integration tests of HTTPS listeners: config validation (-t), redirects,
 # keep-alive, pipelining and bodies over TLS, SNI (exact, wildcard, unknown,
 # ECDSA or RSA by the client's signature algorithms), protocols, ALPN,
-# cipher choice (the client's order, DHE), plain HTTP, garbage and stalled
-# handshakes, session resumption (tickets, one per handshake, shared
-# ticket_keys, across reloads), certificate renewal by reload, and the TLS
-# metrics and /status listeners. Real clients only: curl, openssl s_client,
-# Python's ssl. Certificates come from a throwaway CA made with openssl in
-# the temp dir. TAP on stdout; 127.0.0.1 only.
+# cipher choice (the client's order, DHE), close_notify on every clean
+# close, plain HTTP, garbage and stalled handshakes, session resumption
+# (tickets, one per handshake, shared ticket_keys, across reloads),
+# certificate renewal by reload, and the TLS metrics and /status listeners.
+# Real clients only: curl, openssl s_client, Python's ssl. Certificates come
+# from a throwaway CA made with openssl in the temp dir. TAP on stdout;
+# 127.0.0.1 only.
 #
 # Run by `make check`, or by hand: DETOURD=_build/detourd tests/integration/tls.sh
 
@@ -143,12 +144,13 @@ fi
 
 # ------------------------------------------------------------- ports ----
 
-alloc_ports 10 || {
+alloc_ports 13 || {
     echo "Bail out! cannot find free loopback ports"
     exit 1
 }
 P_H=${PORTS[0]} P_T=${PORTS[1]} P_REJ=${PORTS[2]} P_13=${PORTS[3]} P_NOTIX=${PORTS[4]}
 P_K1=${PORTS[5]} ADM=${PORTS[6]} P_K2=${PORTS[7]} P_R=${PORTS[8]} ADM_R=${PORTS[9]}
+P_LOG=${PORTS[10]} P_BURST=${PORTS[11]} P_STOP=${PORTS[12]}
 L_T=127.0.0.1:$P_T # the main TLS listener's address, as its metrics label it
 REGION=https://eu.example
 HT=$(scale 2) # the main daemon's header_timeout, seconds
@@ -235,6 +237,17 @@ $POOLS
 EOF
 )
 
+# The daemon stopped with SIGTERM while a TLS connection idles
+C_STOP=$(write_config stop.yaml <<EOF
+listen:
+  - address: "127.0.0.1:$P_STOP"
+    tls:
+      $TLS_EC
+limits: {idle_timeout: 60s}
+$POOLS
+EOF
+)
+
 # ------------------------------------------------------------ clients ----
 
 # sc OUT PORT [s_client args]: openssl s_client's handshake, then one request
@@ -295,6 +308,48 @@ traw() {
     local out=$1 port=$2
     shift 2
     raw "$out" "$port" --tls a.test --cafile "$CA" --tls-info "$out.tls" "$@"
+}
+
+# tls_end PORT REQUEST [READY]: a TLS client (Python's ssl, SNI a.test, ALPN
+# http/1.1) that sends REQUEST (\r\n escapes), reads until the connection
+# ends and prints how it ended and the redirects it got: "close_notify N"
+# (a clean TLS end), "eof N" (the socket closed without close_notify: ssl's
+# SSLEOFError with suppress_ragged_eofs off, OpenSSL's "unexpected eof"),
+# "reset N" or "open N" (still open after TLS_END_WAIT seconds, scaled,
+# default 20). READY is created once the first answer is complete.
+tls_end() {
+    "$PYTHON" - "$@" <<'PY'
+import codecs, os, socket, ssl, sys, time
+port, req = int(sys.argv[1]), codecs.escape_decode(sys.argv[2].encode())[0]
+ready = sys.argv[3] if len(sys.argv) > 3 else None
+limit = float(os.environ.get("TLS_END_WAIT") or 20) * float(os.environ.get("TIMEOUT_SCALE") or 1)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+ctx.set_alpn_protocols(["http/1.1"])
+raw = socket.create_connection(("127.0.0.1", port), timeout=limit)
+s = ctx.wrap_socket(raw, server_hostname="a.test", suppress_ragged_eofs=False)
+s.sendall(req)
+buf, how, end = b"", "open", time.monotonic() + limit
+while time.monotonic() < end:
+    s.settimeout(max(0.05, end - time.monotonic()))
+    try:
+        d = s.recv(65536)
+    except socket.timeout:
+        break
+    except ssl.SSLEOFError:
+        how = "eof"
+        break
+    except OSError:
+        how = "reset"
+        break
+    if not d:
+        how = "close_notify"
+        break
+    buf += d
+    if ready and b"\r\n\r\n" in buf and not os.path.exists(ready):
+        open(ready, "w").close()
+print(how, buf.count(b"HTTP/1.1 307 "))
+PY
 }
 
 # get_session PORT FILE [s_client args]: a full handshake saving its session
@@ -563,6 +618,33 @@ t_lingering() {
     [ "$RAW_RC" = 0 ] || why "the connection was not closed cleanly (raw rc=$RAW_RC: 4 is a reset)" || raw_diag "$o"
 }
 t "a body over max_body_discard: the redirect, then a lingering close (no reset)" t_lingering
+
+# ====================================================== close_notify ====
+
+# RFC 8446 6.1: every clean close sends close_notify; a client that reads
+# to the end then sees a clean end, not a truncation ("unexpected eof")
+t_close_notify_close() {
+    local o got
+    got=$(tls_end "$P_T" 'GET /cn HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n')
+    expect_eq "Connection: close (how it ended, answers)" "$got" "close_notify 1" || return 1
+    got=$(tls_end "$P_T" 'GET /cn10 HTTP/1.0\r\n\r\n')
+    expect_eq "HTTP/1.0 (how it ended, answers)" "$got" "close_notify 1" || return 1
+    o=$(tmpf cn)
+    sc "$o" "$P_T" -servername a.test -msg
+    sc_answered "$o" || sc_diag "$o" || return 1
+    grep -q '^<<< TLS 1.3, Alert \[length 0002\], warning close_notify' "$o" ||
+        why "openssl s_client saw no close_notify" || sc_diag "$o" || return 1
+    ! grep -qi 'unexpected eof' "$o" || why "openssl s_client reports an unexpected eof" || sc_diag "$o"
+}
+t "close_notify after Connection: close and after an HTTP/1.0 answer (Python ssl, openssl s_client)" t_close_notify_close
+
+t_close_notify_idle() {
+    local got
+    [ -n "$PEER_PID" ] || why "the peer daemon did not start" || return 1
+    got=$(TLS_END_WAIT=$((3 * PEER_IDLE + 10)) tls_end "$P_K2" 'GET /idle HTTP/1.1\r\nHost: a.test\r\n\r\n')
+    expect_eq "idle_timeout ${PEER_IDLE}s (how it ended, answers)" "$got" "close_notify 1"
+}
+t "close_notify at the keep-alive idle timeout" t_close_notify_idle
 
 # ================================================================ SNI ====
 
@@ -1080,6 +1162,27 @@ t_reload_same_text() {
     expect_eq "a new connection's certificate" "$(rel_serial)" 04
 }
 t "reload with an unchanged config text picks up a renewed certificate" t_reload_same_text
+
+# ====================================================== graceful stop ====
+
+t_close_notify_stop() {
+    local o pid res
+    start_detourd stop "$C_STOP" "$P_STOP" || why "the daemon did not start" || return 1
+    pid=$LAST_PID
+    o=$(tmpf stop)
+    rm -f "$o.ready"
+    (tls_end "$P_STOP" 'GET /s HTTP/1.1\r\nHost: a.test\r\n\r\n' "$o.ready" >"$o") &
+    local cpid=$!
+    SPAWNED+=("$cpid")
+    PID_NAME[$cpid]=client:stop
+    wait_file "$o.ready" 20 "$cpid" || why "the keep-alive request was not answered" || return 1
+    stop_pid "$pid" 15
+    expect_eq "the daemon's exit status" "$LAST_RC" 0 || return 1
+    wait_exit "$cpid" 20 || why "the client did not end" || return 1
+    res=$(cat "$o")
+    expect_eq "an idle connection at SIGTERM (how it ended, answers)" "$res" "close_notify 1"
+}
+t "close_notify to an idle connection at a graceful stop (SIGTERM)" t_close_notify_stop
 
 # ============================================================ the end ====
 
