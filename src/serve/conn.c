@@ -586,7 +586,7 @@ static void answer_plain_on_tls(struct conn *c)
                                  "Connection: close\r\n"
                                  "\r\n"
                                  "This port speaks HTTPS: use https:// for this address.\n";
-    tls_conn_free(c->tctx, false);
+    tls_conn_free(c->tctx, false, &c->peer.sa);
     c->tctx = NULL;
     c->tp = &transport_tcp;
     c->tls = false;
@@ -1036,7 +1036,7 @@ static void conn_close(struct conn *c)
     event_del(&c->ev); /* also when only activated by read_again */
     timeout_unlink(c);
     if (c->tctx) {
-        tls_conn_free(c->tctx, c->timed_out);
+        tls_conn_free(c->tctx, c->timed_out, &c->peer.sa);
         c->tctx = NULL;
     }
     close(c->fd);

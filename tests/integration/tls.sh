@@ -3,12 +3,12 @@
 # keep-alive, pipelining and bodies over TLS, SNI (exact, wildcard, unknown,
 # ECDSA or RSA by the client's signature algorithms), protocols, ALPN,
 # cipher choice (the client's order, DHE), close_notify on every clean
-# close, plain HTTP, garbage and stalled handshakes, session resumption
-# (tickets, one per handshake, shared ticket_keys, across reloads),
-# certificate renewal by reload, and the TLS metrics and /status listeners.
-# Real clients only: curl, openssl s_client, Python's ssl. Certificates come
-# from a throwaway CA made with openssl in the temp dir. TAP on stdout;
-# 127.0.0.1 only.
+# close, plain HTTP, garbage and stalled handshakes and how failures are
+# logged (rate-limited), session resumption (tickets, one per handshake,
+# shared ticket_keys, across reloads), certificate renewal by reload, and
+# the TLS metrics and /status listeners. Real clients only: curl, openssl
+# s_client, Python's ssl. Certificates come from a throwaway CA made with
+# openssl in the temp dir. TAP on stdout; 127.0.0.1 only.
 #
 # Run by `make check`, or by hand: DETOURD=_build/detourd tests/integration/tls.sh
 
@@ -172,6 +172,7 @@ TLS_EC="certificates: [{cert: \"$PKI/ec.pem\", key: \"$PKI/ec.key\"}]"
 # The main daemon (two workers: one SNI table, one ticket key, counters
 # summed): a plain listener and TLS listeners that differ in one
 # setting each. On $P_T the first certificate (b.test) is the default.
+# $P_LOG and $P_BURST take failed handshakes whose log lines are counted.
 C_MAIN=$(write_config main.yaml <<EOF
 listen:
   - "127.0.0.1:$P_H"
@@ -202,6 +203,12 @@ listen:
     tls:
       $TLS_EC
       ticket_keys: "$PKI/ticket.keys"
+  - address: "127.0.0.1:$P_LOG"
+    tls:
+      $TLS_EC
+  - address: "127.0.0.1:$P_BURST"
+    tls:
+      $TLS_EC
 admin:
   listen: "127.0.0.1:$ADM"
 workers: 2
@@ -750,7 +757,9 @@ t_alpn() {
     ! sc_answered "$o" || why "a client offering only h2 was answered" || return 1
     grep -q 'alert no application protocol' "$o" ||
         why "offering only h2: no no_application_protocol alert" || sc_diag "$o" || return 1
-    wait_eq 5 $((before + 1)) fails protocol
+    wait_eq 5 $((before + 1)) fails protocol || return 1
+    wait_log "$MAIN_LOG" "TLS handshake failed: client 127\.0\.0\.1:[0-9]+ on $L_T: no application protocol" 5 ||
+        why "no log line for the refused ALPN: $(grep 'handshake failed' "$MAIN_LOG" | tail -n 3)"
 }
 t "ALPN: http/1.1 selected when offered, none offered is served, h2 alone gets no_application_protocol" t_alpn
 
@@ -885,6 +894,94 @@ t_stalls() {
 }
 _fails_at_least() { [ "$(fails "$1")" -ge "$2" ]; }
 t "a stalled handshake (nothing, or half a ClientHello) is closed at header_timeout" t_stalls
+
+# ==================================================== failures logged ====
+
+# fail_conn PORT HEX [close]: a raw connection that sends the bytes HEX,
+# then reads until the daemon closes (or, with close, closes at once);
+# prints its own port
+fail_conn() {
+    "$PYTHON" - "$@" <<'PY'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+print(s.getsockname()[1], flush=True)
+s.sendall(bytes.fromhex(sys.argv[2]))
+if len(sys.argv) < 4:
+    try:
+        while s.recv(4096):
+            pass
+    except OSError:
+        pass
+s.close()
+PY
+}
+
+# logged LISTENER_PORT CLIENT_PORT|RE REASON_ERE: waits for the line
+logged() {
+    wait_log "$MAIN_LOG" "TLS handshake failed: client 127\.0\.0\.1:$2 on 127\.0\.0\.1:$1: $3" 5 ||
+        why "no log line 'client 127.0.0.1:$2 on 127.0.0.1:$1: $3'; the last ones: $(grep 'handshake failed' "$MAIN_LOG" | tail -n 3)"
+}
+
+t_fail_log() {
+    local port o
+    port=$(fail_conn "$P_LOG" 00ff1337)
+    logged "$P_LOG" "$port" 'not a TLS handshake \(first byte 0x00\)$' || return 1
+    port=$(fail_conn "$P_LOG" "$(printf 'GET / HTTP/1.1\r\nHost: a.test\r\n\r\n' | od -An -tx1 | tr -d ' \n')")
+    logged "$P_LOG" "$port" 'a plain-HTTP request on this TLS port' || return 1
+    port=$(fail_conn "$P_LOG" "$(od -An -tx1 "$PKI/half_hello.bin" | tr -d ' \n')" close)
+    logged "$P_LOG" "$port" 'the client closed the connection mid-handshake$' || return 1
+    o=$(tmpf flog)
+    sc "$o" "$P_LOG" -servername a.test -tls1_2 -cipher AES128-SHA
+    logged "$P_LOG" '[0-9]+' 'no shared cipher$' || return 1
+    sc "$o" "$P_13" -servername a.test -tls1_2
+    logged "$P_13" '[0-9]+' 'unsupported protocol$' || return 1
+    # from the tests above
+    logged "$P_REJ" '[0-9]+' "unknown server name 'nope\.test' \(unknown_sni: reject\)$" || return 1
+    logged "$P_REJ" '[0-9]+' 'no server name \(unknown_sni: reject\)$' || return 1
+    logged "$P_T" '[0-9]+' 'handshake not finished within header_timeout$'
+}
+t "failed handshakes are logged with the client's address and port, the listener and the reason" t_fail_log
+
+# shown / hidden: the burst's log lines, and the sum of the "not shown" ones
+burst_shown() { log_count "$MAIN_LOG" "TLS handshake failed: client 127\.0\.0\.1:[0-9]+ on 127\.0\.0\.1:$P_BURST: "; }
+burst_hidden() {
+    sed -n "s/.*detourd\[info\]: \([0-9]*\) more failed TLS handshakes\{0,1\} on 127\.0\.0\.1:$P_BURST in the last second not shown\$/\1/p" \
+        "$MAIN_LOG" | awk '{ n += $1 } END { print n + 0 }'
+}
+_burst_total_is() { [ $(($(burst_shown) + $(burst_hidden))) -ge "$1" ]; }
+
+t_fail_log_burst() {
+    local secs shown hidden lines
+    # 50 connections that each send a byte that starts no TLS record
+    secs=$("$PYTHON" - "$P_BURST" <<'PY'
+import socket, sys, time
+t0 = time.monotonic()
+socks = [socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10) for _ in range(50)]
+for s in socks:
+    s.sendall(b"\x00")
+for s in socks:
+    try:
+        s.recv(16)
+    except OSError:
+        pass
+    s.close()
+print(int(time.monotonic() - t0))
+PY
+)
+    # the count of the last second comes out without any further failure
+    wait_until 10 _burst_total_is 50 ||
+        why "shown $(burst_shown) + not shown $(burst_hidden) lines, want 50 in all" || return 1
+    shown=$(burst_shown)
+    hidden=$(burst_hidden)
+    lines=$(log_count "$MAIN_LOG" "more failed TLS handshakes? on 127\.0\.0\.1:$P_BURST in the last second not shown")
+    expect_eq "shown + not shown" $((shown + hidden)) 50 || return 1
+    # at most 10 a second: the burst took $secs whole seconds, so it spans
+    # at most secs + 2 seconds of the rate limit
+    [ "$shown" -ge 10 ] && [ "$shown" -le $((10 * (secs + 2))) ] ||
+        why "$shown lines shown for a burst of $secs s, want 10..$((10 * (secs + 2)))" || return 1
+    [ "$lines" -ge 1 ] || why "no 'not shown' line"
+}
+t "a burst of 50 failed handshakes: at most 10 lines a second, then how many were not shown" t_fail_log_burst
 
 # ========================================================= resumption ====
 
