@@ -1,14 +1,15 @@
 #!/bin/bash
-# Integration tests of HTTPS listeners: config validation (-t), redirects,
-# keep-alive, pipelining and bodies over TLS, SNI (exact, wildcard, unknown,
-# ECDSA or RSA by the client's signature algorithms), protocols, ALPN,
-# cipher choice (the client's order, DHE), close_notify on every clean
-# close, plain HTTP, garbage and stalled handshakes and how failures are
-# logged (rate-limited), session resumption (tickets, one per handshake,
-# shared ticket_keys, across reloads), certificate renewal by reload, and
-# the TLS metrics and /status listeners. Real clients only: curl, openssl
-# s_client, Python's ssl. Certificates come from a throwaway CA made with
-# openssl in the temp dir. TAP on stdout; 127.0.0.1 only.
+# Integration tests of HTTPS listeners: config validation (-t, including
+# blocks with which no handshake can succeed), redirects, keep-alive,
+# pipelining and bodies over TLS, SNI (exact, wildcard, unknown, ECDSA or
+# RSA by the client's signature algorithms), protocols, ALPN, cipher choice
+# (the client's order, DHE), close_notify on every clean close, plain HTTP,
+# garbage and stalled handshakes and how failures are logged (rate-limited),
+# session resumption (tickets, one per handshake, shared ticket_keys, across
+# reloads), certificate renewal by reload, and the TLS metrics and /status
+# listeners. Real clients only: curl, openssl s_client, Python's ssl.
+# Certificates come from a throwaway CA made with openssl in the temp dir.
+# TAP on stdout; 127.0.0.1 only.
 #
 # Run by `make check`, or by hand: DETOURD=_build/detourd tests/integration/tls.sh
 
@@ -230,19 +231,26 @@ EOF
 )
 
 # The daemon whose certificate files are replaced and reloaded
-C_REL=$(write_config rel.yaml <<EOF
+# rel_config [LINE]...: its text, with LINEs added to the tls block
+rel_config() {
+    local l
+    cat <<EOF
 listen:
   - address: "127.0.0.1:$P_R"
     tls:
       certificates:
         - cert: "$PKI/rel.pem"
           key: "$PKI/rel.key"
+EOF
+    for l in "$@"; do printf '      %s\n' "$l"; done
+    cat <<EOF
 admin:
   listen: "127.0.0.1:$ADM_R"
 limits: {idle_timeout: 60s}
 $POOLS
 EOF
-)
+}
+C_REL=$(rel_config | write_config rel.yaml)
 
 # The daemon stopped with SIGTERM while a TLS connection idles
 C_STOP=$(write_config stop.yaml <<EOF
@@ -498,6 +506,50 @@ t_check_errors() {
     [ "$bad" = 0 ] || why "stderr was:" "$(cat "$RUN_ERR")"
 }
 t "-t reports every bad TLS setting at its FILE:LINE:COL in one run, exit 1" t_check_errors
+
+# blocks with which no handshake can succeed: a TLS 1.2 list of suites
+# without authentication (refused at any security level above 0), and
+# only ECDSA suites for an RSA certificate
+t_check_no_handshake() {
+    local c
+    c=$(write_config nohs.yaml <<EOF
+listen:
+  - address: "127.0.0.1:10001"
+    tls:
+      certificates: [{cert: "$PKI/ec.pem", key: "$PKI/ec.key"}]
+      protocols: [TLSv1.2]
+      ciphers: "aNULL:eNULL"
+  - address: "127.0.0.1:10002"
+    tls:
+      certificates: [{cert: "$PKI/rsa.pem", key: "$PKI/rsa.key"}]
+      protocols: [TLSv1.2]
+      ciphers: "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305"
+  - address: "127.0.0.1:10003"
+    tls:
+      certificates: [{cert: "$PKI/rsa.pem", key: "$PKI/rsa.key"}, {cert: "$PKI/ec.pem", key: "$PKI/ec.key"}]
+      protocols: [TLSv1.2]
+      ciphers: "ECDHE-ECDSA-AES128-GCM-SHA256"
+  - address: "127.0.0.1:10004"
+    tls:
+      certificates: [{cert: "$PKI/rsa.pem", key: "$PKI/rsa.key"}]
+      ciphers: "aNULL:eNULL"
+$POOLS
+EOF
+)
+    run_detourd -t -c "$c"
+    expect_eq "exit status" "$LAST_RC" 1 || why "$(cat "$RUN_OUT" "$RUN_ERR")" || return 1
+    local w bad=0 want=(
+        "aNULL:eNULL under TLSv1.2|^$c:$(at "$c" '"aNULL:eNULL"'): (listen\[0\]\.)?tls\.ciphers: no TLS handshake can succeed .*TLSv1\.2.*ECDSA.*: no shared cipher"
+        "ECDSA suites for an RSA certificate|^$c:$(at "$c" '"ECDHE-ECDSA-AES128-GCM-SHA256:'): (listen\[1\]\.)?tls\.ciphers: no TLS handshake can succeed .*RSA.*: no shared cipher"
+    )
+    for w in "${want[@]}"; do
+        grep -qE -- "${w#*|}" "$RUN_ERR" || { why "${w%%|*}: no line matching /${w#*|}/"; bad=1; }
+    done
+    # an ECDSA certificate beside the RSA one, or TLS 1.3 allowed: fine
+    expect_eq "error lines" "$(grep -c 'no TLS handshake can succeed' "$RUN_ERR")" 2 || bad=1
+    [ "$bad" = 0 ] || why "stderr was:" "$(cat "$RUN_ERR")"
+}
+t "-t rejects a TLS block with which no handshake can succeed, at its ciphers key" t_check_no_handshake
 
 # ============================================================ start ====
 
@@ -1259,6 +1311,17 @@ t_reload_same_text() {
     expect_eq "a new connection's certificate" "$(rel_serial)" 04
 }
 t "reload with an unchanged config text picks up a renewed certificate" t_reload_same_text
+
+t_reload_no_handshake() {
+    [ -n "$REL_PID" ] || why "the reload daemon did not start" || return 1
+    rel_config 'protocols: [TLSv1.2]' 'ciphers: "aNULL:eNULL"' >"$C_REL"
+    reload_daemon "$REL_PID" "$REL_LOG" || why "no reload logged" || return 1
+    expect_eq "reload succeeded" "$RELOAD_OK" 0 || return 1
+    grep -qE "$C_REL:$(at "$C_REL" '"aNULL:eNULL"'): (listen\[0\]\.)?tls\.ciphers: no TLS handshake can succeed" "$REL_LOG" ||
+        why "no FILE:LINE:COL error logged: $(tail -n 5 "$REL_LOG")" || return 1
+    expect_eq "a new connection's certificate" "$(rel_serial)" 04
+}
+t "reload with a TLS block with which no handshake can succeed: rejected, the old settings serve" t_reload_no_handshake
 
 # ====================================================== graceful stop ====
 
