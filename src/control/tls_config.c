@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "control/config_walk.h"
 #include "lib/diag.h"
@@ -50,6 +51,7 @@ struct tls_conf {
     char *ticket_keys; /* NULL: the process's rotating key */
     struct tls_pos ticket_keys_pos;
     bool reject_unknown; /* unknown_sni: reject */
+    char *hsts;          /* the Strict-Transport-Security value, or NULL */
 };
 
 static void tls_conf_free(struct tls_conf *tc)
@@ -63,6 +65,7 @@ static void tls_conf_free(struct tls_conf *tc)
     free(tc->ciphers);
     free(tc->ciphersuites);
     free(tc->ticket_keys);
+    free(tc->hsts);
     free(tc);
 }
 
@@ -84,6 +87,60 @@ static const char *ossl_reason(char *buf, size_t len)
 }
 
 #define AT(d, pos, ...) diag_add((d), (pos).line, (pos).col, __VA_ARGS__)
+
+/* ---- hsts ---- */
+
+#define HSTS_MAX_BYTES 1024
+#define HSTS_HEADER    "Strict-Transport-Security: "
+
+/* s[0..n) without the spaces and tabs around it */
+static void trim(const char **s, size_t *n)
+{
+    while (*n && (**s == ' ' || **s == '\t')) (*s)++, (*n)--;
+    while (*n && ((*s)[*n - 1] == ' ' || (*s)[*n - 1] == '\t')) (*n)--;
+}
+
+/* What is wrong with an hsts value (RFC 6797 6.1), or NULL: it goes into
+ * the header as written, so no control character; it needs exactly one
+ * max-age directive with a number of seconds. */
+static const char *hsts_problem(const char *v)
+{
+    size_t len = strlen(v), ages = 0;
+    if (len == 0) return "is empty";
+    if (len > HSTS_MAX_BYTES) return "is longer than 1024 bytes";
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++)
+        if ((*p < 0x20 && *p != '\t') || *p == 0x7f) return "holds a control character";
+    for (const char *d = v; d;) {
+        const char *end = strchr(d, ';'), *eq;
+        size_t n = end ? (size_t)(end - d) : strlen(d);
+        eq = memchr(d, '=', n);
+        const char *name = d, *val = eq ? eq + 1 : d + n;
+        size_t nlen = eq ? (size_t)(eq - d) : n, vlen = eq ? n - nlen - 1 : 0;
+        trim(&name, &nlen);
+        trim(&val, &vlen);
+        if (nlen == 7 && strncasecmp(name, "max-age", 7) == 0) {
+            if (vlen >= 2 && val[0] == '"' && val[vlen - 1] == '"') val++, vlen -= 2;
+            if (!eq || vlen == 0 || strspn(val, "0123456789") < vlen)
+                return "has a max-age that is not a number of seconds";
+            ages++;
+        }
+        d = end ? end + 1 : NULL;
+    }
+    if (ages == 0) return "has no max-age=SECONDS directive";
+    if (ages > 1) return "has max-age twice";
+    return NULL;
+}
+
+/* The header line, as every answer of the listener copies it. */
+static bool hsts_build(struct tls_srv *t, const char *v)
+{
+    size_t n = strlen(HSTS_HEADER) + strlen(v) + 2;
+    t->hsts.p = malloc(n + 1);
+    if (!t->hsts.p) return false;
+    snprintf(t->hsts.p, n + 1, HSTS_HEADER "%s\r\n", v);
+    t->hsts.len = n;
+    return true;
+}
 
 /* ---- loading ---- */
 
@@ -464,6 +521,7 @@ static struct tls_srv *tls_srv_build(const struct tls_conf *tc, struct diag *d)
     if (!check_certs(t, tc, d)) goto oom;
     if (d->n + d->dropped != before || !t->ncerts) goto fail;
     if (!tls_sni_build(t) || !set_sid_ctx(ctx, t)) goto oom;
+    if (tc->hsts && !hsts_build(t, tc->hsts)) goto oom;
 
     SSL_CTX_set_min_proto_version(ctx, tc->min_version);
     SSL_CTX_set_max_proto_version(ctx, tc->max_version);
@@ -558,8 +616,8 @@ static void load_tls_protocols(struct cfg_ctx *x, const struct yt_node *n, struc
 struct tls_srv *tls_config_load(struct cfg_ctx *x, const struct yt_node *n, const char *listener)
 {
     static const char *const keys[] = {
-        "certificates",    "protocols",   "ciphers",     "ciphersuites",
-        "session_tickets", "ticket_keys", "unknown_sni", NULL};
+        "certificates", "protocols", "ciphers", "ciphersuites", "session_tickets", "ticket_keys",
+        "unknown_sni",  "hsts",      NULL};
     static const char *const sni[] = {"default", "reject", NULL};
     if (!cfg_want(x, n, YT_MAP, "tls")) return NULL;
     cfg_check_keys(x, n, "tls", keys);
@@ -587,6 +645,14 @@ struct tls_srv *tls_config_load(struct cfg_ctx *x, const struct yt_node *n, cons
     int e;
     if ((v = yt_get(n, "unknown_sni")) && cfg_get_enum(x, v, "tls.unknown_sni", sni, &e))
         tc->reject_unknown = e == 1;
+    if ((v = yt_get(n, "hsts")) && cfg_get_str(x, v, "tls.hsts", &tc->hsts)) {
+        const char *why = hsts_problem(tc->hsts);
+        if (why)
+            CFG_ERR(x, v,
+                    "tls.hsts: the value %s (e.g. \"max-age=31536000\" or "
+                    "\"max-age=31536000; includeSubDomains\")",
+                    why);
+    }
     /* the files are checked too when something above is wrong: every
      * problem in one pass */
     struct tls_srv *t = tc->ncerts ? tls_srv_build(tc, x->d) : NULL;

@@ -563,12 +563,13 @@ static void answer_error(struct conn *c, unsigned status, const char *base)
 {
     struct conn_set *s = c->s;
     struct conn_io *io = c->io;
+    const struct chunk *hsts = c->tls ? tls_conn_hsts(c->tctx) : NULL;
     c->after = AFTER_CLOSE;
-    if (!out_reserve(c, REDIRECT_ERROR_MAX)) return; /* just close */
+    if (!out_reserve(c, REDIRECT_ERROR_MAX + (hsts ? hsts->len : 0))) return; /* just close */
     c->after = AFTER_LINGER;
     date_cache_update(&s->date, time(NULL));
     char *o = io->out + io->out_len;
-    size_t n = redirect_error(o, status, io->req.is_head, &s->date);
+    size_t n = redirect_error(o, status, io->req.is_head, &s->date, hsts);
     io->out_len += n;
     counters_inc(s->counts, counters_error_slot(s->cfg, status));
     if (s->cfg->access_log) log_access(c, base, &io->req, status, n, NULL, NULL);
@@ -649,13 +650,15 @@ static void emit(struct conn *c, const struct pool *p, const struct tmpl *t, con
                  size_t plen, bool head_only, uint8_t minor, bool keep)
 {
     struct conn_io *io = c->io;
-    if (!out_reserve(c, redirect_max(p, t, plen))) {
+    /* Strict-Transport-Security: only on a TLS listener with hsts: */
+    const struct chunk *hsts = c->tls ? tls_conn_hsts(c->tctx) : NULL;
+    if (!out_reserve(c, redirect_max(p, t, plen, hsts))) {
         c->after = AFTER_CLOSE;
         return;
     }
     enum conn_hdr ch = !keep ? CONN_HDR_CLOSE : minor == 0 ? CONN_HDR_KEEP : CONN_HDR_NONE;
     io->out_len +=
-        redirect_build(io->out + io->out_len, p, t, path, plen, head_only, ch, &c->s->date);
+        redirect_build(io->out + io->out_len, p, t, path, plen, head_only, ch, &c->s->date, hsts);
     if (!keep && c->after == AFTER_KEEP) c->after = AFTER_CLOSE;
 }
 

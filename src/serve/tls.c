@@ -162,6 +162,7 @@ void tls_srv_free(struct tls_srv *t)
     free(t->certs);
     free(t->tab);
     free(t->keys);
+    free(t->hsts.p);
     free(t->listener);
     free(t);
 }
@@ -621,6 +622,12 @@ void *tls_conn_new(struct tls_srv *t, int fd)
     SSL_set_bio(ssl, b, b);
     SSL_set_accept_state(ssl);
     return ssl;
+}
+
+const struct chunk *tls_conn_hsts(const void *ssl)
+{
+    const struct tls_srv *t = srv_of(ssl);
+    return t->hsts.len ? &t->hsts : NULL;
 }
 
 bool tls_conn_handshaking(const void *ssl)

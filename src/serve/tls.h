@@ -66,6 +66,9 @@ extern const struct transport transport_tls;
 
 /* A server-side SSL on fd for t; NULL when out of memory. */
 void *tls_conn_new(struct tls_srv *t, int fd);
+/* The listener's Strict-Transport-Security header line (built at load,
+ * "Strict-Transport-Security: VALUE\r\n"), or NULL without `hsts:`. */
+const struct chunk *tls_conn_hsts(const void *ssl);
 /* The handshake has not finished (a timeout then counts as a failure). */
 bool tls_conn_handshaking(const void *ssl);
 /* Frees the connection's SSL; a handshake that began and never finished is

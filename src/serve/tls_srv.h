@@ -74,6 +74,7 @@ struct tls_srv {
     bool reject_unknown;
     struct tkey *keys; /* from ticket_keys; NULL: the process's keys */
     size_t nkeys;
+    struct chunk hsts; /* "Strict-Transport-Security: ...\r\n", or empty */
 };
 
 /* False if the process-wide TLS state (ticket cipher, the socket BIO)

@@ -3,13 +3,13 @@
 # blocks with which no handshake can succeed), redirects, keep-alive,
 # pipelining and bodies over TLS, SNI (exact, wildcard, unknown, ECDSA or
 # RSA by the client's signature algorithms), protocols, ALPN, cipher choice
-# (the client's order, DHE), close_notify on every clean close, plain HTTP,
-# garbage and stalled handshakes and how failures are logged (rate-limited),
-# session resumption (tickets, one per handshake, shared ticket_keys, across
-# reloads), certificate renewal by reload, and the TLS metrics and /status
-# listeners. Real clients only: curl, openssl s_client, Python's ssl.
-# Certificates come from a throwaway CA made with openssl in the temp dir.
-# TAP on stdout; 127.0.0.1 only.
+# (the client's order, DHE), close_notify on every clean close, HSTS, plain
+# HTTP, garbage and stalled handshakes and how failures are logged
+# (rate-limited), session resumption (tickets, one per handshake, shared
+# ticket_keys, across reloads), certificate renewal by reload, and the TLS
+# metrics and /status listeners. Real clients only: curl, openssl s_client,
+# Python's ssl. Certificates come from a throwaway CA made with openssl in
+# the temp dir. TAP on stdout; 127.0.0.1 only.
 #
 # Run by `make check`, or by hand: DETOURD=_build/detourd tests/integration/tls.sh
 
@@ -172,13 +172,16 @@ TLS_EC="certificates: [{cert: \"$PKI/ec.pem\", key: \"$PKI/ec.key\"}]"
 
 # The main daemon (two workers: one SNI table, one ticket key, counters
 # summed): a plain listener and TLS listeners that differ in one
-# setting each. On $P_T the first certificate (b.test) is the default.
-# $P_LOG and $P_BURST take failed handshakes whose log lines are counted.
+# setting each. On $P_T the first certificate (b.test) is the default, and
+# every answer carries HSTS. $P_LOG and $P_BURST take failed handshakes
+# whose log lines are counted.
+HSTS="max-age=31536000; includeSubDomains"
 C_MAIN=$(write_config main.yaml <<EOF
 listen:
   - "127.0.0.1:$P_H"
   - address: "127.0.0.1:$P_T"
     tls:
+      hsts: "$HSTS"
       certificates:
         - cert: "$PKI/b.pem"
           key: "$PKI/b.key"
@@ -551,6 +554,39 @@ EOF
 }
 t "-t rejects a TLS block with which no handshake can succeed, at its ciphers key" t_check_no_handshake
 
+t_check_hsts() {
+    local c
+    c=$(write_config hsts.yaml <<EOF
+listen:
+  - address: "127.0.0.1:10001"
+    tls:
+      $TLS_EC
+      hsts: "includeSubDomains"
+  - address: "127.0.0.1:10002"
+    tls:
+      $TLS_EC
+      hsts: "max-age=1\r\nX-Evil: 1"
+  - address: "127.0.0.1:10003"
+    tls:
+      $TLS_EC
+      hsts: "max-age=soon"
+$POOLS
+EOF
+)
+    run_detourd -t -c "$c"
+    expect_eq "exit status" "$LAST_RC" 1 || why "$(cat "$RUN_OUT" "$RUN_ERR")" || return 1
+    local w bad=0 want=(
+        "no max-age|^$c:$(at "$c" '"includeSubDomains"'): (listen\[0\]\.)?tls\.hsts: .*no max-age"
+        "control characters|^$c:$(at "$c" '"max-age=1'): (listen\[1\]\.)?tls\.hsts: .*control character"
+        "not a number|^$c:$(at "$c" '"max-age=soon"'): (listen\[2\]\.)?tls\.hsts: .*max-age that is not a number"
+    )
+    for w in "${want[@]}"; do
+        grep -qE -- "${w#*|}" "$RUN_ERR" || { why "${w%%|*}: no line matching /${w#*|}/"; bad=1; }
+    done
+    [ "$bad" = 0 ] || why "stderr was:" "$(cat "$RUN_ERR")"
+}
+t "-t rejects an hsts value without max-age, with control characters or a bad max-age" t_check_hsts
+
 # ============================================================ start ====
 
 start_detourd main "$C_MAIN" "$P_T" || { echo "Bail out! detourd did not start with TLS listeners"; exit 1; }
@@ -704,6 +740,46 @@ t_close_notify_idle() {
     expect_eq "idle_timeout ${PEER_IDLE}s (how it ended, answers)" "$got" "close_notify 1"
 }
 t "close_notify at the keep-alive idle timeout" t_close_notify_idle
+
+# ================================================================ HSTS ====
+
+t_hsts() {
+    local o
+    o=$(tmpf hsts)
+    traw "$o" "$P_T" 'GET /h1 HTTP/1.1\r\nHost: a.test\r\n\r\n' \
+        'GET /bad HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n'
+    expect_response "$o" 1 307 "$REGION/h1" || return 1
+    expect_eq "307: Strict-Transport-Security" "$(r_hdr "$o" 1 strict-transport-security)" "$HSTS" || return 1
+    expect_eq "307: Strict-Transport-Security fields" "$(r_hdr_count "$o" 1 strict-transport-security)" 1 || return 1
+    expect_response "$o" 2 400 || return 1
+    expect_eq "400: Strict-Transport-Security" "$(r_hdr "$o" 2 strict-transport-security)" "$HSTS" || return 1
+    traw "$o" "$P_T" --head 1 'HEAD /h2 HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n'
+    expect_response "$o" 1 307 "$REGION/h2" || return 1
+    expect_eq "HEAD: Strict-Transport-Security" "$(r_hdr "$o" 1 strict-transport-security)" "$HSTS" || return 1
+    traw "$o" "$P_T" 'GET /v HTTP/1.2\r\nHost: a.test\r\n\r\n'
+    expect_response "$o" 1 505 || return 1
+    expect_eq "505: Strict-Transport-Security" "$(r_hdr "$o" 1 strict-transport-security)" "$HSTS"
+}
+t "hsts: Strict-Transport-Security on every answer of the TLS listener (307, HEAD, 400, 505)" t_hsts
+
+t_hsts_not_plain() {
+    local o
+    o=$(tmpf nohsts)
+    raw "$o" "$P_H" 'GET /p HTTP/1.1\r\nHost: a.test\r\n\r\n' 'GET /bad HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n'
+    expect_response "$o" 1 307 "$REGION/p" || return 1
+    expect_response "$o" 2 400 || return 1
+    expect_eq "plain listener: Strict-Transport-Security fields" \
+        "$(($(r_hdr_count "$o" 1 strict-transport-security) + $(r_hdr_count "$o" 2 strict-transport-security)))" 0 || return 1
+    raw "$o" "$P_T" 'GET /plain HTTP/1.1\r\nHost: a.test\r\n\r\n'
+    expect_response "$o" 1 400 || return 1
+    expect_eq "plain HTTP on the TLS port: Strict-Transport-Security fields" \
+        "$(r_hdr_count "$o" 1 strict-transport-security)" 0 || return 1
+    traw "$o" "$P_13" 'GET /x HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n'
+    expect_response "$o" 1 307 "$REGION/x" || return 1
+    expect_eq "a TLS listener without hsts: Strict-Transport-Security fields" \
+        "$(r_hdr_count "$o" 1 strict-transport-security)" 0
+}
+t "hsts: never on the plain listener, the plain-text 400 of a TLS port, or a TLS listener without it" t_hsts_not_plain
 
 # ================================================================ SNI ====
 
@@ -1322,6 +1398,24 @@ t_reload_no_handshake() {
     expect_eq "a new connection's certificate" "$(rel_serial)" 04
 }
 t "reload with a TLS block with which no handshake can succeed: rejected, the old settings serve" t_reload_no_handshake
+
+rel_hsts() {
+    local o
+    o=$(tmpf relhsts)
+    traw "$o" "$P_R" 'GET /h HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n'
+    [ "$(r_status "$o" 1)" = 307 ] && r_hdr "$o" 1 strict-transport-security
+}
+t_reload_hsts() {
+    [ -n "$REL_PID" ] || why "the reload daemon did not start" || return 1
+    local v
+    for v in "max-age=60" "max-age=120; preload" ""; do
+        rel_config ${v:+"hsts: \"$v\""} >"$C_REL"
+        reload_daemon "$REL_PID" "$REL_LOG" || why "no reload logged" || return 1
+        expect_eq "reload succeeded" "$RELOAD_OK" 1 || why "$(tail -n 5 "$REL_LOG")" || return 1
+        expect_eq "Strict-Transport-Security after the reload to hsts '$v'" "$(rel_hsts)" "$v" || return 1
+    done
+}
+t "reload: hsts is added, changed and removed" t_reload_hsts
 
 # ====================================================== graceful stop ====
 
