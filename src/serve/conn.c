@@ -650,9 +650,11 @@ static void emit(struct conn *c, const struct pool *p, const struct tmpl *t, con
                  size_t plen, bool head_only, uint8_t minor, bool keep)
 {
     struct conn_io *io = c->io;
+    size_t max = redirect_max(p, t, plen);
     /* Strict-Transport-Security: only on a TLS listener with hsts: */
-    const struct chunk *hsts = c->tls ? tls_conn_hsts(c->tctx) : NULL;
-    if (!out_reserve(c, redirect_max(p, t, plen, hsts))) {
+    const struct chunk *hsts = NULL;
+    if (c->tls && (hsts = tls_conn_hsts(c->tctx))) max += hsts->len;
+    if (!out_reserve(c, max)) {
         c->after = AFTER_CLOSE;
         return;
     }

@@ -140,13 +140,12 @@ static char *put_html(char *o, const char *s, size_t n, size_t amps)
     return o;
 }
 
-size_t redirect_max(const struct pool *p, const struct tmpl *t, size_t path_len,
-                    const struct chunk *extra)
+size_t redirect_max(const struct pool *p, const struct tmpl *t, size_t path_len)
 {
     size_t esc = 3 * path_len + 1;
     return t->head.len + esc + sizeof(DATE_HDR) + HTTP_DATE_LEN + sizeof(CL_HDR) + 24 +
-           p->tail.len + (extra ? extra->len : 0) + sizeof("Connection: keep-alive\r\n\r\n") +
-           t->body_pre.len + 5 * esc + t->body_post.len;
+           p->tail.len + sizeof("Connection: keep-alive\r\n\r\n") + t->body_pre.len + 5 * esc +
+           t->body_post.len;
 }
 
 size_t redirect_build(char *out, const struct pool *p, const struct tmpl *t, const char *path,

@@ -28,9 +28,9 @@ void date_cache_update(struct date_cache *dc, time_t now);
 bool redirect_prepare(struct config *c, struct diag *d);
 void redirect_release(struct config *c);
 
-/* An upper bound for the bytes redirect_build() writes for a path. */
-size_t redirect_max(const struct pool *p, const struct tmpl *t, size_t path_len,
-                    const struct chunk *extra);
+/* An upper bound for the bytes redirect_build() writes for a path (plus
+ * extra->len with extra). */
+size_t redirect_max(const struct pool *p, const struct tmpl *t, size_t path_len);
 /* Writes one whole response to out (at least redirect_max() bytes). extra:
  * header lines of the listener (Strict-Transport-Security on a TLS
  * listener with hsts:), each ending in CRLF, copied as they are; or NULL. */

@@ -67,7 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const struct tmpl *t = pick(p, sel >> 1);
     struct date_cache dc = {0};
     date_cache_update(&dc, 784111777);
-    size_t max = redirect_max(p, t, plen, NULL);
+    size_t max = redirect_max(p, t, plen);
     char *out = malloc(max + 1);
     assert(out);
     size_t n = redirect_build(out, p, t, path, plen, sel & 0x20, (enum conn_hdr)((sel >> 6) % 3),

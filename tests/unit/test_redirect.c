@@ -81,7 +81,7 @@ static const struct pool *pool(const char *name)
 static char *build(const struct pool *p, const struct tmpl *t, const char *path, size_t plen,
                    bool head_only, enum conn_hdr ch, size_t *len)
 {
-    size_t max = redirect_max(p, t, plen, NULL);
+    size_t max = redirect_max(p, t, plen);
     char *out = malloc(max + 1);
     ck_assert_ptr_nonnull(out);
     *len = redirect_build(out, p, t, path, plen, head_only, ch, &dc, NULL);
@@ -232,7 +232,7 @@ START_TEST(test_build_extra_headers)
         for (int head = 0; head < 2; head++) {
             size_t n0, n;
             char *plain = build_s(p, t, "/x?a&b", head, (enum conn_hdr)ch, &n0);
-            size_t max = redirect_max(p, t, 6, &hsts);
+            size_t max = redirect_max(p, t, 6) + hsts.len;
             char *out = malloc(max);
             ck_assert_ptr_nonnull(out);
             n = redirect_build(out, p, t, "/x?a&b", 6, head, (enum conn_hdr)ch, &dc, &hsts);
