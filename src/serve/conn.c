@@ -138,9 +138,9 @@ static inline ssize_t tcp_recv(int fd, void *ctx, char *buf, size_t len)
     return errno == EAGAIN || errno == EWOULDBLOCK ? TRANSPORT_AGAIN : TRANSPORT_ERROR;
 }
 
-static inline ssize_t tcp_send(int fd, void *ctx, const char *buf, size_t len)
+static inline ssize_t tcp_send(int fd, void *ctx, const char *buf, size_t len, bool more)
 {
-    (void)ctx;
+    (void)ctx, (void)more;
     ssize_t n;
     while ((n = send(fd, buf, len, MSG_NOSIGNAL)) < 0 && errno == EINTR) continue;
     if (n > 0) return n;
@@ -165,8 +165,10 @@ static inline ssize_t conn_recv(struct conn *c, char *buf, size_t len)
 
 static inline ssize_t conn_send(struct conn *c, const char *buf, size_t len)
 {
-    if (c->tp == &transport_tcp) return tcp_send(c->fd, NULL, buf, len);
-    return c->tp->send(c->fd, c->tctx, buf, len);
+    if (c->tp == &transport_tcp) return tcp_send(c->fd, NULL, buf, len, false);
+    /* after the last answer the close follows at once (conn_end, or the
+     * lingering close's shutdown) */
+    return c->tp->send(c->fd, c->tctx, buf, len, c->after != AFTER_KEEP);
 }
 
 static const struct limits *limits_of(const struct conn *c)

@@ -1137,6 +1137,31 @@ t_one_ticket() {
 }
 t "TLS 1.3: one ticket per handshake, full or resumed" t_one_ticket
 
+# The TLS 1.3 ticket is held back to leave with the first answer: a
+# client that sends nothing after its handshake still gets it (the kernel
+# sends what is held after 200 ms at most)
+t_ticket_without_request() {
+    local out
+    out=$("$PYTHON" - "$P_T" <<'PY' 2>&1
+import os, socket, ssl, sys, time
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1]))), server_hostname="a.test")
+end = time.monotonic() + 5 * float(os.environ.get("TIMEOUT_SCALE") or 1)
+while not s.session.has_ticket and time.monotonic() < end:
+    s.settimeout(0.1)
+    try:
+        s.recv(1)  # processes the ticket; no answer comes
+    except (socket.timeout, ssl.SSLWantReadError):
+        pass
+print("ticket" if s.session.has_ticket else "no ticket")
+PY
+)
+    expect_eq "a client that sent no request" "$out" ticket
+}
+t "TLS 1.3: a client that sends no request after its handshake still gets its ticket" t_ticket_without_request
+
 t "TLS 1.2: a session ticket resumes (s_client -sess_out / -sess_in)" t_resume 2
 t "TLS 1.3: a session ticket resumes (s_client -sess_out / -sess_in)" t_resume 3
 
