@@ -185,14 +185,13 @@ static void why_out(struct evbuffer *o, const struct config *c, const struct poo
             if (op->reason) evbuffer_add_printf(o, " (%s)", op->reason);
             return;
         }
-        evbuffer_add_printf(o, "%s by the config override", verb);
-        if (op->has_until) sched_format_time(op->until_ms, t, sizeof(t));
-        if (op->reason && op->has_until)
-            evbuffer_add_printf(o, " (%s, until %s)", op->reason, t);
-        else if (op->reason)
-            evbuffer_add_printf(o, " (%s)", op->reason);
-        else if (op->has_until)
-            evbuffer_add_printf(o, " (until %s)", t);
+        /* the end, or "until removed" where the override has none */
+        if (op->has_until)
+            sched_format_time(op->until_ms, t, sizeof(t));
+        else
+            snprintf(t, sizeof(t), "removed");
+        evbuffer_add_printf(o, "%s by the config override (%s%suntil %s)", verb,
+                            op->reason ? op->reason : "", op->reason ? ", " : "", t);
         return;
     }
     if (r->weight == 0) {
@@ -203,9 +202,19 @@ static void why_out(struct evbuffer *o, const struct config *c, const struct poo
     if (!h || !h->probes) {
         evbuffer_add(o, LIT("down (its initial state; not checked yet)"));
     } else if (h->st.fail && h->last.reason != HR_OK) {
-        evbuffer_add_printf(o, "down after %u failure%s (%s%s%s)", h->st.fail,
-                            h->st.fail == 1 ? "" : "s", health_reason_phase(h->last.reason),
-                            h->last.detail[0] ? ": " : "", h->last.detail);
+        /* it went down after `fall` failures; the streak goes on counting */
+        unsigned n = h->st.fail, fall = r->check->fall;
+        const char *step = health_reason_phase(h->last.reason),
+                   *sep = h->last.detail[0] ? ": " : "";
+        if (h->st.checked && n >= fall) {
+            evbuffer_add_printf(o, "down after %u failure%s (%s%s%s", fall, fall == 1 ? "" : "s",
+                                step, sep, h->last.detail);
+            if (n > fall) evbuffer_add_printf(o, "; %u in a row now", n);
+            evbuffer_add(o, LIT(")"));
+        } else { /* down since the start, or again after a success */
+            evbuffer_add_printf(o, "down (%u failure%s in a row: %s%s%s)", n, n == 1 ? "" : "s",
+                                step, sep, h->last.detail);
+        }
     } else {
         evbuffer_add_printf(o, "down (%u of %u successes needed to come back)", h->st.succ,
                             r->check->rise);
@@ -224,23 +233,68 @@ static long next_priority(const struct pool *p, long prev)
     return best;
 }
 
+/* The all-down action in force: "fallback to URL", "reject", "fail_open to
+ * eu, us" (long) or "fallback", "reject", "fail_open" (short). */
+static void all_down_action(struct evbuffer *o, const struct pool *p, const struct choice *ch,
+                            bool lng)
+{
+    if (ch->action == CHOICE_FALLBACK) {
+        evbuffer_add(o, LIT("fallback"));
+        if (lng) evbuffer_add_printf(o, " to %s", p->all_down_url ? p->all_down_url : "?");
+    } else if (ch->action == CHOICE_REJECT) {
+        evbuffer_add(o, LIT("reject"));
+    } else { /* fail_open: the regions as if their checks passed */
+        evbuffer_add(o, LIT("fail_open"));
+        if (!lng) return;
+        evbuffer_add(o, LIT(" to "));
+        uint64_t seen = 0;
+        for (uint32_t i = 0; i < ch->n; i++) seen |= UINT64_C(1) << ch->seq[i];
+        bool first = true;
+        for (size_t k = 0; k < p->nregions; k++) {
+            if (!(seen >> k & 1)) continue;
+            evbuffer_add_printf(o, "%s%s", first ? "" : ", ", p->regions[k].name);
+            first = false;
+        }
+    }
+}
+
+/* True while no region of p may receive traffic: the all_down action
+ * decides (fail_open included). */
+static bool pool_all_down(const struct pool *p, const struct choice *ch)
+{
+    return ch->action == CHOICE_FALLBACK || ch->action == CHOICE_REJECT ||
+           select_tier(p, ch->up) == 0;
+}
+
+#define ARROW " \xe2\x86\x92 " /* → */
+
 /* Writes one line: which tier is active and why every better region is
  * out, e.g. "tier 1 unavailable: eu-west drained by maintenance eu-west-db
  * (CHG-1234), eu-central down after 3 failures (connect: Connection
- * refused); tier 2: us-east". Main thread (reads health and maint state). */
+ * refused); tier 2: us-east"; or, when no region may receive traffic, why
+ * each is out and what happens instead: "no region may receive traffic: eu
+ * down after 3 failures (...), us drained by ... → fallback to URL". Main
+ * thread (reads health and maint state). */
 static void pool_why(struct evbuffer *o, const struct config *c, const struct pool *p)
 {
     const struct choice *ch = atomic_load_explicit(&p->sel->cur, memory_order_acquire);
     uint64_t tier = select_tier(p, ch->up), chosen = 0;
+    if (pool_all_down(p, ch)) {
+        evbuffer_add(o, LIT("no region may receive traffic: "));
+        for (size_t k = 0; k < p->nregions; k++) {
+            if (k) evbuffer_add(o, LIT(", "));
+            why_out(o, c, p, k);
+        }
+        evbuffer_add(o, LIT(ARROW));
+        all_down_action(o, p, ch, true);
+        return;
+    }
     long active = -1;
     for (size_t k = 0; k < p->nregions && active < 0; k++)
         if (tier >> k & 1) active = (long)p->regions[k].priority;
-    for (uint32_t i = 0; ch->action != CHOICE_FALLBACK && ch->action != CHOICE_REJECT && i < ch->n;
-         i++)
-        chosen |= UINT64_C(1) << ch->seq[i];
+    for (uint32_t i = 0; i < ch->n; i++) chosen |= UINT64_C(1) << ch->seq[i];
     bool first_tier = true;
-    for (long pr = next_priority(p, -1); pr >= 0 && (active < 0 || pr < active);
-         pr = next_priority(p, pr)) {
+    for (long pr = next_priority(p, -1); pr >= 0 && pr < active; pr = next_priority(p, pr)) {
         evbuffer_add_printf(o, "%stier %ld unavailable: ", first_tier ? "" : "; ", pr);
         first_tier = false;
         bool first = true;
@@ -252,23 +306,6 @@ static void pool_why(struct evbuffer *o, const struct config *c, const struct po
         }
     }
     if (!first_tier) evbuffer_add(o, LIT("; "));
-    if (active < 0) {
-        evbuffer_add(o, LIT("all regions down: "));
-        if (ch->action == CHOICE_FALLBACK) {
-            evbuffer_add_printf(o, "fallback to %s", p->all_down_url ? p->all_down_url : "?");
-        } else if (ch->action == CHOICE_REJECT) {
-            evbuffer_add(o, LIT("reject"));
-        } else { /* fail_open: the regions as if their checks passed */
-            evbuffer_add(o, LIT("fail_open to "));
-            bool first = true;
-            for (size_t k = 0; k < p->nregions; k++) {
-                if (!(chosen >> k & 1)) continue;
-                evbuffer_add_printf(o, "%s%s", first ? "" : ", ", p->regions[k].name);
-                first = false;
-            }
-        }
-        return;
-    }
     evbuffer_add_printf(o, "tier %ld: ", active);
     bool first = true;
     for (size_t k = 0; k < p->nregions; k++) {
@@ -378,8 +415,7 @@ void admin_status_json(struct evbuffer *o, const struct daemon_view *v)
             json_str(o, p->hosts[k]);
         }
         const struct choice *ch = atomic_load_explicit(&p->sel->cur, memory_order_acquire);
-        bool all_down = ch->action == CHOICE_FALLBACK || ch->action == CHOICE_REJECT ||
-                        select_tier(p, ch->up) == 0; /* fail_open counts too */
+        bool all_down = pool_all_down(p, ch); /* fail_open counts too */
         uint64_t total = 0;
         for (size_t k = 0; k < p->nregions; k++)
             total += metrics_requests(v, c, p->name, p->regions[k].name, p->status,
