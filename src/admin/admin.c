@@ -15,10 +15,12 @@
 #include <unistd.h>
 
 #include "admin/admin_config.h"
+#include "admin/recent.h"
 #include "events/events.h"
 #include "control/health.h"
 #include "control/schedule.h"
 #include "lib/html.h"
+#include "lib/clock.h"
 #include "lib/json.h"
 #include "control/listener.h"
 #include "lib/lit.h"
@@ -58,6 +60,8 @@ struct admin {
     unsigned nsubs;
     struct event *keepalive; /* every SSE_KEEPALIVE_S while there are streams */
     struct event *reap;      /* closes the streams marked `dead` (deferred from wake) */
+    struct recent *recent;   /* the last minute's requests (the share column) */
+    struct event *sample;    /* every RECENT_TICK_S: a sample for recent */
 };
 
 /* ---- JSON ---- */
@@ -340,6 +344,34 @@ static char *pool_why_str(const struct config *c, const struct pool *p)
     return s;
 }
 
+/* The share column's window, one per document, the same for /status and
+ * the page: each region's redirects over the last minute (since the start
+ * during the first minute; recent.h). */
+struct share_window {
+    struct recent_window w;
+    long long seconds; /* its length */
+};
+
+static struct share_window share_window(const struct daemon_view *v)
+{
+    struct share_window sw = {{0, -1}, (long long)(time(NULL) - v->start_time)};
+    if (v->recent) {
+        uint64_t now = clock_now_ms();
+        sw.w = recent_window(v->recent, now);
+        sw.seconds = (long long)((now - sw.w.since_ms + 500) / 1000);
+    }
+    if (sw.seconds < 0) sw.seconds = 0;
+    return sw;
+}
+
+/* Region k of p's redirects over the window; total: its counter now. */
+static uint64_t region_recent(const struct daemon_view *v, const struct share_window *sw,
+                              const struct pool *p, size_t k, uint64_t total)
+{
+    uint64_t base = v->recent ? recent_base(v->recent, &sw->w, p->name, p->regions[k].name) : 0;
+    return total > base ? total - base : 0;
+}
+
 static long long days_left(time_t not_after, time_t now)
 {
     long long d = (long long)(not_after - now);
@@ -403,7 +435,8 @@ void admin_status_json(struct evbuffer *o, const struct daemon_view *v)
                         (unsigned long long)v->reloads_ok, (unsigned long long)v->reloads_failed,
                         server_connections(v->srv));
     listeners_json(o, c, time(NULL));
-    evbuffer_add(o, LIT("\"pools\":["));
+    struct share_window sw = share_window(v);
+    evbuffer_add_printf(o, "\"recent_seconds\":%lld,\"pools\":[", sw.seconds);
     for (size_t i = 0; i < c->npools; i++) {
         const struct pool *p = &c->pools[i];
         if (i) evbuffer_add(o, LIT(","));
@@ -416,16 +449,21 @@ void admin_status_json(struct evbuffer *o, const struct daemon_view *v)
         }
         const struct choice *ch = atomic_load_explicit(&p->sel->cur, memory_order_acquire);
         bool all_down = pool_all_down(p, ch); /* fail_open counts too */
-        uint64_t total = 0;
-        for (size_t k = 0; k < p->nregions; k++)
-            total += metrics_requests(v, c, p->name, p->regions[k].name, p->status,
+        uint64_t total = 0, recent = 0, req[CONFIG_MAX_REGIONS], rec[CONFIG_MAX_REGIONS];
+        for (size_t k = 0; k < p->nregions; k++) {
+            req[k] = metrics_requests(v, c, p->name, p->regions[k].name, p->status,
                                       p->regions[k].tmpl.slot);
+            rec[k] = region_recent(v, &sw, p, k, req[k]);
+            total += req[k];
+            recent += rec[k];
+        }
         evbuffer_add_printf(o,
                             "],\"default\":%s,\"balance\":\"%s\",\"all_down\":\"%s\","
-                            "\"all_down_active\":%s,\"requests\":%llu,\"chosen\":",
+                            "\"all_down_active\":%s,\"requests\":%llu,\"recent_requests\":%llu,"
+                            "\"chosen\":",
                             p->is_default ? "true" : "false", balance_name(p->balance),
                             all_down_name(p->all_down), all_down ? "true" : "false",
-                            (unsigned long long)total);
+                            (unsigned long long)total, (unsigned long long)recent);
         chosen_json(o, p);
         char *why = pool_why_str(c, p);
         evbuffer_add(o, LIT(",\"why\":"));
@@ -472,13 +510,13 @@ void admin_status_json(struct evbuffer *o, const struct daemon_view *v)
             } else {
                 evbuffer_add(o, LIT("null"));
             }
-            uint64_t req = metrics_requests(v, c, p->name, r->name, p->status, r->tmpl.slot);
             evbuffer_add_printf(o,
                                 ",\"consecutive_successes\":%u,\"consecutive_failures\":%u,"
                                 "\"latency_ms\":",
                                 h ? h->st.succ : 0, h ? h->st.fail : 0);
             num_or_null(o, h && h->st.have_latency, h ? h->st.latency_ms : 0);
-            evbuffer_add_printf(o, ",\"requests\":%llu,\"last_change\":", (unsigned long long)req);
+            evbuffer_add_printf(o, ",\"requests\":%llu,\"recent_requests\":%llu,\"last_change\":",
+                                (unsigned long long)req[k], (unsigned long long)rec[k]);
             if (h && h->changes)
                 evbuffer_add_printf(o, "%lld", (long long)h->last_change);
             else
@@ -1303,6 +1341,22 @@ static int open_admin(const struct listen_addr *addr, char *err, size_t errlen)
     return fd;
 }
 
+/* A sample of every region's request counter for the share column: on the
+ * main thread, every RECENT_TICK_S; the request path does nothing for it. */
+static void sample_requests(evutil_socket_t fd, short what, void *arg)
+{
+    struct admin *a = arg;
+    const struct config *c = server_config(a->v->srv);
+    (void)fd, (void)what;
+    for (size_t i = 0; c && i < c->npools; i++) {
+        const struct pool *p = &c->pools[i];
+        for (size_t k = 0; k < p->nregions; k++)
+            recent_put(a->recent, p->name, p->regions[k].name,
+                       region_requests(a->v, c, p, &p->regions[k]));
+    }
+    recent_commit(a->recent, clock_now_ms());
+}
+
 struct admin *admin_start(struct event_base *base, struct daemon_view *v, const struct config *cfg,
                           char *err, size_t errlen)
 {
@@ -1330,11 +1384,18 @@ struct admin *admin_start(struct event_base *base, struct daemon_view *v, const 
     a->base = base;
     a->keepalive = event_new(base, -1, EV_PERSIST, sse_keepalive, a);
     a->reap = event_new(base, -1, 0, sse_reap, a);
-    if (!a->keepalive || !a->reap) {
+    /* the counters were 0 at the start */
+    uint64_t now = clock_now_ms(), up = (uint64_t)(time(NULL) - v->start_time) * 1000;
+    a->recent = recent_new(now > up ? now - up : 0);
+    a->sample = event_new(base, -1, EV_PERSIST, sample_requests, a);
+    if (!a->keepalive || !a->reap || !a->recent || !a->sample) {
         admin_stop(a);
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    struct timeval tick = {RECENT_TICK_S, 0};
+    event_add(a->sample, &tick);
+    v->recent = a->recent;
     if (cfg->admin) {
         int fd = open_admin(admin_cfg_listen(cfg->admin), err, errlen);
         if (fd < 0 || !attach(a, admin_cfg_listen(cfg->admin), fd, err, errlen)) {
@@ -1389,5 +1450,8 @@ void admin_stop(struct admin *a)
     if (a->http) evhttp_free(a->http);
     if (a->keepalive) event_free(a->keepalive);
     if (a->reap) event_free(a->reap);
+    if (a->sample) event_free(a->sample);
+    if (a->recent) a->v->recent = NULL;
+    recent_free(a->recent);
     free(a);
 }
