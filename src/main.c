@@ -132,6 +132,13 @@ static void on_ticket_rotate(evutil_socket_t fd, short what, void *arg)
     tls_rotate_ticket_key();
 }
 
+/* the count of failed TLS handshakes a second's log lines did not show */
+static void on_second(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what, (void)arg;
+    tls_fail_log_flush();
+}
+
 /* A reload starts: its load runs on a thread of its own (control/reload.h). */
 static const char *reload_starting(void *arg)
 {
@@ -427,7 +434,7 @@ int main(int argc, char **argv)
     d.webhook = d.events ? sink_webhook_new(d.base, d.events) : NULL;
     int rc = EXIT_CONFIG;
     char err[256];
-    struct event *timers[2] = {NULL, NULL};
+    struct event *timers[3] = {NULL, NULL, NULL};
     struct alog_file *alog = NULL;
     if (!d.webhook || !d.exec) {
         log_error("out of memory");
@@ -486,11 +493,13 @@ int main(int argc, char **argv)
         log_error("out of memory");
         goto out;
     }
-    struct timeval day = {86400, 0}, rotate = {TLS_TICKET_ROTATE_S, 0};
+    struct timeval day = {86400, 0}, rotate = {TLS_TICKET_ROTATE_S, 0}, second = {1, 0};
     timers[0] = event_new(d.base, -1, EV_PERSIST, on_daily, &d);
     timers[1] = event_new(d.base, -1, EV_PERSIST, on_ticket_rotate, &d);
+    timers[2] = event_new(d.base, -1, EV_PERSIST, on_second, &d);
     if (timers[0]) event_add(timers[0], &day);
     if (timers[1]) event_add(timers[1], &rotate);
+    if (timers[2]) event_add(timers[2], &second);
     sdnotify_unused_fds(); /* warns about each passed socket no listen: entry takes */
     sdnotify_init(d.base);
     health_notify_status(d.health);
@@ -519,7 +528,7 @@ out:
     defer_stop(); /* the workers are gone */
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
         if (sigev[i]) event_free(sigev[i]);
-    for (size_t i = 0; i < 2; i++)
+    for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++)
         if (timers[i]) event_free(timers[i]);
     sdnotify_free();
     events_free(d.events);

@@ -15,11 +15,13 @@
 #include <unistd.h>
 
 #include "admin/admin_config.h"
+#include "admin/recent.h"
 #include "events/events.h"
 #include "fleet/fleet.h"
 #include "control/health.h"
 #include "control/schedule.h"
 #include "lib/html.h"
+#include "lib/clock.h"
 #include "lib/json.h"
 #include "control/listener.h"
 #include "lib/lit.h"
@@ -59,6 +61,8 @@ struct admin {
     unsigned nsubs;
     struct event *keepalive; /* every SSE_KEEPALIVE_S while there are streams */
     struct event *reap;      /* closes the streams marked `dead` (deferred from wake) */
+    struct recent *recent;   /* the last minute's requests (the share column) */
+    struct event *sample;    /* every RECENT_TICK_S: a sample for recent */
 };
 
 /* ---- JSON ---- */
@@ -193,14 +197,13 @@ static void why_out(struct evbuffer *o, const struct config *c, const struct poo
             if (op->reason) evbuffer_add_printf(o, " (%s)", op->reason);
             return;
         }
-        evbuffer_add_printf(o, "%s by the config override", verb);
-        if (op->has_until) sched_format_time(op->until_ms, t, sizeof(t));
-        if (op->reason && op->has_until)
-            evbuffer_add_printf(o, " (%s, until %s)", op->reason, t);
-        else if (op->reason)
-            evbuffer_add_printf(o, " (%s)", op->reason);
-        else if (op->has_until)
-            evbuffer_add_printf(o, " (until %s)", t);
+        /* the end, or "until removed" where the override has none */
+        if (op->has_until)
+            sched_format_time(op->until_ms, t, sizeof(t));
+        else
+            snprintf(t, sizeof(t), "removed");
+        evbuffer_add_printf(o, "%s by the config override (%s%suntil %s)", verb,
+                            op->reason ? op->reason : "", op->reason ? ", " : "", t);
         return;
     }
     if (r->weight == 0) {
@@ -211,9 +214,19 @@ static void why_out(struct evbuffer *o, const struct config *c, const struct poo
     if (!h || !h->probes) {
         evbuffer_add(o, LIT("down (its initial state; not checked yet)"));
     } else if (h->st.fail && h->last.reason != HR_OK) {
-        evbuffer_add_printf(o, "down after %u failure%s (%s%s%s)", h->st.fail,
-                            h->st.fail == 1 ? "" : "s", health_reason_phase(h->last.reason),
-                            h->last.detail[0] ? ": " : "", h->last.detail);
+        /* it went down after `fall` failures; the streak goes on counting */
+        unsigned n = h->st.fail, fall = r->check->fall;
+        const char *step = health_reason_phase(h->last.reason),
+                   *sep = h->last.detail[0] ? ": " : "";
+        if (h->st.checked && n >= fall) {
+            evbuffer_add_printf(o, "down after %u failure%s (%s%s%s", fall, fall == 1 ? "" : "s",
+                                step, sep, h->last.detail);
+            if (n > fall) evbuffer_add_printf(o, "; %u in a row now", n);
+            evbuffer_add(o, LIT(")"));
+        } else { /* down since the start, or again after a success */
+            evbuffer_add_printf(o, "down (%u failure%s in a row: %s%s%s)", n, n == 1 ? "" : "s",
+                                step, sep, h->last.detail);
+        }
     } else {
         evbuffer_add_printf(o, "down (%u of %u successes needed to come back)", h->st.succ,
                             r->check->rise);
@@ -232,23 +245,79 @@ static long next_priority(const struct pool *p, long prev)
     return best;
 }
 
+/* What keeps region k of p from traffic, in a word: "drained", "marked
+ * down", "weight 0" or "down" (why_out() says it at length). The page's
+ * script says the same (outWord()). */
+static const char *out_word(const struct region *r)
+{
+    if (r->op == REGION_DRAIN) return "drained";
+    if (r->op == REGION_DOWN) return "marked down";
+    if (r->weight == 0) return "weight 0";
+    return "down";
+}
+
+/* The all-down action in force: "fallback to URL", "reject", "fail_open to
+ * eu, us" (long) or "fallback", "reject", "fail_open" (short). */
+static void all_down_action(struct evbuffer *o, const struct pool *p, const struct choice *ch,
+                            bool lng)
+{
+    if (ch->action == CHOICE_FALLBACK) {
+        evbuffer_add(o, LIT("fallback"));
+        if (lng) evbuffer_add_printf(o, " to %s", p->all_down_url ? p->all_down_url : "?");
+    } else if (ch->action == CHOICE_REJECT) {
+        evbuffer_add(o, LIT("reject"));
+    } else { /* fail_open: the regions as if their checks passed */
+        evbuffer_add(o, LIT("fail_open"));
+        if (!lng) return;
+        evbuffer_add(o, LIT(" to "));
+        uint64_t seen = 0;
+        for (uint32_t i = 0; i < ch->n; i++) seen |= UINT64_C(1) << ch->seq[i];
+        bool first = true;
+        for (size_t k = 0; k < p->nregions; k++) {
+            if (!(seen >> k & 1)) continue;
+            evbuffer_add_printf(o, "%s%s", first ? "" : ", ", p->regions[k].name);
+            first = false;
+        }
+    }
+}
+
+/* True while no region of p may receive traffic: the all_down action
+ * decides (fail_open included). */
+static bool pool_all_down(const struct pool *p, const struct choice *ch)
+{
+    return ch->action == CHOICE_FALLBACK || ch->action == CHOICE_REJECT ||
+           select_tier(p, ch->up) == 0;
+}
+
+#define ARROW " \xe2\x86\x92 " /* → */
+
 /* Writes one line: which tier is active and why every better region is
  * out, e.g. "tier 1 unavailable: eu-west drained by maintenance eu-west-db
  * (CHG-1234), eu-central down after 3 failures (connect: Connection
- * refused); tier 2: us-east". Main thread (reads health and maint state). */
+ * refused); tier 2: us-east"; or, when no region may receive traffic, why
+ * each is out and what happens instead: "no region may receive traffic: eu
+ * down after 3 failures (...), us drained by ... → fallback to URL". Main
+ * thread (reads health and maint state). */
 static void pool_why(struct evbuffer *o, const struct config *c, const struct pool *p)
 {
     const struct choice *ch = atomic_load_explicit(&p->sel->cur, memory_order_acquire);
     uint64_t tier = select_tier(p, ch->up), chosen = 0;
+    if (pool_all_down(p, ch)) {
+        evbuffer_add(o, LIT("no region may receive traffic: "));
+        for (size_t k = 0; k < p->nregions; k++) {
+            if (k) evbuffer_add(o, LIT(", "));
+            why_out(o, c, p, k);
+        }
+        evbuffer_add(o, LIT(ARROW));
+        all_down_action(o, p, ch, true);
+        return;
+    }
     long active = -1;
     for (size_t k = 0; k < p->nregions && active < 0; k++)
         if (tier >> k & 1) active = (long)p->regions[k].priority;
-    for (uint32_t i = 0; ch->action != CHOICE_FALLBACK && ch->action != CHOICE_REJECT && i < ch->n;
-         i++)
-        chosen |= UINT64_C(1) << ch->seq[i];
+    for (uint32_t i = 0; i < ch->n; i++) chosen |= UINT64_C(1) << ch->seq[i];
     bool first_tier = true;
-    for (long pr = next_priority(p, -1); pr >= 0 && (active < 0 || pr < active);
-         pr = next_priority(p, pr)) {
+    for (long pr = next_priority(p, -1); pr >= 0 && pr < active; pr = next_priority(p, pr)) {
         evbuffer_add_printf(o, "%stier %ld unavailable: ", first_tier ? "" : "; ", pr);
         first_tier = false;
         bool first = true;
@@ -260,23 +329,6 @@ static void pool_why(struct evbuffer *o, const struct config *c, const struct po
         }
     }
     if (!first_tier) evbuffer_add(o, LIT("; "));
-    if (active < 0) {
-        evbuffer_add(o, LIT("all regions down: "));
-        if (ch->action == CHOICE_FALLBACK) {
-            evbuffer_add_printf(o, "fallback to %s", p->all_down_url ? p->all_down_url : "?");
-        } else if (ch->action == CHOICE_REJECT) {
-            evbuffer_add(o, LIT("reject"));
-        } else { /* fail_open: the regions as if their checks passed */
-            evbuffer_add(o, LIT("fail_open to "));
-            bool first = true;
-            for (size_t k = 0; k < p->nregions; k++) {
-                if (!(chosen >> k & 1)) continue;
-                evbuffer_add_printf(o, "%s%s", first ? "" : ", ", p->regions[k].name);
-                first = false;
-            }
-        }
-        return;
-    }
     evbuffer_add_printf(o, "tier %ld: ", active);
     bool first = true;
     for (size_t k = 0; k < p->nregions; k++) {
@@ -295,12 +347,21 @@ static void pool_why(struct evbuffer *o, const struct config *c, const struct po
     }
 }
 
-/* pool_why() as a string (NULL on OOM); the caller frees it. */
-static char *pool_why_str(const struct config *c, const struct pool *p)
+/* The short form of an all-down pool's why, for the pill beside its name:
+ * "no region may receive traffic: eu down, us drained → fallback". */
+static void pool_all_down_short(struct evbuffer *o, const struct pool *p, const struct choice *ch)
 {
-    struct evbuffer *b = evbuffer_new();
-    if (!b) return NULL;
-    pool_why(b, c, p);
+    evbuffer_add(o, LIT("no region may receive traffic: "));
+    for (size_t k = 0; k < p->nregions; k++)
+        evbuffer_add_printf(o, "%s%s %s", k ? ", " : "", p->regions[k].name,
+                            out_word(&p->regions[k]));
+    evbuffer_add(o, LIT(ARROW));
+    all_down_action(o, p, ch, false);
+}
+
+/* What b holds as a string (NULL on OOM), b freed; the caller frees it. */
+static char *take_str(struct evbuffer *b)
+{
     size_t n = evbuffer_get_length(b);
     char *s = malloc(n + 1);
     if (s) {
@@ -309,6 +370,58 @@ static char *pool_why_str(const struct config *c, const struct pool *p)
     }
     evbuffer_free(b);
     return s;
+}
+
+/* pool_why() as a string (NULL on OOM); the caller frees it. */
+static char *pool_why_str(const struct config *c, const struct pool *p)
+{
+    struct evbuffer *b = evbuffer_new();
+    if (!b) return NULL;
+    pool_why(b, c, p);
+    return take_str(b);
+}
+
+/* pool_all_down_short() as a string (NULL on OOM); the caller frees it. */
+static char *pool_all_down_str(const struct pool *p, const struct choice *ch)
+{
+    struct evbuffer *b = evbuffer_new();
+    if (!b) return NULL;
+    pool_all_down_short(b, p, ch);
+    return take_str(b);
+}
+
+/* The share column's window, one per document, the same for /status and
+ * the page: each region's redirects over the last minute (since the start
+ * during the first minute; recent.h). */
+struct share_window {
+    struct recent_window w;
+    long long seconds; /* its length */
+};
+
+static struct share_window share_window(const struct daemon_view *v)
+{
+    struct share_window sw = {{0, -1}, (long long)(time(NULL) - v->start_time)};
+    if (v->recent) {
+        uint64_t now = clock_now_ms();
+        sw.w = recent_window(v->recent, now);
+        sw.seconds = (long long)((now - sw.w.since_ms + 500) / 1000);
+    }
+    if (sw.seconds < 0) sw.seconds = 0;
+    return sw;
+}
+
+/* "last minute", or "since start" during the first minute */
+static const char *share_window_name(const struct share_window *sw)
+{
+    return sw->seconds >= RECENT_WINDOW_S ? "last minute" : "since start";
+}
+
+/* Region k of p's redirects over the window; total: its counter now. */
+static uint64_t region_recent(const struct daemon_view *v, const struct share_window *sw,
+                              const struct pool *p, size_t k, uint64_t total)
+{
+    uint64_t base = v->recent ? recent_base(v->recent, &sw->w, p->name, p->regions[k].name) : 0;
+    return total > base ? total - base : 0;
 }
 
 static long long days_left(time_t not_after, time_t now)
@@ -374,7 +487,8 @@ void admin_status_json(struct evbuffer *o, const struct daemon_view *v)
                         (unsigned long long)v->reloads_ok, (unsigned long long)v->reloads_failed,
                         server_connections(v->srv));
     listeners_json(o, c, time(NULL));
-    evbuffer_add(o, LIT("\"pools\":["));
+    struct share_window sw = share_window(v);
+    evbuffer_add_printf(o, "\"recent_seconds\":%lld,\"pools\":[", sw.seconds);
     for (size_t i = 0; i < c->npools; i++) {
         const struct pool *p = &c->pools[i];
         if (i) evbuffer_add(o, LIT(","));
@@ -386,18 +500,22 @@ void admin_status_json(struct evbuffer *o, const struct daemon_view *v)
             json_str(o, p->hosts[k]);
         }
         const struct choice *ch = atomic_load_explicit(&p->sel->cur, memory_order_acquire);
-        bool all_down = ch->action == CHOICE_FALLBACK || ch->action == CHOICE_REJECT ||
-                        select_tier(p, ch->up) == 0; /* fail_open counts too */
-        uint64_t total = 0;
-        for (size_t k = 0; k < p->nregions; k++)
-            total += metrics_requests(v, c, p->name, p->regions[k].name, p->status,
+        bool all_down = pool_all_down(p, ch); /* fail_open counts too */
+        uint64_t total = 0, recent = 0, req[CONFIG_MAX_REGIONS], rec[CONFIG_MAX_REGIONS];
+        for (size_t k = 0; k < p->nregions; k++) {
+            req[k] = metrics_requests(v, c, p->name, p->regions[k].name, p->status,
                                       p->regions[k].tmpl.slot);
+            rec[k] = region_recent(v, &sw, p, k, req[k]);
+            total += req[k];
+            recent += rec[k];
+        }
         evbuffer_add_printf(o,
                             "],\"default\":%s,\"balance\":\"%s\",\"all_down\":\"%s\","
-                            "\"all_down_active\":%s,\"requests\":%llu,\"chosen\":",
+                            "\"all_down_active\":%s,\"requests\":%llu,\"recent_requests\":%llu,"
+                            "\"chosen\":",
                             p->is_default ? "true" : "false", balance_name(p->balance),
                             all_down_name(p->all_down), all_down ? "true" : "false",
-                            (unsigned long long)total);
+                            (unsigned long long)total, (unsigned long long)recent);
         chosen_json(o, p);
         char *why = pool_why_str(c, p);
         evbuffer_add(o, LIT(",\"why\":"));
@@ -444,13 +562,13 @@ void admin_status_json(struct evbuffer *o, const struct daemon_view *v)
             } else {
                 evbuffer_add(o, LIT("null"));
             }
-            uint64_t req = metrics_requests(v, c, p->name, r->name, p->status, r->tmpl.slot);
             evbuffer_add_printf(o,
                                 ",\"consecutive_successes\":%u,\"consecutive_failures\":%u,"
                                 "\"latency_ms\":",
                                 h ? h->st.succ : 0, h ? h->st.fail : 0);
             num_or_null(o, h && h->st.have_latency, h ? h->st.latency_ms : 0);
-            evbuffer_add_printf(o, ",\"requests\":%llu,\"last_change\":", (unsigned long long)req);
+            evbuffer_add_printf(o, ",\"requests\":%llu,\"recent_requests\":%llu,\"last_change\":",
+                                (unsigned long long)req[k], (unsigned long long)rec[k]);
             if (h && h->changes)
                 evbuffer_add_printf(o, "%lld", (long long)h->last_change);
             else
@@ -494,6 +612,8 @@ struct page {
     const struct daemon_view *v;
     const struct config *c;
     time_t now;
+    struct share_window sw; /* the share column's */
+    bool compact;           /* one summary line per pool, opening to its regions */
 };
 
 /* The page's script writes the same words (ago(), iso(), ms() there). */
@@ -609,30 +729,51 @@ static uint64_t chosen_regions(const struct pool *p, const char **action)
     return set;
 }
 
+/* A region's colour on the page, one per meaning wherever it shows (row,
+ * state pill, timeline, legend): "up", "down", "drain", or "maint" while a
+ * maintenance window holds it (drained or down as planned). The script's
+ * meaning() says the same. */
+static const char *region_colour(const struct config *c, const struct pool *p, size_t k)
+{
+    const struct region *r = &p->regions[k];
+    if (op_of(c, p, k)->source == SCHED_SOURCE_WINDOW &&
+        (r->op == REGION_DRAIN || r->op == REGION_DOWN))
+        return "maint";
+    return effective_state(r);
+}
+
 /* The override cell: the operator state in force and, when one is, where
- * it comes from, why, and how long it has left (the reason and the end as
- * a tooltip). */
+ * it comes from, why, and how long it has left, or "until removed" when
+ * it has no end (the reason and the end as a tooltip). */
 static void page_override(struct page *pg, const struct pool *p, size_t k, const char *ov)
 {
     struct evbuffer *o = pg->o;
     const struct sched_region *op = op_of(pg->c, p, k);
     if (op->source == SCHED_SOURCE_NONE) {
-        evbuffer_add_printf(o, "<td%s>%s</td>", strcmp(ov, "auto") ? " class=\"ov\"" : "", ov);
+        evbuffer_add_printf(o, "<td data-label=\"override\"%s>%s</td>",
+                            strcmp(ov, "auto") ? " class=\"ov\"" : "", ov);
         return;
     }
     char src[600], t[SCHED_TIME_LEN], l[64];
     op_source(src, sizeof(src), op);
-    evbuffer_add(o, LIT("<td class=\"ov\" title=\""));
-    if (op->reason) html_str(o, op->reason);
+    evbuffer_add(o, LIT("<td data-label=\"override\" class=\"ov\" title=\""));
+    if (op->reason) {
+        html_str(o, op->reason);
+        evbuffer_add(o, LIT(" " EN_DASH " "));
+    }
     if (op->has_until) {
         sched_format_time(op->until_ms, t, sizeof(t));
-        evbuffer_add_printf(o, "%suntil %s", op->reason ? " " EN_DASH " " : "", t);
+        evbuffer_add_printf(o, "until %s", t);
+    } else {
+        evbuffer_add(o, LIT("until removed"));
     }
     evbuffer_add_printf(o, "\">%s<span class=\"d\">", ov);
     html_str(o, src);
     if (op->has_until) {
         left(l, sizeof(l), op->until_ms, pg->now);
         evbuffer_add_printf(o, " \xc2\xb7 %s left", l);
+    } else {
+        evbuffer_add(o, LIT(" \xc2\xb7 until removed"));
     }
     if (op->reason) {
         evbuffer_add(o, LIT("</span><span class=\"d\">"));
@@ -641,17 +782,37 @@ static void page_override(struct page *pg, const struct pool *p, size_t k, const
     evbuffer_add(o, LIT("</span></td>"));
 }
 
+/* "12 %" (one decimal under 10), or a dash with nothing to share */
+static void share_text(char *b, size_t len, uint64_t n, uint64_t total, double *pct)
+{
+    *pct = total ? 100.0 * (double)n / (double)total : 0;
+    if (total)
+        snprintf(b, len, "%.*f %%", *pct >= 10 || *pct == 0 ? 0 : 1, *pct);
+    else
+        snprintf(b, len, EN_DASH);
+}
+
+/* The share column's definition (its header's tooltip; the script's
+ * SHARE_TITLE says the same). */
+#define SHARE_TITLE                                                                                \
+    "share of the pool's redirects over the last minute (since the start during detourd's "        \
+    "first minute), the same in /status (recent_requests)"
+
 static void page_row(struct page *pg, const struct pool *p, size_t k, bool chosen, uint64_t req,
-                     uint64_t total)
+                     uint64_t recent, uint64_t recent_total)
 {
     struct evbuffer *o = pg->o;
     const struct region *r = &p->regions[k];
     const struct health *h = r->health;
     const char *st = effective_state(r), *ov = region_state_name(r->op);
+    const char *colour = region_colour(pg->c, p, k);
     char a[96], b[96], t[64];
     unsigned succ = h ? h->st.succ : 0, fail = h ? h->st.fail : 0;
+    /* drained by its weight alone: the override column says auto */
+    bool by_weight = r->weight == 0 && r->op != REGION_DRAIN && r->op != REGION_DOWN;
 
-    evbuffer_add_printf(o, "<tr class=\"state-%s\" data-pool=\"", st);
+    evbuffer_add_printf(o, "<tr class=\"state-%s%s\" data-pool=\"", st,
+                        strcmp(colour, "maint") ? "" : " maint");
     html_str(o, p->name);
     evbuffer_add(o, LIT("\" data-region=\""));
     html_str(o, r->name);
@@ -666,23 +827,29 @@ static void page_row(struct page *pg, const struct pool *p, size_t k, bool chose
 
     /* state */
     evbuffer_add_printf(o,
-                        "<td title=\"checks %s; %u successes, %u failures in a row\">"
-                        "<span class=\"st\">%s</span><span class=\"d\">",
-                        h && h->st.up ? "pass" : "fail", succ, fail, st);
+                        "<td data-label=\"state\" title=\"checks %s; %u successes, %u failures in "
+                        "a row%s\"><span class=\"st c-%s\">%s</span><span class=\"d\">",
+                        h && h->st.up ? "pass" : "fail", succ, fail,
+                        by_weight ? "; drained by its weight 0" : "", colour, st);
+    if (by_weight) evbuffer_add(o, LIT("weight 0 \xc2\xb7 "));
     if (fail > 0)
         evbuffer_add_printf(o, "%u failed in a row", fail);
     else
         evbuffer_add_printf(o, "%u ok in a row", succ);
     evbuffer_add(o, LIT("</span></td>"));
     page_override(pg, p, k, ov);
-    evbuffer_add_printf(o, "<td class=\"n\">%u</td><td class=\"n\">%u</td>", r->priority,
-                        r->weight);
+    evbuffer_add_printf(o, "<td data-label=\"priority\" class=\"n\">%u</td>", r->priority);
+    if (r->weight == 0)
+        evbuffer_add(o, LIT("<td data-label=\"weight\" class=\"n ov\" title=\"weight 0: no new "
+                            "traffic, whatever the override\">0</td>"));
+    else
+        evbuffer_add_printf(o, "<td data-label=\"weight\" class=\"n\">%u</td>", r->weight);
 
     /* last check */
     if (h && h->probes) {
         const struct probe_result *lc = &h->last;
         iso(t, sizeof(t), h->last_time);
-        evbuffer_add(o, LIT("<td title=\""));
+        evbuffer_add(o, LIT("<td data-label=\"last check\" title=\""));
         html_str(o, t);
         if (lc->detail[0]) {
             evbuffer_add(o, LIT(" " EN_DASH " "));
@@ -708,25 +875,24 @@ static void page_row(struct page *pg, const struct pool *p, size_t k, bool chose
         }
         evbuffer_add(o, LIT("</span></td>"));
     } else {
-        evbuffer_add(o, LIT("<td>not yet</td>"));
+        evbuffer_add(o, LIT("<td data-label=\"last check\">not yet</td>"));
     }
 
     /* latency */
     ms(a, sizeof(a), h && h->st.have_latency, h ? h->st.latency_ms : 0);
-    evbuffer_add_printf(o, "<td class=\"n\">%s</td>", a);
+    evbuffer_add_printf(o, "<td data-label=\"latency\" class=\"n\">%s</td>", a);
 
-    /* share of the pool's redirects since the start */
-    evbuffer_add_printf(o, "<td class=\"n\" title=\"%llu redirects since start\">",
-                        (unsigned long long)req);
-    double sh = total ? 100.0 * (double)req / (double)total : 0;
-    if (total)
-        evbuffer_add_printf(o, "%.*f %%", sh >= 10 || sh == 0 ? 0 : 1, sh);
-    else
-        evbuffer_add(o, LIT(EN_DASH));
-    evbuffer_add_printf(o,
-                        "<span class=\"bar\" aria-hidden=\"true\"><i style=\"width:%.1f%%\">"
-                        "</i></span></td>",
-                        sh);
+    /* share of the pool's redirects over the window */
+    double sh;
+    share_text(a, sizeof(a), recent, recent_total, &sh);
+    evbuffer_add_printf(
+        o,
+        "<td data-label=\"share, %s\" class=\"n\" data-recent=\"%llu\" title=\"%llu "
+        "of %llu redirects over the last %lld s; %llu since start\">%s"
+        "<span class=\"bar\" aria-hidden=\"true\"><i style=\"width:%.1f%%\">"
+        "</i></span></td>",
+        share_window_name(&pg->sw), (unsigned long long)recent, (unsigned long long)recent,
+        (unsigned long long)recent_total, pg->sw.seconds, (unsigned long long)req, a, sh);
 
     /* last change */
     bool changed = h && h->changes;
@@ -737,25 +903,87 @@ static void page_row(struct page *pg, const struct pool *p, size_t k, bool chose
         t[0] = '\0';
     ago(a, sizeof(a), changed, changed ? h->last_change : 0, pg->now);
     evbuffer_add_printf(o,
-                        "<td title=\"%s " EN_DASH " %llu changes since start\">%s"
+                        "<td data-label=\"last change\" title=\"%s " EN_DASH
+                        " %llu changes since start\">%s"
                         "<span class=\"d\">%llu change%s</span></td></tr>",
                         t, changes, a, changes, changes == 1 ? "" : "s");
+}
+
+/* More pools than this: the compact mode, one summary line per pool that
+ * opens to its regions (the script's COMPACT_POOLS). */
+#define PAGE_COMPACT_POOLS 4
+
+/* How bad a colour is, for a pool's summary: its worst region. */
+static int colour_rank(const char *c)
+{
+    return strcmp(c, "down") == 0    ? 3
+           : strcmp(c, "drain") == 0 ? 2
+           : strcmp(c, "maint") == 0 ? 1
+                                     : 0;
+}
+
+/* The compact mode's summary of a pool: where its traffic goes, how many
+ * regions are up, its worst state (the script's summary() says the same). */
+static void page_summary(struct page *pg, const struct pool *p, uint64_t chosen, const char *action,
+                         const char *worst)
+{
+    struct evbuffer *o = pg->o;
+    unsigned up = 0;
+    for (size_t k = 0; k < p->nregions; k++)
+        up += strcmp(effective_state(&p->regions[k]), "up") == 0;
+    evbuffer_add(o, LIT("<span class=\"sum\"><span class=\"sc\" title=\"traffic goes here now\">"
+                        "\xe2\x86\x92 "));
+    if (action) {
+        evbuffer_add_printf(o, "%s", action);
+    } else {
+        bool first = true;
+        for (size_t k = 0; k < p->nregions; k++) {
+            if (!(chosen >> k & 1)) continue;
+            if (!first) evbuffer_add(o, LIT(", "));
+            html_str(o, p->regions[k].name);
+            first = false;
+        }
+    }
+    evbuffer_add_printf(o,
+                        "</span><span class=\"su\">%u/%zu up</span><span class=\"sr\">worst "
+                        "state: </span><span class=\"st c-%s\" title=\"its worst region\">%s"
+                        "</span></span>",
+                        up, p->nregions, worst, strcmp(worst, "maint") ? worst : "maintenance");
 }
 
 static void page_pool(struct page *pg, const struct pool *p)
 {
     struct evbuffer *o = pg->o;
-    const char *action;
-    uint64_t chosen = chosen_regions(p, &action), total = 0, req[CONFIG_MAX_REGIONS];
+    const char *action, *worst = "up";
+    const struct choice *ch = atomic_load_explicit(&p->sel->cur, memory_order_acquire);
+    bool all_down = pool_all_down(p, ch);
+    uint64_t chosen = chosen_regions(p, &action), rtotal = 0;
+    uint64_t req[CONFIG_MAX_REGIONS], recent[CONFIG_MAX_REGIONS];
     for (size_t k = 0; k < p->nregions; k++) {
         req[k] = region_requests(pg->v, pg->c, p, &p->regions[k]);
-        total += req[k];
+        recent[k] = region_recent(pg->v, &pg->sw, p, k, req[k]);
+        rtotal += recent[k];
+        const char *c = region_colour(pg->c, p, k);
+        if (colour_rank(c) > colour_rank(worst)) worst = c;
     }
-    evbuffer_add(o, LIT("<section aria-label=\"pool "));
+    evbuffer_add_printf(o, "<section class=\"pool%s\" aria-label=\"pool ",
+                        pg->compact ? " compact" : "");
     html_str(o, p->name);
-    evbuffer_add(o, LIT("\"><h2><span>pool "));
+    evbuffer_add(o, LIT("\" data-pool=\""));
     html_str(o, p->name);
-    evbuffer_add(o, LIT("</span><small>"));
+    evbuffer_add(o, LIT("\">"));
+    if (pg->compact) {
+        /* closed: the summary says what is wrong; the script remembers
+         * what the operator opened */
+        evbuffer_add(o, LIT("<details data-pool=\""));
+        html_str(o, p->name);
+        evbuffer_add(o, LIT("\"><summary>"));
+    }
+    evbuffer_add(o, LIT("<h2><span class=\"pn\">pool "));
+    html_str(o, p->name);
+    evbuffer_add(o, LIT("</span>"));
+    if (pg->compact) page_summary(pg, p, chosen, action, worst);
+    evbuffer_add(o, LIT("<small class=\"meta\">"));
     if (p->is_default) {
         evbuffer_add(o, LIT("default pool"));
     } else {
@@ -765,25 +993,38 @@ static void page_pool(struct page *pg, const struct pool *p)
             html_str(o, p->hosts[k]);
         }
     }
-    evbuffer_add_printf(o, "</small><small>balance: %s \xc2\xb7 all down: %s</small>",
+    evbuffer_add_printf(o,
+                        "</small><small class=\"meta\">balance: %s \xc2\xb7 all down: %s</small>",
                         balance_name(p->balance), all_down_name(p->all_down));
-    if (action)
-        evbuffer_add_printf(o, "<span class=\"pill\">all regions down \xe2\x86\x92 %s</span>",
-                            action);
-    evbuffer_add(o, LIT("</h2><p class=\"why\">"));
+    if (all_down) {
+        char *pill = pool_all_down_str(p, ch);
+        evbuffer_add(o, LIT("<span class=\"pill\">"));
+        html_str(o, pill);
+        evbuffer_add(o, LIT("</span>"));
+        free(pill);
+    }
+    evbuffer_add(o, LIT("</h2>"));
+    if (pg->compact) evbuffer_add(o, LIT("</summary>"));
+    evbuffer_add(o, LIT("<p class=\"why\">"));
     char *why = pool_why_str(pg->c, p);
     html_str(o, why);
     free(why);
-    evbuffer_add(o, LIT("</p><table><caption class=\"sr\">Regions of pool "));
+    evbuffer_add(o, LIT("</p><table class=\"cards\"><caption class=\"sr\">Regions of pool "));
     html_str(o, p->name);
     evbuffer_add(o, LIT("</caption><thead><tr>"));
-    static const char *const cols[] = {"region",     "state",   "override", "priority",   "weight",
-                                       "last check", "latency", "share",    "last change"};
+    static const char *const cols[] = {"region", "state",      "override", "priority",
+                                       "weight", "last check", "latency"};
     for (size_t i = 0; i < sizeof(cols) / sizeof(cols[0]); i++)
         evbuffer_add_printf(o, "<th scope=\"col\">%s</th>", cols[i]);
-    evbuffer_add(o, LIT("</tr></thead><tbody>"));
-    for (size_t k = 0; k < p->nregions; k++) page_row(pg, p, k, chosen >> k & 1, req[k], total);
-    evbuffer_add(o, LIT("</tbody></table></section>"));
+    evbuffer_add_printf(o,
+                        "<th scope=\"col\" title=\"" SHARE_TITLE "\">share<span class=\"d\">%s"
+                        "</span></th><th scope=\"col\">last change</th></tr></thead><tbody>",
+                        share_window_name(&pg->sw));
+    for (size_t k = 0; k < p->nregions; k++)
+        page_row(pg, p, k, chosen >> k & 1, req[k], recent[k], rtotal);
+    evbuffer_add(o, LIT("</tbody></table>"));
+    if (pg->compact) evbuffer_add(o, LIT("</details>"));
+    evbuffer_add(o, LIT("</section>"));
 }
 
 static void page_pools(struct page *pg)
@@ -846,7 +1087,8 @@ static void page_maint(struct page *pg)
     const struct sched_model *m = c->sched;
     if (!m->nwindows) return;
     evbuffer_add(o, LIT("<section aria-label=\"maintenance\"><h2><span>maintenance</span></h2>"
-                        "<table><caption class=\"sr\">Maintenance windows</caption><thead><tr>"
+                        "<table class=\"cards\"><caption class=\"sr\">Maintenance windows</caption>"
+                        "<thead><tr>"
                         "<th scope=\"col\">window</th><th scope=\"col\">phase</th>"
                         "<th scope=\"col\">state</th><th scope=\"col\">regions</th>"
                         "<th scope=\"col\">from</th><th scope=\"col\">until</th>"
@@ -861,14 +1103,15 @@ static void page_maint(struct page *pg)
         html_str(o, w->name);
         evbuffer_add(o, LIT("\"><th scope=\"row\">"));
         html_str(o, w->name);
-        evbuffer_add_printf(o, "</th><td>%s", sched_phase_name(ph));
+        evbuffer_add_printf(o, "</th><td data-label=\"phase\">%s", sched_phase_name(ph));
         if (ph != SCHED_OVER) {
             left(l, sizeof(l), ph == SCHED_ACTIVE ? w->until_ms : w->from_ms, pg->now);
             evbuffer_add_printf(o, "<span class=\"d\">%s%s%s</span>",
                                 ph == SCHED_PENDING ? "starts in " : "", l,
                                 ph == SCHED_PENDING ? "" : " left");
         }
-        evbuffer_add_printf(o, "</td><td>%s</td><td>", region_state_name(w->state));
+        evbuffer_add_printf(o, "</td><td data-label=\"state\">%s</td><td data-label=\"regions\">",
+                            region_state_name(w->state));
         for (size_t t = 0; t < w->ntargets; t++) {
             const struct pool *p = &c->pools[w->targets[t].pool];
             if (t) evbuffer_add(o, LIT(", "));
@@ -876,7 +1119,10 @@ static void page_maint(struct page *pg)
             evbuffer_add(o, LIT("/"));
             html_str(o, p->regions[w->targets[t].region].name);
         }
-        evbuffer_add_printf(o, "</td><td>%s</td><td>%s</td><td>", from, until);
+        evbuffer_add_printf(o,
+                            "</td><td data-label=\"from\">%s</td><td data-label=\"until\">%s</td>"
+                            "<td data-label=\"reason\">",
+                            from, until);
         if (w->reason) html_str(o, w->reason);
         evbuffer_add(o, LIT("</td></tr>"));
     }
@@ -915,7 +1161,8 @@ void admin_page_html(struct evbuffer *o, const struct daemon_view *v)
     } marks[] = {{"title", page_title}, {"header", page_header}, {"pools", page_pools},
                  {"maint", page_maint}, {"tls", page_tls},       {"footer", page_footer},
                  {"fleet", page_fleet}};
-    struct page pg = {o, v, view_config(v), time(NULL)};
+    struct page pg = {o, v, view_config(v), time(NULL), share_window(v), false};
+    pg.compact = pg.c->npools > PAGE_COMPACT_POOLS;
     const char *s = admin_page, *end = admin_page + admin_page_len;
     while (s < end) {
         const char *m = memmem(s, (size_t)(end - s), LIT("<!--@"));
@@ -1284,6 +1531,22 @@ static int open_admin(const struct listen_addr *addr, char *err, size_t errlen)
     return fd;
 }
 
+/* A sample of every region's request counter for the share column: on the
+ * main thread, every RECENT_TICK_S; the request path does nothing for it. */
+static void sample_requests(evutil_socket_t fd, short what, void *arg)
+{
+    struct admin *a = arg;
+    const struct config *c = server_config(a->v->srv);
+    (void)fd, (void)what;
+    for (size_t i = 0; c && i < c->npools; i++) {
+        const struct pool *p = &c->pools[i];
+        for (size_t k = 0; k < p->nregions; k++)
+            recent_put(a->recent, p->name, p->regions[k].name,
+                       region_requests(a->v, c, p, &p->regions[k]));
+    }
+    recent_commit(a->recent, clock_now_ms());
+}
+
 struct admin *admin_start(struct event_base *base, struct daemon_view *v, const struct config *cfg,
                           char *err, size_t errlen)
 {
@@ -1311,11 +1574,18 @@ struct admin *admin_start(struct event_base *base, struct daemon_view *v, const 
     a->base = base;
     a->keepalive = event_new(base, -1, EV_PERSIST, sse_keepalive, a);
     a->reap = event_new(base, -1, 0, sse_reap, a);
-    if (!a->keepalive || !a->reap) {
+    /* the counters were 0 at the start */
+    uint64_t now = clock_now_ms(), up = (uint64_t)(time(NULL) - v->start_time) * 1000;
+    a->recent = recent_new(now > up ? now - up : 0);
+    a->sample = event_new(base, -1, EV_PERSIST, sample_requests, a);
+    if (!a->keepalive || !a->reap || !a->recent || !a->sample) {
         admin_stop(a);
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    struct timeval tick = {RECENT_TICK_S, 0};
+    event_add(a->sample, &tick);
+    v->recent = a->recent;
     if (cfg->admin) {
         int fd = open_admin(admin_cfg_listen(cfg->admin), err, errlen);
         if (fd < 0 || !attach(a, admin_cfg_listen(cfg->admin), fd, err, errlen)) {
@@ -1370,5 +1640,8 @@ void admin_stop(struct admin *a)
     if (a->http) evhttp_free(a->http);
     if (a->keepalive) event_free(a->keepalive);
     if (a->reap) event_free(a->reap);
+    if (a->sample) event_free(a->sample);
+    if (a->recent) a->v->recent = NULL;
+    recent_free(a->recent);
     free(a);
 }

@@ -13,6 +13,7 @@ struct server;
 struct health_ctl;
 struct evbuffer;
 struct fleet;
+struct recent;
 
 /* What the admin endpoints show besides the config and health. */
 struct daemon_view {
@@ -24,6 +25,7 @@ struct daemon_view {
     uint64_t reloads_ok, reloads_failed;
     bool last_reload_ok;
     time_t last_reload;
+    const struct recent *recent; /* the last minute's requests (admin.c samples them) */
 };
 
 /* Requests answered from one counter column of the running config c:

@@ -35,10 +35,10 @@ static bool traffic_line(FILE *out, const struct pool *p)
     if (!ch) return false;
     fprintf(out, "  traffic:");
     if (ch->action == CHOICE_FALLBACK) {
-        fprintf(out, " none (all regions down: fallback to %s)\n",
+        fprintf(out, " none (no region may receive traffic: fallback to %s)\n",
                 p->all_down_url ? p->all_down_url : "?");
     } else if (ch->action == CHOICE_REJECT) {
-        fprintf(out, " none (all regions down: reject)\n");
+        fprintf(out, " none (no region may receive traffic: reject)\n");
     } else {
         uint64_t seen = 0;
         for (uint32_t i = 0; i < ch->n; i++) seen |= UINT64_C(1) << ch->seq[i];

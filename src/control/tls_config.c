@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "control/config_walk.h"
 #include "lib/diag.h"
@@ -41,6 +42,7 @@ struct tls_cert_conf {
 
 struct tls_conf {
     const char *listener; /* the address as written */
+    struct tls_pos pos;   /* of the block */
     struct tls_cert_conf *certs;
     size_t ncerts;
     int min_version, max_version; /* TLS1_2_VERSION / TLS1_3_VERSION */
@@ -50,6 +52,7 @@ struct tls_conf {
     char *ticket_keys; /* NULL: the process's rotating key */
     struct tls_pos ticket_keys_pos;
     bool reject_unknown; /* unknown_sni: reject */
+    char *hsts;          /* the Strict-Transport-Security value, or NULL */
 };
 
 static void tls_conf_free(struct tls_conf *tc)
@@ -63,6 +66,7 @@ static void tls_conf_free(struct tls_conf *tc)
     free(tc->ciphers);
     free(tc->ciphersuites);
     free(tc->ticket_keys);
+    free(tc->hsts);
     free(tc);
 }
 
@@ -84,6 +88,60 @@ static const char *ossl_reason(char *buf, size_t len)
 }
 
 #define AT(d, pos, ...) diag_add((d), (pos).line, (pos).col, __VA_ARGS__)
+
+/* ---- hsts ---- */
+
+#define HSTS_MAX_BYTES 1024
+#define HSTS_HEADER    "Strict-Transport-Security: "
+
+/* s[0..n) without the spaces and tabs around it */
+static void trim(const char **s, size_t *n)
+{
+    while (*n && (**s == ' ' || **s == '\t')) (*s)++, (*n)--;
+    while (*n && ((*s)[*n - 1] == ' ' || (*s)[*n - 1] == '\t')) (*n)--;
+}
+
+/* What is wrong with an hsts value (RFC 6797 6.1), or NULL: it goes into
+ * the header as written, so no control character; it needs exactly one
+ * max-age directive with a number of seconds. */
+static const char *hsts_problem(const char *v)
+{
+    size_t len = strlen(v), ages = 0;
+    if (len == 0) return "is empty";
+    if (len > HSTS_MAX_BYTES) return "is longer than 1024 bytes";
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++)
+        if ((*p < 0x20 && *p != '\t') || *p == 0x7f) return "holds a control character";
+    for (const char *d = v; d;) {
+        const char *end = strchr(d, ';'), *eq;
+        size_t n = end ? (size_t)(end - d) : strlen(d);
+        eq = memchr(d, '=', n);
+        const char *name = d, *val = eq ? eq + 1 : d + n;
+        size_t nlen = eq ? (size_t)(eq - d) : n, vlen = eq ? n - nlen - 1 : 0;
+        trim(&name, &nlen);
+        trim(&val, &vlen);
+        if (nlen == 7 && strncasecmp(name, "max-age", 7) == 0) {
+            if (vlen >= 2 && val[0] == '"' && val[vlen - 1] == '"') val++, vlen -= 2;
+            if (!eq || vlen == 0 || strspn(val, "0123456789") < vlen)
+                return "has a max-age that is not a number of seconds";
+            ages++;
+        }
+        d = end ? end + 1 : NULL;
+    }
+    if (ages == 0) return "has no max-age=SECONDS directive";
+    if (ages > 1) return "has max-age twice";
+    return NULL;
+}
+
+/* The header line, as every answer of the listener copies it. */
+static bool hsts_build(struct tls_srv *t, const char *v)
+{
+    size_t n = strlen(HSTS_HEADER) + strlen(v) + 2;
+    t->hsts.p = malloc(n + 1);
+    if (!t->hsts.p) return false;
+    snprintf(t->hsts.p, n + 1, HSTS_HEADER "%s\r\n", v);
+    t->hsts.len = n;
+    return true;
+}
 
 /* ---- loading ---- */
 
@@ -308,6 +366,159 @@ static bool use_pair(SSL_CTX *ctx, const struct tls_pair *p)
     return true;
 }
 
+/* ---- can any handshake succeed? ---- */
+
+/* Every TLS 1.3 suite OpenSSL has: the check's client offers them all. */
+#define ALL_TLS13_SUITES                                                                           \
+    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:"                  \
+    "TLS_AES_128_CCM_SHA256:TLS_AES_128_CCM_8_SHA256"
+#define PROBE_ROUNDS 16 /* a handshake takes 2-4 flights each way */
+
+struct key_kind {
+    int id;              /* EVP_PKEY_* */
+    const char *name;    /* for messages */
+    const char *sigalgs; /* what a client offers that takes only this kind */
+};
+
+static const struct key_kind key_kinds[] = {
+    {EVP_PKEY_EC, "ECDSA", "ECDSA+SHA256:ECDSA+SHA384:ECDSA+SHA512:ECDSA+SHA224:ECDSA+SHA1"},
+    {EVP_PKEY_RSA, "RSA",
+     "rsa_pss_rsae_sha256:rsa_pss_rsae_sha384:rsa_pss_rsae_sha512:RSA+SHA256:RSA+SHA384:"
+     "RSA+SHA512:RSA+SHA224:RSA+SHA1"},
+    {EVP_PKEY_RSA_PSS, "RSA-PSS", "rsa_pss_pss_sha256:rsa_pss_pss_sha384:rsa_pss_pss_sha512"},
+    {EVP_PKEY_ED25519, "Ed25519", "ed25519"},
+    {EVP_PKEY_ED448, "Ed448", "ed448"},
+};
+#define NKINDS (sizeof(key_kinds) / sizeof(key_kinds[0]))
+
+static const struct key_kind *key_kind_of(const EVP_PKEY *k)
+{
+    for (size_t i = 0; i < NKINDS; i++)
+        if (EVP_PKEY_get_base_id(k) == key_kinds[i].id) return &key_kinds[i];
+    return NULL;
+}
+
+/* Drives both ends of an in-memory handshake: true once both finished;
+ * else why holds OpenSSL's reason (the side that gave up first). */
+static bool probe_run(SSL *srv, SSL *cli, char *why, size_t len)
+{
+    bool sdone = false, cdone = false;
+    for (int i = 0; i < PROBE_ROUNDS && !(sdone && cdone); i++) {
+        SSL *ends[2] = {cli, srv};
+        bool *done[2] = {&cdone, &sdone};
+        for (int k = 0; k < 2; k++) {
+            if (*done[k]) continue;
+            ERR_clear_error();
+            int r = SSL_do_handshake(ends[k]);
+            int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(ends[k], r);
+            if (r == 1) {
+                *done[k] = true;
+            } else if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+                ossl_reason(why, len);
+                return false;
+            }
+        }
+    }
+    if (!(sdone && cdone)) snprintf(why, len, "the handshake did not finish");
+    return sdone && cdone;
+}
+
+/* One handshake in memory against the built context, by a client that
+ * accepts anything the block's protocols allow (every suite at security
+ * level 0, every TLS 1.3 suite, no certificate check) but signature
+ * algorithms of one key kind only, asking for the name of c: true if it
+ * completed. */
+static bool probe_one(SSL_CTX *sctx, SSL_CTX *cctx, const struct tls_cert *c,
+                      const struct key_kind *kind, char *why, size_t len)
+{
+    SSL *srv = SSL_new(sctx), *cli = SSL_new(cctx);
+    BIO *sb = NULL, *cb = NULL;
+    bool ok = false;
+    if (!srv || !cli || BIO_new_bio_pair(&sb, 0, &cb, 0) != 1) {
+        snprintf(why, len, "out of memory");
+        goto out;
+    }
+    SSL_set_bio(srv, sb, sb);
+    SSL_set_bio(cli, cb, cb);
+    SSL_set_accept_state(srv);
+    SSL_set_connect_state(cli);
+    if (kind) SSL_set1_sigalgs_list(cli, kind->sigalgs);
+    if (c->nnames) {
+        char name[260];
+        const char *n = c->names[0];
+        if (n[0] == '*') /* a wildcard: one name it covers */
+            snprintf(name, sizeof(name), "x%s", n + 1);
+        else
+            snprintf(name, sizeof(name), "%s", n);
+        SSL_set_tlsext_host_name(cli, name);
+    }
+    ok = probe_run(srv, cli, why, len);
+out:
+    SSL_free(srv);
+    SSL_free(cli);
+    ERR_clear_error();
+    return ok;
+}
+
+static const char *versions_text(const struct tls_conf *tc)
+{
+    if (tc->min_version == tc->max_version)
+        return tc->min_version == TLS1_3_VERSION ? "TLSv1.3" : "TLSv1.2";
+    return "TLSv1.2 and TLSv1.3";
+}
+
+/* A block with which no handshake can succeed (a TLS 1.2 cipher list that
+ * fits no certificate, only ECDSA suites for an RSA key, ...) is an error:
+ * one in-memory handshake per key kind of the certificates, until one
+ * completes. It runs at every load, off the serving threads; usually the
+ * first handshake completes. */
+static bool check_handshake(const struct tls_srv *t, const struct tls_conf *tc, struct diag *d)
+{
+    SSL_CTX *cctx = SSL_CTX_new(TLS_client_method());
+    if (!cctx) return false;
+    SSL_CTX_set_security_level(cctx, 0);
+    SSL_CTX_set_min_proto_version(cctx, tc->min_version);
+    SSL_CTX_set_max_proto_version(cctx, tc->max_version);
+    SSL_CTX_set_verify(cctx, SSL_VERIFY_NONE, NULL);
+    SSL_CTX_set_session_cache_mode(cctx, SSL_SESS_CACHE_OFF);
+    bool ok = SSL_CTX_set_cipher_list(cctx, "ALL:COMPLEMENTOFALL:@SECLEVEL=0") == 1 &&
+              SSL_CTX_set_ciphersuites(cctx, ALL_TLS13_SUITES) == 1;
+    ERR_clear_error();
+    char why[256] = "no certificate", kinds[64] = "";
+    bool tried[NKINDS + 1] = {false};
+    for (size_t i = 0; ok && i < t->ncerts; i++) {
+        const struct key_kind *kind = key_kind_of(t->certs[i].key);
+        size_t k = kind ? (size_t)(kind - key_kinds) : NKINDS;
+        if (tried[k]) continue;
+        tried[k] = true;
+        size_t used = strlen(kinds);
+        snprintf(kinds + used, sizeof(kinds) - used, "%s%s", used ? ", " : "",
+                 kind ? kind->name : "other");
+        /* the first certificate of this kind with a name */
+        const struct tls_cert *c = &t->certs[i];
+        for (size_t j = i; j < t->ncerts && !c->nnames; j++)
+            if (t->certs[j].nnames && key_kind_of(t->certs[j].key) == kind) c = &t->certs[j];
+        if (probe_one(t->ctx, cctx, c, kind, why, sizeof(why))) {
+            SSL_CTX_free(cctx);
+            return true;
+        }
+    }
+    SSL_CTX_free(cctx);
+    if (!ok) return false; /* out of memory */
+    /* the list that limits the protocols in use takes the blame */
+    bool only12 = tc->max_version < TLS1_3_VERSION, only13 = tc->min_version == TLS1_3_VERSION;
+    struct tls_pos pos = only12 && tc->ciphers        ? tc->ciphers_pos
+                         : only13 && tc->ciphersuites ? tc->ciphersuites_pos
+                                                      : tc->pos;
+    const char *key = only12 && tc->ciphers        ? "tls.ciphers"
+                      : only13 && tc->ciphersuites ? "tls.ciphersuites"
+                                                   : "tls";
+    AT(d, pos,
+       "%s: no TLS handshake can succeed with these settings (protocols %s, %s certificate): %s",
+       key, versions_text(tc), kinds, why);
+    return true;
+}
+
 /* Every problem of tc is reported in one pass: the lists OpenSSL parses
  * and every certificate file, whatever else is wrong. */
 static struct tls_srv *tls_srv_build(const struct tls_conf *tc, struct diag *d)
@@ -340,11 +551,19 @@ static struct tls_srv *tls_srv_build(const struct tls_conf *tc, struct diag *d)
     if (!check_certs(t, tc, d)) goto oom;
     if (d->n + d->dropped != before || !t->ncerts) goto fail;
     if (!tls_sni_build(t) || !set_sid_ctx(ctx, t)) goto oom;
+    if (tc->hsts && !hsts_build(t, tc->hsts)) goto oom;
 
     SSL_CTX_set_min_proto_version(ctx, tc->min_version);
     SSL_CTX_set_max_proto_version(ctx, tc->max_version);
     if (!use_pair(ctx, &t->def)) goto oom; /* each was taken by check_certs */
     if (!tls_srv_arm(t, tc->tickets)) goto oom;
+    /* from here t is freed with its context */
+    if (!check_handshake(t, tc, d) || d->n + d->dropped != before) {
+        if (d->n + d->dropped == before)
+            diag_add(d, 0, 0, "out of memory checking %s", tc->listener);
+        tls_srv_unref(t);
+        return NULL;
+    }
     return t;
 oom:
     diag_add(d, 0, 0, "out of memory loading the TLS settings of %s", tc->listener);
@@ -427,14 +646,15 @@ static void load_tls_protocols(struct cfg_ctx *x, const struct yt_node *n, struc
 struct tls_srv *tls_config_load(struct cfg_ctx *x, const struct yt_node *n, const char *listener)
 {
     static const char *const keys[] = {
-        "certificates",    "protocols",   "ciphers",     "ciphersuites",
-        "session_tickets", "ticket_keys", "unknown_sni", NULL};
+        "certificates", "protocols", "ciphers", "ciphersuites", "session_tickets", "ticket_keys",
+        "unknown_sni",  "hsts",      NULL};
     static const char *const sni[] = {"default", "reject", NULL};
     if (!cfg_want(x, n, YT_MAP, "tls")) return NULL;
     cfg_check_keys(x, n, "tls", keys);
     struct tls_conf *tc = calloc(1, sizeof(*tc));
     if (!tc) return NULL;
     tc->listener = listener;
+    tc->pos = pos_of(n);
     tc->tickets = true;
     tc->min_version = TLS1_2_VERSION;
     tc->max_version = TLS1_3_VERSION;
@@ -455,6 +675,14 @@ struct tls_srv *tls_config_load(struct cfg_ctx *x, const struct yt_node *n, cons
     int e;
     if ((v = yt_get(n, "unknown_sni")) && cfg_get_enum(x, v, "tls.unknown_sni", sni, &e))
         tc->reject_unknown = e == 1;
+    if ((v = yt_get(n, "hsts")) && cfg_get_str(x, v, "tls.hsts", &tc->hsts)) {
+        const char *why = hsts_problem(tc->hsts);
+        if (why)
+            CFG_ERR(x, v,
+                    "tls.hsts: the value %s (e.g. \"max-age=31536000\" or "
+                    "\"max-age=31536000; includeSubDomains\")",
+                    why);
+    }
     /* the files are checked too when something above is wrong: every
      * problem in one pass */
     struct tls_srv *t = tc->ncerts ? tls_srv_build(tc, x->d) : NULL;

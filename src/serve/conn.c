@@ -125,6 +125,7 @@ struct conn {
 static void on_event(evutil_socket_t fd, short what, void *arg);
 static bool conn_process(struct conn *c);
 static void conn_close(struct conn *c);
+static void conn_end(struct conn *c);
 
 /* ---- the plain TCP transport ---- */
 
@@ -137,9 +138,9 @@ static inline ssize_t tcp_recv(int fd, void *ctx, char *buf, size_t len)
     return errno == EAGAIN || errno == EWOULDBLOCK ? TRANSPORT_AGAIN : TRANSPORT_ERROR;
 }
 
-static inline ssize_t tcp_send(int fd, void *ctx, const char *buf, size_t len)
+static inline ssize_t tcp_send(int fd, void *ctx, const char *buf, size_t len, bool more)
 {
-    (void)ctx;
+    (void)ctx, (void)more;
     ssize_t n;
     while ((n = send(fd, buf, len, MSG_NOSIGNAL)) < 0 && errno == EINTR) continue;
     if (n > 0) return n;
@@ -164,8 +165,10 @@ static inline ssize_t conn_recv(struct conn *c, char *buf, size_t len)
 
 static inline ssize_t conn_send(struct conn *c, const char *buf, size_t len)
 {
-    if (c->tp == &transport_tcp) return tcp_send(c->fd, NULL, buf, len);
-    return c->tp->send(c->fd, c->tctx, buf, len);
+    if (c->tp == &transport_tcp) return tcp_send(c->fd, NULL, buf, len, false);
+    /* after the last answer the close follows at once (conn_end, or the
+     * lingering close's shutdown) */
+    return c->tp->send(c->fd, c->tctx, buf, len, c->after != AFTER_KEEP);
 }
 
 static const struct limits *limits_of(const struct conn *c)
@@ -480,7 +483,7 @@ static bool conn_flush(struct conn *c)
     c->wstall = false;
     io->out_len = io->out_off = 0;
     if (c->after == AFTER_CLOSE) {
-        conn_close(c);
+        conn_end(c);
         return false;
     }
     if (c->after == AFTER_LINGER) start_linger(c);
@@ -562,12 +565,13 @@ static void answer_error(struct conn *c, unsigned status, const char *base)
 {
     struct conn_set *s = c->s;
     struct conn_io *io = c->io;
+    const struct chunk *hsts = c->tls ? tls_conn_hsts(c->tctx) : NULL;
     c->after = AFTER_CLOSE;
-    if (!out_reserve(c, REDIRECT_ERROR_MAX)) return; /* just close */
+    if (!out_reserve(c, REDIRECT_ERROR_MAX + (hsts ? hsts->len : 0))) return; /* just close */
     c->after = AFTER_LINGER;
     date_cache_update(&s->date, time(NULL));
     char *o = io->out + io->out_len;
-    size_t n = redirect_error(o, status, io->req.is_head, &s->date);
+    size_t n = redirect_error(o, status, io->req.is_head, &s->date, hsts);
     io->out_len += n;
     counters_inc(s->counts, counters_error_slot(s->cfg, status));
     if (s->cfg->access_log) log_access(c, base, &io->req, status, n, NULL, NULL);
@@ -585,7 +589,7 @@ static void answer_plain_on_tls(struct conn *c)
                                  "Connection: close\r\n"
                                  "\r\n"
                                  "This port speaks HTTPS: use https:// for this address.\n";
-    tls_conn_free(c->tctx, false);
+    tls_conn_free(c->tctx, false, &c->peer.sa);
     c->tctx = NULL;
     c->tp = &transport_tcp;
     c->tls = false;
@@ -648,13 +652,17 @@ static void emit(struct conn *c, const struct pool *p, const struct tmpl *t, con
                  size_t plen, bool head_only, uint8_t minor, bool keep)
 {
     struct conn_io *io = c->io;
-    if (!out_reserve(c, redirect_max(p, t, plen))) {
+    size_t max = redirect_max(p, t, plen);
+    /* Strict-Transport-Security: only on a TLS listener with hsts: */
+    const struct chunk *hsts = NULL;
+    if (c->tls && (hsts = tls_conn_hsts(c->tctx))) max += hsts->len;
+    if (!out_reserve(c, max)) {
         c->after = AFTER_CLOSE;
         return;
     }
     enum conn_hdr ch = !keep ? CONN_HDR_CLOSE : minor == 0 ? CONN_HDR_KEEP : CONN_HDR_NONE;
     io->out_len +=
-        redirect_build(io->out + io->out_len, p, t, path, plen, head_only, ch, &c->s->date);
+        redirect_build(io->out + io->out_len, p, t, path, plen, head_only, ch, &c->s->date, hsts);
     if (!keep && c->after == AFTER_KEEP) c->after = AFTER_CLOSE;
 }
 
@@ -825,7 +833,7 @@ static bool conn_process(struct conn *c)
         if (out_pending(c)) {
             if (!conn_flush(c)) return false;
         } else if (c->after == AFTER_CLOSE) {
-            conn_close(c);
+            conn_end(c);
             return false;
         } else if (c->after == AFTER_LINGER) {
             start_linger(c);
@@ -843,7 +851,7 @@ static bool conn_process(struct conn *c)
         set_timeout(c, lim->header_timeout_ms); /* the next request began */
     } else if (c->st == CS_IDLE) {
         if (c->s->stopping) {
-            conn_close(c);
+            conn_end(c);
             return false;
         }
         io_release(c);
@@ -911,7 +919,10 @@ static bool conn_read(struct conn *c)
             c->eof = true;
             return true;
         }
-        conn_close(c);
+        if (n == 0)
+            conn_end(c); /* TLS answers the client's close_notify with its own */
+        else
+            conn_close(c);
         return false;
     }
     /* more may be waiting and no new edge will say so: come back after
@@ -952,7 +963,12 @@ static void conn_expire(struct conn *c)
         conn_flush(c);
         return;
     }
-    conn_close(c);
+    /* an idle or silent connection ends cleanly; a stalled handshake, or a
+     * client that does not read its answers, is cut */
+    if (out_pending(c) || c->st == CS_LINGER || (c->tls && tls_conn_handshaking(c->tctx)))
+        conn_close(c);
+    else
+        conn_end(c);
 }
 
 /* ---- lifecycle ---- */
@@ -1018,6 +1034,8 @@ void conn_accepted(struct conn_set *s, int fd, const struct sockaddr_storage *pe
     conn_register(c);
 }
 
+/* Closes c at once: what a broken connection, a stalled handshake or a
+ * client that stopped reading gets (no close_notify). */
 static void conn_close(struct conn *c)
 {
     struct conn_set *s = c->s;
@@ -1025,7 +1043,7 @@ static void conn_close(struct conn *c)
     event_del(&c->ev); /* also when only activated by read_again */
     timeout_unlink(c);
     if (c->tctx) {
-        tls_conn_free(c->tctx, c->timed_out);
+        tls_conn_free(c->tctx, c->timed_out, &c->peer.sa);
         c->tctx = NULL;
     }
     close(c->fd);
@@ -1045,6 +1063,14 @@ static void conn_close(struct conn *c)
     s->closed(s);
 }
 
+/* The clean end of a connection: over TLS, close_notify first (RFC 8446
+ * 6.1), so that the client can tell the end from a truncation. */
+static void conn_end(struct conn *c)
+{
+    if (c->tls) tls_conn_notify(c->tctx);
+    conn_close(c);
+}
+
 void conn_shutdown_all(struct conn_set *s)
 {
     struct conn *c = s->open;
@@ -1053,7 +1079,7 @@ void conn_shutdown_all(struct conn_set *s)
         /* a request in progress is answered with Connection: close
          * (s->stopping) and conn_process() closes it afterwards */
         if ((c->st == CS_IDLE || c->st == CS_HEAD) && !c->io && c->after == AFTER_KEEP)
-            conn_close(c);
+            conn_end(c); /* close_notify only where the handshake finished */
         c = next;
     }
 }

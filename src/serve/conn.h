@@ -36,8 +36,10 @@ struct transport {
     const char *name;
     /* > 0: bytes read; 0: the peer ended its side; or TRANSPORT_* */
     ssize_t (*recv)(int fd, void *ctx, char *buf, size_t len);
-    /* > 0: bytes written; or TRANSPORT_* */
-    ssize_t (*send)(int fd, void *ctx, const char *buf, size_t len);
+    /* > 0: bytes written; or TRANSPORT_* . more: the connection's end
+     * follows these bytes at once (the transport may hold them back to
+     * send them with its closing bytes: TLS's close_notify) */
+    ssize_t (*send)(int fd, void *ctx, const char *buf, size_t len, bool more);
     /* ends the write side after the last answer (a lingering close) */
     void (*shutdown)(int fd, void *ctx);
 };

@@ -150,7 +150,7 @@ size_t redirect_max(const struct pool *p, const struct tmpl *t, size_t path_len)
 
 size_t redirect_build(char *out, const struct pool *p, const struct tmpl *t, const char *path,
                       size_t path_len, bool head_only, enum conn_hdr ch,
-                      const struct date_cache *dc)
+                      const struct date_cache *dc, const struct chunk *extra)
 {
     char *o = put(out, t->head.p, t->head.len);
     const char *esc = o;
@@ -167,6 +167,7 @@ size_t redirect_build(char *out, const struct pool *p, const struct tmpl *t, con
     o = put_uint(o, body_len);
     o = put(o, LIT("\r\n"));
     o = put(o, p->tail.p, p->tail.len);
+    if (extra) o = put(o, extra->p, extra->len);
     if (ch == CONN_HDR_CLOSE)
         o = put(o, LIT("Connection: close\r\n"));
     else if (ch == CONN_HDR_KEEP)
@@ -202,7 +203,8 @@ static const struct err_tmpl err_tmpls[] = {
     ERR_TMPL(500, "Internal Server Error"), /* for a status without a template */
     ERR_TMPL(503, "Service Unavailable"), HTTP_ERRORS(ERR_TMPL_ITEM)};
 
-size_t redirect_error(char *out, unsigned status, bool head_only, const struct date_cache *dc)
+size_t redirect_error(char *out, unsigned status, bool head_only, const struct date_cache *dc,
+                      const struct chunk *extra)
 {
     const struct err_tmpl *t = &err_tmpls[0];
     for (size_t i = 0; i < sizeof(err_tmpls) / sizeof(err_tmpls[0]); i++)
@@ -211,7 +213,9 @@ size_t redirect_error(char *out, unsigned status, bool head_only, const struct d
     o = put(o, dc->str, HTTP_DATE_LEN);
     o = put(o, LIT("\r\nContent-Type: text/plain\r\nContent-Length: "));
     o = put_uint(o, t->body_len);
-    o = put(o, LIT("\r\nConnection: close\r\n\r\n"));
+    o = put(o, LIT("\r\n"));
+    if (extra) o = put(o, extra->p, extra->len);
+    o = put(o, LIT("Connection: close\r\n\r\n"));
     if (!head_only) o = put(o, t->body, t->body_len);
     return (size_t)(o - out);
 }

@@ -28,12 +28,15 @@ void date_cache_update(struct date_cache *dc, time_t now);
 bool redirect_prepare(struct config *c, struct diag *d);
 void redirect_release(struct config *c);
 
-/* An upper bound for the bytes redirect_build() writes for a path. */
+/* An upper bound for the bytes redirect_build() writes for a path (plus
+ * extra->len with extra). */
 size_t redirect_max(const struct pool *p, const struct tmpl *t, size_t path_len);
-/* Writes one whole response to out (at least redirect_max() bytes). */
+/* Writes one whole response to out (at least redirect_max() bytes). extra:
+ * header lines of the listener (Strict-Transport-Security on a TLS
+ * listener with hsts:), each ending in CRLF, copied as they are; or NULL. */
 size_t redirect_build(char *out, const struct pool *p, const struct tmpl *t, const char *path,
                       size_t path_len, bool head_only, enum conn_hdr ch,
-                      const struct date_cache *dc);
+                      const struct date_cache *dc, const struct chunk *extra);
 
 /* The error statuses the request path answers, with their reasons: the one
  * list the error answers and their counters (counters.h) are built from. */
@@ -47,9 +50,12 @@ size_t redirect_build(char *out, const struct pool *p, const struct tmpl *t, con
     X(505, "HTTP Version Not Supported")
 
 /* A complete error response (always with Connection: close); head_only:
- * the same head (Content-Length included) without the body, for HEAD. */
+ * the same head (Content-Length included) without the body, for HEAD;
+ * extra as for redirect_build(). At most REDIRECT_ERROR_MAX + extra->len
+ * bytes. */
 #define REDIRECT_ERROR_MAX 256
-size_t redirect_error(char *out, unsigned status, bool head_only, const struct date_cache *dc);
+size_t redirect_error(char *out, unsigned status, bool head_only, const struct date_cache *dc,
+                      const struct chunk *extra);
 
 /* Percent-encodes bytes that are not allowed in a URI path or query (and a
  * '%' that does not start a %XX escape); out needs 3*n+1 bytes. A path that

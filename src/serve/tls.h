@@ -46,6 +46,12 @@ struct tls_stats_view {
     uint64_t fail[TLS_FAIL_N];
 };
 const char *tls_fail_name(enum tls_fail f);
+/* Failed handshakes are logged at info, at most TLS_FAIL_LOG_PER_S lines a
+ * second per listener, then one line with how many were not shown; this
+ * writes that line for a second that is over when no later failure has
+ * (the control plane calls it once a second). */
+#define TLS_FAIL_LOG_PER_S 10
+void tls_fail_log_flush(void);
 /* Calls fn for every listener address that ever had TLS, under the lock
  * that the config loader (any thread) takes to add one. */
 void tls_stats_each(void (*fn)(const struct tls_stats_view *v, void *arg), void *arg);
@@ -60,11 +66,20 @@ extern const struct transport transport_tls;
 
 /* A server-side SSL on fd for t; NULL when out of memory. */
 void *tls_conn_new(struct tls_srv *t, int fd);
+/* The listener's Strict-Transport-Security header line (built at load,
+ * "Strict-Transport-Security: VALUE\r\n"), or NULL without `hsts:`. */
+const struct chunk *tls_conn_hsts(const void *ssl);
 /* The handshake has not finished (a timeout then counts as a failure). */
 bool tls_conn_handshaking(const void *ssl);
 /* Frees the connection's SSL; a handshake that began and never finished is
- * counted as failed (timed_out: reason "timeout", else "other"). */
-void tls_conn_free(void *ssl, bool timed_out);
+ * counted as failed (timed_out: reason "timeout", else "other"), and a
+ * failed one is logged (rate-limited) with peer, the client's address. */
+void tls_conn_free(void *ssl, bool timed_out, const struct sockaddr *peer);
+/* A clean end of a connection whose handshake finished: close_notify
+ * (RFC 8446 6.1), once; the peer's is not awaited. Sent before a lingering
+ * close, and before the socket closes after Connection: close, HTTP/1.0,
+ * the keep-alive idle timeout or a graceful stop. */
+void tls_conn_notify(void *ssl);
 /* The event directions to serve besides those that fired (EV_READ,
  * EV_WRITE): OpenSSL's last call waits for the other one. */
 short tls_conn_wants(const void *ssl, short fired);

@@ -48,12 +48,18 @@ struct sni_slot {
     struct tls_pair pair;
 };
 
-/* The handshake counts of one listener address (for the process's life). */
+/* The handshake counts of one listener address (for the process's life),
+ * and the rate limit of its failure log lines: the second (coarse
+ * monotonic clock) in the high bits, the failures seen in that second in
+ * the low TLS_LOG_COUNT_BITS, updated with compare-and-swap by every
+ * worker. */
+#define TLS_LOG_COUNT_BITS 20
 struct tls_stats {
     struct tls_stats *next;
     char *listener;
     _Atomic uint64_t full, resumed, failed;
     _Atomic uint64_t fail[TLS_FAIL_N];
+    _Atomic uint64_t log_state;
 };
 
 struct tls_srv {
@@ -68,6 +74,7 @@ struct tls_srv {
     bool reject_unknown;
     struct tkey *keys; /* from ticket_keys; NULL: the process's keys */
     size_t nkeys;
+    struct chunk hsts; /* "Strict-Transport-Security: ...\r\n", or empty */
 };
 
 /* False if the process-wide TLS state (ticket cipher, the socket BIO)

@@ -70,8 +70,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t max = redirect_max(p, t, plen);
     char *out = malloc(max + 1);
     assert(out);
-    size_t n =
-        redirect_build(out, p, t, path, plen, sel & 0x20, (enum conn_hdr)((sel >> 6) % 3), &dc);
+    size_t n = redirect_build(out, p, t, path, plen, sel & 0x20, (enum conn_hdr)((sel >> 6) % 3),
+                              &dc, NULL);
     assert(n <= max);
     out[n] = '\0';
     char *end = strstr(out, "\r\n\r\n");

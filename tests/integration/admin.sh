@@ -18,13 +18,14 @@ HB=$IT_DIR/health_backend.py
 FAST="interval: 200ms, fast_interval: 100ms, down_interval: 200ms, timeout: $(awk -v s="$TIMEOUT_SCALE" 'BEGIN { printf "%d", 1000 * s }')ms, rise: 2, fall: 2, jitter: 0%"
 OUT_DIR=${TEST_OUTPUT_DIR:-${TOP_BUILDDIR:-.}/tests/out}
 
-alloc_ports 12 || {
+alloc_ports 15 || {
     echo "Bail out! no free ports"
     exit 1
 }
 L=${PORTS[0]} ADM=${PORTS[1]} A=${PORTS[2]} B=${PORTS[3]} C=${PORTS[4]}
 LP=${PORTS[5]} ADMP=${PORTS[6]} LD=${PORTS[7]} ADMD=${PORTS[8]}
 L6=${PORTS[9]} ADM6=${PORTS[10]} LX=${PORTS[11]}
+LL=${PORTS[12]} ADML=${PORTS[13]} LCLOSED=${PORTS[14]}
 
 # ------------------------------------------------------------ helpers ----
 
@@ -99,6 +100,9 @@ start() {
 #                            or "absent"
 #   contract FILE VERSION    problems with the contract's metrics
 #   dom FILE POOL/REGION=STATE...  problems with the dumped status page
+#   look PROBE EVENTS START desktop|phone  problems with what LOOK_PROBE
+#                            measured (EVENTS: a /events replay; START:
+#                            /status start_time)
 read -r -d '' ADM_PY <<'PYEOF'
 import html.parser, json, re, sys
 
@@ -343,6 +347,79 @@ def dom(path, want):
     for b in bad:
         print(b)
 
+
+def look(probe_path, events_path, start, phone):
+    """problems with what the page probe (LOOK_PROBE) measured"""
+    import datetime
+    pr = json.load(open(probe_path))
+    bad = []
+    if not isinstance(pr, dict):
+        print("the probe failed: %r" % pr)
+        return
+    evs = []
+    for line in open(events_path, encoding="utf-8"):
+        if line.startswith("data: "):
+            e = json.loads(line[6:])
+            t = datetime.datetime.strptime(e["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
+            evs.append((e["kind"], e.get("pool"), round(t.timestamp() * 1000)))
+    if pr["compact"] != "1":
+        bad.append("not in the compact mode with 5 pools")
+    if pr["scrollW"] > pr["innerW"] or pr["scrollWOpen"] > pr["innerW"]:
+        bad.append("scrolls sideways: %s (%s with every pool open) px wide in %s" % (pr["scrollW"], pr["scrollWOpen"], pr["innerW"]))
+    if not phone and any(b > pr["innerH"] for b in pr["fold"]):
+        bad.append("not every pool above the fold (%s px): summaries end at %s" % (pr["innerH"], pr["fold"]))
+    for m, c in pr["colours"].items():
+        got = {k: v for k, v in c.items() if v is not None}
+        if len(got) < 3 or len(set(got.values())) != 1:
+            bad.append("%s: not one colour: %s" % (m, c))
+    if pr["tints"]["row"] != pr["tints"]["table"] or not pr["tints"]["row"]:
+        bad.append("maintenance tints: row %s, window table %s" % (pr["tints"]["row"], pr["tints"]["table"]))
+    grouped = 0
+    for tl in pr["tl"]:
+        w = "pool %s" % tl["pool"]
+        if tl["t0"] != start * 1000:
+            bad.append("%s: the timeline starts at %s, detourd at %s" % (w, tl["t0"], start * 1000))
+        if not re.search(r", since detourd started at [0-9:]{8}$", tl["label"]) or \
+                not tl["legend"].startswith("since detourd started at "):
+            bad.append("%s: does not say it shows since the start: %r / %r" % (w, tl["label"], tl["legend"][:60]))
+        ax = sorted(tl["axis"], key=lambda a: a["box"][0])
+        texts = [a["text"] for a in ax]
+        if "now" not in texts or len(ax) < 3:
+            bad.append("%s: axis labels %s" % (w, texts))
+        sl, sr = tl["box"][0], tl["box"][1]
+        for a, b in zip(ax, ax[1:]):
+            if b["box"][0] < a["box"][1] + 2:
+                bad.append("%s: axis labels %r %s and %r %s overlap" % (w, a["text"], a["box"], b["text"], b["box"]))
+        for a in ax:
+            if a["box"][0] < sl - 0.5 or a["box"][1] > sr + 0.5:
+                bad.append("%s: axis label %r %s outside the timeline %s" % (w, a["text"], a["box"], [sl, sr]))
+        first = {}
+        for s in tl["segs"]:
+            first[s["region"]] = min(first.get(s["region"], 1e9), s["x"])
+            if s["state"] == "unknown":
+                bad.append("%s: %s has a segment not known since the start" % (w, s["region"]))
+        for r, x in first.items():
+            if abs(x - tl["lw"]) > 0.01:
+                bad.append("%s: %s's band starts at x %s, the timeline at %s" % (w, r, x, tl["lw"]))
+        want = sorted(t for k, p, t in evs if k == "reload" or (k == "all_down" and p == tl["pool"]))
+        got = sorted(t for m in tl["marks"] for t in m["times"])
+        if got != want or sum(m["count"] for m in tl["marks"]) != len(want):
+            bad.append("%s: markers for %s, want %s" % (w, got, want))
+        marks = sorted(tl["marks"], key=lambda m: m["box"][0])
+        for a, b in zip(marks, marks[1:]):
+            if b["box"][0] < a["box"][1]:
+                bad.append("%s: markers %s and %s overlap" % (w, a, b))
+        span, bw = max(tl["now"] - tl["t0"], 1000), tl["width"] - tl["lw"]
+        def x(t): return tl["lw"] + bw * (t - tl["t0"]) / span
+        for a, b in zip(marks, marks[1:]):
+            if x(min(b["times"])) - x(max(a["times"])) < 16 - 0.01:
+                bad.append("%s: separate markers %s px apart (closer than 16 are one)" % (w, x(min(b["times"])) - x(max(a["times"]))))
+        grouped += sum(1 for m in marks if m["count"] > 1)
+    if phone and not grouped:
+        bad.append("the burst of reloads is no group at a phone's width: %s" % [[m["times"] for m in tl["marks"]] for tl in pr["tl"]][:1])
+    for b in bad:
+        print(b)
+
 mode = sys.argv[1]
 if mode == "schema":
     schema(sys.argv[2])
@@ -354,6 +431,8 @@ elif mode == "contract":
     contract(sys.argv[2], sys.argv[3])
 elif mode == "dom":
     dom(sys.argv[2], sys.argv[3:])
+elif mode == "look":
+    look(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] == "phone")
 else:
     sys.exit("unknown mode " + mode)
 PYEOF
@@ -861,7 +940,8 @@ t_page_dom() {
         return 1
     problems=$(adm dom "$d" api/primary=up api/secondary=up api/spare=drain web/w1=up)
     [ -z "$problems" ] || why "$problems" || return 1
-    grep -q '<svg[^>]*aria-label="Timeline of pool api, the last hour"' "$d" || why "no timeline for pool api" ||
+    grep -Eq '<svg[^>]*aria-label="Timeline of pool api, (the last hour|since detourd started at [0-9:]{8})"' "$d" ||
+        why "no timeline for pool api" ||
         return 1
     PAGE_OK=1
 }
@@ -915,11 +995,193 @@ t_page_live() {
 }
 t_skip "status page in Chromium: primary's row and timeline go down at the event, not at the poll (600 s); the reason on hover; screenshot" t_page_live
 
+# ------------------------------------- the page reads right (Chromium) ----
+
+# A daemon with five pools (the compact mode), as in admin_page.sh: api has
+# a region up, one down (nothing listens on LCLOSED), one with weight 0, one
+# drained by a maintenance window; web falls back, its only healthy region
+# drained by an override without an end.
+look_conf() {
+    cat >"$1" <<YAML
+listen: ["127.0.0.1:$LL"]
+workers: 2
+admin: {listen: "127.0.0.1:$ADML"}
+checks: {$FAST}
+pools:
+  - name: api
+    hosts: [api.look]
+    regions:
+      - {name: primary, url: "http://127.0.0.1:$B/primary", priority: 1, weight: 3}
+      - {name: broken, url: "http://127.0.0.1:$LCLOSED/broken", priority: 1}
+      - {name: zero, url: "http://127.0.0.1:$B/zero", priority: 2, weight: 0}
+      - {name: held, url: "http://127.0.0.1:$B/held", priority: 2}
+  - name: web
+    hosts: [web.look]
+    all_down: {action: fallback, url: "https://status.example.com/"}
+    regions:
+      - {name: w1, url: "http://127.0.0.1:$B/w1", state: drain, reason: "capacity move"}
+      - {name: w2, url: "http://127.0.0.1:$LCLOSED/w2"}
+  - {name: p3, hosts: [p3.look], regions: [{name: r3, url: "http://127.0.0.1:$B/r3"}]}
+  - {name: p4, hosts: [p4.look], regions: [{name: r4, url: "http://127.0.0.1:$B/r4"}]}
+  - {name: p5, regions: [{name: r5, url: "http://127.0.0.1:$B/r5"}]}
+maintenance:
+  - {name: db-upgrade, from: "2001-01-01T00:00:00Z", until: "2099-01-01T00:00:00Z", state: drain,
+     regions: [api/held], reason: "CHG-1234 database upgrade"}
+YAML
+}
+
+# What the page shows, measured in Chromium with every pool opened for the
+# moment (a closed <details> is not laid out): its width against the
+# viewport's, where the pools' summaries end (the fold), the colour of each
+# meaning where it shows (a row's state pill, a timeline segment, the
+# legend, a summary), the maintenance tints, and per timeline its axis
+# labels, markers and segments with their boxes.
+LOOK_PROBE='(function () {
+  var R = function (e) { var b = e.getBoundingClientRect(); return [b.left, b.right, b.top, b.bottom]; };
+  var cs = function (e, p) { return e ? getComputedStyle(e)[p] : null; };
+  var q = function (s) { return document.querySelector(s); };
+  var out = { compact: document.body.dataset.compact, innerW: innerWidth, innerH: innerHeight,
+    scrollW: document.documentElement.scrollWidth,
+    fold: [].map.call(document.querySelectorAll("section.pool summary"), function (s) { return s.getBoundingClientRect().bottom; }) };
+  var closed = [].slice.call(document.querySelectorAll("details:not([open])"));
+  closed.forEach(function (d) { d.open = true; });
+  out.scrollWOpen = document.documentElement.scrollWidth;
+  out.colours = {};
+  [["up", "up"], ["down", "down"], ["drain", "drain"], ["maint", "maintenance"]].forEach(function (m) {
+    out.colours[m[0]] = { pill: cs(q("tr[data-region] .st.c-" + m[0]), "backgroundColor"), seg: cs(q("rect.seg.s-" + m[1]), "fill"),
+      legend: cs(q(".lg i.s-" + m[1]), "backgroundColor"), summary: cs(q(".sum .st.c-" + m[0]), "backgroundColor") };
+  });
+  out.tints = { row: cs(q("tr.maint"), "backgroundColor"), table: cs(q("tr.maint-active"), "backgroundColor") };
+  out.tl = [].map.call(document.querySelectorAll(".tl svg"), function (svg) {
+    return { pool: svg.closest("section").dataset.pool, label: svg.getAttribute("aria-label"), box: R(svg),
+      legend: svg.parentNode.querySelector(".lg").textContent,
+      t0: +svg.dataset.t0, now: +svg.dataset.now, lw: +svg.dataset.lw, width: +svg.getAttribute("width"),
+      axis: [].map.call(svg.querySelectorAll("text.ax"), function (t) { return { text: t.textContent, box: R(t) }; }),
+      marks: [].map.call(svg.querySelectorAll("[data-count]"), function (m) {
+        return { kind: m.dataset.kind, count: +m.dataset.count, times: m.dataset.times.split(",").map(Number), box: R(m) }; }),
+      segs: [].map.call(svg.querySelectorAll("rect.seg"), function (r) {
+        return { region: r.dataset.region, state: r.dataset.state, x: +r.getAttribute("x") }; }) };
+  });
+  closed.forEach(function (d) { d.open = false; });
+  return out;
+})()'
+
+LOOK_OK=
+t_look_page() {
+    if [ -z "$CHROMIUM" ]; then
+        SKIP_WHY="chromium not available"
+        return 0
+    fi
+    local cf=$TEST_TMP/look.yaml log i d s1 s2 ev start problems got png1 png2
+    look_conf "$cf"
+    start look "$cf" "$LL" "127.0.0.1:$ADML" || return 1
+    log=$(daemon_log look)
+    wait_sget "$ADML" '(all(r["last_check"] is not None for p in s["pools"] for r in p["regions"]) and
+        R("api", "broken")["consecutive_failures"] > 2 and R("web", "w2")["consecutive_failures"] > 2)' true 20 ||
+        return 1
+    # a burst of reloads: close together on the timeline
+    for i in 1 2 3 4 5 6 7 8; do
+        reload_daemon "${DPID[look]}" "$log" || why "reload $i did not finish" || return 1
+        [ "$RELOAD_OK" = 1 ] || why "reload $i failed: $(tail -3 "$log")" || return 1
+    done
+    expect_eq "redirects" "$(redirects "$LL" 6 api.look)" 6 || return 1
+    start=$(sget "$ADML" 's["start_time"]')
+    # the events the page gets (the replay: nothing happens after the burst)
+    ev=$(tmpf events)
+    curl -sN --max-time "$(scale 2)" "http://127.0.0.1:$ADML/events" >"$ev" 2>/dev/null
+    d=$(tmpf ldom) s1=$(tmpf probe1) s2=$(tmpf probe2)
+    mkdir -p "$OUT_DIR" || why "cannot create $OUT_DIR" || return 1
+    png1=$(cd "$OUT_DIR" && pwd)/look-1400x1000.png png2=$(cd "$OUT_DIR" && pwd)/look-390x844.png
+    rm -f "$png1" "$png2"
+    # the fallback poll every 600 s: the page renders at its load and the
+    # replayed events, then only when resized
+    page --size 1400x1000 \
+        --stage 'document.body.dataset.ready === "1" && document.body.dataset.live === "1" && +document.body.dataset.events > 0' \
+        "$TEST_TMP/look.ready" \
+        --dom "$d" --eval "$LOOK_PROBE" "$s1" --png "$png1" \
+        --js 'window.__t = Date.now()' --size 390x844m \
+        --stage '+document.body.dataset.rendered > window.__t && innerWidth === 390' "$TEST_TMP/look.phone" \
+        --eval "$LOOK_PROBE" "$s2" --png-full "$png2" \
+        "http://127.0.0.1:$ADML/?poll=600" ||
+        why "chromium failed ($?): $(tail -5 "$TEST_TMP/chrome.log")" || return 1
+    problems=$(adm look "$s1" "$ev" "$start" desktop)
+    [ -z "$problems" ] || why "at 1400x1000: $problems"
+    problems=$(adm look "$s2" "$ev" "$start" phone)
+    [ -z "$problems" ] || why "at 390x844: $problems"
+    [ -z "$WHY" ] || return 1
+    diag "screenshots: $png1 $png2"
+    LOOK_DOM=$d
+    LOOK_OK=1
+}
+t_skip "status page in Chromium, 5 pools: fits above the fold at 1400x1000, no sideways scroll at 390x844, one colour per meaning (maintenance in row and timeline), axis labels apart, close markers grouped, timeline since the start" t_look_page
+
+# lk FILE EXPR: EXPR over the status page in FILE (page.py)
+lk() { "$PYTHON" "$IT_DIR/page.py" "$@"; }
+
+t_look_words() {
+    if [ -z "$CHROMIUM" ]; then
+        SKIP_WHY="chromium not available"
+        return 0
+    fi
+    [ -n "$LOOK_OK" ] || why "the page test before failed" || return 1
+    local f e got want
+    f=$(tmpf lpage)
+    get "http://127.0.0.1:$ADML/" "$f" >/dev/null || why "no page" || return 1
+    # what the script wrote and what the server wrote, numbers aside
+    e='[[n, N(v["pill"] or ""), N(v["why"]), v["sc"], v["su"], v["worst"], v["worst_cls"], v["share_title"], v["share_sub"],
+        [[r, x["cls"], x["state"], x["pill_cls"], N(x["cells"]["state"]), N(x["cells"]["override"]), x["cells"]["weight"],
+          x["cell_cls"]["weight"], x["titles"]["weight"], N(x["titles"]["override"]), x["share_label"]] for r, x in v["rows"].items()]]
+        for n, v in d["pools"].items()]'
+    want=$(lk "$f" "$e")
+    got=$(lk "$LOOK_DOM" "$e")
+    [ "$got" = "$want" ] || why "the script's page differs from the served one:
+script: $got
+served: $want" || return 1
+    expect_eq "web's pill (script)" "$(lk "$LOOK_DOM" 'd["pools"]["web"]["pill"]')" \
+        "no region may receive traffic: w1 drained, w2 down → fallback" || return 1
+    expect_match "api's why (script)" "$(lk "$LOOK_DOM" 'd["pools"]["api"]["why"]')" \
+        '^tier 1: primary; out of that tier: broken down after 2 failures \(connect: Connection refused; [0-9]+ in a row now\)$' ||
+        return 1
+    expect_eq "w1's override (script)" "$(lk "$LOOK_DOM" 'd["pools"]["web"]["rows"]["w1"]["cells"]["override"]')" \
+        "drain config · until removed capacity move" || return 1
+    expect_match "zero's state (script)" "$(lk "$LOOK_DOM" 'd["pools"]["api"]["rows"]["zero"]["cells"]["state"]')" \
+        '^drain weight 0 · [0-9]+ ok in a row$' || return 1
+    expect_eq "shares off their data-recent (script)" "$(lk "$LOOK_DOM" '[(p, r, x["share"]) for p, v in d["pools"].items() for r, x in v["rows"].items()
+        if x["share"] != (lambda n, t: "–" if not t else "%.*f %%" % (0 if 100 * n / t >= 10 or n == 0 else 1, 100 * n / t))(
+            x["recent"], sum(y["recent"] for y in v["rows"].values()))]')" "[]" || return 1
+    expect_eq "api/primary's share (script)" "$(lk "$LOOK_DOM" 'd["pools"]["api"]["rows"]["primary"]["share"]')" "100 %"
+}
+t_skip "status page in Chromium: the script writes what the server wrote (pill, why, summaries, state, override, weight 0, share)" t_look_words
+
+t_look_remember() {
+    if [ -z "$CHROMIUM" ]; then
+        SKIP_WHY="chromium not available"
+        return 0
+    fi
+    [ -n "$LOOK_OK" ] || why "the page test before failed" || return 1
+    local o=$TEST_TMP/remember.json open='[].map.call(document.querySelectorAll("details"), function (d) { return d.dataset.pool + (d.open ? "+" : "-"); }).join(" ")'
+    # p3 opened by a click; refreshed every second; then the page loaded again
+    page --size 1400x1000 --stage 'document.body.dataset.ready === "1"' "$TEST_TMP/rm.ready" \
+        --js 'localStorage.clear()' \
+        --js 'document.querySelector("details[data-pool=p3] summary").click(); window.__t = Date.now()' \
+        --stage '+document.body.dataset.rendered > window.__t + 1000' "$TEST_TMP/rm.refreshed" \
+        --eval "$open" "$o.1" \
+        --js 'document.querySelector("details[data-pool=api] summary").click(); document.querySelector("details[data-pool=api] summary").click()' \
+        --js 'window.__old = 1' --reload \
+        --stage '!window.__old && document.body.dataset.ready === "1"' "$TEST_TMP/rm.reloaded" \
+        --eval "$open" "$o.2" \
+        "http://127.0.0.1:$ADML/?poll=1" ||
+        why "chromium failed ($?): $(tail -5 "$TEST_TMP/chrome.log")" || return 1
+    expect_eq "after a refresh" "$(cat "$o.1")" '"api- web- p3+ p4- p5-"' || return 1
+    expect_eq "after the page is loaded again (api opened and closed)" "$(cat "$o.2")" '"api- web- p3+ p4- p5-"'
+}
+t_skip "status page in Chromium, compact mode: a pool the operator opened stays open across refreshes and reloads of the page" t_look_remember
+
 # ---------------------------------------------------------------- the end ----
 
 t_all_exit0() {
     local name pid bad=""
-    for name in main page; do
+    for name in main page look; do
         pid=${DPID[$name]:-}
         [ -n "$pid" ] || continue
         pid_alive "$pid" || { bad+=" $name(died earlier)"; continue; }

@@ -13,11 +13,12 @@
 HB=$IT_DIR/health_backend.py
 FAST="interval: 200ms, fast_interval: 100ms, down_interval: 200ms, timeout: $((1000 * TIMEOUT_SCALE))ms, rise: 2, fall: 2, jitter: 0%"
 
-alloc_ports 4 || {
+alloc_ports 7 || {
     echo "Bail out! no free ports"
     exit 1
 }
 L=${PORTS[0]} ADM=${PORTS[1]} A=${PORTS[2]} B=${PORTS[3]}
+LL=${PORTS[4]} ADML=${PORTS[5]} CLOSED=${PORTS[6]}
 
 # One Python helper, several modes:
 #   jsonlines FILE        problems with FILE as UTF-8 JSON lines, one a line
@@ -45,11 +46,12 @@ def jsonfile(path):
 
 def get(path, expr):
     s = json.load(open(path, encoding="utf-8"))
+    def P(pool):
+        return [p for p in s["pools"] if p["name"] == pool][0]
     def R(pool, region):
-        p = [p for p in s["pools"] if p["name"] == pool][0]
-        return [r for r in p["regions"] if r["name"] == region][0]
+        return [r for r in P(pool)["regions"] if r["name"] == region][0]
     try:
-        v = eval(expr, {"s": s, "R": R, "all": all})
+        v = eval(expr, {"s": s, "P": P, "R": R, "all": all, "sum": sum, "isinstance": isinstance, "int": int, "str": str})
     except Exception as e:
         v = "<error %s: %s>" % (type(e).__name__, e)
     print(v if isinstance(v, str) else json.dumps(v))
@@ -298,7 +300,7 @@ t_page_rows() {
     grep -q '<tr class="state-up" data-pool="api" data-region="primary" data-state="up">' "$f" ||
         why "no row for api/primary in state up in the HTML" || return 1
     grep -q 'data-region="spare" data-state="drain"' "$f" || why "no drained row for spare" || return 1
-    grep -q '<span class="st">up</span>' "$f" || why "no state text in the HTML" || return 1
+    grep -q '<span class="st c-up">up</span>' "$f" || why "no state text in the HTML" || return 1
     grep -q 'primary<span class="chosen"' "$f" || why "primary is not marked chosen" || return 1
     got=$(pg rows "$f" api/primary=up api/secondary=up api/spare=drain web/w1=up)
     [ -z "$got" ] || why "$got"
@@ -315,6 +317,213 @@ t_page_escaped() {
     ! grep -q '<i>&' "$f" || why "raw markup from the config path in the page"
 }
 t "GET /: the config path is HTML-escaped and its non-UTF-8 byte is U+FFFD" t_page_escaped
+
+# ------------------------------------ the page reads right (as served) ----
+
+# A second daemon with five pools (the compact mode): api has a region up,
+# one down (nothing listens on CLOSED), one with weight 0 and one drained by
+# a maintenance window with a reason; web has its only healthy region
+# drained by an override without an end and falls back; three pools more.
+LOOK=$(write_config look.yaml <<YAML
+listen: ["127.0.0.1:$LL"]
+workers: 2
+admin: {listen: "127.0.0.1:$ADML"}
+checks: {$FAST}
+pools:
+  - name: api
+    hosts: [api.look]
+    regions:
+      - {name: primary, url: "http://127.0.0.1:$B/primary", priority: 1, weight: 3}
+      - {name: broken, url: "http://127.0.0.1:$CLOSED/broken", priority: 1}
+      - {name: zero, url: "http://127.0.0.1:$B/zero", priority: 2, weight: 0}
+      - {name: held, url: "http://127.0.0.1:$B/held", priority: 2}
+  - name: web
+    hosts: [web.look]
+    all_down: {action: fallback, url: "https://status.example.com/"}
+    regions:
+      - {name: w1, url: "http://127.0.0.1:$B/w1", state: drain, reason: "capacity move"}
+      - {name: w2, url: "http://127.0.0.1:$CLOSED/w2"}
+  - {name: p3, hosts: [p3.look], regions: [{name: r3, url: "http://127.0.0.1:$B/r3"}]}
+  - {name: p4, hosts: [p4.look], regions: [{name: r4, url: "http://127.0.0.1:$B/r4"}]}
+  - {name: p5, regions: [{name: r5, url: "http://127.0.0.1:$B/r5"}]}
+maintenance:
+  - {name: db-upgrade, from: "2001-01-01T00:00:00Z", until: "2099-01-01T00:00:00Z", state: drain,
+     regions: [api/held], reason: "CHG-1234 database upgrade"}
+YAML
+)
+
+# look FILE EXPR: EXPR over the status page in FILE (page.py)
+look() { "$PYTHON" "$IT_DIR/page.py" "$@"; }
+
+# lget EXPR: one value out of a fresh /status of the look daemon
+lget() {
+    local f
+    f=$(tmpf lstatus)
+    if [ "$(get "http://127.0.0.1:$ADML/status" "$f")" = "200 application/json" ]; then
+        pg get "$f" "$1"
+    else
+        echo "<no status>"
+    fi
+}
+_lget_is() { [ "$(lget "$1")" = "$2" ]; }
+
+# lpage: the look daemon's page as served, to a fresh file; prints its path
+lpage() {
+    local f
+    f=$(tmpf lpage)
+    get "http://127.0.0.1:$ADML/" "$f" >/dev/null && echo "$f"
+}
+
+LOOK_OK=
+t_look_start() {
+    start_detourd look "$LOOK" "$LL" || why "detourd look did not start" || return 1
+    wait_listen "$ADML" "$LAST_PID" 10 || why "its admin listener did not start" || return 1
+    # every region checked; broken and w2 down, past fall (2) failures
+    wait_until 20 _lget_is '(all(r["last_check"] is not None for p in s["pools"] for r in p["regions"]) and
+        R("api", "broken")["consecutive_failures"] > 2 and R("web", "w2")["consecutive_failures"] > 2)' true ||
+        why "the look daemon's regions were never all checked: $(lget 'R("api", "broken")')" || return 1
+    LOOK_OK=1
+}
+t "a daemon with five pools: a region down, one with weight 0, one in maintenance, a pool in fallback" t_look_start
+
+# look_t DESC FUNC: a test of the look daemon, failed if it did not start
+_look_guard() { [ -n "$LOOK_OK" ] || why "the look daemon did not start"; }
+look_t() { t "$1" eval "_look_guard && $2"; }
+
+# redirects_to PORT HOST N: N requests for HOST; prints how many got a 307
+redirects_to() {
+    local i
+    for ((i = 0; i < $3; i++)); do
+        curl -s -o /dev/null -w '%{http_code}\n' --max-time "$(scale 5)" -H "Host: $2" "http://127.0.0.1:$1/n$i"
+    done | grep -c '^307$'
+}
+
+t_look_down_after() {
+    local f got n
+    f=$(lpage) || why "no page" || return 1
+    got=$(look "$f" 'd["pools"]["api"]["why"]')
+    expect_match "api's why" "$got" \
+        '^tier 1: primary; out of that tier: broken down after 2 failures \(connect: Connection refused; ([0-9]+) in a row now\)$' ||
+        return 1
+    n=${BASH_REMATCH[1]}
+    expect_eq "the count in a row, in the why line and in broken's row" \
+        "$n failed in a row" "$(look "$f" 're.sub("^down ", "", d["pools"]["api"]["rows"]["broken"]["cells"]["state"])')" ||
+        return 1
+    # /status says the same, its count that of the same document
+    got=$(lget 'str(P("api")["why"].endswith("; %d in a row now)" % R("api", "broken")["consecutive_failures"])) + " " + P("api")["why"]')
+    expect_match "/status why" "$got" \
+        '^True tier 1: primary; out of that tier: broken down after 2 failures \(connect: Connection refused; [0-9]+ in a row now\)$'
+}
+look_t "why: down after fall (2) failures, not after the count in a row, which follows it; page and /status" t_look_down_after
+
+WEB_PILL="no region may receive traffic: w1 drained, w2 down → fallback"
+WEB_WHY='^no region may receive traffic: w1 drained by the config override \(capacity move, until removed\), w2 down after 2 failures \(connect: Connection refused; [0-9]+ in a row now\) → fallback to https://status\.example\.com/$'
+
+t_look_all_down() {
+    local f
+    f=$(lpage) || why "no page" || return 1
+    expect_eq "web's pill" "$(look "$f" 'd["pools"]["web"]["pill"]')" "$WEB_PILL" || return 1
+    expect_match "web's why" "$(look "$f" 'd["pools"]["web"]["why"]')" "$WEB_WHY" || return 1
+    expect_eq "api has no pill" "$(look "$f" 'd["pools"]["api"]["pill"]')" null || return 1
+    expect_match "/status why" "$(lget 'P("web")["why"]')" "$WEB_WHY" || return 1
+    expect_eq "/status all_down_active, chosen" "$(lget '[P("web")["all_down_active"], P("web")["chosen"]]')" \
+        '[true, ["fallback"]]' || return 1
+    ! look "$f" 'd["text"]' | grep -q "all regions down" || why "the page says 'all regions down'"
+}
+look_t "all down: 'no region may receive traffic' and why per region (w1 drained, w2 down), as served and in /status" t_look_all_down
+
+t_look_weight0() {
+    local f
+    f=$(lpage) || why "no page" || return 1
+    expect_eq "zero: state, override" "$(look "$f" '[d["pools"]["api"]["rows"]["zero"][k] for k in ("state", "pill_cls")] + [d["pools"]["api"]["rows"]["zero"]["cells"]["override"]]')" \
+        '["drain", "st c-drain", "auto"]' || return 1
+    expect_match "zero's state cell" "$(look "$f" 'd["pools"]["api"]["rows"]["zero"]["cells"]["state"]')" \
+        '^drain weight 0 · [0-9]+ ok in a row$' || return 1
+    expect_eq "zero's weight cell: class, title" \
+        "$(look "$f" '[d["pools"]["api"]["rows"]["zero"][k]["weight"] for k in ("cell_cls", "titles")]')" \
+        '["n ov", "weight 0: no new traffic, whatever the override"]' || return 1
+    expect_match "zero's state title" "$(look "$f" 'd["pools"]["api"]["rows"]["zero"]["titles"]["state"]')" \
+        '; drained by its weight 0$'
+}
+look_t "weight 0: the row says drain with 'weight 0' beside it, the weight marked, the override auto" t_look_weight0
+
+t_look_until_removed() {
+    local f
+    f=$(lpage) || why "no page" || return 1
+    expect_eq "w1's override cell" "$(look "$f" 'd["pools"]["web"]["rows"]["w1"]["cells"]["override"]')" \
+        "drain config · until removed capacity move" || return 1
+    expect_eq "w1's override title" "$(look "$f" 'd["pools"]["web"]["rows"]["w1"]["titles"]["override"]')" \
+        "capacity move – until removed" || return 1
+    expect_match "held's override cell (a window: a real end)" \
+        "$(look "$f" 'd["pools"]["api"]["rows"]["held"]["cells"]["override"]')" \
+        '^drain maintenance:db-upgrade · [0-9]+ days left CHG-1234 database upgrade$' || return 1
+    expect_eq "/status override_until of w1, held" "$(lget '[R("web", "w1")["override_until"], R("api", "held")["override_until"]]')" \
+        '[null, "2099-01-01T00:00:00Z"]' || return 1
+    ! look "$f" 'd["text"]' | grep -Eq '9999-|2000-01-01|[0-9]{6,} days' || why "a magic instant on the page"
+}
+look_t "an override without an end: 'until removed' (override cell, tooltip, why), override_until null" t_look_until_removed
+
+t_look_colours() {
+    local f
+    f=$(lpage) || why "no page" || return 1
+    expect_eq "row class and state pill of primary, broken, zero, held; web/w1" \
+        "$(look "$f" '[[d["pools"][p]["rows"][r][k] for k in ("cls", "pill_cls")] for p, r in (("api", "primary"), ("api", "broken"), ("api", "zero"), ("api", "held"), ("web", "w1"))]')" \
+        '[["state-up", "st c-up"], ["state-down", "st c-down"], ["state-drain", "st c-drain"], ["state-drain maint", "st c-maint"], ["state-drain", "st c-drain"]]' ||
+        return 1
+    expect_eq "the window's row" "$(look "$f" 'd["maint"]')" '{"db-upgrade": "maint-active"}'
+}
+look_t "maintenance has its colour (class maint, pill c-maint), a drain by the operator its own" t_look_colours
+
+# share_ok FILE: every share cell of the page in FILE is its region's
+# data-recent over its pool's sum, in the page's format
+share_ok() {
+    look "$1" '[(p, r, x["share"]) for p, v in d["pools"].items() for r, x in v["rows"].items()
+        if x["share"] != (lambda n, t: "–" if not t else "%.*f %%" % (0 if 100 * n / t >= 10 or n == 0 else 1, 100 * n / t))(
+            x["recent"], sum(y["recent"] for y in v["rows"].values()))]'
+}
+
+t_look_share() {
+    local f got
+    expect_eq "api.look redirects" "$(redirects_to "$LL" api.look 9)" 9 || return 1
+    expect_eq "web.look redirects (fallback)" "$(redirects_to "$LL" web.look 4)" 4 || return 1
+    expect_eq "p3.look redirects" "$(redirects_to "$LL" p3.look 3)" 3 || return 1
+    wait_until 10 _lget_is 'P("api")["recent_requests"] >= 9 and P("p3")["recent_requests"] >= 3' true ||
+        why "the redirects never showed in recent_requests" || return 1
+    f=$(lpage) || why "no page" || return 1
+    expect_eq "shares off their data-recent" "$(share_ok "$f")" "[]" || return 1
+    expect_eq "api/primary, broken; web/w1; p3/r3" \
+        "$(look "$f" '[d["pools"]["api"]["rows"]["primary"]["share"], d["pools"]["api"]["rows"]["broken"]["share"], d["pools"]["web"]["rows"]["w1"]["share"], d["pools"]["p3"]["rows"]["r3"]["share"]]')" \
+        '["100 %", "0 %", "–", "100 %"]' || return 1
+    got=$(look "$f" '[d["pools"]["api"]["share_title"], d["pools"]["api"]["share_sub"], d["pools"]["api"]["rows"]["primary"]["share_label"]]')
+    expect_match "the share column's definition" "$got" \
+        "^\[\"share of the pool's redirects over the last minute \(since the start during detourd's first minute\), the same in /status \(recent_requests\)\", \"(since start|last minute)\", \"share, (since start|last minute)\"\]$" ||
+        return 1
+    expect_eq "/status: each pool's recent_requests the sum of its regions'; no more than requests" \
+        "$(lget 'all(p["recent_requests"] == sum(r["recent_requests"] for r in p["regions"]) and all(0 <= r["recent_requests"] <= r["requests"] for r in p["regions"]) for p in s["pools"]) and isinstance(s["recent_seconds"], int)')" \
+        true
+}
+look_t "share: of the pool's redirects over the last minute, one definition (title; recent_requests in /status)" t_look_share
+
+t_look_compact() {
+    local f
+    f=$(lpage) || why "no page" || return 1
+    expect_eq "compact, pools" "$(look "$f" '[d["compact"], list(d["pools"])]')" \
+        '[true, ["api", "web", "p3", "p4", "p5"]]' || return 1
+    expect_eq "every pool a closed <details>" "$(look "$f" '[[v["details"], v["open"]] for v in d["pools"].values()]')" \
+        '[[true, false], [true, false], [true, false], [true, false], [true, false]]' || return 1
+    expect_eq "summaries: traffic, up/total, worst state" \
+        "$(look "$f" '[[v[k] for k in ("sc", "su", "worst", "worst_cls")] for v in d["pools"].values()]')" \
+        '[["→ primary", "1/4 up", "down", "st c-down"], ["→ fallback", "0/2 up", "down", "st c-down"], ["→ r3", "1/1 up", "up", "st c-up"], ["→ r4", "1/1 up", "up", "st c-up"], ["→ r5", "1/1 up", "up", "st c-up"]]' ||
+        return 1
+    # the rows are in the HTML all the same
+    expect_eq "rows" "$(look "$f" 'sorted(p + "/" + r for p, v in d["pools"].items() for r in v["rows"])')" \
+        '["api/broken", "api/held", "api/primary", "api/zero", "p3/r3", "p4/r4", "p5/r5", "web/w1", "web/w2"]' ||
+        return 1
+    f=$(tmpf page)
+    get "http://127.0.0.1:$ADM/" "$f" >/dev/null || return 1
+    expect_eq "two pools: not compact" "$(look "$f" 'd["compact"]')" false
+}
+look_t "more than 4 pools: one summary line per pool (<details>), the rows inside; 2 pools: not" t_look_compact
 
 t_page_down() {
     local f got

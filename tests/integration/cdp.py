@@ -6,12 +6,18 @@ hold a stream open (EventSource) never let --virtual-time-budget end, and
 
 usage: cdp.py [options] CHROMIUM_COMMAND... -- URL
 
-options (before the command):
+options (before the command), done in the order given:
+  --size WxH         the viewport (default 1280x800); WxHm: a phone's
+                     (mobile, touch)
   --stage EXPR FILE  wait until the JavaScript EXPR is true in the page, then
-                     create FILE (repeatable; stages run in order)
-  --dom FILE         at the end, the page's DOM (outerHTML) to FILE
-  --eval EXPR FILE   at the end, JSON.stringify(EXPR) to FILE
-  --png FILE         at the end, a screenshot (1280x800) to FILE
+                     create FILE; a stage that times out skips the stages
+                     after it, not the rest
+  --js EXPR          run EXPR in the page (a click, say)
+  --reload           load the page again
+  --dom FILE         the page's DOM (outerHTML) to FILE
+  --eval EXPR FILE   JSON.stringify(EXPR) to FILE
+  --png FILE         a screenshot of the viewport to FILE
+  --png-full FILE    a screenshot of the whole page to FILE
   --timeout S        for each stage (default 20, times $TIMEOUT_SCALE)
 
 Exit status: 0 every stage passed; 1 a stage timed out (the DOM and the
@@ -29,17 +35,15 @@ SCALE = float(os.environ.get("TIMEOUT_SCALE") or 1)
 
 
 def main(argv):
-    stages, dom, evals, png, timeout = [], None, [], None, 20.0
-    while argv and argv[0].startswith("--"):
+    acts, timeout = [], 20.0
+    while argv and argv[0].startswith("--") and argv[0] != "--":
         o = argv.pop(0)
-        if o == "--stage":
-            stages.append((argv.pop(0), argv.pop(0)))
-        elif o == "--dom":
-            dom = argv.pop(0)
-        elif o == "--eval":
-            evals.append((argv.pop(0), argv.pop(0)))
-        elif o == "--png":
-            png = argv.pop(0)
+        if o in ("--stage", "--eval"):
+            acts.append((o, argv.pop(0), argv.pop(0)))
+        elif o in ("--dom", "--js", "--png", "--png-full", "--size"):
+            acts.append((o, argv.pop(0)))
+        elif o == "--reload":
+            acts.append((o,))
         elif o == "--timeout":
             timeout = float(argv.pop(0))
         else:
@@ -96,35 +100,56 @@ def main(argv):
     try:
         tid = call("Target.createTarget", {"url": "about:blank"})["targetId"]
         sid = call("Target.attachToTarget", {"targetId": tid, "flatten": True})["sessionId"]
-        call("Emulation.setDeviceMetricsOverride",
-             {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False}, sid)
+        def size(spec):
+            mobile = spec.endswith("m")
+            w, h = map(int, spec.rstrip("m").split("x"))
+            call("Emulation.setDeviceMetricsOverride",
+                 {"width": w, "height": h, "deviceScaleFactor": 1, "mobile": mobile}, sid)
+            call("Emulation.setTouchEmulationEnabled", {"enabled": mobile}, sid)
+
+        size("1280x800")
         call("Page.navigate", {"url": url}, sid)
 
         def js(expr):
             r = call("Runtime.evaluate", {"expression": expr, "returnByValue": True}, sid)
             return r.get("result", {}).get("value")
 
-        for expr, path in stages:
-            end = time.monotonic() + timeout * SCALE
-            while not js("(function () { try { return !!(%s); } catch (e) { return false; } })()" % expr):
-                if time.monotonic() > end:
-                    print("stage timed out: " + expr, file=sys.stderr)
-                    rc = 1
-                    break
-                time.sleep(0.02)
-            if rc:
-                break
-            open(path, "w").close()
-        for expr, path in evals:
-            with open(path, "w") as f:
-                f.write(json.dumps(js("(function () { try { return (%s); } catch (e) { return String(e); } })()" % expr)) + "\n")
-        if dom:
-            with open(dom, "w", encoding="utf-8") as f:
-                f.write(js("document.documentElement.outerHTML") or "")
-        if png:
-            data = call("Page.captureScreenshot", {"format": "png"}, sid)["data"]
-            with open(png, "wb") as f:
-                f.write(base64.b64decode(data))
+        def shot(path, full):
+            params = {"format": "png"}
+            if full:
+                m = call("Page.getLayoutMetrics", {}, sid)["cssContentSize"]
+                params.update(captureBeyondViewport=True,
+                              clip={"x": 0, "y": 0, "width": m["width"], "height": m["height"], "scale": 1})
+            with open(path, "wb") as f:
+                f.write(base64.b64decode(call("Page.captureScreenshot", params, sid)["data"]))
+
+        for a in acts:
+            if a[0] == "--stage":
+                if rc:
+                    continue
+                end = time.monotonic() + timeout * SCALE
+                while not js("(function () { try { return !!(%s); } catch (e) { return false; } })()" % a[1]):
+                    if time.monotonic() > end:
+                        print("stage timed out: " + a[1], file=sys.stderr)
+                        rc = 1
+                        break
+                    time.sleep(0.02)
+                if not rc:
+                    open(a[2], "w").close()
+            elif a[0] == "--eval":
+                with open(a[2], "w") as f:
+                    f.write(json.dumps(js("(function () { try { return (%s); } catch (e) { return String(e); } })()" % a[1])) + "\n")
+            elif a[0] == "--js":
+                js(a[1])
+            elif a[0] == "--reload":
+                call("Page.reload", {}, sid)
+            elif a[0] == "--size":
+                size(a[1])
+            elif a[0] == "--dom":
+                with open(a[1], "w", encoding="utf-8") as f:
+                    f.write(js("document.documentElement.outerHTML") or "")
+            else:
+                shot(a[1], a[0] == "--png-full")
         try:
             call("Browser.close")
         except RuntimeError:

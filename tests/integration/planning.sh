@@ -209,25 +209,52 @@ print([p for p in json.load(sys.stdin)["pools"] if p["name"] == sys.argv[1]][0][
 why_matches() { [[ "$(why_of "$1")" =~ $2 ]]; }
 
 WHY_GOOD="tier 1: eu-west, eu-central"
-WHY_FLAKY='tier 1: eu-west; out of that tier: eu-central down after [0-9]+ failures \(connect: Connection refused\)$'
+# eu-central went down after `fall` (3) failures; the count in a row goes on
+WHY_FLAKY='tier 1: eu-west; out of that tier: eu-central down after 3 failures \(connect: Connection refused(; ([0-9]+) in a row now)?\)$'
 WHY_MAINT="tier 1 unavailable: eu-west drained by maintenance eu-west-db (CHG-1234), eu-central drained by the config override (disk swap, until 2099-01-01T00:00:00Z); tier 2: us-east"
-WHY_DARK="tier 1 unavailable: only marked down by the config override; all regions down: reject"
+WHY_DARK="no region may receive traffic: only marked down by the config override (until removed) → reject"
 
 t_why_good() {
     expect_eq "why" "$(why_of good)" "$WHY_GOOD"
 }
 t "why, every region up: the first tier and its regions" t_why_good
 
-t_why_down() {
-    wait_until 20 why_matches flaky "^$WHY_FLAKY" || why "why is: $(why_of flaky)"
+# flaky_streak: "WHY_COUNT CONSECUTIVE_FAILURES" of flaky/eu-central from one
+# /status document
+flaky_streak() {
+    curl -sS --max-time "$(scale 5)" "http://127.0.0.1:$ADM/status" | "$PYTHON" -c '
+import json, re, sys
+p = [p for p in json.load(sys.stdin)["pools"] if p["name"] == "flaky"][0]
+m = re.search(r"; ([0-9]+) in a row now\)$", p["why"])
+print(m.group(1) if m else "-", [r for r in p["regions"] if r["name"] == "eu-central"][0]["consecutive_failures"])'
 }
-t "why, a region down after failed checks: the count of failures and the last failure" t_why_down
+_streak_past_fall() { [ "$(flaky_streak | cut -d" " -f2)" -gt 3 ] 2>/dev/null; }
+
+t_why_down() {
+    local got
+    wait_until 20 why_matches flaky "^$WHY_FLAKY" || why "why is: $(why_of flaky)" || return 1
+    # past `fall`, the line still says 3 (what took it down) and counts
+    # the failures in a row beside it, as /status does
+    wait_until 20 _streak_past_fall || why "eu-central never failed more than 3 times in a row" || return 1
+    got=$(flaky_streak)
+    expect_eq "the count in the why line and consecutive_failures" "${got% *}" "${got#* }"
+}
+t "why, a region down after failed checks: down after fall (3) failures, the count in a row now, the last failure" t_why_down
 
 t_why_maint() {
     expect_eq "drained" "$(why_of maint)" "$WHY_MAINT" || return 1
     expect_eq "all down" "$(why_of dark)" "$WHY_DARK"
 }
 t "why, the first tier drained by a window and by an override, each with its reason; all down: the action" t_why_maint
+
+t_plan_none() {
+    RUN_OUT=$TEST_TMP/none.out RUN_ERR=$TEST_TMP/none.err run_detourd -t -c "$WCONF" --at 2050-01-01T00:00:00Z
+    expect_eq "exit status" "$LAST_RC" 0 || return 1
+    expect_eq "pool dark" "$(sed -n '/^pool dark$/,/traffic:/p' "$TEST_TMP/none.out")" "pool dark
+  region only: down by config
+  traffic: none (no region may receive traffic: reject)"
+}
+t "--at where the operator states leave no region: 'no region may receive traffic', and the action" t_plan_none
 
 # page_whys FILE: "POOL: WHY" for each pool section of a status page (as
 # an HTML parser reads it)

@@ -1,12 +1,15 @@
 #!/bin/bash
-# Integration tests of HTTPS listeners: config validation (-t), redirects,
-# keep-alive, pipelining and bodies over TLS, SNI (exact, wildcard, unknown,
-# ECDSA or RSA by the client's signature algorithms), protocols and ALPN,
-# plain HTTP, garbage and stalled handshakes, session resumption (tickets,
-# shared ticket_keys, across reloads), certificate renewal by reload, and
-# the TLS metrics and /status listeners. Real clients only: curl, openssl
-# s_client, Python's ssl. Certificates come from a throwaway CA made with
-# openssl in the temp dir. TAP on stdout; 127.0.0.1 only.
+# Integration tests of HTTPS listeners: config validation (-t, including
+# blocks with which no handshake can succeed), redirects, keep-alive,
+# pipelining and bodies over TLS, SNI (exact, wildcard, unknown, ECDSA or
+# RSA by the client's signature algorithms), protocols, ALPN, cipher choice
+# (the client's order, DHE), close_notify on every clean close, HSTS, plain
+# HTTP, garbage and stalled handshakes and how failures are logged
+# (rate-limited), session resumption (tickets, one per handshake, shared
+# ticket_keys, across reloads), certificate renewal by reload, and the TLS
+# metrics and /status listeners. Real clients only: curl, openssl s_client,
+# Python's ssl. Certificates come from a throwaway CA made with openssl in
+# the temp dir. TAP on stdout; 127.0.0.1 only.
 #
 # Run by `make check`, or by hand: DETOURD=_build/detourd tests/integration/tls.sh
 
@@ -142,12 +145,13 @@ fi
 
 # ------------------------------------------------------------- ports ----
 
-alloc_ports 10 || {
+alloc_ports 13 || {
     echo "Bail out! cannot find free loopback ports"
     exit 1
 }
 P_H=${PORTS[0]} P_T=${PORTS[1]} P_REJ=${PORTS[2]} P_13=${PORTS[3]} P_NOTIX=${PORTS[4]}
 P_K1=${PORTS[5]} ADM=${PORTS[6]} P_K2=${PORTS[7]} P_R=${PORTS[8]} ADM_R=${PORTS[9]}
+P_LOG=${PORTS[10]} P_BURST=${PORTS[11]} P_STOP=${PORTS[12]}
 L_T=127.0.0.1:$P_T # the main TLS listener's address, as its metrics label it
 REGION=https://eu.example
 HT=$(scale 2) # the main daemon's header_timeout, seconds
@@ -168,12 +172,16 @@ TLS_EC="certificates: [{cert: \"$PKI/ec.pem\", key: \"$PKI/ec.key\"}]"
 
 # The main daemon (two workers: one SNI table, one ticket key, counters
 # summed): a plain listener and TLS listeners that differ in one
-# setting each. On $P_T the first certificate (b.test) is the default.
+# setting each. On $P_T the first certificate (b.test) is the default, and
+# every answer carries HSTS. $P_LOG and $P_BURST take failed handshakes
+# whose log lines are counted.
+HSTS="max-age=31536000; includeSubDomains"
 C_MAIN=$(write_config main.yaml <<EOF
 listen:
   - "127.0.0.1:$P_H"
   - address: "127.0.0.1:$P_T"
     tls:
+      hsts: "$HSTS"
       certificates:
         - cert: "$PKI/b.pem"
           key: "$PKI/b.key"
@@ -199,6 +207,12 @@ listen:
     tls:
       $TLS_EC
       ticket_keys: "$PKI/ticket.keys"
+  - address: "127.0.0.1:$P_LOG"
+    tls:
+      $TLS_EC
+  - address: "127.0.0.1:$P_BURST"
+    tls:
+      $TLS_EC
 admin:
   listen: "127.0.0.1:$ADM"
 workers: 2
@@ -220,15 +234,33 @@ EOF
 )
 
 # The daemon whose certificate files are replaced and reloaded
-C_REL=$(write_config rel.yaml <<EOF
+# rel_config [LINE]...: its text, with LINEs added to the tls block
+rel_config() {
+    local l
+    cat <<EOF
 listen:
   - address: "127.0.0.1:$P_R"
     tls:
       certificates:
         - cert: "$PKI/rel.pem"
           key: "$PKI/rel.key"
+EOF
+    for l in "$@"; do printf '      %s\n' "$l"; done
+    cat <<EOF
 admin:
   listen: "127.0.0.1:$ADM_R"
+limits: {idle_timeout: 60s}
+$POOLS
+EOF
+}
+C_REL=$(rel_config | write_config rel.yaml)
+
+# The daemon stopped with SIGTERM while a TLS connection idles
+C_STOP=$(write_config stop.yaml <<EOF
+listen:
+  - address: "127.0.0.1:$P_STOP"
+    tls:
+      $TLS_EC
 limits: {idle_timeout: 60s}
 $POOLS
 EOF
@@ -294,6 +326,48 @@ traw() {
     local out=$1 port=$2
     shift 2
     raw "$out" "$port" --tls a.test --cafile "$CA" --tls-info "$out.tls" "$@"
+}
+
+# tls_end PORT REQUEST [READY]: a TLS client (Python's ssl, SNI a.test, ALPN
+# http/1.1) that sends REQUEST (\r\n escapes), reads until the connection
+# ends and prints how it ended and the redirects it got: "close_notify N"
+# (a clean TLS end), "eof N" (the socket closed without close_notify: ssl's
+# SSLEOFError with suppress_ragged_eofs off, OpenSSL's "unexpected eof"),
+# "reset N" or "open N" (still open after TLS_END_WAIT seconds, scaled,
+# default 20). READY is created once the first answer is complete.
+tls_end() {
+    "$PYTHON" - "$@" <<'PY'
+import codecs, os, socket, ssl, sys, time
+port, req = int(sys.argv[1]), codecs.escape_decode(sys.argv[2].encode())[0]
+ready = sys.argv[3] if len(sys.argv) > 3 else None
+limit = float(os.environ.get("TLS_END_WAIT") or 20) * float(os.environ.get("TIMEOUT_SCALE") or 1)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+ctx.set_alpn_protocols(["http/1.1"])
+raw = socket.create_connection(("127.0.0.1", port), timeout=limit)
+s = ctx.wrap_socket(raw, server_hostname="a.test", suppress_ragged_eofs=False)
+s.sendall(req)
+buf, how, end = b"", "open", time.monotonic() + limit
+while time.monotonic() < end:
+    s.settimeout(max(0.05, end - time.monotonic()))
+    try:
+        d = s.recv(65536)
+    except socket.timeout:
+        break
+    except ssl.SSLEOFError:
+        how = "eof"
+        break
+    except OSError:
+        how = "reset"
+        break
+    if not d:
+        how = "close_notify"
+        break
+    buf += d
+    if ready and b"\r\n\r\n" in buf and not os.path.exists(ready):
+        open(ready, "w").close()
+print(how, buf.count(b"HTTP/1.1 307 "))
+PY
 }
 
 # get_session PORT FILE [s_client args]: a full handshake saving its session
@@ -471,6 +545,83 @@ $c:$(at_line "$c" 8 "\"$fifo"): tls.ticket_keys: $fifo is a FIFO, not a regular 
 }
 t "a FIFO or a device as a certificate, key or ticket_keys: -t names it at once, exit 1" t_check_not_regular
 
+# blocks with which no handshake can succeed: a TLS 1.2 list of suites
+# without authentication (refused at any security level above 0), and
+# only ECDSA suites for an RSA certificate
+t_check_no_handshake() {
+    local c
+    c=$(write_config nohs.yaml <<EOF
+listen:
+  - address: "127.0.0.1:10001"
+    tls:
+      certificates: [{cert: "$PKI/ec.pem", key: "$PKI/ec.key"}]
+      protocols: [TLSv1.2]
+      ciphers: "aNULL:eNULL"
+  - address: "127.0.0.1:10002"
+    tls:
+      certificates: [{cert: "$PKI/rsa.pem", key: "$PKI/rsa.key"}]
+      protocols: [TLSv1.2]
+      ciphers: "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305"
+  - address: "127.0.0.1:10003"
+    tls:
+      certificates: [{cert: "$PKI/rsa.pem", key: "$PKI/rsa.key"}, {cert: "$PKI/ec.pem", key: "$PKI/ec.key"}]
+      protocols: [TLSv1.2]
+      ciphers: "ECDHE-ECDSA-AES128-GCM-SHA256"
+  - address: "127.0.0.1:10004"
+    tls:
+      certificates: [{cert: "$PKI/rsa.pem", key: "$PKI/rsa.key"}]
+      ciphers: "aNULL:eNULL"
+$POOLS
+EOF
+)
+    run_detourd -t -c "$c"
+    expect_eq "exit status" "$LAST_RC" 1 || why "$(cat "$RUN_OUT" "$RUN_ERR")" || return 1
+    local w bad=0 want=(
+        "aNULL:eNULL under TLSv1.2|^$c:$(at "$c" '"aNULL:eNULL"'): (listen\[0\]\.)?tls\.ciphers: no TLS handshake can succeed .*TLSv1\.2.*ECDSA.*: no shared cipher"
+        "ECDSA suites for an RSA certificate|^$c:$(at "$c" '"ECDHE-ECDSA-AES128-GCM-SHA256:'): (listen\[1\]\.)?tls\.ciphers: no TLS handshake can succeed .*RSA.*: no shared cipher"
+    )
+    for w in "${want[@]}"; do
+        grep -qE -- "${w#*|}" "$RUN_ERR" || { why "${w%%|*}: no line matching /${w#*|}/"; bad=1; }
+    done
+    # an ECDSA certificate beside the RSA one, or TLS 1.3 allowed: fine
+    expect_eq "error lines" "$(grep -c 'no TLS handshake can succeed' "$RUN_ERR")" 2 || bad=1
+    [ "$bad" = 0 ] || why "stderr was:" "$(cat "$RUN_ERR")"
+}
+t "-t rejects a TLS block with which no handshake can succeed, at its ciphers key" t_check_no_handshake
+
+t_check_hsts() {
+    local c
+    c=$(write_config hsts.yaml <<EOF
+listen:
+  - address: "127.0.0.1:10001"
+    tls:
+      $TLS_EC
+      hsts: "includeSubDomains"
+  - address: "127.0.0.1:10002"
+    tls:
+      $TLS_EC
+      hsts: "max-age=1\r\nX-Evil: 1"
+  - address: "127.0.0.1:10003"
+    tls:
+      $TLS_EC
+      hsts: "max-age=soon"
+$POOLS
+EOF
+)
+    run_detourd -t -c "$c"
+    expect_eq "exit status" "$LAST_RC" 1 || why "$(cat "$RUN_OUT" "$RUN_ERR")" || return 1
+    local w bad=0 want=(
+        "no max-age|^$c:$(at "$c" '"includeSubDomains"'): (listen\[0\]\.)?tls\.hsts: .*no max-age"
+        "control characters|^$c:$(at "$c" '"max-age=1'): (listen\[1\]\.)?tls\.hsts: .*control character"
+        "not a number|^$c:$(at "$c" '"max-age=soon"'): (listen\[2\]\.)?tls\.hsts: .*max-age that is not a number"
+    )
+    for w in "${want[@]}"; do
+        grep -qE -- "${w#*|}" "$RUN_ERR" || { why "${w%%|*}: no line matching /${w#*|}/"; bad=1; }
+    done
+    [ "$bad" = 0 ] || why "stderr was:" "$(cat "$RUN_ERR")"
+}
+t "-t rejects an hsts value without max-age, with control characters or a bad max-age" t_check_hsts
+
 # ============================================================ start ====
 
 start_detourd main "$C_MAIN" "$P_T" || { echo "Bail out! detourd did not start with TLS listeners"; exit 1; }
@@ -598,6 +749,73 @@ t_lingering() {
 }
 t "a body over max_body_discard: the redirect, then a lingering close (no reset)" t_lingering
 
+# ====================================================== close_notify ====
+
+# RFC 8446 6.1: every clean close sends close_notify; a client that reads
+# to the end then sees a clean end, not a truncation ("unexpected eof")
+t_close_notify_close() {
+    local o got
+    got=$(tls_end "$P_T" 'GET /cn HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n')
+    expect_eq "Connection: close (how it ended, answers)" "$got" "close_notify 1" || return 1
+    got=$(tls_end "$P_T" 'GET /cn10 HTTP/1.0\r\n\r\n')
+    expect_eq "HTTP/1.0 (how it ended, answers)" "$got" "close_notify 1" || return 1
+    o=$(tmpf cn)
+    sc "$o" "$P_T" -servername a.test -msg
+    sc_answered "$o" || sc_diag "$o" || return 1
+    grep -q '^<<< TLS 1.3, Alert \[length 0002\], warning close_notify' "$o" ||
+        why "openssl s_client saw no close_notify" || sc_diag "$o" || return 1
+    ! grep -qi 'unexpected eof' "$o" || why "openssl s_client reports an unexpected eof" || sc_diag "$o"
+}
+t "close_notify after Connection: close and after an HTTP/1.0 answer (Python ssl, openssl s_client)" t_close_notify_close
+
+t_close_notify_idle() {
+    local got
+    [ -n "$PEER_PID" ] || why "the peer daemon did not start" || return 1
+    got=$(TLS_END_WAIT=$((3 * PEER_IDLE + 10)) tls_end "$P_K2" 'GET /idle HTTP/1.1\r\nHost: a.test\r\n\r\n')
+    expect_eq "idle_timeout ${PEER_IDLE}s (how it ended, answers)" "$got" "close_notify 1"
+}
+t "close_notify at the keep-alive idle timeout" t_close_notify_idle
+
+# ================================================================ HSTS ====
+
+t_hsts() {
+    local o
+    o=$(tmpf hsts)
+    traw "$o" "$P_T" 'GET /h1 HTTP/1.1\r\nHost: a.test\r\n\r\n' \
+        'GET /bad HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n'
+    expect_response "$o" 1 307 "$REGION/h1" || return 1
+    expect_eq "307: Strict-Transport-Security" "$(r_hdr "$o" 1 strict-transport-security)" "$HSTS" || return 1
+    expect_eq "307: Strict-Transport-Security fields" "$(r_hdr_count "$o" 1 strict-transport-security)" 1 || return 1
+    expect_response "$o" 2 400 || return 1
+    expect_eq "400: Strict-Transport-Security" "$(r_hdr "$o" 2 strict-transport-security)" "$HSTS" || return 1
+    traw "$o" "$P_T" --head 1 'HEAD /h2 HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n'
+    expect_response "$o" 1 307 "$REGION/h2" || return 1
+    expect_eq "HEAD: Strict-Transport-Security" "$(r_hdr "$o" 1 strict-transport-security)" "$HSTS" || return 1
+    traw "$o" "$P_T" 'GET /v HTTP/1.2\r\nHost: a.test\r\n\r\n'
+    expect_response "$o" 1 505 || return 1
+    expect_eq "505: Strict-Transport-Security" "$(r_hdr "$o" 1 strict-transport-security)" "$HSTS"
+}
+t "hsts: Strict-Transport-Security on every answer of the TLS listener (307, HEAD, 400, 505)" t_hsts
+
+t_hsts_not_plain() {
+    local o
+    o=$(tmpf nohsts)
+    raw "$o" "$P_H" 'GET /p HTTP/1.1\r\nHost: a.test\r\n\r\n' 'GET /bad HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n'
+    expect_response "$o" 1 307 "$REGION/p" || return 1
+    expect_response "$o" 2 400 || return 1
+    expect_eq "plain listener: Strict-Transport-Security fields" \
+        "$(($(r_hdr_count "$o" 1 strict-transport-security) + $(r_hdr_count "$o" 2 strict-transport-security)))" 0 || return 1
+    raw "$o" "$P_T" 'GET /plain HTTP/1.1\r\nHost: a.test\r\n\r\n'
+    expect_response "$o" 1 400 || return 1
+    expect_eq "plain HTTP on the TLS port: Strict-Transport-Security fields" \
+        "$(r_hdr_count "$o" 1 strict-transport-security)" 0 || return 1
+    traw "$o" "$P_13" 'GET /x HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n'
+    expect_response "$o" 1 307 "$REGION/x" || return 1
+    expect_eq "a TLS listener without hsts: Strict-Transport-Security fields" \
+        "$(r_hdr_count "$o" 1 strict-transport-security)" 0
+}
+t "hsts: never on the plain listener, the plain-text 400 of a TLS port, or a TLS listener without it" t_hsts_not_plain
+
 # ================================================================ SNI ====
 
 t_sni_exact() {
@@ -687,18 +905,57 @@ t_no_tls11() {
 t "default protocols: TLS 1.1 refused, TLS 1.2 and 1.3 accepted" t_no_tls11
 
 t_alpn() {
-    local o
+    local o before
     o=$(tmpf alpn)
     sc "$o" "$P_T" -servername a.test -alpn http/1.1
     sc_answered "$o" || sc_diag "$o" || return 1
     grep -q '^ALPN protocol: http/1.1' "$o" || why "http/1.1 not selected" || sc_diag "$o" || return 1
-    sc "$o" "$P_T" -servername a.test -alpn h2
-    sc_answered "$o" || why "a client offering only h2 did not complete" || sc_diag "$o" || return 1
-    grep -q '^No ALPN negotiated' "$o" || why "offering only h2: an ALPN protocol was selected" || sc_diag "$o" || return 1
+    sc "$o" "$P_T" -servername a.test
+    sc_answered "$o" || why "a client offering no ALPN was not served" || sc_diag "$o" || return 1
+    grep -q '^No ALPN negotiated' "$o" || why "no ALPN offered: one was selected" || sc_diag "$o" || return 1
     sc "$o" "$P_T" -servername a.test -alpn h2,http/1.1
-    grep -q '^ALPN protocol: http/1.1' "$o" || why "h2,http/1.1: http/1.1 not selected" || sc_diag "$o"
+    grep -q '^ALPN protocol: http/1.1' "$o" || why "h2,http/1.1: http/1.1 not selected" || sc_diag "$o" || return 1
+    before=$(fails protocol)
+    sc "$o" "$P_T" -servername a.test -alpn h2
+    ! sc_answered "$o" || why "a client offering only h2 was answered" || return 1
+    grep -q 'alert no application protocol' "$o" ||
+        why "offering only h2: no no_application_protocol alert" || sc_diag "$o" || return 1
+    wait_eq 5 $((before + 1)) fails protocol || return 1
+    wait_log "$MAIN_LOG" "TLS handshake failed: client 127\.0\.0\.1:[0-9]+ on $L_T: no application protocol" 5 ||
+        why "no log line for the refused ALPN: $(grep 'handshake failed' "$MAIN_LOG" | tail -n 3)"
 }
-t "ALPN: http/1.1 selected when offered; h2 alone completes without ALPN" t_alpn
+t "ALPN: http/1.1 selected when offered, none offered is served, h2 alone gets no_application_protocol" t_alpn
+
+# ========================================================= cipher choice ====
+
+t_client_order() {
+    local o
+    o=$(tmpf order)
+    sc "$o" "$P_T" -servername a.test -tls1_2 -cipher 'ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384'
+    sc_answered "$o" || sc_diag "$o" || return 1
+    grep -q 'Cipher is ECDHE-ECDSA-CHACHA20-POLY1305' "$o" ||
+        why "TLS 1.2, ChaCha20 first: got $(grep -m1 'Cipher is' "$o")" || return 1
+    sc "$o" "$P_T" -servername a.test -tls1_3 -ciphersuites TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384
+    sc_answered "$o" || sc_diag "$o" || return 1
+    grep -q 'Cipher is TLS_CHACHA20_POLY1305_SHA256' "$o" ||
+        why "TLS 1.3, ChaCha20 first: got $(grep -m1 'Cipher is' "$o")" || return 1
+    sc "$o" "$P_T" -servername a.test -tls1_3 -ciphersuites TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256
+    grep -q 'Cipher is TLS_AES_128_GCM_SHA256' "$o" ||
+        why "TLS 1.3, AES-128 first: got $(grep -m1 'Cipher is' "$o")"
+}
+t "the client's order of suites is honoured: ChaCha20 first gets ChaCha20 (TLS 1.2 and 1.3)" t_client_order
+
+t_dhe() {
+    local o
+    o=$(tmpf dhe)
+    sc "$o" "$P_T" -servername a.test -tls1_2 -cipher DHE-RSA-AES128-GCM-SHA256
+    sc_answered "$o" || why "DHE-RSA-AES128-GCM-SHA256 was refused" || sc_diag "$o" || return 1
+    grep -q 'Cipher is DHE-RSA-AES128-GCM-SHA256' "$o" || why "got $(grep -m1 'Cipher is' "$o")" || return 1
+    expect_eq "certificate" "$(sc_serial "$o")" A5 || return 1
+    grep -qE 'Server Temp Key: DH, (2048|3072|4096) bits' "$o" ||
+        why "the DH group: $(grep -m1 'Server Temp Key' "$o")"
+}
+t "DHE suites of the default list work (automatic ffdhe parameters, RSA certificate)" t_dhe
 
 # ============================================ plain HTTP, garbage, stalls ====
 
@@ -801,6 +1058,94 @@ t_stalls() {
 _fails_at_least() { [ "$(fails "$1")" -ge "$2" ]; }
 t "a stalled handshake (nothing, or half a ClientHello) is closed at header_timeout" t_stalls
 
+# ==================================================== failures logged ====
+
+# fail_conn PORT HEX [close]: a raw connection that sends the bytes HEX,
+# then reads until the daemon closes (or, with close, closes at once);
+# prints its own port
+fail_conn() {
+    "$PYTHON" - "$@" <<'PY'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+print(s.getsockname()[1], flush=True)
+s.sendall(bytes.fromhex(sys.argv[2]))
+if len(sys.argv) < 4:
+    try:
+        while s.recv(4096):
+            pass
+    except OSError:
+        pass
+s.close()
+PY
+}
+
+# logged LISTENER_PORT CLIENT_PORT|RE REASON_ERE: waits for the line
+logged() {
+    wait_log "$MAIN_LOG" "TLS handshake failed: client 127\.0\.0\.1:$2 on 127\.0\.0\.1:$1: $3" 5 ||
+        why "no log line 'client 127.0.0.1:$2 on 127.0.0.1:$1: $3'; the last ones: $(grep 'handshake failed' "$MAIN_LOG" | tail -n 3)"
+}
+
+t_fail_log() {
+    local port o
+    port=$(fail_conn "$P_LOG" 00ff1337)
+    logged "$P_LOG" "$port" 'not a TLS handshake \(first byte 0x00\)$' || return 1
+    port=$(fail_conn "$P_LOG" "$(printf 'GET / HTTP/1.1\r\nHost: a.test\r\n\r\n' | od -An -tx1 | tr -d ' \n')")
+    logged "$P_LOG" "$port" 'a plain-HTTP request on this TLS port' || return 1
+    port=$(fail_conn "$P_LOG" "$(od -An -tx1 "$PKI/half_hello.bin" | tr -d ' \n')" close)
+    logged "$P_LOG" "$port" 'the client closed the connection mid-handshake$' || return 1
+    o=$(tmpf flog)
+    sc "$o" "$P_LOG" -servername a.test -tls1_2 -cipher AES128-SHA
+    logged "$P_LOG" '[0-9]+' 'no shared cipher$' || return 1
+    sc "$o" "$P_13" -servername a.test -tls1_2
+    logged "$P_13" '[0-9]+' 'unsupported protocol$' || return 1
+    # from the tests above
+    logged "$P_REJ" '[0-9]+' "unknown server name 'nope\.test' \(unknown_sni: reject\)$" || return 1
+    logged "$P_REJ" '[0-9]+' 'no server name \(unknown_sni: reject\)$' || return 1
+    logged "$P_T" '[0-9]+' 'handshake not finished within header_timeout$'
+}
+t "failed handshakes are logged with the client's address and port, the listener and the reason" t_fail_log
+
+# shown / hidden: the burst's log lines, and the sum of the "not shown" ones
+burst_shown() { log_count "$MAIN_LOG" "TLS handshake failed: client 127\.0\.0\.1:[0-9]+ on 127\.0\.0\.1:$P_BURST: "; }
+burst_hidden() {
+    sed -n "s/.*detourd\[info\]: \([0-9]*\) more failed TLS handshakes\{0,1\} on 127\.0\.0\.1:$P_BURST in the last second not shown\$/\1/p" \
+        "$MAIN_LOG" | awk '{ n += $1 } END { print n + 0 }'
+}
+_burst_total_is() { [ $(($(burst_shown) + $(burst_hidden))) -ge "$1" ]; }
+
+t_fail_log_burst() {
+    local secs shown hidden lines
+    # 50 connections that each send a byte that starts no TLS record
+    secs=$("$PYTHON" - "$P_BURST" <<'PY'
+import socket, sys, time
+t0 = time.monotonic()
+socks = [socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10) for _ in range(50)]
+for s in socks:
+    s.sendall(b"\x00")
+for s in socks:
+    try:
+        s.recv(16)
+    except OSError:
+        pass
+    s.close()
+print(int(time.monotonic() - t0))
+PY
+)
+    # the count of the last second comes out without any further failure
+    wait_until 10 _burst_total_is 50 ||
+        why "shown $(burst_shown) + not shown $(burst_hidden) lines, want 50 in all" || return 1
+    shown=$(burst_shown)
+    hidden=$(burst_hidden)
+    lines=$(log_count "$MAIN_LOG" "more failed TLS handshakes? on 127\.0\.0\.1:$P_BURST in the last second not shown")
+    expect_eq "shown + not shown" $((shown + hidden)) 50 || return 1
+    # at most 10 a second: the burst took $secs whole seconds, so it spans
+    # at most secs + 2 seconds of the rate limit
+    [ "$shown" -ge 10 ] && [ "$shown" -le $((10 * (secs + 2))) ] ||
+        why "$shown lines shown for a burst of $secs s, want 10..$((10 * (secs + 2)))" || return 1
+    [ "$lines" -ge 1 ] || why "no 'not shown' line"
+}
+t "a burst of 50 failed handshakes: at most 10 lines a second, then how many were not shown" t_fail_log_burst
+
 # ========================================================= resumption ====
 
 t_resume() {
@@ -810,6 +1155,48 @@ t_resume() {
     got=$(resumed "$P_T" "$s" "-tls1_$v")
     expect_eq "the second handshake" "$got" Reused
 }
+# tickets OUT: the NewSessionTicket messages s_client -msg saw
+tickets() { grep -c '^<<< TLS 1.3, Handshake \[length [0-9a-f]*\], NewSessionTicket' "$1"; }
+
+t_one_ticket() {
+    local o s=$TEST_TMP/onetix
+    o=$(tmpf onetix)
+    rm -f "$s"
+    sc "$o" "$P_T" -servername a.test -tls1_3 -msg -sess_out "$s"
+    sc_answered "$o" || sc_diag "$o" || return 1
+    expect_eq "tickets after a full handshake" "$(tickets "$o")" 1 || return 1
+    sc "$o" "$P_T" -servername a.test -tls1_3 -msg -sess_in "$s"
+    sc_answered "$o" || sc_diag "$o" || return 1
+    expect_eq "the second handshake" "$(sc_session "$o")" Reused || return 1
+    expect_eq "tickets after a resumed handshake" "$(tickets "$o")" 1
+}
+t "TLS 1.3: one ticket per handshake, full or resumed" t_one_ticket
+
+# The TLS 1.3 ticket is held back to leave with the first answer: a
+# client that sends nothing after its handshake still gets it (the kernel
+# sends what is held after 200 ms at most)
+t_ticket_without_request() {
+    local out
+    out=$("$PYTHON" - "$P_T" <<'PY' 2>&1
+import os, socket, ssl, sys, time
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1]))), server_hostname="a.test")
+end = time.monotonic() + 5 * float(os.environ.get("TIMEOUT_SCALE") or 1)
+while not s.session.has_ticket and time.monotonic() < end:
+    s.settimeout(0.1)
+    try:
+        s.recv(1)  # processes the ticket; no answer comes
+    except (socket.timeout, ssl.SSLWantReadError):
+        pass
+print("ticket" if s.session.has_ticket else "no ticket")
+PY
+)
+    expect_eq "a client that sent no request" "$out" ticket
+}
+t "TLS 1.3: a client that sends no request after its handshake still gets its ticket" t_ticket_without_request
+
 t "TLS 1.2: a session ticket resumes (s_client -sess_out / -sess_in)" t_resume 2
 t "TLS 1.3: a session ticket resumes (s_client -sess_out / -sess_in)" t_resume 3
 
@@ -1060,6 +1447,56 @@ t_reload_same_text() {
     expect_eq "a new connection's certificate" "$(rel_serial)" 04
 }
 t "reload with an unchanged config text picks up a renewed certificate" t_reload_same_text
+
+t_reload_no_handshake() {
+    [ -n "$REL_PID" ] || why "the reload daemon did not start" || return 1
+    rel_config 'protocols: [TLSv1.2]' 'ciphers: "aNULL:eNULL"' >"$C_REL"
+    reload_daemon "$REL_PID" "$REL_LOG" || why "no reload logged" || return 1
+    expect_eq "reload succeeded" "$RELOAD_OK" 0 || return 1
+    grep -qE "$C_REL:$(at "$C_REL" '"aNULL:eNULL"'): (listen\[0\]\.)?tls\.ciphers: no TLS handshake can succeed" "$REL_LOG" ||
+        why "no FILE:LINE:COL error logged: $(tail -n 5 "$REL_LOG")" || return 1
+    expect_eq "a new connection's certificate" "$(rel_serial)" 04
+}
+t "reload with a TLS block with which no handshake can succeed: rejected, the old settings serve" t_reload_no_handshake
+
+rel_hsts() {
+    local o
+    o=$(tmpf relhsts)
+    traw "$o" "$P_R" 'GET /h HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n'
+    [ "$(r_status "$o" 1)" = 307 ] && r_hdr "$o" 1 strict-transport-security
+}
+t_reload_hsts() {
+    [ -n "$REL_PID" ] || why "the reload daemon did not start" || return 1
+    local v
+    for v in "max-age=60" "max-age=120; preload" ""; do
+        rel_config ${v:+"hsts: \"$v\""} >"$C_REL"
+        reload_daemon "$REL_PID" "$REL_LOG" || why "no reload logged" || return 1
+        expect_eq "reload succeeded" "$RELOAD_OK" 1 || why "$(tail -n 5 "$REL_LOG")" || return 1
+        expect_eq "Strict-Transport-Security after the reload to hsts '$v'" "$(rel_hsts)" "$v" || return 1
+    done
+}
+t "reload: hsts is added, changed and removed" t_reload_hsts
+
+# ====================================================== graceful stop ====
+
+t_close_notify_stop() {
+    local o pid res
+    start_detourd stop "$C_STOP" "$P_STOP" || why "the daemon did not start" || return 1
+    pid=$LAST_PID
+    o=$(tmpf stop)
+    rm -f "$o.ready"
+    (tls_end "$P_STOP" 'GET /s HTTP/1.1\r\nHost: a.test\r\n\r\n' "$o.ready" >"$o") &
+    local cpid=$!
+    SPAWNED+=("$cpid")
+    PID_NAME[$cpid]=client:stop
+    wait_file "$o.ready" 20 "$cpid" || why "the keep-alive request was not answered" || return 1
+    stop_pid "$pid" 15
+    expect_eq "the daemon's exit status" "$LAST_RC" 0 || return 1
+    wait_exit "$cpid" 20 || why "the client did not end" || return 1
+    res=$(cat "$o")
+    expect_eq "an idle connection at SIGTERM (how it ended, answers)" "$res" "close_notify 1"
+}
+t "close_notify to an idle connection at a graceful stop (SIGTERM)" t_close_notify_stop
 
 # ============================================================ the end ====
 

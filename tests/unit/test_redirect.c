@@ -84,7 +84,7 @@ static char *build(const struct pool *p, const struct tmpl *t, const char *path,
     size_t max = redirect_max(p, t, plen);
     char *out = malloc(max + 1);
     ck_assert_ptr_nonnull(out);
-    *len = redirect_build(out, p, t, path, plen, head_only, ch, &dc);
+    *len = redirect_build(out, p, t, path, plen, head_only, ch, &dc, NULL);
     ck_assert_uint_le(*len, max);
     out[*len] = '\0';
     return out;
@@ -217,6 +217,51 @@ START_TEST(test_build_connection)
     free(none);
     free(close);
     free(keep);
+}
+END_TEST
+
+/* A listener's extra header lines (HSTS): copied as they are, after the
+ * pool's, before Connection, within redirect_max(); the same for errors. */
+START_TEST(test_build_extra_headers)
+{
+    static char line[] = "Strict-Transport-Security: max-age=31536000\r\n";
+    const struct chunk hsts = {line, sizeof(line) - 1};
+    const struct pool *p = pool("api");
+    const struct tmpl *t = &p->regions[0].tmpl;
+    for (int ch = CONN_HDR_NONE; ch <= CONN_HDR_KEEP; ch++) {
+        for (int head = 0; head < 2; head++) {
+            size_t n0, n;
+            char *plain = build_s(p, t, "/x?a&b", head, (enum conn_hdr)ch, &n0);
+            size_t max = redirect_max(p, t, 6) + hsts.len;
+            char *out = malloc(max);
+            ck_assert_ptr_nonnull(out);
+            n = redirect_build(out, p, t, "/x?a&b", 6, head, (enum conn_hdr)ch, &dc, &hsts);
+            ck_assert_uint_le(n, max);
+            /* the plain answer with the line inserted before Connection
+             * (or the blank line) */
+            struct resp r = parse_resp(plain, n0);
+            size_t at = r.head_len - 2;
+            const char *conn = ch == CONN_HDR_CLOSE  ? "Connection: close\r\n"
+                               : ch == CONN_HDR_KEEP ? "Connection: keep-alive\r\n"
+                                                     : "";
+            at -= strlen(conn);
+            char want[4096];
+            snprintf(want, sizeof(want), "%.*s%s%s", (int)at, plain, line, plain + at);
+            ck_bytes(out, n, want);
+            free(out);
+            free(plain);
+        }
+    }
+    for (int head = 0; head < 2; head++) {
+        char plain[REDIRECT_ERROR_MAX], out[REDIRECT_ERROR_MAX + sizeof(line)], want[1024];
+        size_t n0 = redirect_error(plain, 400, head, &dc, NULL);
+        size_t n = redirect_error(out, 400, head, &dc, &hsts);
+        const char *conn = strstr(plain, "Connection: close\r\n");
+        ck_assert_ptr_nonnull(conn);
+        snprintf(want, sizeof(want), "%.*s%s%.*s", (int)(conn - plain), plain, line,
+                 (int)(n0 - (size_t)(conn - plain)), conn);
+        ck_bytes(out, n, want);
+    }
 }
 END_TEST
 
@@ -522,7 +567,7 @@ START_TEST(test_error_responses)
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char out[REDIRECT_ERROR_MAX];
-        size_t n = redirect_error(out, cases[i].status, false, &dc);
+        size_t n = redirect_error(out, cases[i].status, false, &dc, NULL);
         char body[128], want[REDIRECT_ERROR_MAX];
         snprintf(body, sizeof(body), "%u %s\n", cases[i].status, cases[i].reason);
         snprintf(want, sizeof(want),
@@ -540,7 +585,7 @@ START_TEST(test_error_responses)
         ck_assert_str_eq(http_reason(cases[i].status), cases[i].reason);
         /* HEAD: the same head, Content-Length included, and no body */
         char head[REDIRECT_ERROR_MAX];
-        size_t hn = redirect_error(head, cases[i].status, true, &dc);
+        size_t hn = redirect_error(head, cases[i].status, true, &dc, NULL);
         ck_assert_uint_eq(hn, n - strlen(body));
         ck_assert(memcmp(head, out, hn) == 0);
     }
@@ -587,6 +632,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_build_exact);
     tcase_add_test(tc, test_build_connection);
     tcase_add_test(tc, test_build_head);
+    tcase_add_test(tc, test_build_extra_headers);
     tcase_add_test(tc, test_build_paths);
     tcase_add_test(tc, test_build_html_escaping);
     tcase_add_test(tc, test_build_body_none);
