@@ -28,6 +28,7 @@
 #include "control/server.h"
 #include "events/sink_exec.h"
 #include "events/sink_webhook.h"
+#include "fleet/fleet.h"
 #include "control/statefile.h"
 #include "control/tls_config.h"
 #include "serve/tls.h"
@@ -43,6 +44,7 @@ struct daemon {
     struct server *srv;
     struct health_ctl *health;
     struct maint *maint;
+    struct fleet *fleet;
     struct statefile_ctl *state;
     struct admin *admin;
     struct events *events;
@@ -202,11 +204,17 @@ static void reload_done(void *arg, struct reload_result *r)
         log_error("%s", err);
         server_abort(d->srv, set);
         set = NULL;
-    } else if (!health_reload(d->health, cfg)) {
-        snprintf(err, sizeof(err), "out of memory moving health state");
-        log_error("%s", err);
-        server_abort(d->srv, set);
-        set = NULL;
+    } else {
+        /* the fleet's drains and windows hold in the new config from its
+         * first published choice on */
+        fleet_prepare(d->fleet, cfg);
+        if (!health_reload(d->health, cfg)) {
+            snprintf(err, sizeof(err), "out of memory moving health state");
+            log_error("%s", err);
+            fleet_abort(d->fleet); /* back to the running config */
+            server_abort(d->srv, set);
+            set = NULL;
+        }
     }
     if (!set) {
         if (admin_fd >= 0) close(admin_fd);
@@ -222,6 +230,7 @@ static void reload_done(void *arg, struct reload_result *r)
     apply_logging(d, cfg);
     warn_expiry(cfg);
     maint_reload(d->maint, cfg);
+    fleet_commit(d->fleet, cfg);
     health_flush_events(d->health); /* all-down events after the overrides that caused them */
     statefile_reload(d->state, cfg);
     sink_exec_config(d->exec, cfg->events);
@@ -467,6 +476,12 @@ int main(int argc, char **argv)
         log_error("cannot follow the maintenance schedule (out of memory)");
         goto out;
     }
+    d.fleet = fleet_start(d.base, d.health, d.maint, cfg); /* the server holds cfg */
+    if (!d.fleet) {
+        log_error("cannot follow the fleet (out of memory)");
+        goto out;
+    }
+    d.view.fleet = d.fleet;
     d.admin = admin_start(d.base, &d.view, cfg, err, sizeof(err));
     if (!d.admin) {
         log_error("%s", err);
@@ -501,6 +516,7 @@ int main(int argc, char **argv)
 out:
     reloader_free(d.reloader); /* a load still running is abandoned */
     admin_stop(d.admin);
+    fleet_stop(d.fleet);
     maint_stop(d.maint);
     events_set_default(NULL); /* no more events: the sinks go first */
     sink_webhook_free(d.webhook);

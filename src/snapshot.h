@@ -31,6 +31,7 @@ struct tls_srv;
 struct check_cfg;
 struct events_cfg;
 struct admin_cfg;
+struct fleet_cfg;
 struct route_table;
 struct select_state;
 struct health;
@@ -155,11 +156,15 @@ struct config {
     uint64_t state_max_age_ms; /* an older state file is ignored at startup */
     struct events_cfg *events; /* `events:` (events/events_config.h) */
     struct admin_cfg *admin;   /* `admin:` (admin/admin_config.h); NULL: no admin listener */
-    /* Timed overrides and maintenance windows (schedule.h): the model is
-     * immutable; sched_now holds its evaluation in force (each region's
+    struct fleet_cfg *fleet;   /* `fleet:` (fleet/fleet_config.h); NULL: not in a fleet */
+    /* Timed overrides and maintenance windows (schedule.h): the config's
+     * own model is immutable; the fleet's drains and windows are composed
+     * over it into another (control/maint.h) on the main thread; sched_now
+     * holds its evaluation in force (each region's
      * source, reason and end; each window's phase), kept current with every
      * region's `op` by the main thread. */
-    struct sched_model *sched;
+    struct sched_model *sched;     /* in force: sched_own, or composed over it with the fleet's */
+    struct sched_model *sched_own; /* the config's own overrides and windows */
     struct sched_result *sched_now;
     int64_t sched_now_ms; /* the instant sched_now was evaluated for */
     /* request counters (counters.h): one row per worker, one column per

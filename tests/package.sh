@@ -101,8 +101,8 @@ logrotate_conf() {
 }
 
 # Everything the installed README points to is installed beside it: its
-# relative links (docs/fleet.md, bench/README.md, ...) and the paths it
-# names (contrib/etcd/detourd-etcd), uncompressed, so links resolve.
+# relative links (docs/fleet.md, bench/README.md, ...) and the docs/ and
+# bench/ paths it names, uncompressed, so links resolve.
 docs_complete() {
     local doc=$root/usr/share/doc/detourd readme missing="" p
     readme=$doc/README.md
@@ -111,12 +111,17 @@ docs_complete() {
         [ -e "$doc/$p" ] || missing="$missing $p"
     done < <({
         grep -oE '\]\([^)#:]+\)' "$readme" | sed 's/^](//; s/)$//'
-        grep -oE '`(contrib|docs|bench)/[^` ]+`' "$readme" | tr -d '`' | grep -v '/$'
-        for f in "$doc"/docs/*.md; do
-            grep -oE '`contrib/[^` ]+`' "$f" | tr -d '`'
-        done
-    } | sort -u | grep -vE '^bench/(run|checks|failover|reload|idle)$')
+        grep -oE '`(docs|bench)/[^` ]+`' "$readme" | tr -d '`' | grep -v '/$'
+    } | sort -u | grep -vE '^bench/(run|checks|failover|reload|idle|fleet)$')
     [ -z "$missing" ] || why "the README or docs/ name what the package lacks:$missing"
+}
+
+# the daemon links jansson (the fleet's and the state file's JSON): the
+# package depends on its library, as dpkg-shlibdeps found it
+depends() {
+    local dep
+    dep=$(dpkg-deb -f "$deb" Depends) || why "dpkg-deb -f failed" || return 1
+    grep -q 'libjansson4' <<<"$dep" || why "Depends lacks libjansson4: $dep"
 }
 
 # man pages name the configured paths, not placeholders
@@ -211,6 +216,7 @@ fi
 if [ -f "$deb" ]; then
     t "named detourd_${version}_${arch}.deb" name
     t "dpkg-deb -c: binary, man pages, units, config, copyright" contents
+    t "Depends: libjansson4 (and the other libraries, by dpkg-shlibdeps)" depends
     t "dpkg-deb -I: the conffiles are /etc/detourd/detourd.yaml and /etc/logrotate.d/detourd" conffile
     t "dpkg -x into a scratch root" unpack
     t "units run /usr/sbin/detourd on /etc/detourd/detourd.yaml; socket matches the example" units

@@ -17,6 +17,7 @@
 #include "admin/admin_config.h"
 #include "admin/recent.h"
 #include "events/events.h"
+#include "fleet/fleet.h"
 #include "control/health.h"
 #include "control/schedule.h"
 #include "lib/html.h"
@@ -122,6 +123,8 @@ static void op_source(char *b, size_t len, const struct sched_region *s)
 {
     if (s->source == SCHED_SOURCE_WINDOW)
         snprintf(b, len, "maintenance:%s", s->window);
+    else if (s->source == SCHED_SOURCE_FLEET)
+        snprintf(b, len, "fleet:%s", s->key);
     else
         snprintf(b, len, "%s", sched_source_name(s->source));
 }
@@ -186,6 +189,11 @@ static void why_out(struct evbuffer *o, const struct config *c, const struct poo
         char t[SCHED_TIME_LEN];
         if (op->source == SCHED_SOURCE_WINDOW) {
             evbuffer_add_printf(o, "%s by maintenance %s", verb, op->window);
+            if (op->reason) evbuffer_add_printf(o, " (%s)", op->reason);
+            return;
+        }
+        if (op->source == SCHED_SOURCE_FLEET) {
+            evbuffer_add_printf(o, "%s by fleet drain %s", verb, op->key);
             if (op->reason) evbuffer_add_printf(o, " (%s)", op->reason);
             return;
         }
@@ -523,7 +531,7 @@ void admin_status_json(struct evbuffer *o, const struct daemon_view *v)
             evbuffer_add(o, LIT(",\"url\":"));
             json_str(o, r->url);
             const struct sched_region *op = op_of(c, p, k);
-            char src[96];
+            char src[600];
             op_source(src, sizeof(src), op);
             evbuffer_add_printf(o, ",\"state\":\"%s\",\"override\":\"%s\",\"override_source\":",
                                 effective_state(r), region_state_name(r->op));
@@ -565,13 +573,16 @@ void admin_status_json(struct evbuffer *o, const struct daemon_view *v)
                 evbuffer_add_printf(o, "%lld", (long long)h->last_change);
             else
                 evbuffer_add(o, LIT("null")); /* no change since the start */
-            evbuffer_add_printf(o, ",\"state_changes\":%llu}",
+            evbuffer_add_printf(o, ",\"state_changes\":%llu",
                                 (unsigned long long)(h ? h->changes : 0));
+            fleet_votes_json(v->fleet, p, r, o);
+            evbuffer_add(o, LIT("}"));
         }
         evbuffer_add(o, LIT("]}"));
     }
     evbuffer_add(o, LIT("],"));
     maintenance_json(o, c);
+    fleet_status_json(v->fleet, o);
     evbuffer_add(o, LIT("}\n"));
 }
 
@@ -743,7 +754,7 @@ static void page_override(struct page *pg, const struct pool *p, size_t k, const
                             strcmp(ov, "auto") ? " class=\"ov\"" : "", ov);
         return;
     }
-    char src[96], t[SCHED_TIME_LEN], l[64];
+    char src[600], t[SCHED_TIME_LEN], l[64];
     op_source(src, sizeof(src), op);
     evbuffer_add(o, LIT("<td data-label=\"override\" class=\"ov\" title=\""));
     if (op->reason) {
@@ -1118,6 +1129,11 @@ static void page_maint(struct page *pg)
     evbuffer_add(o, LIT("</tbody></table></section>"));
 }
 
+static void page_fleet(struct page *pg)
+{
+    fleet_page_html(pg->v->fleet, pg->o);
+}
+
 static void page_title(struct page *pg)
 {
     unsigned down = 0;
@@ -1143,7 +1159,8 @@ void admin_page_html(struct evbuffer *o, const struct daemon_view *v)
         const char *name;
         void (*fill)(struct page *);
     } marks[] = {{"title", page_title}, {"header", page_header}, {"pools", page_pools},
-                 {"maint", page_maint}, {"tls", page_tls},       {"footer", page_footer}};
+                 {"maint", page_maint}, {"tls", page_tls},       {"footer", page_footer},
+                 {"fleet", page_fleet}};
     struct page pg = {o, v, view_config(v), time(NULL), share_window(v), false};
     pg.compact = pg.c->npools > PAGE_COMPACT_POOLS;
     const char *s = admin_page, *end = admin_page + admin_page_len;

@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "fleet/fleet.h"
 #include "serve/counters.h"
 #include "events/events.h"
 #include "control/health.h"
@@ -297,6 +298,7 @@ void metrics_render(struct evbuffer *out, const struct daemon_view *v)
         pr_labels(out, h->pool->name, h->region->name);
         evbuffer_add_printf(out, "} %llu\n", (unsigned long long)h->probes);
     }
+    fleet_metrics(v->fleet, out);
     head(out, "detourd_check_failures_total", "counter", "Failed health checks, by reason.");
     for (size_t i = 0; i < nh; i++) {
         const struct health *h = health_at(v->health, i);

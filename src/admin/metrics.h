@@ -12,12 +12,14 @@
 struct server;
 struct health_ctl;
 struct evbuffer;
+struct fleet;
 struct recent;
 
 /* What the admin endpoints show besides the config and health. */
 struct daemon_view {
     struct server *srv;
     struct health_ctl *health;
+    struct fleet *fleet; /* NULL: not started */
     const char *config_path;
     time_t start_time;
     uint64_t reloads_ok, reloads_failed;

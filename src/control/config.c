@@ -24,6 +24,7 @@
 #include "control/health_config.h"
 #include "control/schedule.h"
 #include "events/events_config.h"
+#include "fleet/fleet_config.h"
 #include "lib/file.h"
 #include "lib/hash.h"
 #include "lib/lit.h"
@@ -809,6 +810,7 @@ static const struct cfg_section {
     {"state_file", statefile_config_load},            /* statefile_config.c */
     {"state_max_age", statefile_config_load_max_age}, /* statefile_config.c */
     {"events", events_config_load},                   /* events/events_config.c */
+    {"fleet", fleet_config_load},                     /* fleet/fleet_config.c */
 };
 
 #define NSECTIONS (sizeof(sections) / sizeof(sections[0]))
@@ -992,6 +994,7 @@ void config_free(void *cp)
     free(c->state_file);
     events_cfg_free(c->events);
     admin_cfg_free(c->admin);
+    fleet_cfg_free(c->fleet);
     free((void *)c->counts);
     for (size_t i = 0; c->listen_tls && i < c->nlisten; i++) tls_srv_unref(c->listen_tls[i]);
     free(c->listen_tls);

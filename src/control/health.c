@@ -116,6 +116,8 @@ struct health_ctl {
     void *retire_ctx;
     void (*on_change)(void *);
     void *on_change_arg;
+    void (*on_verdict)(void *, struct health *);
+    void *on_verdict_arg;
     bool started; /* health_start() returned: all-down changes are events */
     bool defer;   /* a reload is publishing: all-down events wait (health_flush_events) */
     struct pending_all_down *pending;
@@ -128,7 +130,7 @@ bool health_region_up(const struct region *r)
     case REGION_UP: return true;
     case REGION_DOWN:
     case REGION_DRAIN: return false;
-    case REGION_AUTO: return r->health ? r->health->st.up : true;
+    case REGION_AUTO: return r->health ? health_up(r->health) : true;
     }
     return false;
 }
@@ -314,7 +316,9 @@ static void observe_duration(struct health *h, double ms)
 static void note_change(const struct health *h)
 {
     const struct probe_result *r = &h->last;
-    const char *op = h->region->op != REGION_AUTO ? " (operator override in force)" : "";
+    const char *op = h->region->op != REGION_AUTO ? " (operator override in force)"
+                     : h->cons_on                 ? " (the fleet's consensus decides)"
+                                                  : "";
     char why[256];
     if (h->st.up) {
         snprintf(why, sizeof(why), "%u success%s (%.1f ms)%s", h->st.succ,
@@ -345,6 +349,7 @@ static void on_probe_done(void *arg, const struct probe_result *r)
         h->changes++;
         h->last_change = h->last_time;
         note_change(h);
+        if (h->ctl->on_verdict) h->ctl->on_verdict(h->ctl->on_verdict_arg, h);
         publish(h->ctl, h->pool, NULL);
         health_notify_status(h->ctl);
         if (h->ctl->on_change) h->ctl->on_change(h->ctl->on_change_arg);
@@ -493,6 +498,8 @@ static void carry_state(struct health *h, const struct health *old)
     h->probes = old->probes;
     memcpy(h->dur_buckets, old->dur_buckets, sizeof(h->dur_buckets));
     h->dur_sum = old->dur_sum;
+    h->cons_on = old->cons_on;
+    h->cons_down = old->cons_down;
 }
 
 /* A carried-over region keeps its schedule, so reloads, however frequent,
@@ -565,6 +572,34 @@ void health_on_change(struct health_ctl *hc, void (*fn)(void *), void *arg)
 {
     hc->on_change = fn;
     hc->on_change_arg = arg;
+}
+
+void health_on_verdict(struct health_ctl *hc, void (*fn)(void *, struct health *), void *arg)
+{
+    hc->on_verdict = fn;
+    hc->on_verdict_arg = arg;
+}
+
+void health_set_consensus(struct health_ctl *hc, struct health *h, bool on, bool down,
+                          const char *why)
+{
+    bool was = health_up(h);
+    h->cons_on = on;
+    h->cons_down = down;
+    bool now = health_up(h);
+    if (was == now) return;
+    h->changes++;
+    h->last_change = time(NULL);
+    if (now)
+        log_info("pool %s region %s UP by the fleet's consensus (%s)", h->pool->name,
+                 h->region->name, why);
+    else
+        log_warn("pool %s region %s DOWN by the fleet's consensus (%s)", h->pool->name,
+                 h->region->name, why);
+    event_emit(EVENT_REGION_STATE, h->pool->name, h->region->name, was ? "up" : "down",
+               now ? "up" : "down", why);
+    publish(hc, h->pool, NULL);
+    health_notify_status(hc);
 }
 
 void health_republish(struct health_ctl *hc, struct pool *p)

@@ -82,7 +82,17 @@ struct health {
     struct event *timer;
     struct probe *probe;
     uint64_t due_ms; /* monotonic ms the next probe is due; 0: none scheduled */
+    /* the fleet's consensus (fleet/): while cons_on, cons_down decides
+     * whether the region is up for traffic instead of st.up */
+    bool cons_on, cons_down;
 };
+
+/* Up by its checks: this instance's verdict, or the fleet's consensus
+ * where it decides (checks.consensus). */
+static inline bool health_up(const struct health *h)
+{
+    return h->cons_on ? !h->cons_down : h->st.up;
+}
 
 #define HEALTH_DURATION_BUCKETS 12
 extern const double health_duration_bounds[HEALTH_DURATION_BUCKETS];
@@ -110,6 +120,15 @@ void health_flush_events(struct health_ctl *h);
 /* fn(arg) runs on the main thread after any region's health changed
  * (statefile.c); NULL: nothing runs. */
 void health_on_change(struct health_ctl *h, void (*fn)(void *), void *arg);
+/* fn(arg, h) runs on the main thread when region h's own verdict
+ * changed, before its pool's choice is published (the fleet publishes it
+ * and works out the consensus); NULL: nothing runs. */
+void health_on_verdict(struct health_ctl *hc, void (*fn)(void *, struct health *), void *arg);
+/* The fleet's consensus for h: on, with the region down or not, or off
+ * (its own verdict decides). Logs and republishes when that moves the
+ * region; why says how the fleet decided. */
+void health_set_consensus(struct health_ctl *hc, struct health *h, bool on, bool down,
+                          const char *why);
 /* Publishes p's choice again after its regions' operator states changed
  * (maint.c); nothing is published if traffic goes the same way. */
 void health_republish(struct health_ctl *h, struct pool *p);

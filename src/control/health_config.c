@@ -191,10 +191,9 @@ static void load_check(struct cfg_ctx *x, const struct yt_node *n, struct check_
                        bool in_region)
 {
     static const char *const region_keys[] = {
-        "url",           "type",       "method",  "expect_status", "expect_body",
-        "headers",       "tls_verify", "ca_file", "interval",      "fast_interval",
-        "down_interval", "timeout",    "rise",    "fall",          "jitter",
-        "initial",       NULL};
+        "url",        "type",    "method",   "expect_status", "expect_body",   "headers",
+        "tls_verify", "ca_file", "interval", "fast_interval", "down_interval", "timeout",
+        "rise",       "fall",    "jitter",   "initial",       "consensus",     NULL};
     const char *const *keys = in_region ? region_keys : region_keys + 1;
     static const char *const types[] = {"http", "tcp", "none", NULL};
     static const char *const initials[] = {"up", "down", NULL};
@@ -243,6 +242,20 @@ static void load_check(struct cfg_ctx *x, const struct yt_node *n, struct check_
     }
     if ((v = yt_get(n, "initial")) && cfg_get_enum(x, v, "initial", initials, &e))
         c->initial_up = e == 0;
+    if ((v = yt_get(n, "consensus")) && cfg_scalar(x, v, "consensus")) {
+        size_t used;
+        uint64_t k;
+        if (strcmp(v->str, "off") == 0)
+            c->consensus = CHECK_CONSENSUS_OFF;
+        else if (strcmp(v->str, "majority") == 0)
+            c->consensus = CHECK_CONSENSUS_MAJORITY;
+        else if (netaddr_parse_u64(v->str, &used, &k) && !v->str[used] && k >= 1 &&
+                 k <= CHECK_CONSENSUS_MAX)
+            c->consensus = (int)k;
+        else
+            CFG_ERR(x, v, "consensus: '%s' is not off, majority or a count from 1 to %d", v->str,
+                    CHECK_CONSENSUS_MAX);
+    }
     if (in_region && (v = yt_get(n, "url"))) {
         own(c, CHECK_BORROW_URL, &c->url);
         cfg_get_str(x, v, "check url", &c->url);

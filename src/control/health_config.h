@@ -39,8 +39,17 @@ struct check_cfg {
     unsigned rise, fall;
     unsigned jitter_pct;
     bool initial_up;
+    /* With a fleet (fleet/): whether this region is down is decided by the
+     * instances' verdicts: CHECK_CONSENSUS_OFF (this instance alone),
+     * CHECK_CONSENSUS_MAJORITY, or at least N saying down. Not part of
+     * check_cfg_equal(): changing it keeps the region's health. */
+    int consensus;
     unsigned borrowed; /* CHECK_BORROW_* bits: pointers owned by config.checks */
 };
+
+#define CHECK_CONSENSUS_OFF      0
+#define CHECK_CONSENSUS_MAJORITY (-1)
+#define CHECK_CONSENSUS_MAX      1000
 
 #define CHECK_BORROW_URL     1u
 #define CHECK_BORROW_HOST    2u

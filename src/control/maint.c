@@ -36,6 +36,11 @@ struct maint {
 static bool has_timed(const struct config *c)
 {
     if (c->sched->nwindows) return true;
+    for (size_t i = 0; i < c->sched->npools; i++)
+        for (size_t k = 0; c->sched->pools[i].fleet && k < c->sched->pools[i].nregions; k++) {
+            const struct sched_fleet_drain *f = &c->sched->pools[i].fleet[k];
+            if (f->set && (f->has_from || f->has_until)) return true;
+        }
     for (size_t i = 0; i < c->npools; i++)
         for (size_t k = 0; k < c->pools[i].nregions; k++)
             if (c->pools[i].regions[k].state != REGION_AUTO && c->pools[i].regions[k].has_until)
@@ -48,7 +53,7 @@ static bool up_with(const struct region *r, enum region_state op)
 {
     switch (op) {
     case REGION_UP: return true;
-    case REGION_AUTO: return r->health ? r->health->st.up : true;
+    case REGION_AUTO: return r->health ? health_up(r->health) : true;
     default: return false;
     }
 }
@@ -94,6 +99,7 @@ static bool result_copy(struct sched_result *out, const struct config *c)
  * windows by name. */
 struct side {
     const struct config *c;
+    const struct sched_model *m; /* the model r evaluates: c's, or the one c followed before */
     const struct sched_result *r;
     int64_t ms;        /* the instant r was evaluated for */
     bool phases_known; /* false before the first evaluation: nothing started or ended */
@@ -148,8 +154,8 @@ static size_t region_step(const struct side *b, const struct side *a, size_t i, 
     st->was = &b->r->pools[bi][bk];
     st->now = &a->r->pools[i][k];
     if (sched_same_source(st->was, st->now) && st->was->state == st->now->state) return 0;
-    st->was_applies = sched_source_applies(a->c->sched, i, k, st->was, a->ms);
-    st->now_applied = sched_source_applies(b->c->sched, bi, bk, st->now, b->ms);
+    st->was_applies = sched_source_applies(a->m, i, k, st->was, a->ms);
+    st->now_applied = sched_source_applies(b->m, bi, bk, st->now, b->ms);
     return sched_step_notes(st, notes);
 }
 
@@ -220,7 +226,7 @@ static void log_window(const struct sched_window *w, enum maint_window_change ch
 static void windows_ended(const struct side *b, const struct side *a, enum maint_cause why)
 {
     if (!b->phases_known) return;
-    const struct sched_model *bm = b->c->sched, *am = a->c->sched;
+    const struct sched_model *bm = b->m, *am = a->m;
     for (size_t k = 0; k < bm->nwindows; k++) {
         const struct sched_window *w = &bm->windows[k];
         if (b->r->phases[k] != SCHED_ACTIVE) continue;
@@ -234,7 +240,7 @@ static void windows_ended(const struct side *b, const struct side *a, enum maint
  * force (at start, or new in a reload). */
 static void windows_started(const struct side *b, const struct side *a, enum maint_cause why)
 {
-    const struct sched_model *bm = b->c->sched, *am = a->c->sched;
+    const struct sched_model *bm = b->m, *am = a->m;
     for (size_t k = 0; k < am->nwindows; k++) {
         const struct sched_window *w = &am->windows[k];
         if (a->r->phases[k] != SCHED_ACTIVE) continue;
@@ -250,7 +256,7 @@ static void windows_started(const struct side *b, const struct side *a, enum mai
 static void windows_moved(const struct side *b, const struct side *a, enum maint_cause why)
 {
     if (!b->phases_known) return;
-    const struct sched_model *bm = b->c->sched, *am = a->c->sched;
+    const struct sched_model *bm = b->m, *am = a->m;
     for (size_t k = 0; k < am->nwindows; k++) {
         const struct sched_window *w = &am->windows[k];
         size_t kb = find_window(bm, k, w->name);
@@ -316,8 +322,8 @@ static void evaluate(struct maint *m, int64_t now_ms)
 {
     struct config *c = m->cfg;
     config_sched_apply(c, now_ms);
-    struct side b = {c, &m->prev, m->prev_ms, m->phases_known};
-    struct side a = {c, c->sched_now, now_ms, true};
+    struct side b = {c, c->sched, &m->prev, m->prev_ms, m->phases_known};
+    struct side a = {c, c->sched, c->sched_now, now_ms, true};
     announce(&b, &a, false);
     account(m);
 }
@@ -373,12 +379,12 @@ static bool follow(struct maint *m, struct config *cfg, const struct config *old
     maint_warn_expired(cfg, loaded_ms);
     int64_t now = clock_wall_ms();
     config_sched_apply(cfg, now);
-    struct side a = {cfg, cfg->sched_now, now, true};
+    struct side a = {cfg, cfg->sched, cfg->sched_now, now, true};
     if (old) {
-        struct side b = {old, old->sched_now, old->sched_now_ms, true};
+        struct side b = {old, old->sched, old->sched_now, old->sched_now_ms, true};
         announce(&b, &a, true);
     } else {
-        struct side b = {cfg, &loaded, loaded_ms, false};
+        struct side b = {cfg, cfg->sched, &loaded, loaded_ms, false};
         announce(&b, &a, false);
     }
     result_free(&m->prev, m->prev_npools);
@@ -427,4 +433,164 @@ void maint_stop(struct maint *m)
     config_unref(m->cfg);
     result_free(&m->prev, m->prev_npools);
     free(m);
+}
+
+/* ---- the fleet's layer, composed over a config's own schedule ---- */
+
+void maint_model_free(struct sched_model *m)
+{
+    if (!m || !m->composed) return;
+    for (size_t i = 0; m->pools && i < m->npools; i++) {
+        struct sched_fleet_drain *f = (struct sched_fleet_drain *)m->pools[i].fleet;
+        for (size_t k = 0; f && k < m->pools[i].nregions; k++) {
+            free((char *)f[k].key);
+            free((char *)f[k].reason);
+        }
+        free(f);
+    }
+    free((struct sched_pool *)m->pools);
+    for (size_t k = m->nconfig_windows; m->windows && k < m->nwindows; k++) {
+        free((char *)m->windows[k].name);
+        free((char *)m->windows[k].reason);
+        free((struct sched_target *)m->windows[k].targets);
+    }
+    free((struct sched_window *)m->windows);
+    free(m);
+}
+
+static bool dup_opt(const char **dst, const char *src)
+{
+    *dst = src ? strdup(src) : NULL;
+    return !src || *dst;
+}
+
+static bool resolve(const struct config *c, const char *pool, const char *region, size_t *pi,
+                    size_t *ri)
+{
+    *pi = find_pool(c, 0, pool);
+    if (*pi == SIZE_MAX) return false;
+    *ri = find_region(&c->pools[*pi], 0, region);
+    return *ri != SIZE_MAX;
+}
+
+/* c's own model with layer over it; NULL on OOM. Names that match nothing
+ * of c are left out. */
+static struct sched_model *compose(const struct config *c, const struct maint_layer *L)
+{
+    const struct sched_model *own = c->sched_own;
+    struct sched_model *m = calloc(1, sizeof(*m));
+    if (!m) return NULL;
+    m->composed = true;
+    struct sched_pool *pools = calloc(own->npools ? own->npools : 1, sizeof(*pools));
+    size_t nw = own->nwindows + L->nwindows;
+    struct sched_window *w = calloc(nw ? nw : 1, sizeof(*w));
+    m->pools = pools;
+    m->windows = w;
+    m->nconfig_windows = own->nwindows;
+    if (!pools || !w) goto oom;
+    m->npools = own->npools;
+    for (size_t i = 0; i < own->npools; i++) pools[i] = own->pools[i];
+    for (size_t i = 0; i < own->npools; i++) pools[i].fleet = NULL;
+    for (size_t d = 0; d < L->ndrains; d++) {
+        const struct maint_fleet_drain *fd = &L->drains[d];
+        size_t pi, ri;
+        if (!resolve(c, fd->pool, fd->region, &pi, &ri)) continue;
+        struct sched_fleet_drain *f = (struct sched_fleet_drain *)pools[pi].fleet;
+        if (!f) {
+            f = calloc(pools[pi].nregions ? pools[pi].nregions : 1, sizeof(*f));
+            if (!f) goto oom;
+            pools[pi].fleet = f;
+        }
+        f += ri;
+        free((char *)f->key);
+        free((char *)f->reason);
+        *f = (struct sched_fleet_drain){.set = true,
+                                        .state = fd->state,
+                                        .has_from = fd->has_from,
+                                        .has_until = fd->has_until,
+                                        .from_ms = fd->from_ms,
+                                        .until_ms = fd->until_ms};
+        if (!dup_opt(&f->key, fd->key) || !dup_opt(&f->reason, fd->reason)) goto oom;
+    }
+    memcpy(w, own->windows, own->nwindows * sizeof(*w));
+    m->nwindows = own->nwindows;
+    for (size_t k = 0; k < L->nwindows; k++) {
+        const struct maint_fleet_window *fw = &L->windows[k];
+        struct sched_window *x = &w[m->nwindows++];
+        *x = (struct sched_window){
+            .from_ms = fw->from_ms, .until_ms = fw->until_ms, .state = fw->state};
+        struct sched_target *t = calloc(fw->nregions ? fw->nregions : 1, sizeof(*t));
+        x->targets = t;
+        if (!t || !dup_opt(&x->name, fw->name) || !dup_opt(&x->reason, fw->reason)) goto oom;
+        for (size_t j = 0; j < fw->nregions; j++) {
+            size_t pi, ri;
+            if (resolve(c, fw->pools[j], fw->regions[j], &pi, &ri))
+                t[x->ntargets++] = (struct sched_target){pi, ri};
+        }
+    }
+    return m;
+oom:
+    maint_model_free(m);
+    return NULL;
+}
+
+/* The model c follows with layer: its own when the layer is empty. */
+static bool layer_model(const struct config *c, const struct maint_layer *L,
+                        struct sched_model **out)
+{
+    if (!L || (!L->ndrains && !L->nwindows)) {
+        *out = c->sched_own;
+        return true;
+    }
+    return (*out = compose(c, L)) != NULL;
+}
+
+/* c follows nm from now on (its evaluation's phases sized for it). */
+static bool switch_model(struct config *c, struct sched_model *nm)
+{
+    enum sched_phase *ph = calloc(nm->nwindows ? nm->nwindows : 1, sizeof(*ph));
+    if (!ph) return false;
+    free(c->sched_now->phases);
+    c->sched_now->phases = ph;
+    c->sched = nm;
+    return true;
+}
+
+bool maint_compose(struct config *cfg, const struct maint_layer *layer)
+{
+    struct sched_model *nm, *old = cfg->sched;
+    if (!layer_model(cfg, layer, &nm)) return false;
+    if (!switch_model(cfg, nm)) {
+        if (nm != cfg->sched_own) maint_model_free(nm);
+        return false;
+    }
+    if (old != cfg->sched_own && old != nm) maint_model_free(old);
+    config_sched_apply(cfg, clock_wall_ms());
+    return true;
+}
+
+bool maint_set_layer(struct maint *m, const struct maint_layer *layer)
+{
+    struct config *c = m->cfg;
+    struct sched_model *nm, *old = c->sched;
+    if (!layer_model(c, layer, &nm)) return false;
+    enum sched_phase *pp = calloc(nm->nwindows ? nm->nwindows : 1, sizeof(*pp));
+    if (!pp || !switch_model(c, nm)) {
+        free(pp);
+        if (nm != c->sched_own) maint_model_free(nm);
+        return false;
+    }
+    int64_t now = clock_wall_ms();
+    config_sched_apply(c, now);
+    struct side b = {c, old, &m->prev, m->prev_ms, m->phases_known};
+    struct side a = {c, nm, c->sched_now, now, true};
+    announce(&b, &a, false);
+    free(m->prev.phases); /* the old model's shape: account() copies the new one's */
+    m->prev.phases = pp;
+    account(m);
+    if (old != c->sched_own && old != nm) maint_model_free(old);
+    m->timed = has_timed(c);
+    evtimer_del(m->timer);
+    arm(m, now);
+    return true;
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "control/config_walk.h"
+#include "control/maint.h"
 #include "control/schedule.h"
 #include "lib/clock.h"
 
@@ -113,7 +114,8 @@ void maint_config_free_windows(struct sched_window *w, size_t n)
 
 void maint_config_free(struct config *c)
 {
-    struct sched_model *m = c->sched;
+    if (c->sched && c->sched != c->sched_own) maint_model_free(c->sched);
+    struct sched_model *m = c->sched_own;
     if (m) {
         for (size_t i = 0; i < m->npools; i++) free((struct sched_override *)m->pools[i].overrides);
         free((struct sched_pool *)m->pools);
@@ -128,6 +130,7 @@ void maint_config_free(struct config *c)
         free(r);
     }
     c->sched = NULL;
+    c->sched_own = NULL;
     c->sched_now = NULL;
 }
 
@@ -140,10 +143,12 @@ bool maint_config_build(struct cfg_ctx *x)
     struct sched_model *m = calloc(1, sizeof(*m));
     struct sched_result *r = calloc(1, sizeof(*r));
     c->sched = m;
+    c->sched_own = m;
     c->sched_now = r;
     if (!m || !r) return false;
     m->windows = x->windows;
     m->nwindows = x->nwindows;
+    m->nconfig_windows = x->nwindows;
     x->windows = NULL;
     struct sched_pool *sp = calloc(c->npools ? c->npools : 1, sizeof(*sp));
     m->pools = sp;

@@ -74,6 +74,7 @@ static void put_source(struct text *t, const struct sched_region *s)
     switch (s->source) {
     case SCHED_SOURCE_WINDOW: put(t, "%s under maintenance %s", state(s), s->window); break;
     case SCHED_SOURCE_CONFIG: put(t, "%s by its own override", state(s)); break;
+    case SCHED_SOURCE_FLEET: put(t, "%s by fleet drain %s", state(s), s->key); break;
     default: put(t, "auto"); return;
     }
     put_detail(t, s);
@@ -110,6 +111,8 @@ static void put_name(struct text *t, const struct sched_region *s)
 {
     if (s->source == SCHED_SOURCE_WINDOW)
         put(t, "maintenance %s", s->window);
+    else if (s->source == SCHED_SOURCE_FLEET)
+        put(t, "fleet drain %s (%s)", s->key, state(s));
     else
         put(t, "override %s", state(s));
 }
@@ -121,6 +124,8 @@ static void put_ref(struct text *t, const struct sched_region *s)
 {
     if (s->source == SCHED_SOURCE_WINDOW)
         put(t, "maintenance %s", s->window);
+    else if (s->source == SCHED_SOURCE_FLEET)
+        put(t, "fleet drain %s (%s)", s->key, state(s));
     else
         put(t, "the region's own override %s", state(s));
     put_detail(t, s);
@@ -156,6 +161,8 @@ void maint_text_event(enum sched_note n, const struct sched_step *st, enum maint
     case SCHED_NOTE_CHANGED:
         if (st->now->source == SCHED_SOURCE_WINDOW)
             put(&t, "maintenance %s", st->now->window);
+        else if (st->now->source == SCHED_SOURCE_FLEET)
+            put(&t, "fleet drain %s", st->now->key);
         else
             put(&t, "override");
         put(&t, " changed from %s to %s%s: %s", state(st->was), state(st->now), by,
@@ -184,6 +191,21 @@ bool maint_text_override(enum sched_note n, const struct sched_step *st, enum ma
         }
         put(&t, " (%s); the region ", why_text(st->was->reason));
         put_fate(&t, st->was, st->now);
+        return true;
+    }
+    if (n == SCHED_NOTE_ENDED && st->was->source == SCHED_SOURCE_FLEET) {
+        put(&t, "fleet drain %s (%s) ended (%s); the region ", st->was->key, state(st->was),
+            why_text(st->was->reason));
+        put_fate(&t, st->was, st->now);
+        return true;
+    }
+    if (n == SCHED_NOTE_STARTED && st->now->source == SCHED_SOURCE_FLEET) {
+        put(&t, "fleet drain %s started: %s", st->now->key, state(st->now));
+        put_detail(&t, st->now);
+        if (st->was_applies) {
+            put(&t, "; it takes precedence over ");
+            put_ref(&t, st->was);
+        }
         return true;
     }
     if (n == SCHED_NOTE_STARTED && st->now->source == SCHED_SOURCE_CONFIG &&

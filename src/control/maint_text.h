@@ -42,8 +42,9 @@ void maint_text_fate(const struct sched_region *was, const struct sched_region *
 void maint_text_event(enum sched_note n, const struct sched_step *st, enum maint_cause why,
                       char *buf, size_t len);
 
-/* The log line of a region's own override for note n of st, to follow
- * "pool P region R: ": its end ("override drain ended at T (reason); the
+/* The log line of a region's own override or fleet drain for note n of
+ * st, to follow "pool P region R: ": a fleet drain's start or end; an
+ * override's end ("override drain ended at T (reason); the
  * region is now auto") or, the wall clock stepped back, its return. False
  * when the note is not about the region's own override, or is told by the
  * reload (whose events say it). */

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "control/schedule.h"
+#include "fleet/fleet_config.h"
 #include "serve/select.h"
 
 static void region_line(FILE *out, const struct region *r, const struct sched_region *s)
@@ -12,6 +13,8 @@ static void region_line(FILE *out, const struct region *r, const struct sched_re
     fprintf(out, "  region %s: %s", r->name, region_state_name(s->state));
     if (s->source == SCHED_SOURCE_WINDOW)
         fprintf(out, " by maintenance:%s", s->window);
+    else if (s->source == SCHED_SOURCE_FLEET)
+        fprintf(out, " by fleet:%s", s->key);
     else if (s->source == SCHED_SOURCE_CONFIG)
         fprintf(out, " by config");
     if (s->has_until) {
@@ -57,6 +60,12 @@ bool plan_print(FILE *out, struct config *c, int64_t at_ms)
     config_sched_apply(c, at_ms);
     sched_format_time(at_ms, t, sizeof(t));
     fprintf(out, "at %s, if every health check passes:\n", t);
+    if (c->fleet)
+        fprintf(out,
+                "note: -t does not read etcd: the fleet's drains and maintenance windows "
+                "(under %s) are not shown; a fleet drain overrides any window, a region's own "
+                "state: overrides both\n",
+                fleet_cfg_prefix(c->fleet));
     for (size_t i = 0; i < c->npools; i++) {
         const struct pool *p = &c->pools[i];
         fprintf(out, "pool %s\n", p->name);

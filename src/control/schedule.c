@@ -131,18 +131,6 @@ void sched_format_time(int64_t unix_ms, char *buf, size_t len)
 
 /* ---- evaluation ---- */
 
-static bool override_active(const struct sched_override *o, int64_t now_ms)
-{
-    return o->state != REGION_AUTO && (!o->has_until || now_ms < o->until_ms);
-}
-
-enum sched_phase sched_window_phase(const struct sched_window *w, int64_t now_ms)
-{
-    if (now_ms < w->from_ms) return SCHED_PENDING;
-    if (now_ms < w->until_ms) return SCHED_ACTIVE;
-    return SCHED_OVER;
-}
-
 /* How strongly a window's state keeps traffic away: down beats drain. */
 static int severity(enum region_state s)
 {
@@ -151,6 +139,29 @@ static int severity(enum region_state s)
     case REGION_DRAIN: return 1;
     default: return 0;
     }
+}
+
+static const struct sched_fleet_drain *fleet_of(const struct sched_model *m, size_t p, size_t i)
+{
+    return m->pools[p].fleet ? &m->pools[p].fleet[i] : NULL;
+}
+
+static bool override_active(const struct sched_override *o, int64_t now_ms)
+{
+    return o->state != REGION_AUTO && (!o->has_until || now_ms < o->until_ms);
+}
+
+bool sched_fleet_active(const struct sched_fleet_drain *f, int64_t now_ms)
+{
+    return f && f->set && severity(f->state) && (!f->has_from || now_ms >= f->from_ms) &&
+           (!f->has_until || now_ms < f->until_ms);
+}
+
+enum sched_phase sched_window_phase(const struct sched_window *w, int64_t now_ms)
+{
+    if (now_ms < w->from_ms) return SCHED_PENDING;
+    if (now_ms < w->until_ms) return SCHED_ACTIVE;
+    return SCHED_OVER;
 }
 
 /* True if window w should be the source instead of the one r holds.
@@ -176,6 +187,15 @@ void sched_eval(const struct sched_model *m, int64_t now_ms, struct sched_result
                                            .reason = o->reason,
                                            .has_until = o->has_until,
                                            .until_ms = o->until_ms};
+            else if (sched_fleet_active(fleet_of(m, p, i), now_ms)) {
+                const struct sched_fleet_drain *f = fleet_of(m, p, i);
+                *r = (struct sched_region){.state = f->state,
+                                           .source = SCHED_SOURCE_FLEET,
+                                           .key = f->key,
+                                           .reason = f->reason,
+                                           .has_until = f->has_until,
+                                           .until_ms = f->until_ms};
+            }
         }
     for (size_t k = 0; k < m->nwindows; k++) {
         const struct sched_window *w = &m->windows[k];
@@ -185,7 +205,9 @@ void sched_eval(const struct sched_model *m, int64_t now_ms, struct sched_result
             const struct sched_target *tg = &w->targets[t];
             if (tg->pool >= m->npools || tg->region >= m->pools[tg->pool].nregions) continue;
             struct sched_region *r = &out->pools[tg->pool][tg->region];
-            if (r->source == SCHED_SOURCE_CONFIG || !window_wins(w, r)) continue;
+            if (r->source == SCHED_SOURCE_CONFIG || r->source == SCHED_SOURCE_FLEET ||
+                !window_wins(w, r))
+                continue;
             *r = (struct sched_region){.state = w->state,
                                        .source = SCHED_SOURCE_WINDOW,
                                        .window = w->name,
@@ -209,6 +231,9 @@ int64_t sched_next_boundary(const struct sched_model *m, int64_t now_ms)
         for (size_t i = 0; i < m->pools[p].nregions; i++) {
             const struct sched_override *o = &m->pools[p].overrides[i];
             if (o->state != REGION_AUTO && o->has_until) consider(o->until_ms, now_ms, &next);
+            const struct sched_fleet_drain *f = fleet_of(m, p, i);
+            if (f && f->set && f->has_from) consider(f->from_ms, now_ms, &next);
+            if (f && f->set && f->has_until) consider(f->until_ms, now_ms, &next);
         }
     for (size_t k = 0; k < m->nwindows; k++) {
         consider(m->windows[k].from_ms, now_ms, &next);
@@ -222,6 +247,7 @@ int64_t sched_next_boundary(const struct sched_model *m, int64_t now_ms)
 bool sched_same_source(const struct sched_region *a, const struct sched_region *b)
 {
     if (a->source != b->source) return false;
+    if (a->source == SCHED_SOURCE_FLEET) return strcmp(a->key, b->key) == 0;
     return a->source != SCHED_SOURCE_WINDOW || strcmp(a->window, b->window) == 0;
 }
 
@@ -238,6 +264,10 @@ bool sched_source_applies(const struct sched_model *m, size_t pool, size_t regio
     if (pool >= m->npools || region >= m->pools[pool].nregions) return false;
     switch (s->source) {
     case SCHED_SOURCE_CONFIG: return override_active(&m->pools[pool].overrides[region], now_ms);
+    case SCHED_SOURCE_FLEET: {
+        const struct sched_fleet_drain *f = fleet_of(m, pool, region);
+        return sched_fleet_active(f, now_ms) && strcmp(f->key, s->key) == 0;
+    }
     case SCHED_SOURCE_WINDOW:
         for (size_t k = 0; k < m->nwindows; k++) {
             const struct sched_window *w = &m->windows[k];
@@ -273,6 +303,7 @@ const char *sched_source_name(enum sched_source s)
         [SCHED_SOURCE_NONE] = "none",
         [SCHED_SOURCE_CONFIG] = "config",
         [SCHED_SOURCE_WINDOW] = "maintenance",
+        [SCHED_SOURCE_FLEET] = "fleet",
     };
     return names[s];
 }

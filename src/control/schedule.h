@@ -46,6 +46,19 @@ struct sched_override {
     const char *reason; /* NULL: none given */
 };
 
+/* A drain of one region kept in the fleet's etcd (fleet/): weaker than the
+ * region's own override, stronger than any window. Active while set and
+ * now is in [from, until) (no from: since ever; no until: until the key
+ * is deleted). */
+struct sched_fleet_drain {
+    bool set;                /* false: none */
+    enum region_state state; /* REGION_DRAIN or REGION_DOWN */
+    bool has_from, has_until;
+    int64_t from_ms, until_ms;
+    const char *reason; /* NULL: none given */
+    const char *key;    /* the full etcd key: its source's name */
+};
+
 struct sched_target {
     size_t pool, region; /* indexes into the model's pools and their regions */
 };
@@ -64,6 +77,7 @@ struct sched_window {
 struct sched_pool {
     const struct sched_override *overrides; /* one per region */
     size_t nregions;
+    const struct sched_fleet_drain *fleet; /* one per region, or NULL: no fleet drain */
 };
 
 struct sched_model {
@@ -71,12 +85,17 @@ struct sched_model {
     size_t npools;
     const struct sched_window *windows;
     size_t nwindows;
+    /* windows[nconfig_windows..] came from the fleet (named "fleet:NAME"):
+     * a model composed over the config's own by maint.c owns them */
+    size_t nconfig_windows;
+    bool composed; /* built by maint_compose(): freed by maint_model_free() */
 };
 
 enum sched_source {
     SCHED_SOURCE_NONE,   /* no operator state: the health check decides */
     SCHED_SOURCE_CONFIG, /* the region's own override */
     SCHED_SOURCE_WINDOW, /* a maintenance window (see window) */
+    SCHED_SOURCE_FLEET,  /* a fleet drain (see key) */
 };
 
 enum sched_phase { SCHED_PENDING, SCHED_ACTIVE, SCHED_OVER };
@@ -87,6 +106,7 @@ struct sched_region {
     enum sched_source source;
     const char *window;  /* the window's name (SCHED_SOURCE_WINDOW), else NULL */
     size_t window_index; /* its index in the model (SCHED_SOURCE_WINDOW only) */
+    const char *key;     /* the fleet drain's key (SCHED_SOURCE_FLEET), else NULL */
     const char *reason;  /* the source's reason, or NULL */
     bool has_until;      /* false: no end (or no source) */
     int64_t until_ms;    /* when the source ends, when has_until */
@@ -99,7 +119,8 @@ struct sched_result {
 };
 
 /* The effective operator state of every region at now_ms, by precedence:
- * the region's own active override, else the active windows naming it
+ * the region's own active override, else its active fleet drain, else the
+ * active windows naming it
  * (down beats drain; between equal states the one that ends last, then
  * the first listed), else none (health checks). Targets outside the model
  * are ignored. */
@@ -107,7 +128,10 @@ void sched_eval(const struct sched_model *m, int64_t now_ms, struct sched_result
 /* A window's phase at now_ms: pending before from, active in [from, until),
  * over from until on. */
 enum sched_phase sched_window_phase(const struct sched_window *w, int64_t now_ms);
-/* The earliest window start or end, or active override end, strictly after
+/* Whether a fleet drain is in force at now_ms. */
+bool sched_fleet_active(const struct sched_fleet_drain *f, int64_t now_ms);
+/* The earliest window start or end, fleet drain start or end, or active
+ * override end, strictly after
  * now_ms: where the result of sched_eval() may next change. INT64_MAX when
  * nothing is ahead. */
 int64_t sched_next_boundary(const struct sched_model *m, int64_t now_ms);
@@ -120,7 +144,8 @@ int64_t sched_next_boundary(const struct sched_model *m, int64_t now_ms);
  * first and the start of the second, whether or not the state changes. */
 
 /* True if a and b name the same source: none, the region's own override,
- * or the same window (by name, so across a reload too). */
+ * the same fleet drain (by key) or the same window (by name, so across a
+ * reload too). */
 bool sched_same_source(const struct sched_region *a, const struct sched_region *b);
 
 /* Whether the source s names (the region's own override, or the window

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,45 +93,65 @@ bool statefile_encode(const struct statefile *st, char **out, size_t *len)
     return true;
 }
 
-/* ---- decoding ---- */
+/* ---- decoding (jansson: the project's one JSON reader) ---- */
 
-struct dec {
-    const char *p, *end;
-    char *err;
-    size_t errlen;
-    bool failed;
-};
-
-static bool fail(struct dec *d, const char *fmt, ...)
+static bool fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static bool fail(char *err, size_t errlen, const char *fmt, ...)
 {
-    if (!d->failed) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(d->err, d->errlen, fmt, ap);
-        va_end(ap);
-        d->failed = true;
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
     return false;
 }
 
-static void ws(struct dec *d)
+/* Why jansson refused the text, in the decoder's words. */
+static void parse_error(const json_error_t *je, char *err, size_t errlen)
 {
-    while (d->p < d->end && (*d->p == ' ' || *d->p == '\t' || *d->p == '\n' || *d->p == '\r'))
-        d->p++;
+    if (json_error_code(je) == json_error_end_of_input_expected)
+        fail(err, errlen, "data after the end");
+    else if (json_error_code(je) == json_error_premature_end_of_input)
+        fail(err, errlen, "truncated");
+    else if (json_error_code(je) == json_error_invalid_utf8)
+        fail(err, errlen, "malformed UTF-8 (%s)", je->text);
+    else if (json_error_code(je) == json_error_null_character ||
+             json_error_code(je) == json_error_null_byte_in_key)
+        fail(err, errlen, "NUL in a string");
+    else if (json_error_code(je) == json_error_stack_overflow)
+        fail(err, errlen, "nested too deeply");
+    else if (json_error_code(je) == json_error_duplicate_key)
+        fail(err, errlen, "%s: a key given twice", je->text);
+    else
+        fail(err, errlen, "malformed JSON: %s (line %d, column %d)", je->text, je->line,
+             je->column);
 }
 
-static bool at_end(struct dec *d)
+/* The depth of v (a scalar is 0); stops counting past limit. */
+static unsigned depth(json_t *v, unsigned limit)
 {
-    ws(d);
-    return d->p >= d->end;
+    if (limit == 0) return 1;
+    unsigned d = 0;
+    size_t n = json_is_array(v) ? json_array_size(v) : 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned sub = depth(json_array_get(v, i), limit - 1) + 1;
+        if (sub > d) d = sub;
+    }
+    if (json_is_object(v)) {
+        for (void *it = json_object_iter(v); it; it = json_object_iter_next(v, it)) {
+            unsigned sub = depth(json_object_iter_value(it), limit - 1) + 1;
+            if (sub > d) d = sub;
+        }
+    }
+    return d;
 }
 
-/* Consumes c (after white space) or fails. */
-static bool expect(struct dec *d, char c)
+/* A string member as an RFC 3339 time. */
+static bool time_member(json_t *o, const char *name, int64_t *ms, char *err, size_t errlen)
 {
-    if (at_end(d)) return fail(d, "truncated");
-    if (*d->p != c) return fail(d, "malformed JSON: '%c' expected", c);
-    d->p++;
+    json_t *v = json_object_get(o, name);
+    if (!json_is_string(v) || !sched_parse_time(json_string_value(v), ms))
+        return fail(err, errlen, "%s is not an RFC 3339 time", name);
     return true;
 }
 
@@ -142,366 +163,50 @@ static int hexval(char c)
     return -1;
 }
 
-static bool hex4(struct dec *d, const char *s, unsigned *v)
+/* A name member: a non-empty string (jansson has already refused NULs). */
+static bool name_member(json_t *o, const char *name, char **out, char *err, size_t errlen)
 {
-    if (d->end - s < 4) return fail(d, "truncated");
-    *v = 0;
-    for (int i = 0; i < 4; i++) {
-        int h = hexval(s[i]);
-        if (h < 0) return fail(d, "malformed JSON: bad \\u escape");
-        *v = *v << 4 | (unsigned)h;
-    }
+    json_t *v = json_object_get(o, name);
+    if (!json_is_string(v)) return fail(err, errlen, "a region's %s is not a string", name);
+    if (!json_string_length(v)) return fail(err, errlen, "empty %s name", name);
+    if (!(*out = strdup(json_string_value(v)))) return fail(err, errlen, "out of memory");
     return true;
 }
 
-static size_t put_utf8(char *o, unsigned cp)
+static bool region_of(json_t *o, struct statefile_region *r, char *err, size_t errlen)
 {
-    if (cp < 0x80) {
-        o[0] = (char)cp;
-        return 1;
+    memset(r, 0, sizeof(*r));
+    if (!json_is_object(o)) return fail(err, errlen, "a region is not an object");
+    static const char *const names[] = {"pool", "region"};
+    for (size_t i = 0; i < 2; i++) {
+        json_t *v = json_object_get(o, names[i]);
+        if (json_is_string(v) && !json_string_length(v))
+            return fail(err, errlen, "empty %s name", names[i]);
     }
-    if (cp < 0x800) {
-        o[0] = (char)(0xc0 | cp >> 6);
-        o[1] = (char)(0x80 | (cp & 0x3f));
-        return 2;
+    static const char *const need[] = {"pool", "region", "check_hash", "up", "since"};
+    for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++)
+        if (!json_object_get(o, need[i]))
+            return fail(err, errlen, "a region lacks pool, region, check_hash, up or since");
+    json_t *h = json_object_get(o, "check_hash"), *up = json_object_get(o, "up");
+    const char *hs = json_is_string(h) ? json_string_value(h) : "";
+    bool ok = json_is_string(h) && strlen(hs) == 16;
+    for (size_t i = 0; ok && i < 16; i++) {
+        int x = hexval(hs[i]);
+        ok = x >= 0;
+        r->check_hash = r->check_hash << 4 | (uint64_t)(x < 0 ? 0 : x);
     }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xe0 | cp >> 12);
-        o[1] = (char)(0x80 | (cp >> 6 & 0x3f));
-        o[2] = (char)(0x80 | (cp & 0x3f));
-        return 3;
-    }
-    o[0] = (char)(0xf0 | cp >> 18);
-    o[1] = (char)(0x80 | (cp >> 12 & 0x3f));
-    o[2] = (char)(0x80 | (cp >> 6 & 0x3f));
-    o[3] = (char)(0x80 | (cp & 0x3f));
-    return 4;
-}
-
-/* A JSON string; its value (NUL-terminated, malloc'd) in *out unless out
- * is NULL. Only well-formed UTF-8, no NUL: names are C strings. */
-static bool string(struct dec *d, char **out)
-{
-    if (!expect(d, '"')) return false;
-    /* the decoded value is never longer than its source */
-    const char *s = d->p;
-    while (s < d->end && *s != '"') s += *s == '\\' && s + 1 < d->end ? 2 : 1;
-    if (s >= d->end) return fail(d, "truncated");
-    char *v = NULL, *o = NULL;
-    if (out) {
-        v = o = malloc((size_t)(s - d->p) + 1);
-        if (!v) return fail(d, "out of memory");
-    }
-    const char *p = d->p;
-    while (*p != '"') {
-        unsigned char c = (unsigned char)*p;
-        if (c < 0x20) {
-            free(v);
-            return fail(d, "malformed JSON: control character in a string");
-        }
-        if (c >= 0x80) {
-            size_t bad, n = utf8_seq((const unsigned char *)p, (size_t)(s - p), &bad);
-            if (!n) {
-                free(v);
-                return fail(d, "malformed UTF-8 in a string");
-            }
-            if (o) memcpy(o, p, n), o += n;
-            p += n;
-            continue;
-        }
-        if (c != '\\') {
-            if (o) *o++ = (char)c;
-            p++;
-            continue;
-        }
-        char e = p[1];
-        const char *simple = strchr("\"\\/bfnrt", e);
-        if (e && simple) {
-            static const char val[] = "\"\\/\b\f\n\r\t";
-            if (o) *o++ = val[simple - "\"\\/bfnrt"];
-            p += 2;
-            continue;
-        }
-        unsigned cp, lo;
-        if (e != 'u' || !hex4(d, p + 2, &cp)) {
-            free(v);
-            return fail(d, "malformed JSON: bad escape in a string");
-        }
-        p += 6;
-        if (cp >= 0xdc00 && cp <= 0xdfff) {
-            free(v);
-            return fail(d, "malformed JSON: lone surrogate in a string");
-        }
-        if (cp >= 0xd800 && cp <= 0xdbff) {
-            if (s - p < 6 || p[0] != '\\' || p[1] != 'u' || !hex4(d, p + 2, &lo) || lo < 0xdc00 ||
-                lo > 0xdfff) {
-                free(v);
-                return fail(d, "malformed JSON: lone surrogate in a string");
-            }
-            p += 6;
-            cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-        }
-        if (cp == 0) {
-            free(v);
-            return fail(d, "NUL in a string");
-        }
-        if (o) o += put_utf8(o, cp);
-    }
-    d->p = s + 1;
-    if (out) {
-        *o = '\0';
-        *out = v;
-    }
-    return true;
-}
-
-/* A JSON number; *ival its value when it is an integer of at most 9
- * digits, else -1. */
-static bool number(struct dec *d, long *ival)
-{
-    const char *p = d->p, *e = d->end;
-    if (p < e && *p == '-') p++;
-    const char *digits = p;
-    if (p < e && *p == '0')
-        p++;
-    else if (p < e && *p >= '1' && *p <= '9')
-        while (p < e && *p >= '0' && *p <= '9') p++;
-    else
-        return fail(d, p >= e ? "truncated" : "malformed JSON: bad number");
-    bool integer = d->p == digits && p - digits <= 9;
-    if (p < e && *p == '.') {
-        integer = false;
-        if (++p >= e || *p < '0' || *p > '9') return fail(d, "malformed JSON: bad number");
-        while (p < e && *p >= '0' && *p <= '9') p++;
-    }
-    if (p < e && (*p == 'e' || *p == 'E')) {
-        integer = false;
-        p++;
-        if (p < e && (*p == '+' || *p == '-')) p++;
-        if (p >= e || *p < '0' || *p > '9') return fail(d, "malformed JSON: bad number");
-        while (p < e && *p >= '0' && *p <= '9') p++;
-    }
-    *ival = -1;
-    if (integer) {
-        *ival = 0;
-        for (const char *q = digits; q < p; q++) *ival = *ival * 10 + (*q - '0');
-    }
-    d->p = p;
-    return true;
-}
-
-static bool literal(struct dec *d, const char *word)
-{
-    size_t n = strlen(word);
-    if ((size_t)(d->end - d->p) < n) return fail(d, "truncated");
-    if (memcmp(d->p, word, n) != 0) return fail(d, "malformed JSON: unexpected '%c'", *d->p);
-    d->p += n;
-    return true;
-}
-
-static bool boolean(struct dec *d, bool *v)
-{
-    if (at_end(d)) return fail(d, "truncated");
-    *v = *d->p == 't';
-    return literal(d, *v ? "true" : "false");
-}
-
-static bool skip_value(struct dec *d, unsigned depth);
-
-/* Walks an object: for each member, f (or skip_value when f returns 0 for
- * an unknown key... see member()). */
-typedef int (*member_fn)(struct dec *d, const char *key, void *arg);
-
-static bool object(struct dec *d, unsigned depth, member_fn f, void *arg)
-{
-    if (depth > STATEFILE_MAX_DEPTH) return fail(d, "nested too deeply");
-    if (!expect(d, '{')) return false;
-    if (at_end(d)) return fail(d, "truncated");
-    if (*d->p == '}') {
-        d->p++;
-        return true;
-    }
-    for (;;) {
-        char *key;
-        if (!string(d, &key)) return false;
-        bool ok = expect(d, ':');
-        if (ok) {
-            ws(d);
-            int r = f ? f(d, key, arg) : 0; /* 1 parsed, 0 unknown, -1 failed */
-            ok = r > 0 || (r == 0 && skip_value(d, depth + 1));
-        }
-        free(key);
-        if (!ok) return false;
-        if (at_end(d)) return fail(d, "truncated");
-        if (*d->p == '}') {
-            d->p++;
-            return true;
-        }
-        if (!expect(d, ',')) return false;
-    }
-}
-
-typedef bool (*item_fn)(struct dec *d, void *arg);
-
-static bool array(struct dec *d, unsigned depth, item_fn f, void *arg)
-{
-    if (depth > STATEFILE_MAX_DEPTH) return fail(d, "nested too deeply");
-    if (!expect(d, '[')) return false;
-    if (at_end(d)) return fail(d, "truncated");
-    if (*d->p == ']') {
-        d->p++;
-        return true;
-    }
-    for (;;) {
-        if (!(f ? f(d, arg) : skip_value(d, depth + 1))) return false;
-        if (at_end(d)) return fail(d, "truncated");
-        if (*d->p == ']') {
-            d->p++;
-            return true;
-        }
-        if (!expect(d, ',')) return false;
-    }
-}
-
-static bool skip_value(struct dec *d, unsigned depth)
-{
-    if (at_end(d)) return fail(d, "truncated");
-    long n;
-    bool b;
-    switch (*d->p) {
-    case '{': return object(d, depth, NULL, NULL);
-    case '[': return array(d, depth, NULL, NULL);
-    case '"': return string(d, NULL);
-    case 't':
-    case 'f': return boolean(d, &b);
-    case 'n': return literal(d, "null");
-    default: return number(d, &n);
-    }
-}
-
-/* A string member parsed as an RFC 3339 time. */
-static bool time_value(struct dec *d, const char *what, int64_t *ms)
-{
-    char *s;
-    if (!string(d, &s)) return false;
-    bool ok = sched_parse_time(s, ms);
-    free(s);
-    return ok || fail(d, "%s is not an RFC 3339 time", what);
-}
-
-enum { F_POOL = 1, F_REGION = 2, F_HASH = 4, F_UP = 8, F_SINCE = 16, F_REGION_ALL = 31 };
-
-struct region_ctx {
-    struct statefile_region r;
-    unsigned seen;
-};
-
-static int once(struct dec *d, unsigned *seen, unsigned bit, const char *key)
-{
-    if (*seen & bit) return fail(d, "'%s' given twice", key), -1;
-    *seen |= bit;
-    return 1;
-}
-
-static int region_member(struct dec *d, const char *key, void *arg)
-{
-    struct region_ctx *x = arg;
-    if (strcmp(key, "pool") == 0 || strcmp(key, "region") == 0) {
-        bool pool = key[0] == 'p';
-        if (once(d, &x->seen, pool ? F_POOL : F_REGION, key) < 0) return -1;
-        char **dst = pool ? &x->r.pool : &x->r.region;
-        if (!string(d, dst)) return -1;
-        if (!(*dst)[0]) return fail(d, "empty %s name", key), -1;
-        return 1;
-    }
-    if (strcmp(key, "check_hash") == 0) {
-        if (once(d, &x->seen, F_HASH, key) < 0) return -1;
-        char *s;
-        if (!string(d, &s)) return -1;
-        bool ok = strlen(s) == 16;
-        x->r.check_hash = 0;
-        for (size_t i = 0; ok && i < 16; i++) {
-            int h = hexval(s[i]);
-            ok = h >= 0;
-            x->r.check_hash = x->r.check_hash << 4 | (uint64_t)(h < 0 ? 0 : h);
-        }
-        free(s);
-        return ok ? 1 : (fail(d, "check_hash is not 16 hex digits"), -1);
-    }
-    if (strcmp(key, "up") == 0) {
-        if (once(d, &x->seen, F_UP, key) < 0) return -1;
-        if (at_end(d)) return fail(d, "truncated"), -1;
-        if (*d->p != 't' && *d->p != 'f') return fail(d, "'up' is not true or false"), -1;
-        return boolean(d, &x->r.up) ? 1 : -1;
-    }
-    if (strcmp(key, "since") == 0) {
-        if (once(d, &x->seen, F_SINCE, key) < 0) return -1;
-        return time_value(d, "since", &x->r.since_ms) ? 1 : -1;
-    }
-    return 0;
-}
-
-struct doc_ctx {
-    struct statefile *st;
-    size_t cap;
-    unsigned seen;
-    long version;
-    char *format;
-};
-
-static bool region_item(struct dec *d, void *arg)
-{
-    struct doc_ctx *x = arg;
-    struct region_ctx rc = {0};
-    if (at_end(d)) return fail(d, "truncated");
-    if (*d->p != '{') return fail(d, "a region is not an object");
-    bool ok = object(d, 2, region_member, &rc);
-    if (ok && rc.seen != F_REGION_ALL)
-        ok = fail(d, "a region lacks pool, region, check_hash, up or since");
-    if (ok && x->st->n == x->cap) {
-        size_t cap = x->cap ? 2 * x->cap : 16;
-        struct statefile_region *nr = realloc(x->st->regions, cap * sizeof(*nr));
-        if (!nr)
-            ok = fail(d, "out of memory");
-        else
-            x->st->regions = nr, x->cap = cap;
-    }
-    if (!ok) {
-        free(rc.r.pool);
-        free(rc.r.region);
+    if (!ok) return fail(err, errlen, "check_hash is not 16 hex digits");
+    if (!json_is_boolean(up)) return fail(err, errlen, "'up' is not true or false");
+    r->up = json_is_true(up);
+    if (!time_member(o, "since", &r->since_ms, err, errlen)) return false;
+    if (!name_member(o, "pool", &r->pool, err, errlen) ||
+        !name_member(o, "region", &r->region, err, errlen)) {
+        free(r->pool);
+        free(r->region);
+        r->pool = r->region = NULL;
         return false;
     }
-    x->st->regions[x->st->n++] = rc.r;
     return true;
-}
-
-enum { D_FORMAT = 1, D_VERSION = 2, D_WRITTEN = 4, D_REGIONS = 8, D_ALL = 15 };
-
-static int doc_member(struct dec *d, const char *key, void *arg)
-{
-    struct doc_ctx *x = arg;
-    if (strcmp(key, "format") == 0) {
-        if (once(d, &x->seen, D_FORMAT, key) < 0) return -1;
-        return string(d, &x->format) ? 1 : -1;
-    }
-    if (strcmp(key, "version") == 0) {
-        if (once(d, &x->seen, D_VERSION, key) < 0) return -1;
-        if (at_end(d)) return fail(d, "truncated"), -1;
-        if (!((*d->p >= '0' && *d->p <= '9') || *d->p == '-'))
-            return fail(d, "'version' is not a number"), -1;
-        return number(d, &x->version) ? 1 : -1;
-    }
-    if (strcmp(key, "written_at") == 0) {
-        if (once(d, &x->seen, D_WRITTEN, key) < 0) return -1;
-        return time_value(d, "written_at", &x->st->written_ms) ? 1 : -1;
-    }
-    if (strcmp(key, "regions") == 0) {
-        if (once(d, &x->seen, D_REGIONS, key) < 0) return -1;
-        if (at_end(d)) return fail(d, "truncated"), -1;
-        if (*d->p != '[') return fail(d, "'regions' is not a list"), -1;
-        return array(d, 1, region_item, x) ? 1 : -1;
-    }
-    return 0;
 }
 
 static int region_cmp(const void *a, const void *b)
@@ -511,35 +216,65 @@ static int region_cmp(const void *a, const void *b)
     return c ? c : strcmp(x->region, y->region);
 }
 
+/* The document's members, st filled. */
+static bool doc_of(json_t *o, struct statefile *st, char *err, size_t errlen)
+{
+    /* the format first: a foreign file is called that, whatever else is wrong */
+    json_t *f = json_object_get(o, "format");
+    if (!json_is_string(f) || strcmp(json_string_value(f), STATEFILE_FORMAT) != 0)
+        return fail(err, errlen,
+                    "not a detourd state file (no \"format\": \"" STATEFILE_FORMAT "\")");
+    json_t *v = json_object_get(o, "version");
+    if (v && !json_is_number(v)) return fail(err, errlen, "'version' is not a number");
+    if (!json_is_integer(v) || json_integer_value(v) != STATEFILE_VERSION) {
+        if (json_is_integer(v))
+            return fail(err, errlen, "version %lld (this detourd reads version %d)",
+                        (long long)json_integer_value(v), STATEFILE_VERSION);
+        return fail(err, errlen, "version %s (this detourd reads version %d)",
+                    v ? "not an integer" : "missing", STATEFILE_VERSION);
+    }
+    json_t *rs = json_object_get(o, "regions");
+    if (!json_object_get(o, "written_at") || !rs)
+        return fail(err, errlen, "written_at or regions missing");
+    if (!time_member(o, "written_at", &st->written_ms, err, errlen)) return false;
+    if (!json_is_array(rs)) return fail(err, errlen, "'regions' is not a list");
+    size_t n = json_array_size(rs);
+    if (n && !(st->regions = calloc(n, sizeof(*st->regions))))
+        return fail(err, errlen, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        if (!region_of(json_array_get(rs, i), &st->regions[st->n], err, errlen)) return false;
+        st->n++;
+    }
+    if (st->n) { /* qsort() of no regions would be passed NULL */
+        qsort(st->regions, st->n, sizeof(*st->regions), region_cmp);
+        for (size_t i = 1; i < st->n; i++)
+            if (region_cmp(&st->regions[i - 1], &st->regions[i]) == 0)
+                return fail(err, errlen, "region %s/%s listed twice", st->regions[i].pool,
+                            st->regions[i].region);
+    }
+    return true;
+}
+
 bool statefile_decode(const char *buf, size_t len, struct statefile *st, char *err, size_t errlen)
 {
     memset(st, 0, sizeof(*st));
-    struct dec d = {buf, buf + len, err, errlen, false};
-    struct doc_ctx x = {.st = st, .version = -1};
     if (errlen) err[0] = '\0';
-    bool ok = true;
+    size_t i = 0;
+    while (i < len && (buf[i] == ' ' || buf[i] == '\t' || buf[i] == '\n' || buf[i] == '\r')) i++;
     if (len > STATEFILE_MAX_BYTES)
-        ok = fail(&d, "larger than %u bytes", STATEFILE_MAX_BYTES);
-    else if (at_end(&d))
-        ok = fail(&d, "empty");
-    else if (*d.p != '{')
-        ok = fail(&d, "not a detourd state file (not a JSON object)");
-    else
-        ok = object(&d, 0, doc_member, &x) && (at_end(&d) || fail(&d, "data after the end"));
-    /* the format first: a foreign file is called that, whatever else is wrong */
-    if (ok && (!(x.seen & D_FORMAT) || strcmp(x.format, STATEFILE_FORMAT) != 0))
-        ok = fail(&d, "not a detourd state file (no \"format\": \"" STATEFILE_FORMAT "\")");
-    if (ok && x.version != STATEFILE_VERSION)
-        ok = fail(&d, "version %ld (this detourd reads version %d)", x.version, STATEFILE_VERSION);
-    if (ok && x.seen != D_ALL) ok = fail(&d, "written_at or regions missing");
-    free(x.format);
-    if (ok && st->n) { /* qsort() of no regions would be passed NULL */
-        qsort(st->regions, st->n, sizeof(*st->regions), region_cmp);
-        for (size_t i = 1; ok && i < st->n; i++)
-            if (region_cmp(&st->regions[i - 1], &st->regions[i]) == 0)
-                ok = fail(&d, "region %s/%s listed twice", st->regions[i].pool,
-                          st->regions[i].region);
+        return fail(err, errlen, "larger than %u bytes", STATEFILE_MAX_BYTES);
+    if (i == len) return fail(err, errlen, "empty");
+    if (buf[i] != '{') return fail(err, errlen, "not a detourd state file (not a JSON object)");
+    json_error_t je;
+    json_t *o = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
+    if (!o) {
+        parse_error(&je, err, errlen);
+        return false;
     }
+    bool ok = depth(o, STATEFILE_MAX_DEPTH + 1) <= STATEFILE_MAX_DEPTH ||
+              fail(err, errlen, "nested too deeply");
+    ok = ok && doc_of(o, st, err, errlen);
+    json_decref(o);
     if (!ok) statefile_clear(st);
     return ok;
 }

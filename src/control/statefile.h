@@ -8,7 +8,8 @@
  *                 "check_hash": "0123456789abcdef", "up": false,
  *                 "since": "2026-11-28T03:59:58Z"}, ...]}
  *
- * The pure part encodes and decodes that document. The decoder is strict
+ * The pure part encodes and decodes that document; the decoder reads it
+ * with jansson, the project's one JSON reader. The decoder is strict
  * about what it reads (any malformed, truncated, oversized or foreign input
  * is rejected as a whole, never half-used) and tolerant of what it does
  * not know (unknown keys are skipped), and it never crashes: it is fuzzed.

@@ -32,6 +32,7 @@ const char *event_kind_name(enum event_kind k)
     case EVENT_OVERRIDE: return "override";
     case EVENT_ALL_DOWN: return "all_down";
     case EVENT_RELOAD: return "reload";
+    case EVENT_FLEET: return "fleet";
     }
     return "?";
 }
@@ -50,6 +51,7 @@ void event_unref(struct event_rec *ev)
     free(ev->from);
     free(ev->to);
     free(ev->reason);
+    free(ev->key);
     free(ev->json);
     free(ev);
 }
@@ -99,6 +101,15 @@ struct event_rec *event_make(enum event_kind kind, uint64_t seq, const char *boo
                              const char *region, const char *from, const char *to,
                              const char *reason)
 {
+    return event_make_key(kind, seq, boot_id, time_ms, instance, pool, region, from, to, reason,
+                          NULL);
+}
+
+struct event_rec *event_make_key(enum event_kind kind, uint64_t seq, const char *boot_id,
+                                 int64_t time_ms, const char *instance, const char *pool,
+                                 const char *region, const char *from, const char *to,
+                                 const char *reason, const char *key)
+{
     struct event_rec *ev = calloc(1, sizeof(*ev));
     if (!ev) return NULL;
     ev->refs = 1;
@@ -109,12 +120,13 @@ struct event_rec *event_make(enum event_kind kind, uint64_t seq, const char *boo
     format_time(time_ms, ev->time, sizeof(ev->time));
     if (!dup_field(&ev->pool, pool) || !dup_field(&ev->region, region) ||
         !dup_field(&ev->from, from) || !dup_field(&ev->to, to) ||
-        !cut_reason(&ev->reason, reason)) {
+        !cut_reason(&ev->reason, reason) || !cut_reason(&ev->key, key)) {
         event_unref(ev);
         return NULL;
     }
     reason = ev->reason;
-    const char *const f[] = {pool, region, from, to, reason, instance};
+    key = ev->key;
+    const char *const f[] = {pool, region, from, to, reason, instance, key};
     size_t need = 128 + sizeof(ev->id) + sizeof(ev->time);
     for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
         if (f[i]) need += 16 + JSON_ESCAPE_MAX(strlen(f[i]));
@@ -131,6 +143,7 @@ struct event_rec *event_make(enum event_kind kind, uint64_t seq, const char *boo
     put_field(ev->json, &o, "to", to);
     put_field(ev->json, &o, "reason", reason);
     put_field(ev->json, &o, "instance", instance);
+    put_field(ev->json, &o, "key", key);
     ev->json[o++] = '}';
     ev->json[o] = '\0';
     ev->json_len = o;
@@ -255,12 +268,12 @@ const struct event_sink *events_sinks(const struct events *e)
     return e ? e->sinks : NULL;
 }
 
-struct event_rec *events_emit_at(struct events *e, int64_t time_ms, enum event_kind kind,
-                                 const char *pool, const char *region, const char *from,
-                                 const char *to, const char *reason)
+static struct event_rec *emit(struct events *e, int64_t time_ms, enum event_kind kind,
+                              const char *pool, const char *region, const char *from,
+                              const char *to, const char *reason, const char *key)
 {
-    struct event_rec *ev = event_make(kind, e->seq + 1, e->boot_id, time_ms, e->instance, pool,
-                                      region, from, to, reason);
+    struct event_rec *ev = event_make_key(kind, e->seq + 1, e->boot_id, time_ms, e->instance, pool,
+                                          region, from, to, reason, key);
     if (!ev) return NULL;
     e->seq++;
     log_debug("event %s", ev->json);
@@ -276,6 +289,19 @@ struct event_rec *events_emit_at(struct events *e, int64_t time_ms, enum event_k
         if (s->wake) s->wake(s->arg);
     }
     return ev;
+}
+
+struct event_rec *events_emit_at(struct events *e, int64_t time_ms, enum event_kind kind,
+                                 const char *pool, const char *region, const char *from,
+                                 const char *to, const char *reason)
+{
+    return emit(e, time_ms, kind, pool, region, from, to, reason, NULL);
+}
+
+void event_emit_fleet(const char *to, const char *key, const char *reason)
+{
+    if (default_hub)
+        emit(default_hub, clock_wall_ms(), EVENT_FLEET, NULL, NULL, NULL, to, reason, key);
 }
 
 void event_emit(enum event_kind kind, const char *pool, const char *region, const char *from,

@@ -17,7 +17,7 @@
 #define EVENTS_QUEUE_MAX 1000 /* per sink; beyond it the oldest are dropped */
 #define EVENT_REASON_MAX 1024 /* bytes of a reason; a longer one is cut, with "..." */
 
-enum event_kind { EVENT_REGION_STATE, EVENT_OVERRIDE, EVENT_ALL_DOWN, EVENT_RELOAD };
+enum event_kind { EVENT_REGION_STATE, EVENT_OVERRIDE, EVENT_ALL_DOWN, EVENT_RELOAD, EVENT_FLEET };
 
 const char *event_kind_name(enum event_kind k); /* "region_state", ... */
 
@@ -31,6 +31,7 @@ struct event_rec {
     char id[48];     /* unique across processes and hosts: "<boot id>-<seq>" */
     char time[32];   /* RFC 3339 UTC with milliseconds */
     char *pool, *region, *from, *to, *reason; /* NULL: the field is absent */
+    char *key;                                /* fleet: the etcd key (NULL: absent) */
     char *json;                               /* the object, one line, no newline */
     size_t json_len;
 };
@@ -45,6 +46,12 @@ struct event_rec *event_make(enum event_kind kind, uint64_t seq, const char *boo
                              int64_t time_ms, const char *instance, const char *pool,
                              const char *region, const char *from, const char *to,
                              const char *reason);
+
+/* The same with a "key" field (fleet events: the etcd key rejected). */
+struct event_rec *event_make_key(enum event_kind kind, uint64_t seq, const char *boot_id,
+                                 int64_t time_ms, const char *instance, const char *pool,
+                                 const char *region, const char *from, const char *to,
+                                 const char *reason, const char *key);
 
 /* A bounded FIFO of event references. */
 struct event_queue {
@@ -95,6 +102,9 @@ const struct event_sink *events_sinks(const struct events *e);
  * time, rings it and queues it for every sink. */
 void event_emit(enum event_kind kind, const char *pool, const char *region, const char *from,
                 const char *to, const char *reason);
+/* A fleet event: to is "connected", "disconnected" or "rejected"; key
+ * (NULL: none) the etcd key rejected. */
+void event_emit_fleet(const char *to, const char *key, const char *reason);
 /* Same through a given hub, at a given time (tests). */
 struct event_rec *events_emit_at(struct events *e, int64_t time_ms, enum event_kind kind,
                                  const char *pool, const char *region, const char *from,

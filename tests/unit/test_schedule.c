@@ -189,8 +189,8 @@ static void setup(void)
     memset(ov_api, 0, sizeof(ov_api));
     memset(ov_web, 0, sizeof(ov_web));
     memset(win, 0, sizeof(win));
-    pools[API] = (struct sched_pool){ov_api, 3};
-    pools[WEB] = (struct sched_pool){ov_web, 2};
+    pools[API] = (struct sched_pool){.overrides = ov_api, .nregions = 3};
+    pools[WEB] = (struct sched_pool){.overrides = ov_web, .nregions = 2};
     res_pools[API] = res_api;
     res_pools[WEB] = res_web;
     model = (struct sched_model){.pools = pools, .npools = 2, .windows = win, .nwindows = 0};

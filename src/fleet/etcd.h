@@ -1,0 +1,69 @@
+/* detourd's own etcd v3 client, over etcd's JSON gateway (HTTP/1.1, etcd
+ * 3.4 or later), on libevent's HTTP client with an evdns base of its own
+ * and OpenSSL for https endpoints. Main thread only; nothing here ever
+ * blocks the loop (files are read through lib/file.h).
+ *
+ * One session at a time, a state you can list:
+ *
+ *   BACKOFF ─▶ AUTH (with username) ─▶ LEASE (keep the lease alive, or
+ *   grant one) ─▶ READ (every key under the prefix, when no revision is
+ *   known or it was compacted) ─▶ WATCH (from the last revision seen + 1)
+ *   ─▶ WATCHING
+ *
+ * Any failure (a connection error, an error answer, no answer within the
+ * timeout, the watch stream ending) ends the session: its connections are
+ * closed, the next endpoint is tried after a backoff doubling from 1 s to
+ * 30 s, reset once a watch is established. A compacted revision makes the
+ * next session read everything again; an expired auth token is
+ * authenticated again at once. While WATCHING, the lease is kept alive
+ * every third of its TTL, and puts (this instance's verdicts, under its
+ * lease) go out one at a time over a connection of their own. */
+#ifndef DETOURD_ETCD_H
+#define DETOURD_ETCD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fleet/etcd_json.h"
+
+struct event_base;
+struct fleet_cfg;
+struct etcd;
+
+enum etcd_state { ETCD_BACKOFF, ETCD_AUTH, ETCD_LEASE, ETCD_READ, ETCD_WATCH, ETCD_WATCHING };
+
+struct etcd_hooks {
+    /* every key under the prefix at r->revision (a full read) */
+    void (*full_read)(void *arg, const struct etcd_range *r);
+    /* changes seen by the watch, in order */
+    void (*events)(void *arg, const struct etcd_watch_msg *m);
+    /* the watch is established (endpoint: its URL as configured); this
+     * instance's keys should be written now (under etcd_lease()) */
+    void (*up)(void *arg, const char *endpoint);
+    /* the session ended (why: one line) */
+    void (*down)(void *arg, const char *why);
+    /* the lease was kept alive (or granted) just now */
+    void (*lease_ok)(void *arg);
+};
+
+/* Starts connecting at once. cfg is copied. NULL on OOM or when TLS
+ * cannot be set up (err says why). */
+struct etcd *etcd_new(struct event_base *base, const struct fleet_cfg *cfg,
+                      const struct etcd_hooks *hooks, void *arg, char *err, size_t errlen);
+/* Revokes the lease (best effort, bounded by the timeout) and frees. */
+void etcd_free(struct etcd *e);
+
+/* Writes key=value under this instance's lease (with_lease) or none; only
+ * while WATCHING (false otherwise: the up hook is the time to write). */
+bool etcd_put(struct etcd *e, const char *key, const char *value, size_t vlen, bool with_lease);
+bool etcd_delete(struct etcd *e, const char *key);
+
+enum etcd_state etcd_state(const struct etcd *e);
+const char *etcd_state_name(enum etcd_state s);
+const char *etcd_endpoint(const struct etcd *e); /* the one in use or tried last */
+int64_t etcd_revision(const struct etcd *e);     /* the last revision seen */
+/* Lease ID now (0: none). */
+int64_t etcd_lease(const struct etcd *e);
+
+#endif

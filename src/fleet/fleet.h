@@ -1,0 +1,52 @@
+/* The fleet: this instance as one of several steered through etcd (the
+ * contract's "Fleet"). Follows the keys under the prefix with its own
+ * etcd client (etcd.h), keeps what each means (fleet_store.h), applies
+ * the drains and maintenance windows through the same operator-state path
+ * as the config's (maint_set_layer: the schedule, each region's op, its
+ * pool's published choice; no reload), publishes this instance's verdict
+ * for every region under its lease, and with checks.consensus decides a
+ * region's health with the other instances' verdicts
+ * (health_set_consensus). Main thread only: nothing here runs on a worker
+ * or ever makes one wait.
+ *
+ * etcd out of reach changes nothing in force; cut off for longer than
+ * lease_ttl (counted from the last lease keepalive), the instance decides
+ * alone until it is back, and says so. */
+#ifndef DETOURD_FLEET_H
+#define DETOURD_FLEET_H
+
+#include <stdbool.h>
+
+#include "control/config.h"
+
+struct event_base;
+struct evbuffer;
+struct health_ctl;
+struct maint;
+struct fleet;
+
+/* Follows cfg's `fleet:` (none: idle until a reload adds one). NULL on OOM. */
+struct fleet *fleet_start(struct event_base *base, struct health_ctl *h, struct maint *m,
+                          struct config *cfg);
+/* A reload, before cfg's choices are published: the keys are validated
+ * against cfg and the fleet's drains and windows composed over its
+ * schedule, so that the reload itself moves nothing the fleet holds. */
+void fleet_prepare(struct fleet *f, struct config *cfg);
+/* The reload failed after fleet_prepare(): back to the running config. */
+void fleet_abort(struct fleet *f);
+/* The reload is committed: a changed `fleet:` restarts the client; the
+ * verdicts of new regions are published, those of gone ones deleted. */
+void fleet_commit(struct fleet *f, struct config *cfg);
+void fleet_stop(struct fleet *f);
+
+/* ,"fleet":{...} for /status (null without a fleet). */
+void fleet_status_json(const struct fleet *f, struct evbuffer *out);
+/* ,"votes":{...} of region r of pool p where consensus decides it. */
+void fleet_votes_json(const struct fleet *f, const struct pool *p, const struct region *r,
+                      struct evbuffer *out);
+/* The fleet's metrics (none without a fleet). */
+void fleet_metrics(const struct fleet *f, struct evbuffer *out);
+/* The status page's fleet line and votes (nothing without a fleet). */
+void fleet_page_html(const struct fleet *f, struct evbuffer *out);
+
+#endif
