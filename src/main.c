@@ -391,6 +391,9 @@ int main(int argc, char **argv)
     apply_logging(&d, cfg);
     warn_expiry(cfg);
     signal(SIGPIPE, SIG_IGN);
+    /* from here on no thread writes stderr itself (a stalled journal must
+     * not stop a worker); without the writer thread, lines go out directly */
+    if (!log_async_start()) log_warn("cannot start the log writer thread; logging directly");
     d.srv = server_new();
     if (!d.srv) {
         log_error("out of memory");
@@ -538,6 +541,7 @@ out:
     if (!reloader_wait(RELOAD_EXIT_WAIT_MS)) {
         log_warn("a configuration load still runs (a file that cannot be read?); exiting without "
                  "waiting for it");
+        log_async_stop(LOG_EXIT_WAIT_MS);
         _exit(rc);
     }
     libevent_global_shutdown();

@@ -20,6 +20,16 @@ void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(p
         if (log_enabled(LOG_DEBUG)) log_msg(LOG_DEBUG, __VA_ARGS__);                               \
     } while (0)
 
+/* From log_async_start on, lines go through a writer thread: no thread
+ * that logs ever waits for stderr (a full ring drops the line and counts
+ * it). log_async_stop waits up to timeout_ms for what is queued to be
+ * written, then logs directly again; false if stderr did not take it in
+ * time (later lines are then dropped). An exit through exit() or a return
+ * from main stops it that way; _exit() callers call log_async_stop first. */
+#define LOG_EXIT_WAIT_MS 1000 /* how long an exit waits for stderr to take the queue */
+bool log_async_start(void);
+bool log_async_stop(int timeout_ms);
+
 /* Parses "error" | "warn" | "info" | "debug"; false if unknown. */
 bool log_parse_level(const char *s, enum log_level *out);
 

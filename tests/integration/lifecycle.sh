@@ -11,11 +11,12 @@ HB=$IT_DIR/health_backend.py
 # up must never look down
 FAST="interval: 200ms, fast_interval: 100ms, down_interval: 200ms, timeout: $(awk -v s="$TIMEOUT_SCALE" 'BEGIN { printf "%d", 1000 * s }')ms, rise: 2, fall: 2, jitter: 0%"
 
-alloc_ports 6 || {
+alloc_ports 8 || {
     echo "Bail out! no free ports"
     exit 1
 }
 L=${PORTS[0]} L2=${PORTS[1]} A=${PORTS[2]} B=${PORTS[3]} W=${PORTS[4]} G=${PORTS[5]}
+S=${PORTS[6]} SA=${PORTS[7]}
 
 loc() { # PORT [HOST]: "STATUS LOCATION"
     curl -s -o /dev/null --max-time "$(scale 5)" -w '%{http_code} %{redirect_url}' \
@@ -191,6 +192,77 @@ t_json_log() {
     expect_match "a JSON log line" "$line" '^\{"time":"[0-9T:.-]+Z","level":"info","msg":".*"\}$'
 }
 t "log.format json: stderr lines are JSON objects" t_json_log
+
+# stderr is a pipe whose reader has stopped reading (a stalled journal):
+# every thread that logs would block in write(2). A worker logging while
+# the pipe is full must go on answering (its lines are dropped and
+# counted), and so must the admin listener.
+t_stderr_stalled() {
+    local fifo=$TEST_TMP/stall.fifo out=$TEST_TMP/stall.out go=$TEST_TMP/stall.go pid
+    mkfifo "$fifo" || return 1
+    # holds the FIFO open without reading until $go exists, then copies
+    # everything to $out (bounded: it gives up waiting after 300 s)
+    spawn stall-reader "$PYTHON" -c '
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+deadline = time.time() + 300
+while not os.path.exists(sys.argv[2]) and time.time() < deadline:
+    time.sleep(0.05)
+with open(sys.argv[3], "wb") as f:
+    while True:
+        b = os.read(fd, 65536)
+        if not b:
+            break
+        f.write(b)
+        f.flush()
+' "$fifo" "$go" "$out"
+    local conf
+    conf=$(write_config stall.yaml <<YAML
+listen: ["127.0.0.1:$S"]
+admin: {listen: "127.0.0.1:$SA"}
+pools:
+  - name: api
+    hosts: ["x.test"]
+    regions:
+      - {name: a, url: "http://127.0.0.1:$A", check: {type: none}}
+YAML
+)
+    # shellcheck disable=SC2086 # DETOURD_WRAPPER is a command line on purpose
+    $DETOURD_WRAPPER "$DETOURD" -c "$conf" -l debug </dev/null >/dev/null 2>"$fifo" &
+    pid=$!
+    SPAWNED+=("$pid")
+    PID_NAME[$pid]=detourd:stall
+    wait_listen "$S" "$pid" 10 || why "detourd did not start" || return 1
+    # 4,000 requests for a Host no pool takes, a connection each: each
+    # makes the worker log two debug lines (about 540 KB in all, more than
+    # the pipe and the daemon's log queue hold together)
+    "$PYTHON" - "$S" "$(scale 10)" <<'PY' || why "the worker stopped answering while stderr was full" || return 1
+import socket, sys
+for i in range(4000):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=float(sys.argv[2]))
+    s.sendall(b"GET /p HTTP/1.1\r\nHost: nope.test\r\n\r\n")
+    got = b""
+    while True:
+        b = s.recv(4096)
+        if not b:
+            break
+        got += b
+    s.close()
+    if not got.startswith(b"HTTP/1.1 421"):
+        sys.exit("request %d: %r" % (i, got[:40]))
+PY
+    expect_eq "a redirect while stderr is full" \
+        "$(curl -s -o /dev/null --max-time "$(scale 5)" -w '%{http_code}' -H 'Host: x.test' \
+            "http://127.0.0.1:$S/p")" 307 || return 1
+    curl -sf -o /dev/null --max-time "$(scale 5)" "http://127.0.0.1:$SA/metrics" ||
+        why "/metrics did not answer while stderr was full" || return 1
+    : >"$go"
+    wait_log "$out" "log lines dropped: stderr did not keep up" 20 ||
+        why "no count of the dropped lines once stderr read again" || return 1
+    stop_pid "$pid"
+}
+t "stderr stalled (a full pipe): workers and the admin listener go on; dropped lines are counted" \
+    t_stderr_stalled
 
 t_access_log() {
     curl -s -o /dev/null -A 'tester/1.0' -e 'http://from.test/' "http://127.0.0.1:$W/x?q=1"
