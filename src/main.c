@@ -157,7 +157,7 @@ static void reload_failed(struct daemon *d, const char *err, const char *first)
     log_error("reload failed (%s); still serving the previous configuration", err);
     snprintf(why, sizeof(why), "%s%s%s", err, first[0] ? "; the first: " : "", first);
     event_emit(EVENT_RELOAD, NULL, NULL, NULL, "failed", why);
-    sdnotify_ready();
+    if (!server_stopping(d->srv)) sdnotify_ready();
 }
 
 /* The load is over: validate the rest (listeners bind, health moves over),
@@ -174,8 +174,7 @@ static void reload_done(void *arg, struct reload_result *r)
         log_info("reload of %s dropped: stopping", d->path);
         config_unref(cfg);
         alog_file_close(alog);
-        sdnotify_ready();
-        return;
+        return; /* systemd heard STOPPING=1: no READY=1 after it */
     }
     if (!cfg) {
         for (size_t i = 0; i < r->dg.n; i++) {
