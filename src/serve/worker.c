@@ -208,7 +208,11 @@ static void on_mbox(evutil_socket_t fd, short what, void *arg)
     }
     if (cmds & WORKER_LISTENERS) sync_listeners(w);
     if (cmds & WORKER_EXIT) worker_done(w);
-    if (cmds & WORKER_BARRIER) {
+    /* Acknowledge at every wakeup, not only when the barrier bit is among
+     * the commands: that bit may have been taken by the previous wakeup,
+     * which read an older sequence, and this one is back in the loop
+     * having done everything sent before seq. */
+    if (seq > atomic_load(&w->acked)) {
         atomic_store(&w->acked, seq);
         worker_kick(sh->efd);
     }
