@@ -73,8 +73,9 @@ void defer_run(void)
 void defer_stop(void)
 {
     if (!atomic_load(&running)) return;
-    defer_run();
     atomic_store_explicit(&running, false, memory_order_release);
-    close(efd);
-    efd = -1;
+    defer_run();
+    /* efd stays open: a thread that saw running just before the store (an
+     * abandoned configuration load finishing during the exit) may still
+     * push and write to it; what it pushes is left to the exit */
 }
