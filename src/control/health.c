@@ -560,6 +560,7 @@ bool health_reload(struct health_ctl *hc, struct config *cfg)
     hc->all = hs;
     hc->n = n;
     hc->cfg = config_ref(cfg);
+    probe_env_forget_trust(hc->penv); /* a reload reads changed CA files again */
     hc->defer = true; /* until health_flush_events(), after the reload's override events */
     for (size_t i = 0; i < cfg->npools; i++) publish(hc, &cfg->pools[i], prev[i]);
     free(prev);

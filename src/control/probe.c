@@ -39,15 +39,22 @@ struct probe_env *probe_env_new(struct event_base *base, struct evdns_base *dns)
 void probe_env_free(struct probe_env *env)
 {
     if (!env) return;
-    for (size_t i = 0; i < env->nctx; i++) {
-        SSL_CTX_free(env->ctxs[i].ctx);
-        free(env->ctxs[i].ca_file);
-    }
+    probe_env_forget_trust(env);
     free(env->ctxs);
     free(env);
 }
 
-/* One SSL_CTX per trust store, made on first use. */
+void probe_env_forget_trust(struct probe_env *env)
+{
+    /* a probe in flight holds its own reference to its context */
+    for (size_t i = 0; i < env->nctx; i++) {
+        SSL_CTX_free(env->ctxs[i].ctx);
+        free(env->ctxs[i].ca_file);
+    }
+    env->nctx = 0;
+}
+
+/* One SSL_CTX per trust store, made on first use after a start or reload. */
 static SSL_CTX *ssl_ctx_for(struct probe_env *env, const char *ca_file, char *err, size_t errlen)
 {
     for (size_t i = 0; i < env->nctx; i++) {

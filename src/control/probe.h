@@ -21,6 +21,9 @@ typedef void (*probe_done_cb)(void *arg, const struct probe_result *r);
 
 struct probe_env *probe_env_new(struct event_base *base, struct evdns_base *dns);
 void probe_env_free(struct probe_env *env);
+/* Drops the trust stores read so far: the next probes read their ca_file
+ * (or the system store) again. Called after a reload. */
+void probe_env_forget_trust(struct probe_env *env);
 
 /* Starts a probe; cb runs exactly once (never from inside probe_start)
  * unless the probe is cancelled first. */

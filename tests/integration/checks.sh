@@ -195,6 +195,11 @@ openssl req -x509 -newkey rsa:2048 -nodes -keyout "$KEY" -out "$CERT" -days 2 \
     -subj "/CN=localhost" -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
     >/dev/null 2>&1
 backend tls "$T" --tls "$CERT" "$KEY"
+# a CA file that trusts another certificate until the test puts $CERT in it
+OTHER=$TEST_TMP/other.pem ROTATED=$TEST_TMP/rotated-ca.pem
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$TEST_TMP/other.key" -out "$OTHER" -days 2 \
+    -subj "/CN=other" >/dev/null 2>&1
+cp "$OTHER" "$ROTATED"
 # a TLS handshake by a daemon under valgrind on a busy host can take seconds
 TLS_TIMEOUT=$(awk -v s="$TIMEOUT_SCALE" 'BEGIN { printf "%d", 5000 * s }')ms
 CONF=$(tmpf tls.yaml)
@@ -212,7 +217,12 @@ conf "$CONF" "$L3" "  - name: verify
     hosts: [noverify.test]
     all_down: {action: reject}
     regions:
-      - {name: off, url: \"https://localhost:$T\", check: {tls_verify: false, timeout: $TLS_TIMEOUT}}"
+      - {name: off, url: \"https://localhost:$T\", check: {tls_verify: false, timeout: $TLS_TIMEOUT}}
+  - name: rotated
+    hosts: [rotated.test]
+    all_down: {action: reject}
+    regions:
+      - {name: r, url: \"https://127.0.0.1:$T\", check: {ca_file: \"$ROTATED\", timeout: $TLS_TIMEOUT}}"
 start_detourd tls "$CONF" "$L3" || echo "Bail out! detourd did not start"
 TLS_PID=$LAST_PID
 
@@ -227,6 +237,16 @@ t_tls() {
         why "a trusted TLS region went down"
 }
 t "https check: self-signed fails verification, passes with its ca_file or tls_verify: false" t_tls
+
+# The CA file's contents change and SIGHUP is sent, the config unchanged:
+# the checks use the new contents (a trust store cached by name before).
+t_tls_ca_reload() {
+    wait_hanswer "$L3" rotated.test "503 " 20 || return 1
+    cp "$CERT" "$ROTATED"
+    reload_daemon "$TLS_PID" "$(daemon_log tls)" 20 || why "no reload outcome" || return 1
+    wait_hanswer "$L3" rotated.test "307 https://127.0.0.1:$T/x" 20
+}
+t "https check: a reload reads a changed ca_file again" t_tls_ca_reload
 stop_pid "$TLS_PID" 10
 
 # ---- all_down actions ----
