@@ -316,6 +316,29 @@ static void account(struct maint *m)
     if (any) health_notify_status(m->health);
 }
 
+/* A reload (b the old config's evaluation in force, a the new one's at
+ * load): each region whose operator state the new config changed in a way
+ * that changes whether it may receive traffic counts a change, as a start
+ * or end on the clock does; account() then counts what changed since the
+ * load. The new region's health judges both states: it carries the old
+ * one's verdict. */
+static void count_reload(const struct side *b, const struct side *a)
+{
+    time_t now_s = time(NULL);
+    for (size_t i = 0; i < a->c->npools; i++) {
+        const struct pool *p = &a->c->pools[i];
+        for (size_t k = 0; k < p->nregions; k++) {
+            const struct region *r = &p->regions[k];
+            size_t bi, bk;
+            if (!r->health || !counterpart(b, a, i, k, &bi, &bk)) continue;
+            if (up_with(r, b->r->pools[bi][bk].state) == up_with(r, a->r->pools[i][k].state))
+                continue;
+            r->health->changes++;
+            r->health->last_change = now_s;
+        }
+    }
+}
+
 /* Evaluates the schedule at now_ms: logs and sends what changed since the
  * last evaluation, counts it and republishes the pools it changed. */
 static void evaluate(struct maint *m, int64_t now_ms)
@@ -382,7 +405,9 @@ static bool follow(struct maint *m, struct config *cfg, const struct config *old
     struct side a = {cfg, cfg->sched, cfg->sched_now, now, true};
     if (old) {
         struct side b = {old, old->sched, old->sched_now, old->sched_now_ms, true};
+        struct side at_load = {cfg, cfg->sched, &loaded, loaded_ms, true};
         announce(&b, &a, true);
+        count_reload(&b, &at_load);
     } else {
         struct side b = {cfg, cfg->sched, &loaded, loaded_ms, false};
         announce(&b, &a, false);

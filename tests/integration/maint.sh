@@ -210,6 +210,9 @@ hand_reload() {
 # sink's lines before that (the handover tests read the ones after).
 HNEAR='' LEAD=2
 for _ in 1 2 3; do
+    # web/eu's state changes while the windows are far: a try that landed
+    # after H1 drained it, and the reload moving them away lifted that
+    HCHANGES=$(status "$ADMH" 'R("web","eu")["state_changes"]')
     H1=$(($(date +%s) + $(secs "$LEAD")))
     hand_reload || break
     if [ "$(date +%s)" -lt "$H1" ]; then
@@ -222,6 +225,7 @@ for _ in 1 2 3; do
 done
 [ -n "$HNEAR" ] || echo "Bail out! the handover windows could not be moved near"
 HBASE=$(grep -c '' "$EVENTS" 2>/dev/null) HLOGBASE=$(grep -c '' "$HLOG")
+
 # hlog: the handover daemon's log since the windows were moved near
 hlog() { tail -n +"$((HLOGBASE + 1))" "$HLOG"; }
 hlog_count() {
@@ -365,6 +369,23 @@ t_window_over() {
 }
 t "a reload keeps a window that is over listed as over and logs nothing again" t_window_over
 
+# A reload that drains a region by its own override, and the reload that
+# lifts it, each change where traffic goes: each counts, as a window's
+# start and end on the clock do.
+t_reload_counts() {
+    local n
+    n=$(status "$ADMW" 'R("web","eu")["state_changes"]')
+    window_conf | sed 's|{name: eu, url: "http://eu.test", priority: 1}|{name: eu, url: "http://eu.test", priority: 1, state: drain, reason: "by hand"}|' >"$WCONF"
+    reload_daemon "$WPID" "$WLOG" && [ "$RELOAD_OK" = 1 ] || why "reload with the drain failed" || return 1
+    expect_eq "state changes after the drain" "$(status "$ADMW" 'R("web","eu")["state_changes"]')" $((n + 1)) ||
+        return 1
+    window_conf >"$WCONF"
+    reload_daemon "$WPID" "$WLOG" && [ "$RELOAD_OK" = 1 ] || why "reload lifting the drain failed" || return 1
+    expect_eq "state changes after the lift" "$(status "$ADMW" 'R("web","eu")["state_changes"]')" $((n + 2))
+}
+t "a reload that sets or lifts an override counts a state change (as a window's start and end do)" \
+    t_reload_counts
+
 # ---- handovers ----
 
 # overrides REGION [FIELDS]: the override events of web/REGION the sink
@@ -413,7 +434,7 @@ t_handover_clock() {
     expect_eq "log lines of a and b" "$(hlog_count 'maintenance (a|b) (started|ended)')" 4 ||
         return 1
     expect_eq "state changes of eu (the handover moves no traffic)" \
-        "$(status "$ADMH" 'R("web","eu")["state_changes"]')" 2
+        "$(status "$ADMH" 'R("web","eu")["state_changes"]')" $((HCHANGES + 2))
 }
 t "one window hands a region to another at the same instant: the end, then the start, each logged and sent" t_handover_clock
 
