@@ -706,9 +706,10 @@ void fleet_page_html(const struct fleet *f, struct evbuffer *o)
             html_str(o, shown(e->key, e->keylen, sk, sizeof(sk)));
             evbuffer_add_printf(o, "</code> (revision %" PRId64 "): ", e->rev);
             html_str(o, e->error);
-            evbuffer_add(o,
-                         e->good ? " \xe2\x80\x94 its previous value stays in force</li>" : "</li>",
-                         e->good ? 48 : 5);
+            if (e->good)
+                evbuffer_add(o, LIT(" \xe2\x80\x94 its previous value stays in force</li>"));
+            else
+                evbuffer_add(o, LIT("</li>"));
         }
         evbuffer_add(o, LIT("</ul>"));
     }

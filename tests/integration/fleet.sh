@@ -140,6 +140,7 @@ ETCD_TESTS=(
     "a watch resumed from a compacted revision: everything is read again"
     "a three-member cluster: the member in use killed, the watch goes on through another"
     "https with a client certificate and etcd users: connects, follows, renews an expired token"
+    "the status page lists a rejected key whose previous value stays in force"
 )
 if ! [ -x "$ETCD" ] || ! [ -x "$ETCDCTL" ]; then
     for d in "${ETCD_TESTS[@]}"; do
@@ -353,6 +354,18 @@ t_garbage() {
     grep -q '"kind":"fleet","to":"rejected".*"key":"/detourd/drain/web/eu"' "$TEST_TMP/sse" ||
         why "no fleet event: $(grep fleet "$TEST_TMP/sse")"
 }
+# the status page lists the rejected key, saying that its previous value
+# stays in force (and nothing after that)
+t_page_rejected() {
+    local rev
+    rev=$(ectl get /detourd/drain/web/eu -w json | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["kvs"][0]["mod_revision"])')
+    curl -s --max-time "$(scale 5)" "http://127.0.0.1:$ADMA/" >"$TEST_TMP/page.html" ||
+        why "no status page" || return 1
+    grep -qF '<code>/detourd/drain/web/eu</code> (revision '"$rev"'): not JSON' "$TEST_TMP/page.html" ||
+        why "page: $(grep -ao 'fleet-rejected.*</ul>' "$TEST_TMP/page.html" | cat -v)" || return 1
+    grep -qF ' its previous value stays in force</li></ul>' "$TEST_TMP/page.html" ||
+        why "page: $(grep -ao 'fleet-rejected.*</ul>' "$TEST_TMP/page.html" | cat -v)"
+}
 # WATCH_PY PORT HOST WANT STOPFILE: asks PORT for HOST back to back (one
 # kept-alive connection) until STOPFILE exists (at most 60 s); creates
 # STOPFILE.started after the first answer; prints the answers and how many
@@ -401,6 +414,7 @@ t_reload_keeps() {
 t "${ETCD_TESTS[3]}" t_reload_keeps
 
 t "${ETCD_TESTS[4]}" t_garbage
+t "${ETCD_TESTS[14]}" t_page_rejected
 
 t_bad_values() {
     local -A bad=(
