@@ -20,26 +20,31 @@
 #include <string.h>
 
 #include "fleet/fleet_config.h"
+#include "lib/clock.h"
 #include "lib/file.h"
 #include "lib/log.h"
 
 #define ETCD_BACKOFF_FIRST_MS 1000
 #define ETCD_BACKOFF_MAX_MS   30000
-#define ETCD_MAX_ANSWER       (256u << 20) /* a full read of a large fleet */
-#define ETCD_MAX_HEADERS      (64u * 1024)
+/* a session that lasted this long resets the backoff: one that fails at
+ * once, again and again, backs off instead of flapping every second */
+#define ETCD_SESSION_STABLE_MS 10000
+#define ETCD_MAX_ANSWER        (256u << 20) /* a full read of a large fleet */
+#define ETCD_MAX_HEADERS       (64u * 1024)
 /* the watch stream may idle for long: the lease keepalive finds a dead peer */
 #define ETCD_WATCH_IDLE_S         (24 * 3600)
 #define ETCD_PASSWORD_MAX         4096
 #define ETCD_GRPC_UNAUTHENTICATED 16
 
 struct ureq;
-typedef void (*ureq_done)(struct etcd *e, const char *body, size_t len);
+typedef void (*ureq_done)(struct etcd *e, const struct ureq *r, const char *body, size_t len);
 
 /* One unary request (POST with a JSON body), queued; one in flight. */
 struct ureq {
     const char *path;
     char *body;
     ureq_done done;
+    char *key;    /* a write (put, delete) of this key: a failure leaves the session up */
     bool retried; /* sent again after renewing an expired token */
     struct ureq *next;
 };
@@ -56,6 +61,7 @@ struct etcd {
     enum etcd_state state;
     size_t ep;           /* the endpoint of this session */
     unsigned backoff_ms; /* before the next session */
+    uint64_t up_ms;      /* monotonic: when the watch was established */
     char *token;         /* etcd auth token, or NULL */
     int64_t lease;
     int64_t rev; /* the last revision seen; 0: none */
@@ -101,6 +107,7 @@ static void session_fail(struct etcd *e, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static void session_next(struct etcd *e);
 static void send_next(struct etcd *e);
+static void written(struct etcd *e, const struct ureq *r, const char *why);
 static bool auth_request(struct etcd *e);
 
 /* ---- connections ---- */
@@ -233,6 +240,7 @@ static void ureq_free(struct ureq *r)
 {
     if (!r) return;
     free(r->body);
+    free(r->key);
     free(r);
 }
 
@@ -301,7 +309,7 @@ static void on_ufinish(evutil_socket_t fd, short what, void *arg)
     const char *body = (const char *)evbuffer_pullup(e->ubody, -1);
     if (!body) body = "";
     if (e->ustatus == 200) {
-        r->done(e, body, len);
+        r->done(e, r, body, len);
     } else if (e->ustatus > 0) {
         char why[300];
         answer_error(e, e->ustatus, body, len, why, sizeof(why));
@@ -319,11 +327,17 @@ static void on_ufinish(evutil_socket_t fd, short what, void *arg)
             }
             return; /* the session ended and freed the queue, r with it */
         }
-        session_fail(e, "%s: %s", r->path, why);
+        if (r->key)
+            written(e, r, why);
+        else
+            session_fail(e, "%s: %s", r->path, why);
     } else {
         char why[160];
         describe(e, e->uconn, why, sizeof(why));
-        session_fail(e, "%s: %s", r->path, why);
+        if (r->key)
+            written(e, r, why); /* the next request connects again */
+        else
+            session_fail(e, "%s: %s", r->path, why);
     }
     ureq_free(r);
     if (e->state != ETCD_BACKOFF) send_next(e);
@@ -333,9 +347,24 @@ static void on_udeadline(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     struct etcd *e = arg;
-    if (!e->ucur) return;
-    session_fail(e, "%s: no answer within %llu ms", e->ucur->path,
-                 (unsigned long long)e->cfg->timeout_ms);
+    struct ureq *r = e->ucur;
+    if (!r) return;
+    char why[160];
+    snprintf(why, sizeof(why), "no answer within %llu ms", (unsigned long long)e->cfg->timeout_ms);
+    if (!r->key) {
+        session_fail(e, "%s: %s", r->path, why);
+        return;
+    }
+    /* a write: its connection is dropped (the request with it) and the
+     * next request connects again; a dead etcd is the lease's to find */
+    evhttp_connection_free(e->uconn);
+    e->uconn = NULL;
+    e->ucur = NULL;
+    e->uhave = false;
+    event_del(e->ufinish);
+    written(e, r, why);
+    ureq_free(r);
+    if (e->state != ETCD_BACKOFF) send_next(e);
 }
 
 static void send_next(struct etcd *e)
@@ -372,24 +401,32 @@ static void send_next(struct etcd *e)
     }
 }
 
-/* Queues a request; body is taken (NULL: out of memory, the session ends). */
-static void send_req(struct etcd *e, const char *path, char *body, ureq_done done)
+/* Queues a request; body and key (a write's, or NULL) are taken (NULL
+ * body: out of memory, the session ends). */
+static void send_req_key(struct etcd *e, const char *path, char *body, ureq_done done, char *key)
 {
     struct ureq *r = body ? calloc(1, sizeof(*r)) : NULL;
     if (!r) {
         free(body);
+        free(key);
         session_fail(e, "out of memory");
         return;
     }
     r->path = path;
     r->body = body;
     r->done = done;
+    r->key = key;
     if (e->utail)
         e->utail->next = r;
     else
         e->uhead = r;
     e->utail = r;
     send_next(e);
+}
+
+static void send_req(struct etcd *e, const char *path, char *body, ureq_done done)
+{
+    send_req_key(e, path, body, done, NULL);
 }
 
 /* ---- the watch ---- */
@@ -434,7 +471,7 @@ static void watch_message(struct etcd *e, const struct etcd_watch_msg *m)
     }
     if (m->created && e->state == ETCD_WATCH) {
         e->state = ETCD_WATCHING;
-        e->backoff_ms = ETCD_BACKOFF_FIRST_MS;
+        e->up_ms = clock_now_ms();
         event_del(e->wdeadline);
         keepalive_arm(e);
         if (e->h.up) e->h.up(e->arg, endpoint(e)->url);
@@ -556,8 +593,9 @@ static void watch_start(struct etcd *e)
 
 /* ---- the session's steps ---- */
 
-static void on_range(struct etcd *e, const char *body, size_t len)
+static void on_range(struct etcd *e, const struct ureq *rq, const char *body, size_t len)
 {
+    (void)rq;
     struct etcd_range r;
     struct etcd_error er = {0};
     if (!etcd_parse_range(body, len, &r, &er)) {
@@ -581,8 +619,9 @@ static void read_or_watch(struct etcd *e)
     send_req(e, "/v3/kv/range", etcd_req_range(e->cfg->prefix, e->prefix_end, 0), on_range);
 }
 
-static void on_grant(struct etcd *e, const char *body, size_t len)
+static void on_grant(struct etcd *e, const struct ureq *rq, const char *body, size_t len)
 {
+    (void)rq;
     int64_t id = 0, ttl = 0;
     struct etcd_error er = {0};
     if (!etcd_parse_lease(body, len, &id, &ttl, &er)) {
@@ -603,8 +642,9 @@ static void lease_grant(struct etcd *e)
     send_req(e, "/v3/lease/grant", etcd_req_lease_grant(ttl), on_grant);
 }
 
-static void on_keepalive(struct etcd *e, const char *body, size_t len)
+static void on_keepalive(struct etcd *e, const struct ureq *rq, const char *body, size_t len)
 {
+    (void)rq;
     int64_t ttl = 0;
     struct etcd_error er = {0};
     if (!etcd_parse_keepalive(body, len, &ttl, &er)) {
@@ -633,8 +673,9 @@ static void lease_step(struct etcd *e)
         lease_grant(e);
 }
 
-static void on_auth(struct etcd *e, const char *body, size_t len)
+static void on_auth(struct etcd *e, const struct ureq *rq, const char *body, size_t len)
 {
+    (void)rq;
     struct etcd_error er = {0};
     char *token;
     if (!etcd_parse_auth(body, len, &token, &er)) {
@@ -724,6 +765,8 @@ static void session_fail(struct etcd *e, const char *fmt, ...)
     }
     bool was_up = e->state == ETCD_WATCHING;
     bool token_gone = e->cfg->username && !e->token;
+    if (was_up && clock_now_ms() - e->up_ms >= ETCD_SESSION_STABLE_MS)
+        e->backoff_ms = ETCD_BACKOFF_FIRST_MS;
     unary_close(e);
     watch_close(e);
     event_del(e->keepalive_ev);
@@ -832,25 +875,42 @@ void etcd_free(struct etcd *e)
     free(e);
 }
 
-static void on_put(struct etcd *e, const char *body, size_t len)
+/* A write answered (why NULL), refused or unanswered: the caller's to
+ * log, count and write again; the session goes on. */
+static void written(struct etcd *e, const struct ureq *r, const char *why)
+{
+    if (e->h.written) e->h.written(e->arg, r->key, why);
+}
+
+static void on_put(struct etcd *e, const struct ureq *r, const char *body, size_t len)
 {
     int64_t rev;
     struct etcd_error er = {0};
-    if (!etcd_parse_ok(body, len, &rev, &er)) session_fail(e, "put: %s", er.message);
+    written(e, r, etcd_parse_ok(body, len, &rev, &er) ? NULL : er.message);
+}
+
+static bool write_req(struct etcd *e, const char *path, char *body, const char *key)
+{
+    char *k = strdup(key);
+    if (!k) {
+        free(body);
+        return false;
+    }
+    send_req_key(e, path, body, on_put, k);
+    return true;
 }
 
 bool etcd_put(struct etcd *e, const char *key, const char *value, size_t vlen, bool with_lease)
 {
     if (e->state != ETCD_WATCHING) return false;
-    send_req(e, "/v3/kv/put", etcd_req_put(key, value, vlen, with_lease ? e->lease : 0), on_put);
-    return true;
+    return write_req(e, "/v3/kv/put", etcd_req_put(key, value, vlen, with_lease ? e->lease : 0),
+                     key);
 }
 
 bool etcd_delete(struct etcd *e, const char *key)
 {
     if (e->state != ETCD_WATCHING) return false;
-    send_req(e, "/v3/kv/deleterange", etcd_req_delete(key, NULL), on_put);
-    return true;
+    return write_req(e, "/v3/kv/deleterange", etcd_req_delete(key, NULL), key);
 }
 
 enum etcd_state etcd_state(const struct etcd *e)

@@ -10,14 +10,19 @@
  *   known or it was compacted) ─▶ WATCH (from the last revision seen + 1)
  *   ─▶ WATCHING
  *
- * Any failure (a connection error, an error answer, no answer within the
- * timeout, the watch stream ending) ends the session: its connections are
- * closed, the next endpoint is tried after a backoff doubling from 1 s to
- * 30 s, reset once a watch is established. A compacted revision makes the
- * next session read everything again; an expired auth token is
- * authenticated again at once. While WATCHING, the lease is kept alive
- * every third of its TTL, and puts (this instance's verdicts, under its
- * lease) go out one at a time over a connection of their own. */
+ * A failure of the session's own requests (authenticate, the lease, the
+ * read: a connection error, an error answer, no answer within the
+ * timeout) or of the watch (the same, or its stream ending) ends the
+ * session: its connections are closed, the next endpoint is tried after a
+ * backoff doubling from 1 s to 30 s, reset once a session has lasted
+ * 10 s. A compacted revision makes the next session read everything
+ * again; an expired auth token is authenticated again at once. While
+ * WATCHING, the lease is kept alive every third of its TTL, and writes
+ * (this instance's verdicts, under its lease) go out one at a time over
+ * the connection of the unary requests. A write that etcd refuses (a user
+ * that may only read, "database space exceeded") or does not answer ends
+ * nothing: it is reported through the written hook, and the caller
+ * writes again later. */
 #ifndef DETOURD_ETCD_H
 #define DETOURD_ETCD_H
 
@@ -45,6 +50,10 @@ struct etcd_hooks {
     void (*down)(void *arg, const char *why);
     /* the lease was kept alive (or granted) just now */
     void (*lease_ok)(void *arg);
+    /* a write (etcd_put, etcd_delete) of key is over: why is NULL when
+     * etcd took it, else why it was refused or got no answer (one line);
+     * the session goes on either way */
+    void (*written)(void *arg, const char *key, const char *why);
 };
 
 /* Starts connecting at once. cfg is copied. NULL on OOM or when TLS
@@ -55,7 +64,8 @@ struct etcd *etcd_new(struct event_base *base, const struct fleet_cfg *cfg,
 void etcd_free(struct etcd *e);
 
 /* Writes key=value under this instance's lease (with_lease) or none; only
- * while WATCHING (false otherwise: the up hook is the time to write). */
+ * while WATCHING (false otherwise: the up hook is the time to write). True:
+ * the written hook tells how it went, unless the session ends first. */
 bool etcd_put(struct etcd *e, const char *key, const char *value, size_t vlen, bool with_lease);
 bool etcd_delete(struct etcd *e, const char *key);
 

@@ -26,6 +26,11 @@
 #include "lib/log.h"
 
 #define SHOWN_KEY_LEN 300
+/* this instance's writes that etcd refused are written again after a
+ * backoff, and logged once, then at most once a minute */
+#define FLEET_RETRY_FIRST_MS 1000
+#define FLEET_RETRY_MAX_MS   30000
+#define FLEET_REFUSED_LOG_MS 60000
 
 /* A region of the running config, for tallies and lookups by name. */
 struct fleet_region {
@@ -55,6 +60,15 @@ struct fleet {
     uint64_t lease_ok; /* monotonic ms of the last lease keepalive (or the start) */
     bool alone;
     struct event *tick;
+    /* this instance's writes */
+    uint64_t write_errors; /* refused or unanswered, since the start */
+    size_t writes_out;     /* sent, not answered yet: a round */
+    bool round_failed;     /* a write of this round failed */
+    bool refused;          /* writes fail now (said once) */
+    uint64_t refused_logged_ms;
+    uint64_t refused_unlogged; /* failures since that line */
+    unsigned retry_ms;
+    struct event *retry;
 };
 
 /* ---- names ---- */
@@ -153,7 +167,7 @@ static void publish_verdict(struct fleet *f, const struct fleet_region *x)
         snprintf(why, sizeof(why), "%s%s%s", health_reason_phase(h->last.reason),
                  h->last.detail[0] ? ": " : "", h->last.detail);
     char *v = fleet_health_encode(h->st.up, clock_wall_ms(), why);
-    if (v) etcd_put(f->etcd, key, v, strlen(v), true);
+    if (v && etcd_put(f->etcd, key, v, strlen(v), true)) f->writes_out++;
     free(v);
 }
 
@@ -166,9 +180,69 @@ static void publish_all(struct fleet *f)
     for (size_t i = 0; i < f->store.n; i++) {
         const struct fleet_entry *e = f->store.v[i];
         if (e->k.kind == FLEET_KEY_HEALTH && strcmp(e->k.instance, f->fc->instance) == 0 &&
-            !find(f, e->k.pool, e->k.region))
-            etcd_delete(f->etcd, e->key);
+            !find(f, e->k.pool, e->k.region) && etcd_delete(f->etcd, e->key))
+            f->writes_out++;
     }
+}
+
+/* A write failed: said once, then at most once a minute. */
+static void write_refused(struct fleet *f, const char *key, const char *why)
+{
+    char sk[SHOWN_KEY_LEN];
+    uint64_t now = clock_now_ms();
+    f->write_errors++;
+    f->refused_unlogged++;
+    if (!f->refused) {
+        log_warn(
+            "fleet: etcd refused writing %s: %s; this instance's verdicts in etcd may be stale "
+            "until it takes them (written again with a backoff from 1 s to 30 s; the session "
+            "and the watch go on)",
+            shown(key, strlen(key), sk, sizeof(sk)), why);
+    } else if (now - f->refused_logged_ms >= FLEET_REFUSED_LOG_MS) {
+        log_warn("fleet: etcd still refuses this instance's writes: %" PRIu64
+                 " refused since the last line, the last %s: %s",
+                 f->refused_unlogged, shown(key, strlen(key), sk, sizeof(sk)), why);
+    } else {
+        log_debug("fleet: etcd refused writing %s: %s", shown(key, strlen(key), sk, sizeof(sk)),
+                  why);
+        return;
+    }
+    f->refused = true;
+    f->refused_logged_ms = now;
+    f->refused_unlogged = 0;
+}
+
+static void on_written(void *arg, const char *key, const char *why)
+{
+    struct fleet *f = arg;
+    if (f->writes_out) f->writes_out--;
+    if (why) {
+        f->round_failed = true;
+        write_refused(f, key, why);
+    }
+    if (f->writes_out) return;
+    /* a round of writes is over: written again later, or all taken */
+    if (f->round_failed) {
+        if (!evtimer_pending(f->retry, NULL)) {
+            struct timeval tv = {(time_t)(f->retry_ms / 1000),
+                                 (suseconds_t)(f->retry_ms % 1000) * 1000};
+            evtimer_add(f->retry, &tv);
+            f->retry_ms =
+                f->retry_ms * 2 > FLEET_RETRY_MAX_MS ? FLEET_RETRY_MAX_MS : f->retry_ms * 2;
+        }
+    } else if (f->refused) {
+        f->refused = false;
+        f->retry_ms = FLEET_RETRY_FIRST_MS;
+        log_info("fleet: etcd takes this instance's writes again");
+    }
+    f->round_failed = false;
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    struct fleet *f = arg;
+    if (f->fc && f->etcd && etcd_state(f->etcd) == ETCD_WATCHING) publish_all(f);
 }
 
 /* ---- consensus ---- */
@@ -327,12 +401,18 @@ static void on_up(void *arg, const char *endpoint)
         event_emit_fleet("connected", NULL, why);
     }
     f->ever_failed = false;
+    f->writes_out = 0;
+    f->round_failed = false;
+    event_del(f->retry);
     publish_all(f);
 }
 
 static void on_down(void *arg, const char *why)
 {
     struct fleet *f = arg;
+    f->writes_out = 0; /* the session's writes went with it */
+    f->round_failed = false;
+    event_del(f->retry);
     if (f->connected) {
         f->connected = false;
         f->since_ms = clock_wall_ms();
@@ -402,6 +482,7 @@ static bool client_start(struct fleet *f)
         .up = on_up,
         .down = on_down,
         .lease_ok = on_lease_ok,
+        .written = on_written,
     };
     char err[300];
     f->connected = false;
@@ -409,6 +490,9 @@ static bool client_start(struct fleet *f)
     f->since_ms = clock_wall_ms();
     f->lease_ok = mono_ms();
     f->alone = false;
+    f->writes_out = 0;
+    f->round_failed = f->refused = false;
+    f->retry_ms = FLEET_RETRY_FIRST_MS;
     f->etcd = etcd_new(f->base, f->fc, &hooks, f, err, sizeof(err));
     alone_arm(f);
     if (!f->etcd) {
@@ -423,6 +507,7 @@ static bool client_start(struct fleet *f)
 static void client_stop(struct fleet *f)
 {
     if (f->tick) event_del(f->tick);
+    if (f->retry) event_del(f->retry);
     etcd_free(f->etcd);
     f->etcd = NULL;
     f->connected = false;
@@ -449,7 +534,8 @@ struct fleet *fleet_start(struct event_base *base, struct health_ctl *h, struct 
     f->cfg = config_ref(cfg);
     f->fc = cfg->fleet;
     f->tick = evtimer_new(base, on_tick, f);
-    if (!f->tick || !index_build(f, cfg) || !store_for(f, f->fc)) {
+    f->retry = evtimer_new(base, on_retry, f);
+    if (!f->tick || !f->retry || !index_build(f, cfg) || !store_for(f, f->fc)) {
         fleet_stop(f);
         return NULL;
     }
@@ -509,6 +595,7 @@ void fleet_stop(struct fleet *f)
     if (!f) return;
     client_stop(f);
     if (f->tick) event_free(f->tick);
+    if (f->retry) event_free(f->retry);
     if (f->have_store) fleet_store_free(&f->store);
     index_free(f);
     config_unref(f->cfg);
@@ -577,7 +664,9 @@ void fleet_status_json(const struct fleet *f, struct evbuffer *o)
                             e->good ? "true" : "false");
         first = false;
     }
-    evbuffer_add_printf(o, "],\"rejections\":%" PRIu64 ",\"members\":[", f->store.rejections);
+    evbuffer_add_printf(o,
+                        "],\"rejections\":%" PRIu64 ",\"write_errors\":%" PRIu64 ",\"members\":[",
+                        f->store.rejections, f->write_errors);
     size_t n;
     const char **m = members(f, &n);
     for (size_t i = 0; m && i < n; i++) {
@@ -643,12 +732,16 @@ void fleet_metrics(const struct fleet *f, struct evbuffer *o)
         "# HELP detourd_fleet_rejections_total Values rejected since the start\n"
         "# TYPE detourd_fleet_rejections_total counter\ndetourd_fleet_rejections_total %" PRIu64
         "\n"
+        "# HELP detourd_fleet_write_errors_total This instance's writes to etcd refused or not "
+        "answered\n"
+        "# TYPE detourd_fleet_write_errors_total counter\ndetourd_fleet_write_errors_total %" PRIu64
+        "\n"
         "# HELP detourd_fleet_members Instances with a live verdict, this one included\n"
         "# TYPE detourd_fleet_members gauge\ndetourd_fleet_members %zu\n"
         "# HELP detourd_fleet_deciding_alone 1 while cut off from etcd longer than lease_ttl\n"
         "# TYPE detourd_fleet_deciding_alone gauge\ndetourd_fleet_deciding_alone %d\n",
         f->connected ? 1 : 0, f->etcd ? etcd_revision(f->etcd) : 0, fleet_store_rejected(&f->store),
-        f->store.rejections, m ? n : 1, f->alone ? 1 : 0);
+        f->store.rejections, f->write_errors, m ? n : 1, f->alone ? 1 : 0);
     bool head = false;
     for (size_t i = 0; i < f->nregions; i++) {
         const struct fleet_region *x = &f->regions[i];

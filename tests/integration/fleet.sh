@@ -25,7 +25,7 @@
 . "$(dirname "$0")/lib.sh"
 
 : "${DETOURD:=${TOP_BUILDDIR:-.}/detourd}"
-alloc_ports 24 || {
+alloc_ports 26 || {
     echo "Bail out! no free ports"
     exit 1
 }
@@ -35,6 +35,7 @@ EC=${PORTS[10]} EP=${PORTS[11]} # the one-member etcd
 C1=${PORTS[12]} C2=${PORTS[13]} C3=${PORTS[14]} P1=${PORTS[15]} P2=${PORTS[16]} P3=${PORTS[17]} # the cluster
 XLIVE=${PORTS[18]} XDEAD=${PORTS[19]} # what the checks of cons/x reach
 TC=${PORTS[20]} TP=${PORTS[21]} LE=${PORTS[22]} ADME=${PORTS[23]} # etcd over TLS with users
+LF=${PORTS[24]} ADMF=${PORTS[25]} # an instance whose etcd user may only read
 
 # ---- the same choices on every instance: balance: hash ----
 
@@ -141,6 +142,7 @@ ETCD_TESTS=(
     "a three-member cluster: the member in use killed, the watch goes on through another"
     "https with a client certificate and etcd users: connects, follows, renews an expired token"
     "the status page lists a rejected key whose previous value stays in force"
+    "a user that may only read: refused writes are retried, the watch stays, drains apply"
 )
 if ! [ -x "$ETCD" ] || ! [ -x "$ETCDCTL" ]; then
     for d in "${ETCD_TESTS[@]}"; do
@@ -189,7 +191,8 @@ fleet:
 EOF
 }
 
-declare -A DPID=() PORT=([A]=$LA [B]=$LB [C]=$LC [D]=$LD [E]=$LE) ADM=([A]=$ADMA [B]=$ADMB [C]=$ADMC [D]=$ADMD [E]=$ADME)
+declare -A DPID=() PORT=([A]=$LA [B]=$LB [C]=$LC [D]=$LD [E]=$LE [F]=$LF)
+declare -A ADM=([A]=$ADMA [B]=$ADMB [C]=$ADMC [D]=$ADMD [E]=$ADME [F]=$ADMF)
 
 # status NAME EXPR: a Python expression over instance NAME's /status (s;
 # r: its regions by POOL/REGION)
@@ -697,6 +700,64 @@ EOF
     expect_eq "sessions lost" "$(log_count "$(daemon_log E)" 'fleet: lost etcd')" 0
 }
 t "${ETCD_TESTS[13]}" t_tls_auth
+
+# F's etcd user may read the prefix but not write: its verdicts are
+# refused, which is logged and counted and retried; the session, the
+# watch and the drains that an operator puts are not disturbed
+t_read_only() {
+    local p=$TEST_TMP/pki
+    { TUSER=root:rootpw tctl user add reader:r34d && TUSER=root:rootpw tctl role add fleet-ro &&
+        TUSER=root:rootpw tctl role grant-permission fleet-ro --prefix=true read /detourd/ &&
+        TUSER=root:rootpw tctl user grant-role reader fleet-ro; } >"$TEST_TMP/ro-setup.log" 2>&1 ||
+        why "etcd users: $(cat "$TEST_TMP/ro-setup.log")" || return 1
+    printf 'r34d\n' >"$TEST_TMP/etcd-ro.password"
+    start_detourd F "$(write_config F.yaml <<EOF
+listen: ["127.0.0.1:$LF"]
+admin: {listen: "127.0.0.1:$ADMF"}
+checks: {type: none}
+pools:
+  - name: web
+    hosts: [web.test]
+    body: none
+    regions:
+      - {name: eu, url: "http://eu.test", priority: 1}
+      - {name: us, url: "http://us.test", priority: 2}
+fleet:
+  instance: F
+  etcd:
+    endpoints: ["https://127.0.0.1:$TC"]
+    ca_file: $p/ca.pem
+    cert: $p/client.pem
+    key: $p/client.key
+    username: reader
+    password_file: $TEST_TMP/etcd-ro.password
+    timeout: 1s
+    lease_ttl: 3s
+EOF
+)" "$LF" || why "detourd F did not start" || return 1
+    DPID[F]=$LAST_PID
+    wait_until 20 status_is F 's["fleet"]["connected"]' True ||
+        why "F not connected: $(grep fleet "$(daemon_log F)" | tail -n 3)" || return 1
+    wait_log "$(daemon_log F)" 'fleet: etcd refused .*permission denied' 10 ||
+        why "F: $(grep fleet "$(daemon_log F)" | tail -n 3)" || return 1
+    local t0
+    t0=$(now_ms)
+    # several keepalives and retries later, the session is still the first
+    wait_until 10 _ms_since "$t0" 5000 || return 1
+    expect_eq "sessions lost" "$(log_count "$(daemon_log F)" 'fleet: lost etcd|cannot reach etcd')" 0 || return 1
+    expect_eq "connected" "$(status F 's["fleet"]["connected"]')" "True" || return 1
+    [ "$(metric F detourd_fleet_write_errors_total)" -ge 2 ] 2>/dev/null ||
+        why "write errors: $(metric F detourd_fleet_write_errors_total)" || return 1
+    [ "$(log_count "$(daemon_log F)" 'fleet: etcd refused')" -le 2 ] ||
+        why "refusals logged $(log_count "$(daemon_log F)" 'fleet: etcd refused') times" || return 1
+    TUSER=root:rootpw tctl put /detourd/drain/web/eu '{"reason": "read-only F"}' >/dev/null || why "put failed" || return 1
+    T0=$(now_ms)
+    all_redirect 10 web.test "http://us.test/x" F || return 1
+    TUSER=root:rootpw tctl del /detourd/drain/web/eu >/dev/null || why "del failed" || return 1
+    T0=$(now_ms)
+    all_redirect 10 web.test "http://eu.test/x" F
+}
+t "${ETCD_TESTS[15]}" t_read_only
 
 t "no sanitizer reports" t_no_sanitizer_reports
 done_testing
