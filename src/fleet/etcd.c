@@ -31,6 +31,8 @@
 #define ETCD_SESSION_STABLE_MS 10000
 #define ETCD_MAX_ANSWER        (256u << 20) /* a full read of a large fleet */
 #define ETCD_MAX_HEADERS       (64u * 1024)
+/* one message of the watch stream: as much as a full read may hold */
+#define ETCD_MAX_WATCH_MSG ETCD_MAX_ANSWER
 /* the watch stream may idle for long: the lease keepalive finds a dead peer */
 #define ETCD_WATCH_IDLE_S         (24 * 3600)
 #define ETCD_PASSWORD_MAX         4096
@@ -76,7 +78,7 @@ struct etcd {
 
     struct evhttp_connection *wconn;
     bool in_wchunk; /* in wconn's own callback: the session may not be torn down here */
-    struct evbuffer *wbuf;
+    struct etcd_stream ws;
     char wwhy[512];
     struct event *wfinish, *wdeadline;
 
@@ -435,7 +437,7 @@ static void watch_close(struct etcd *e)
 {
     if (e->wconn) evhttp_connection_free(e->wconn);
     e->wconn = NULL;
-    evbuffer_drain(e->wbuf, evbuffer_get_length(e->wbuf));
+    etcd_stream_clear(&e->ws);
     event_del(e->wfinish);
     event_del(e->wdeadline);
 }
@@ -496,32 +498,44 @@ static void on_wchunk(struct evhttp_request *req, void *arg)
     e->in_wchunk = false;
 }
 
+/* One message of the stream; false once the watch is over. */
+static bool watch_one(struct etcd *e, const char *p, size_t len)
+{
+    struct etcd_watch_msg m;
+    struct etcd_error er = {0};
+    if (!etcd_parse_watch(p, len, &m, &er)) {
+        if (er.code == ETCD_GRPC_UNAUTHENTICATED || strstr(er.message, "token")) {
+            free(e->token);
+            e->token = NULL;
+        }
+        char why[300];
+        snprintf(why, sizeof(why), "watch: %s", er.message);
+        watch_end(e, why);
+        return false;
+    }
+    watch_message(e, &m);
+    etcd_watch_clear(&m);
+    return !e->wwhy[0];
+}
+
 static void wchunk(struct etcd *e, struct evhttp_request *req)
 {
-    evbuffer_add_buffer(e->wbuf, evhttp_request_get_input_buffer(req));
-    for (;;) {
-        size_t len = evbuffer_get_length(e->wbuf), used = 0;
-        if (!len) return;
-        const char *p = (const char *)evbuffer_pullup(e->wbuf, -1);
-        struct etcd_watch_msg m;
-        struct etcd_error er = {0};
-        bool ok = etcd_parse_watch(p, len, &used, &m, &er);
-        if (!ok && used == 0) return; /* more to come */
-        evbuffer_drain(e->wbuf, used);
-        if (!ok) {
-            if (er.code == ETCD_GRPC_UNAUTHENTICATED || strstr(er.message, "token")) {
-                free(e->token);
-                e->token = NULL;
-            }
-            char why[300];
-            snprintf(why, sizeof(why), "watch: %s", er.message);
-            watch_end(e, why);
-            return;
-        }
-        watch_message(e, &m);
-        etcd_watch_clear(&m);
-        if (e->wwhy[0]) return;
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t n = evbuffer_get_length(in);
+    const void *p = n ? evbuffer_pullup(in, -1) : NULL;
+    if (p && !etcd_stream_add(&e->ws, p, n)) {
+        char why[160];
+        snprintf(why, sizeof(why), "watch: a message longer than %u MiB (or out of memory)",
+                 ETCD_MAX_WATCH_MSG >> 20);
+        evbuffer_drain(in, n);
+        watch_end(e, why);
+        return;
     }
+    evbuffer_drain(in, n);
+    const char *msg;
+    size_t len;
+    while ((msg = etcd_stream_next(&e->ws, &len)))
+        if (!watch_one(e, msg, len)) return;
 }
 
 static void on_wdone(struct evhttp_request *req, void *arg)
@@ -530,10 +544,22 @@ static void on_wdone(struct evhttp_request *req, void *arg)
     if (!e->wconn) return;
     int status = req ? evhttp_request_get_response_code(req) : 0;
     char why[300];
+    /* what the stream left without its '\n': an error that ended it, or
+     * the body of an error answer */
+    size_t len = 0;
+    const char *body = etcd_stream_rest(&e->ws, &len);
+    if (body && status == 200) {
+        e->in_wchunk = true;
+        bool go = watch_one(e, body, len);
+        e->in_wchunk = false;
+        if (!go) return;
+    }
     if (status && status != 200) {
-        struct evbuffer *in = evhttp_request_get_input_buffer(req);
-        size_t len = evbuffer_get_length(in);
-        const char *body = (const char *)evbuffer_pullup(in, -1);
+        if (!body) {
+            struct evbuffer *in = evhttp_request_get_input_buffer(req);
+            len = evbuffer_get_length(in);
+            body = (const char *)evbuffer_pullup(in, -1);
+        }
         char w[280];
         answer_error(e, status, body ? body : "", body ? len : 0, w, sizeof(w));
         snprintf(why, sizeof(why), "watch: %s", w);
@@ -837,15 +863,15 @@ struct etcd *etcd_new(struct event_base *base, const struct fleet_cfg *cfg,
         if (e->dns) evdns_base_load_hosts(e->dns, NULL);
     }
     e->ubody = evbuffer_new();
-    e->wbuf = evbuffer_new();
+    etcd_stream_init(&e->ws, ETCD_MAX_WATCH_MSG);
     e->ufinish = event_new(base, -1, 0, on_ufinish, e);
     e->udeadline = evtimer_new(base, on_udeadline, e);
     e->wfinish = event_new(base, -1, 0, on_wfinish, e);
     e->wdeadline = evtimer_new(base, on_wdeadline, e);
     e->backoff_ev = evtimer_new(base, on_backoff, e);
     e->keepalive_ev = evtimer_new(base, on_keepalive_timer, e);
-    if (!e->dns || !e->ubody || !e->wbuf || !e->ufinish || !e->udeadline || !e->wfinish ||
-        !e->wdeadline || !e->backoff_ev || !e->keepalive_ev)
+    if (!e->dns || !e->ubody || !e->ufinish || !e->udeadline || !e->wfinish || !e->wdeadline ||
+        !e->backoff_ev || !e->keepalive_ev)
         goto oom;
     struct timeval now = {0, 0};
     evtimer_add(e->backoff_ev, &now);
@@ -866,7 +892,7 @@ void etcd_free(struct etcd *e)
     for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
         if (evs[i]) event_free(evs[i]);
     if (e->ubody) evbuffer_free(e->ubody);
-    if (e->wbuf) evbuffer_free(e->wbuf);
+    etcd_stream_free(&e->ws);
     if (e->dns) evdns_base_free(e->dns, 0);
     SSL_CTX_free(e->ssl);
     if (e->cfg) fleet_cfg_free(e->cfg);
