@@ -88,8 +88,9 @@ struct etcd {
 const char *etcd_state_name(enum etcd_state s)
 {
     static const char *const names[] = {
-        [ETCD_BACKOFF] = "backoff", [ETCD_AUTH] = "auth",   [ETCD_LEASE] = "lease",
-        [ETCD_READ] = "read",       [ETCD_WATCH] = "watch", [ETCD_WATCHING] = "watching",
+        [ETCD_BACKOFF] = "backoff",   [ETCD_AUTH] = "auth",       [ETCD_LEASE] = "lease",
+        [ETCD_READ] = "read",         [ETCD_WATCH] = "watch",     [ETCD_WATCHING] = "watching",
+        [ETCD_STOPPING] = "stopping", [ETCD_STOPPED] = "stopped",
     };
     return names[s];
 }
@@ -110,6 +111,7 @@ static void session_fail(struct etcd *e, const char *fmt, ...)
 static void session_next(struct etcd *e);
 static void send_next(struct etcd *e);
 static void written(struct etcd *e, const struct ureq *r, const char *why);
+static void stop_done(struct etcd *e, const char *why);
 static bool auth_request(struct etcd *e);
 
 /* ---- connections ---- */
@@ -315,7 +317,8 @@ static void on_ufinish(evutil_socket_t fd, short what, void *arg)
     } else if (e->ustatus > 0) {
         char why[300];
         answer_error(e, e->ustatus, body, len, why, sizeof(why));
-        if (e->state == ETCD_WATCHING && e->cfg->username && !e->token && !r->retried) {
+        if ((e->state == ETCD_WATCHING || e->state == ETCD_STOPPING) && e->cfg->username &&
+            !e->token && !r->retried) {
             /* the token expired (etcd's auth-token-ttl): authenticate again
              * and send the request once more, the watch undisturbed */
             log_debug("fleet: %s: %s; authenticating again", r->path, why);
@@ -763,7 +766,10 @@ static void on_backoff(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     struct etcd *e = arg;
-    if (e->state == ETCD_BACKOFF) session_next(e);
+    if (e->state == ETCD_BACKOFF)
+        session_next(e);
+    else if (e->state == ETCD_STOPPING) /* the revoke's deadline */
+        stop_done(e, "no answer in time");
 }
 
 static void on_keepalive_timer(evutil_socket_t fd, short what, void *arg)
@@ -779,12 +785,16 @@ static void on_keepalive_timer(evutil_socket_t fd, short what, void *arg)
 
 static void session_fail(struct etcd *e, const char *fmt, ...)
 {
-    if (e->state == ETCD_BACKOFF) return;
+    if (e->state == ETCD_BACKOFF || e->state == ETCD_STOPPED) return;
     char why[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(why, sizeof(why), fmt, ap);
     va_end(ap);
+    if (e->state == ETCD_STOPPING) {
+        stop_done(e, why);
+        return;
+    }
     if (e->in_wchunk) {
         watch_end(e, why);
         return;
@@ -937,6 +947,57 @@ bool etcd_delete(struct etcd *e, const char *key)
 {
     if (e->state != ETCD_WATCHING) return false;
     return write_req(e, "/v3/kv/deleterange", etcd_req_delete(key, NULL), key);
+}
+
+/* ---- the end ---- */
+
+static void stop_done(struct etcd *e, const char *why)
+{
+    if (e->state != ETCD_STOPPING) return;
+    if (why)
+        log_warn(
+            "fleet: cannot revoke lease %llx at %s (%s): this instance's verdicts stay in etcd "
+            "until it expires",
+            (unsigned long long)e->lease, endpoint(e)->url, why);
+    else
+        log_info("fleet: lease %llx revoked: this instance's verdicts are gone from etcd",
+                 (unsigned long long)e->lease);
+    unary_close(e);
+    event_del(e->backoff_ev);
+    e->state = ETCD_STOPPED;
+    e->lease = 0;
+    if (e->h.stopped) e->h.stopped(e->arg);
+}
+
+static void on_revoke(struct etcd *e, const struct ureq *rq, const char *body, size_t len)
+{
+    (void)rq;
+    int64_t rev;
+    struct etcd_error er = {0};
+    stop_done(e, etcd_parse_ok(body, len, &rev, &er) ? NULL : er.message);
+}
+
+void etcd_stop(struct etcd *e)
+{
+    if (!e || e->state == ETCD_STOPPING || e->state == ETCD_STOPPED) return;
+    unary_close(e);
+    watch_close(e);
+    event_del(e->keepalive_ev);
+    event_del(e->backoff_ev);
+    e->state = ETCD_STOPPED;
+    if (!e->lease) return;
+    e->state = ETCD_STOPPING;
+    /* one deadline for it all, an authentication included */
+    struct timeval tv;
+    tv_ms(&tv, e->cfg->timeout_ms);
+    evtimer_add(e->backoff_ev, &tv);
+    if (e->cfg->username && !e->token && !auth_request(e)) return;
+    send_req(e, "/v3/lease/revoke", etcd_req_lease_id(e->lease), on_revoke);
+}
+
+bool etcd_stopping(const struct etcd *e)
+{
+    return e && e->state == ETCD_STOPPING;
 }
 
 enum etcd_state etcd_state(const struct etcd *e)

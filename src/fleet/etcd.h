@@ -36,7 +36,16 @@ struct event_base;
 struct fleet_cfg;
 struct etcd;
 
-enum etcd_state { ETCD_BACKOFF, ETCD_AUTH, ETCD_LEASE, ETCD_READ, ETCD_WATCH, ETCD_WATCHING };
+enum etcd_state {
+    ETCD_BACKOFF,
+    ETCD_AUTH,
+    ETCD_LEASE,
+    ETCD_READ,
+    ETCD_WATCH,
+    ETCD_WATCHING,
+    ETCD_STOPPING, /* etcd_stop(): revoking the lease */
+    ETCD_STOPPED,
+};
 
 struct etcd_hooks {
     /* every key under the prefix at r->revision (a full read) */
@@ -54,13 +63,23 @@ struct etcd_hooks {
      * etcd took it, else why it was refused or got no answer (one line);
      * the session goes on either way */
     void (*written)(void *arg, const char *key, const char *why);
+    /* after etcd_stop(): the revoke is over (done, refused or timed out) */
+    void (*stopped)(void *arg);
 };
 
 /* Starts connecting at once. cfg is copied. NULL on OOM or when TLS
  * cannot be set up (err says why). */
 struct etcd *etcd_new(struct event_base *base, const struct fleet_cfg *cfg,
                       const struct etcd_hooks *hooks, void *arg, char *err, size_t errlen);
-/* Revokes the lease (best effort, bounded by the timeout) and frees. */
+/* The end of this client's work (a stop, or a reload that replaces it):
+ * the session is closed and the lease revoked, so that this instance's
+ * verdicts leave etcd at once rather than lease_ttl later; bounded by the
+ * timeout (an authentication first where the token is gone), best effort.
+ * No hook runs afterwards but stopped, once, and only where
+ * etcd_stopping() is true on return (a lease to revoke). */
+void etcd_stop(struct etcd *e);
+bool etcd_stopping(const struct etcd *e);
+/* Frees at once: whatever is in flight is dropped. */
 void etcd_free(struct etcd *e);
 
 /* Writes key=value under this instance's lease (with_lease) or none; only

@@ -46,6 +46,8 @@ struct fleet {
     struct config *cfg;   /* a reference: the running config */
     struct fleet_cfg *fc; /* cfg->fleet, or NULL: idle */
     struct etcd *etcd;
+    struct etcd *old;   /* replaced by a reload, revoking its lease */
+    struct event *reap; /* frees old once it is done */
     struct fleet_store store;
     bool have_store;
     /* the running config's regions by name */
@@ -474,6 +476,22 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 
 /* ---- life ---- */
 
+static void on_stopped(void *arg)
+{
+    struct fleet *f = arg;
+    event_active(f->reap, EV_TIMEOUT, 0); /* not on the client's own stack */
+}
+
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    struct fleet *f = arg;
+    if (f->old && !etcd_stopping(f->old)) {
+        etcd_free(f->old);
+        f->old = NULL;
+    }
+}
+
 static bool client_start(struct fleet *f)
 {
     static const struct etcd_hooks hooks = {
@@ -483,6 +501,7 @@ static bool client_start(struct fleet *f)
         .down = on_down,
         .lease_ok = on_lease_ok,
         .written = on_written,
+        .stopped = on_stopped,
     };
     char err[300];
     f->connected = false;
@@ -504,13 +523,22 @@ static bool client_start(struct fleet *f)
     return true;
 }
 
+/* The client goes: its lease is revoked (the verdicts published under it
+ * leave etcd at once), it is freed once that is over. */
 static void client_stop(struct fleet *f)
 {
     if (f->tick) event_del(f->tick);
     if (f->retry) event_del(f->retry);
-    etcd_free(f->etcd);
-    f->etcd = NULL;
     f->connected = false;
+    if (!f->etcd) return;
+    etcd_stop(f->etcd);
+    if (etcd_stopping(f->etcd)) {
+        etcd_free(f->old); /* a reload before the last one's revoke was over */
+        f->old = f->etcd;
+    } else {
+        etcd_free(f->etcd);
+    }
+    f->etcd = NULL;
 }
 
 static bool store_for(struct fleet *f, const struct fleet_cfg *fc)
@@ -535,7 +563,8 @@ struct fleet *fleet_start(struct event_base *base, struct health_ctl *h, struct 
     f->fc = cfg->fleet;
     f->tick = evtimer_new(base, on_tick, f);
     f->retry = evtimer_new(base, on_retry, f);
-    if (!f->tick || !f->retry || !index_build(f, cfg) || !store_for(f, f->fc)) {
+    f->reap = event_new(base, -1, 0, on_reap, f);
+    if (!f->tick || !f->retry || !f->reap || !index_build(f, cfg) || !store_for(f, f->fc)) {
         fleet_stop(f);
         return NULL;
     }
@@ -590,12 +619,26 @@ void fleet_commit(struct fleet *f, struct config *cfg)
     decide(f);
 }
 
+void fleet_stopping(struct fleet *f)
+{
+    if (!f || !f->etcd) return;
+    if (f->tick) event_del(f->tick);
+    if (f->retry) event_del(f->retry);
+    etcd_stop(f->etcd);
+}
+
 void fleet_stop(struct fleet *f)
 {
     if (!f) return;
     client_stop(f);
+    /* the revokes under way: each ends within etcd.timeout (its own
+     * deadline is an event of this loop) */
+    while (f->old && etcd_stopping(f->old))
+        if (event_base_loop(f->base, EVLOOP_ONCE) < 0) break;
+    etcd_free(f->old);
     if (f->tick) event_free(f->tick);
     if (f->retry) event_free(f->retry);
+    if (f->reap) event_free(f->reap);
     if (f->have_store) fleet_store_free(&f->store);
     index_free(f);
     config_unref(f->cfg);

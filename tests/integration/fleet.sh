@@ -143,6 +143,8 @@ ETCD_TESTS=(
     "https with a client certificate and etcd users: connects, follows, renews an expired token"
     "the status page lists a rejected key whose previous value stays in force"
     "a user that may only read: refused writes are retried, the watch stays, drains apply"
+    "SIGTERM of an instance: its lease is revoked, its verdicts gone at once"
+    "a reload that renames the instance revokes the old name's lease"
 )
 if ! [ -x "$ETCD" ] || ! [ -x "$ETCDCTL" ]; then
     for d in "${ETCD_TESTS[@]}"; do
@@ -579,6 +581,39 @@ t_compacted() {
     all_redirect 10 web.test "http://eu.test/x" A B
 }
 t "${ETCD_TESTS[11]}" t_compacted
+
+# lease_ttl is 3 s and keepalives go every second: without a revoke the
+# keys of a stopped instance outlive it by 2 s at least
+t_sigterm() {
+    local t0 ms
+    [ "$(health_keys_of B)" = 5 ] || why "B's keys: $(health_keys_of B)" || return 1
+    t0=$(now_ms)
+    kill -TERM "${DPID[B]}"
+    wait_until 10 _no_keys B || why "B's keys still there: $(health_keys_of B)" || return 1
+    ms=$(($(now_ms) - t0))
+    diag "B's verdicts gone from etcd $ms ms after its SIGTERM (lease_ttl 3 s)"
+    [ "$ms" -lt 1500 ] || why "B's verdicts lasted $ms ms after its SIGTERM" || return 1
+    wait_exit "${DPID[B]}" 10 || why "B did not exit" || return 1
+    grep -q 'fleet: lease [0-9a-f]* revoked' "$(daemon_log B)" || why "B: no log line"
+}
+t "${ETCD_TESTS[16]}" t_sigterm
+
+t_rename() {
+    local t0 ms
+    [ "$(health_keys_of A)" = 5 ] || why "A's keys: $(health_keys_of A)" || return 1
+    sed -i 's/^  instance: A$/  instance: A2/' "$TEST_TMP/A.yaml"
+    t0=$(now_ms)
+    reload_daemon "${DPID[A]}" "$(daemon_log A)" && [ "$RELOAD_OK" = 1 ] || why "A did not reload" || return 1
+    wait_until 10 _no_keys A || why "A's keys still there: $(health_keys_of A)" || return 1
+    ms=$(($(now_ms) - t0))
+    diag "the old name's verdicts gone from etcd $ms ms after the reload (lease_ttl 3 s)"
+    [ "$ms" -lt 1500 ] || why "A's verdicts lasted $ms ms after the reload" || return 1
+    wait_until 10 _a2_keys || why "A2's keys: $(health_keys_of A2)" || return 1
+    wait_until 10 status_is A '"A2" in s["fleet"]["members"] and "A" not in s["fleet"]["members"]' True ||
+        why "members: $(status A 's["fleet"]["members"]')"
+}
+_a2_keys() { [ "$(health_keys_of A2)" = 5 ]; }
+t "${ETCD_TESTS[17]}" t_rename
 
 _put_via() { EPS="http://127.0.0.1:$1" ectl put "$2" "$3" >/dev/null 2>&1; }
 t_cluster() {
