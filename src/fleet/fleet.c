@@ -251,7 +251,7 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 
 static bool other_verdict(const struct fleet *f, const struct fleet_entry *e)
 {
-    return e->good && e->k.kind == FLEET_KEY_HEALTH && strcmp(e->k.instance, f->fc->instance) != 0;
+    return fleet_entry_verdict(e) && strcmp(e->k.instance, f->fc->instance) != 0;
 }
 
 static void tally(struct fleet *f)
@@ -346,9 +346,9 @@ static void tell(struct fleet *f, const char *key, size_t klen, int ch, bool del
 
 /* One key changed (put, or delete when val is NULL); the bits it made. */
 static int change(struct fleet *f, const char *key, size_t klen, const char *val, size_t vlen,
-                  int64_t rev)
+                  int64_t rev, int64_t lease)
 {
-    int ch = val ? fleet_store_put(&f->store, key, klen, val, vlen, rev)
+    int ch = val ? fleet_store_put(&f->store, key, klen, val, vlen, rev, lease)
                  : fleet_store_delete(&f->store, key, klen, rev);
     if (ch < 0) {
         log_error("fleet: out of memory following etcd; reading everything again later");
@@ -371,7 +371,7 @@ static void on_full_read(void *arg, const struct etcd_range *r)
     fleet_store_mark(&f->store);
     for (size_t i = 0; i < r->n; i++)
         ch |= change(f, r->kvs[i].key, r->kvs[i].keylen, r->kvs[i].value, r->kvs[i].vlen,
-                     r->kvs[i].mod_revision);
+                     r->kvs[i].mod_revision, r->kvs[i].lease);
     ch |= fleet_store_sweep(&f->store, r->revision);
     log_info("fleet: read %zu key%s under %s at revision %" PRId64 " (%zu rejected)", r->n,
              r->n == 1 ? "" : "s", f->fc->prefix, r->revision, fleet_store_rejected(&f->store));
@@ -385,7 +385,8 @@ static void on_events(void *arg, const struct etcd_watch_msg *m)
     for (size_t i = 0; i < m->n; i++) {
         const struct etcd_kv *kv = &m->events[i].kv;
         bool del = m->events[i].type == ETCD_DELETE;
-        ch |= change(f, kv->key, kv->keylen, del ? NULL : kv->value, kv->vlen, kv->mod_revision);
+        ch |= change(f, kv->key, kv->keylen, del ? NULL : kv->value, kv->vlen, kv->mod_revision,
+                     kv->lease);
     }
     after(f, ch);
 }

@@ -182,7 +182,7 @@ static int evaluate(struct fleet_store *s, struct fleet_entry *e)
 }
 
 int fleet_store_put(struct fleet_store *s, const char *key, size_t klen, const char *val,
-                    size_t vlen, int64_t rev)
+                    size_t vlen, int64_t rev, int64_t lease)
 {
     if (rev > s->revision) s->revision = rev;
     struct fleet_entry *e = fleet_store_find(s, key, klen);
@@ -191,7 +191,9 @@ int fleet_store_put(struct fleet_store *s, const char *key, size_t klen, const c
         if (e->rawlen == vlen && memcmp(e->raw, val, vlen) == 0) {
             e->rev = rev; /* the same value again (a full read): nothing to tell */
             if (e->good && e->good_rev < rev && !e->error) e->good_rev = rev;
-            return 0;
+            bool counted = fleet_entry_verdict(e);
+            e->lease = lease;
+            return counted != fleet_entry_verdict(e) ? FLEET_CH_HEALTH : 0;
         }
     } else {
         if (!(e = entry_add(s, key, klen))) return -1;
@@ -207,6 +209,7 @@ int fleet_store_put(struct fleet_store *s, const char *key, size_t klen, const c
     e->raw = raw;
     e->rawlen = vlen;
     e->rev = rev;
+    e->lease = lease;
     return evaluate(s, e);
 }
 
@@ -265,6 +268,11 @@ int fleet_store_revalidate(struct fleet_store *s)
         ch |= c;
     }
     return ch | FLEET_CH_OPERATOR | FLEET_CH_HEALTH;
+}
+
+bool fleet_entry_verdict(const struct fleet_entry *e)
+{
+    return e->good && e->k.kind == FLEET_KEY_HEALTH && e->lease != 0;
 }
 
 size_t fleet_store_rejected(const struct fleet_store *s)

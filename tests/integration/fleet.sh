@@ -145,6 +145,7 @@ ETCD_TESTS=(
     "a user that may only read: refused writes are retried, the watch stays, drains apply"
     "SIGTERM of an instance: its lease is revoked, its verdicts gone at once"
     "a reload that renames the instance revokes the old name's lease"
+    "a verdict written by hand without a lease counts for nothing"
 )
 if ! [ -x "$ETCD" ] || ! [ -x "$ETCDCTL" ]; then
     for d in "${ETCD_TESTS[@]}"; do
@@ -510,6 +511,25 @@ t_consensus() {
     all_redirect 15 cons.test "http://x.test/x" A B C
 }
 t "${ETCD_TESTS[8]}" t_consensus
+
+_mod_rev() { ectl get "$1" -w json | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["kvs"][0]["mod_revision"])'; }
+t_no_lease() {
+    # down votes from instances that have no lease: a majority if they counted
+    ectl put /detourd/health/cons/x/ghost '{"up": false}' >/dev/null || why "put failed" || return 1
+    ectl put /detourd/health/cons/x/ghost2 '{"up": false}' >/dev/null || why "put failed" || return 1
+    local rev rc=0
+    rev=$(_mod_rev /detourd/health/cons/x/ghost2)
+    wait_until 10 status_is A "s['fleet']['revision'] >= $rev" True || why "A did not see revision $rev" || rc=1
+    [ $rc = 0 ] && { expect_eq "members" "$(status A 's["fleet"]["members"]')" "['A', 'B', 'C']" || rc=1; }
+    [ $rc = 0 ] && { expect_eq "A's votes on cons/x" \
+        "$(status A '(r["cons/x"]["votes"]["up"], r["cons/x"]["votes"]["down"], r["cons/x"]["state"])')" \
+        "(2, 1, 'up')" || rc=1; }
+    [ $rc = 0 ] && { expect_eq "members metric" "$(metric B detourd_fleet_members)" 3 || rc=1; }
+    ectl del /detourd/health/cons/x/ghost >/dev/null
+    ectl del /detourd/health/cons/x/ghost2 >/dev/null
+    return $rc
+}
+t "${ETCD_TESTS[18]}" t_no_lease
 
 health_keys_of() { ectl get --prefix --keys-only "/detourd/health/" | grep -c "/$1\$"; }
 _no_keys() { [ "$(health_keys_of "$1")" = 0 ]; }

@@ -240,7 +240,7 @@ END_TEST
 
 static int put(struct fleet_store *s, const char *k, const char *v, int64_t rev)
 {
-    return fleet_store_put(s, k, strlen(k), v, strlen(v), rev);
+    return fleet_store_put(s, k, strlen(k), v, strlen(v), rev, 7);
 }
 
 START_TEST(test_store_bad_value_keeps_good)
@@ -312,6 +312,28 @@ START_TEST(test_store_full_read)
     ck_assert_str_eq(l.l.windows[0].name, "fleet:rack");
     ck_assert_int_eq(l.l.windows[0].state, REGION_DOWN);
     fleet_layer_free(&l);
+    fleet_store_free(&s);
+}
+END_TEST
+
+START_TEST(test_store_verdict_lease)
+{
+    struct fleet_store s;
+    ck_assert(fleet_store_init(&s, P, known, NULL));
+    const char *k = P "health/api/eu/b", *v = "{\"up\":false}";
+    ck_assert_int_eq(fleet_store_put(&s, k, strlen(k), v, strlen(v), 2, 0), FLEET_CH_HEALTH);
+    struct fleet_entry *e = fleet_store_find(&s, k, strlen(k));
+    ck_assert(e->good && !fleet_entry_verdict(e)); /* written by hand: counts for nothing */
+    /* the same value, now under a lease (a full read after a re-grant) */
+    ck_assert_int_eq(fleet_store_put(&s, k, strlen(k), v, strlen(v), 3, 42), FLEET_CH_HEALTH);
+    ck_assert(fleet_entry_verdict(e));
+    ck_assert_int_eq(fleet_store_put(&s, k, strlen(k), v, strlen(v), 3, 42), 0);
+    ck_assert_int_eq(fleet_store_put(&s, k, strlen(k), v, strlen(v), 4, 0), FLEET_CH_HEALTH);
+    ck_assert(!fleet_entry_verdict(e));
+    /* a drain is no verdict, lease or not */
+    const char *d = P "drain/api/eu";
+    put(&s, d, "{}", 5);
+    ck_assert(!fleet_entry_verdict(fleet_store_find(&s, d, strlen(d))));
     fleet_store_free(&s);
 }
 END_TEST
@@ -681,6 +703,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_store_bad_value_keeps_good);
     tcase_add_test(tc, test_store_full_read);
     tcase_add_test(tc, test_store_revalidate);
+    tcase_add_test(tc, test_store_verdict_lease);
     tcase_add_test(tc, test_b64);
     tcase_add_test(tc, test_gateway_answers);
     tcase_add_test(tc, test_gateway_watch_stream);
