@@ -50,6 +50,11 @@ struct fleet {
     struct event *reap; /* frees old once it is done */
     struct fleet_store store;
     bool have_store;
+    /* a reload to another prefix (or none): the store it will have, built
+     * beside the one in use until fleet_commit() */
+    bool replacing;
+    struct fleet_store next;
+    bool have_next;
     /* the running config's regions by name */
     struct fleet_region *regions;
     size_t nregions;
@@ -575,24 +580,36 @@ struct fleet *fleet_start(struct event_base *base, struct health_ctl *h, struct 
     return f;
 }
 
+static void next_free(struct fleet *f)
+{
+    if (f->have_next) fleet_store_free(&f->next);
+    f->have_next = f->replacing = false;
+}
+
 void fleet_prepare(struct fleet *f, struct config *cfg)
 {
     if (!f) return;
-    if (!index_build(f, cfg) || !store_for(f, cfg->fleet)) {
+    next_free(f);
+    const struct fleet_cfg *fc = cfg->fleet;
+    /* the store in use stays as it is until the commit: an abort goes on
+     * with it, and the client that follows it, unchanged */
+    f->replacing = !(f->have_store && fc && strcmp(f->store.prefix, fc->prefix) == 0);
+    if (f->replacing && fc) f->have_next = fleet_store_init(&f->next, fc->prefix, exists, f);
+    if (!index_build(f, cfg) || (f->replacing && fc && !f->have_next)) {
         log_error("fleet: out of memory; the fleet's drains and windows do not apply to the new "
                   "configuration");
         return;
     }
-    if (!cfg->fleet || !f->have_store) return;
-    int ch = fleet_store_revalidate(&f->store);
-    (void)ch;
-    for (size_t i = 0; i < f->store.n; i++) {
-        const struct fleet_entry *e = f->store.v[i];
+    struct fleet_store *st = f->replacing ? &f->next : &f->store;
+    if (!fc) return;
+    fleet_store_revalidate(st);
+    for (size_t i = 0; i < st->n; i++) {
+        const struct fleet_entry *e = st->v[i];
         if (e->error && (e->k.kind == FLEET_KEY_DRAIN || e->k.kind == FLEET_KEY_MAINT))
             log_debug("fleet: key %s stays rejected: %s", e->key, e->error);
     }
     struct fleet_layer l;
-    if (!fleet_store_layer(&f->store, &l) || !maint_compose(cfg, &l.l))
+    if (!fleet_store_layer(st, &l) || !maint_compose(cfg, &l.l))
         log_error("fleet: out of memory applying the fleet's drains and windows to the new "
                   "configuration");
     fleet_layer_free(&l);
@@ -600,7 +617,9 @@ void fleet_prepare(struct fleet *f, struct config *cfg)
 
 void fleet_abort(struct fleet *f)
 {
-    if (!f || !index_build(f, f->cfg) || !store_for(f, f->fc)) return;
+    if (!f) return;
+    next_free(f);
+    if (!index_build(f, f->cfg)) return;
     if (f->fc && f->have_store) fleet_store_revalidate(&f->store);
 }
 
@@ -609,6 +628,14 @@ void fleet_commit(struct fleet *f, struct config *cfg)
     if (!f) return;
     struct config *old = f->cfg;
     bool same = (!old->fleet && !cfg->fleet) || fleet_cfg_same_client(old->fleet, cfg->fleet);
+    if (f->replacing) {
+        if (f->have_store) fleet_store_free(&f->store);
+        f->store = f->next;
+        f->have_store = f->have_next;
+        memset(&f->next, 0, sizeof(f->next));
+        f->have_next = f->replacing = false;
+        if (f->have_store) apply_layer(f); /* the old prefix's drains and windows end */
+    }
     f->cfg = config_ref(cfg);
     f->fc = cfg->fleet;
     if (!same) {
@@ -641,6 +668,7 @@ void fleet_stop(struct fleet *f)
     if (f->retry) event_free(f->retry);
     if (f->reap) event_free(f->reap);
     if (f->have_store) fleet_store_free(&f->store);
+    next_free(f);
     index_free(f);
     config_unref(f->cfg);
     free(f);

@@ -146,6 +146,7 @@ ETCD_TESTS=(
     "SIGTERM of an instance: its lease is revoked, its verdicts gone at once"
     "a reload that renames the instance revokes the old name's lease"
     "a verdict written by hand without a lease counts for nothing"
+    "a reload to another prefix: the old prefix's drains end, the new one's apply"
 )
 if ! [ -x "$ETCD" ] || ! [ -x "$ETCDCTL" ]; then
     for d in "${ETCD_TESTS[@]}"; do
@@ -634,6 +635,30 @@ t_rename() {
 }
 _a2_keys() { [ "$(health_keys_of A2)" = 5 ]; }
 t "${ETCD_TESTS[17]}" t_rename
+
+# a reload to another prefix: the store of the new one is built beside the
+# one in use and swapped in at the commit; the old prefix's drain ends
+t_prefix() {
+    ectl put /detourd/drain/web/eu '{"reason": "old prefix"}' >/dev/null || return 1
+    T0=$(now_ms)
+    all_redirect 10 web.test "http://us.test/x" A || return 1
+    sed -i 's|^  etcd: {endpoints: \(.*\), timeout: 1s, lease_ttl: 3s}$|  etcd: {endpoints: \1, timeout: 1s, lease_ttl: 3s, prefix: /other/}|' "$TEST_TMP/A.yaml"
+    grep -q 'prefix: /other/' "$TEST_TMP/A.yaml" || why "config: $(grep etcd "$TEST_TMP/A.yaml")" || return 1
+    reload_daemon "${DPID[A]}" "$(daemon_log A)" && [ "$RELOAD_OK" = 1 ] || why "A did not reload" || return 1
+    T0=$(now_ms)
+    all_redirect 10 web.test "http://eu.test/x" A || return 1
+    wait_until 10 status_is A '(s["fleet"]["prefix"], s["fleet"]["connected"])' "('/other/', True)" ||
+        why "A: $(status A 's["fleet"]')" || return 1
+    ectl put /other/drain/web/eu '{"reason": "new prefix"}' >/dev/null || return 1
+    T0=$(now_ms)
+    all_redirect 10 web.test "http://us.test/x" A || return 1
+    expect_eq "source" "$(status A 'r["web/eu"]["override_source"]')" "fleet:/other/drain/web/eu" || return 1
+    ectl del /other/drain/web/eu >/dev/null || return 1
+    ectl del /detourd/drain/web/eu >/dev/null || return 1
+    T0=$(now_ms)
+    all_redirect 10 web.test "http://eu.test/x" A
+}
+t "${ETCD_TESTS[19]}" t_prefix
 
 _put_via() { EPS="http://127.0.0.1:$1" ectl put "$2" "$3" >/dev/null 2>&1; }
 t_cluster() {
