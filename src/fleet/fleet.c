@@ -25,7 +25,8 @@
 #include "lib/lit.h"
 #include "lib/log.h"
 
-#define SHOWN_KEY_LEN 300
+/* a key in a log line: at most this much of it (it is whole in /status) */
+#define LOG_KEY_MAX 1024
 /* this instance's writes that etcd refused are written again after a
  * backoff, and logged once, then at most once a minute */
 #define FLEET_RETRY_FIRST_MS 1000
@@ -139,20 +140,30 @@ static bool exists(void *arg, const char *pool, const char *region)
     return find(arg, pool, region) != NULL;
 }
 
-/* A key as log lines show it: bytes that would not print become \xNN. */
-static const char *shown(const char *key, size_t len, char *buf, size_t size)
+/* A key as it is shown: bytes that would not print become \xNN. At most
+ * max bytes of it (SIZE_MAX: all, as /status and the page show it); a
+ * longer one says how much is left out. Malloc'd; NULL on OOM. */
+static char *shown(const char *key, size_t len, size_t max)
 {
+    size_t n = len < max ? len : max;
+    char *buf = malloc(4 * n + 48);
+    if (!buf) return NULL;
     size_t o = 0;
-    for (size_t i = 0; i < len && o + 5 < size; i++) {
+    for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)key[i];
         if (c < 0x20 || c >= 0x7f || c == '\\')
-            o += (size_t)snprintf(buf + o, size - o, "\\x%02x", c);
+            o += (size_t)snprintf(buf + o, 5, "\\x%02x", c);
         else
             buf[o++] = (char)c;
     }
-    buf[o] = '\0';
+    if (n < len)
+        snprintf(buf + o, 48, "... (%zu bytes more)", len - n);
+    else
+        buf[o] = '\0';
     return buf;
 }
+
+#define SHOWN(s) ((s) ? (s) : "(a key: out of memory)")
 
 /* ---- this instance's verdicts ---- */
 
@@ -195,25 +206,26 @@ static void publish_all(struct fleet *f)
 /* A write failed: said once, then at most once a minute. */
 static void write_refused(struct fleet *f, const char *key, const char *why)
 {
-    char sk[SHOWN_KEY_LEN];
     uint64_t now = clock_now_ms();
     f->write_errors++;
     f->refused_unlogged++;
+    char *sk = shown(key, strlen(key), LOG_KEY_MAX);
     if (!f->refused) {
         log_warn(
             "fleet: etcd refused writing %s: %s; this instance's verdicts in etcd may be stale "
             "until it takes them (written again with a backoff from 1 s to 30 s; the session "
             "and the watch go on)",
-            shown(key, strlen(key), sk, sizeof(sk)), why);
+            SHOWN(sk), why);
     } else if (now - f->refused_logged_ms >= FLEET_REFUSED_LOG_MS) {
         log_warn("fleet: etcd still refuses this instance's writes: %" PRIu64
                  " refused since the last line, the last %s: %s",
-                 f->refused_unlogged, shown(key, strlen(key), sk, sizeof(sk)), why);
+                 f->refused_unlogged, SHOWN(sk), why);
     } else {
-        log_debug("fleet: etcd refused writing %s: %s", shown(key, strlen(key), sk, sizeof(sk)),
-                  why);
+        log_debug("fleet: etcd refused writing %s: %s", SHOWN(sk), why);
+        free(sk);
         return;
     }
+    free(sk);
     f->refused = true;
     f->refused_logged_ms = now;
     f->refused_unlogged = 0;
@@ -335,17 +347,20 @@ static void apply_layer(struct fleet *f)
 /* Logs and sends what a change of one key did. */
 static void tell(struct fleet *f, const char *key, size_t klen, int ch, bool deleted)
 {
-    char sk[SHOWN_KEY_LEN];
     if (ch & FLEET_CH_REJECTED) {
         const struct fleet_entry *e = fleet_store_find(&f->store, key, klen);
         if (!e) return;
-        shown(key, klen, sk, sizeof(sk));
-        log_warn("fleet: key %s (revision %" PRId64 ") rejected: %s; %s", sk, e->rev, e->error,
-                 e->good ? "its previous value stays in force" : "it sets nothing");
-        event_emit_fleet("rejected", sk, e->error);
+        char *sk = shown(key, klen, LOG_KEY_MAX), *full = shown(key, klen, SIZE_MAX);
+        log_warn("fleet: key %s (revision %" PRId64 ") rejected: %s; %s", SHOWN(sk), e->rev,
+                 e->error, e->good ? "its previous value stays in force" : "it sets nothing");
+        event_emit_fleet("rejected", SHOWN(full), e->error);
+        free(sk);
+        free(full);
     } else if (ch & FLEET_CH_FIXED) {
-        log_info("fleet: key %s %s", shown(key, klen, sk, sizeof(sk)),
+        char *sk = shown(key, klen, LOG_KEY_MAX);
+        log_info("fleet: key %s %s", SHOWN(sk),
                  deleted ? "deleted (no longer rejected)" : "accepted again");
+        free(sk);
     }
 }
 
@@ -727,9 +742,10 @@ void fleet_status_json(const struct fleet *f, struct evbuffer *o)
     for (size_t i = 0; i < f->store.n; i++) {
         const struct fleet_entry *e = f->store.v[i];
         if (!e->error) continue;
-        char sk[SHOWN_KEY_LEN];
+        char *sk = shown(e->key, e->keylen, SIZE_MAX);
         evbuffer_add(o, first ? "{\"key\":" : ",{\"key\":", first ? 7 : 8);
-        json_str(o, shown(e->key, e->keylen, sk, sizeof(sk)));
+        json_str(o, SHOWN(sk));
+        free(sk);
         evbuffer_add(o, LIT(",\"error\":"));
         json_str(o, e->error);
         evbuffer_add_printf(o, ",\"revision\":%" PRId64 ",\"in_force\":%s}", e->rev,
@@ -866,9 +882,10 @@ void fleet_page_html(const struct fleet *f, struct evbuffer *o)
         for (size_t i = 0; i < f->store.n; i++) {
             const struct fleet_entry *e = f->store.v[i];
             if (!e->error) continue;
-            char sk[SHOWN_KEY_LEN];
+            char *sk = shown(e->key, e->keylen, SIZE_MAX);
             evbuffer_add(o, LIT("<li><code>"));
-            html_str(o, shown(e->key, e->keylen, sk, sizeof(sk)));
+            html_str(o, SHOWN(sk));
+            free(sk);
             evbuffer_add_printf(o, "</code> (revision %" PRId64 "): ", e->rev);
             html_str(o, e->error);
             if (e->good)

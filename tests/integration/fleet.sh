@@ -147,6 +147,7 @@ ETCD_TESTS=(
     "a reload that renames the instance revokes the old name's lease"
     "a verdict written by hand without a lease counts for nothing"
     "a reload to another prefix: the old prefix's drains end, the new one's apply"
+    "a rejected key of any length is listed, logged and sent in full"
 )
 if ! [ -x "$ETCD" ] || ! [ -x "$ETCDCTL" ]; then
     for d in "${ETCD_TESTS[@]}"; do
@@ -466,6 +467,28 @@ t_bad_values() {
         why "reason $(status B 'r["web/eu"]["override_reason"]')"
 }
 t "${ETCD_TESTS[5]}" t_bad_values
+
+t_long_key() {
+    local k n
+    k=/detourd/drain/web/$(printf 'long-region-name-%.0s' {1..40})$'\x01'end
+    printf '{}' | ectl put "$k" >/dev/null || why "put failed" || return 1
+    wait_until 10 status_is B 'len(s["fleet"]["rejected"])' 1 ||
+        why "rejected: $(status B 's["fleet"]["rejected"]')" || return 1
+    # non-printing bytes are shown as \xNN, and nothing is cut off
+    local shown=${k/$'\x01'/\\x01}
+    n=${#shown}
+    expect_eq "the key listed ($n bytes)" "$(status B 's["fleet"]["rejected"][0]["key"]')" "$shown" ||
+        return 1
+    grep -qF "fleet: key $shown (revision" "$(daemon_log B)" || why "no log line with the full key" ||
+        return 1
+    curl -s --max-time "$(scale 2)" "http://127.0.0.1:$ADMB/events" >"$TEST_TMP/sse-long" 2>/dev/null
+    grep -qF "\"key\":\"${shown//\\/\\\\}\"" "$TEST_TMP/sse-long" ||
+        why "no event with the full key: $(grep -o '"key":"[^"]*"' "$TEST_TMP/sse-long" | tail -n 1)" || return 1
+    ectl del "$k" >/dev/null || return 1
+    wait_until 10 status_is B 's["fleet"]["rejected"]' "[]" ||
+        why "still rejected: $(status B 's["fleet"]["rejected"]')"
+}
+t "${ETCD_TESTS[20]}" t_long_key
 
 t_undrain() {
     T0=$(now_ms)
