@@ -4,6 +4,9 @@
 #include "fleet/etcd.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
@@ -33,8 +36,16 @@
 #define ETCD_MAX_HEADERS       (64u * 1024)
 /* one message of the watch stream: as much as a full read may hold */
 #define ETCD_MAX_WATCH_MSG ETCD_MAX_ANSWER
-/* the watch stream may idle for long: the lease keepalive finds a dead peer */
-#define ETCD_WATCH_IDLE_S         (24 * 3600)
+/* A watch connection dropped without a word (a host gone, a NAT entry or
+ * a firewall state expired) is found two ways. The kernel probes it once
+ * idle (TCP keepalive, every third of lease_ttl, three probes): a peer
+ * gone ends the session within about 4/3 lease_ttl. And the watch asks for
+ * progress notifications, which etcd sends to an idle watch every 10 min
+ * (--experimental-watch-progress-notify-interval): a stream silent for
+ * three of those is restarted. */
+#define ETCD_PROGRESS_S           600
+#define ETCD_WATCH_IDLE_S         (3 * ETCD_PROGRESS_S)
+#define ETCD_TCP_KEEPALIVE_CNT    3
 #define ETCD_PASSWORD_MAX         4096
 #define ETCD_GRPC_UNAUTHENTICATED 16
 
@@ -451,6 +462,24 @@ static void watch_end(struct etcd *e, const char *why)
     event_active(e->wfinish, EV_TIMEOUT, 0);
 }
 
+/* TCP keepalive on the watch's socket (see ETCD_PROGRESS_S); best effort */
+static void watch_tcp_keepalive(struct etcd *e)
+{
+    struct bufferevent *bev = e->wconn ? evhttp_connection_get_bufferevent(e->wconn) : NULL;
+    evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+    if (fd < 0) return;
+    int on = 1;
+    int s = (int)(e->cfg->lease_ttl_ms / 3000);
+    if (s < 1) s = 1;
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+#ifdef TCP_KEEPIDLE
+    int cnt = ETCD_TCP_KEEPALIVE_CNT;
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &s, sizeof(s));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &s, sizeof(s));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+#endif
+}
+
 static void keepalive_arm(struct etcd *e)
 {
     uint64_t ms = e->cfg->lease_ttl_ms / 3;
@@ -477,6 +506,7 @@ static void watch_message(struct etcd *e, const struct etcd_watch_msg *m)
     if (m->created && e->state == ETCD_WATCH) {
         e->state = ETCD_WATCHING;
         e->up_ms = clock_now_ms();
+        watch_tcp_keepalive(e);
         event_del(e->wdeadline);
         keepalive_arm(e);
         if (e->h.up) e->h.up(e->arg, endpoint(e)->url);

@@ -120,6 +120,8 @@ char *etcd_req_watch(const char *key, const char *range_end, int64_t start_revis
 {
     json_t *c = key_range(key, range_end);
     if (c && start_revision > 0) json_object_set_new(c, "start_revision", i64_str(start_revision));
+    /* an idle watch still hears from etcd now and then (etcd.c) */
+    if (c) json_object_set_new(c, "progress_notify", json_true());
     json_t *o = c ? json_object() : NULL;
     if (!o) {
         json_decref(c);

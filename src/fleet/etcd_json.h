@@ -29,6 +29,8 @@ void etcd_prefix_end(const char *prefix, char *out, size_t len);
 /* ---- request bodies (malloc'd JSON text; NULL on OOM) ---- */
 
 char *etcd_req_range(const char *key, const char *range_end, int64_t revision);
+/* with progress notifications: etcd tells an idle watch its revision now
+ * and then, so that silence means a dead stream */
 char *etcd_req_watch(const char *key, const char *range_end, int64_t start_revision);
 char *etcd_req_put(const char *key, const char *value, size_t vlen, int64_t lease);
 char *etcd_req_delete(const char *key, const char *range_end);

@@ -148,6 +148,7 @@ ETCD_TESTS=(
     "a verdict written by hand without a lease counts for nothing"
     "a reload to another prefix: the old prefix's drains end, the new one's apply"
     "a rejected key of any length is listed, logged and sent in full"
+    "the watch connection has TCP keepalives: a silently dropped connection is noticed"
 )
 if ! [ -x "$ETCD" ] || ! [ -x "$ETCDCTL" ]; then
     for d in "${ETCD_TESTS[@]}"; do
@@ -311,6 +312,17 @@ t_start() {
     all_redirect 1 web.test "http://eu.test/x" A B C
 }
 t "${ETCD_TESTS[0]}" t_start
+
+# the kernel probes an idle watch connection, so that a peer gone without
+# a word (a host powered off, a NAT entry dropped) ends the session
+t_tcp_keepalive() {
+    local n out
+    for n in A B C; do
+        out=$(ss -tnoHp state established "( dport = :$EC )" 2>/dev/null | grep "pid=${DPID[$n]},")
+        grep -q 'timer:(keepalive' <<<"$out" || why "$n's connections to etcd: $out" || return 1
+    done
+}
+t "${ETCD_TESTS[21]}" t_tcp_keepalive
 
 t_drain() {
     T0=$(now_ms)

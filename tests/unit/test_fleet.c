@@ -438,7 +438,7 @@ START_TEST(test_gateway_answers)
     free(req);
     req = etcd_req_watch("/detourd/", "/detourd0", 5);
     ck_assert_str_eq(req, "{\"create_request\":{\"key\":\"L2RldG91cmQv\",\"range_end\":"
-                          "\"L2RldG91cmQw\",\"start_revision\":\"5\"}}");
+                          "\"L2RldG91cmQw\",\"start_revision\":\"5\",\"progress_notify\":true}}");
     free(req);
 }
 END_TEST
