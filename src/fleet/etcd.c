@@ -713,6 +713,10 @@ static void on_keepalive(struct etcd *e, const struct ureq *rq, const char *body
     if (ttl <= 0) {
         log_info("fleet: lease %llx expired; granting a new one", (unsigned long long)e->lease);
         e->lease = 0;
+        /* cut off for longer than lease_ttl: what is known may be stale
+         * (other leases expired meanwhile); read everything before the
+         * watch is up again rather than catch up after it */
+        if (e->state == ETCD_LEASE) e->need_full = true;
         lease_grant(e);
         return;
     }

@@ -428,6 +428,13 @@ static void on_up(void *arg, const char *endpoint)
     f->round_failed = false;
     event_del(f->retry);
     publish_all(f);
+    /* back after being cut off: its lease had expired, so everything was
+     * read again before this watch (etcd.c); the verdicts are current */
+    if (f->alone) {
+        f->alone = false;
+        log_info("fleet: in touch with etcd again: the fleet's verdicts count again");
+        decide(f);
+    }
 }
 
 static void on_down(void *arg, const char *why)
@@ -472,7 +479,10 @@ static void on_lease_ok(void *arg)
     struct fleet *f = arg;
     f->lease_ok = mono_ms();
     alone_arm(f);
-    if (f->alone) {
+    /* a keepalive of a new session comes before its read and its watch:
+     * the verdicts known until then may be stale, so this instance goes on
+     * deciding alone until the watch is up (on_up) */
+    if (f->alone && f->etcd && etcd_state(f->etcd) == ETCD_WATCHING) {
         f->alone = false;
         log_info("fleet: in touch with etcd again: the fleet's verdicts count again");
         decide(f);
