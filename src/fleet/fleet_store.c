@@ -111,14 +111,31 @@ static struct fleet_entry *entry_add(struct fleet_store *s, const char *key, siz
     return e;
 }
 
+/* O(1): the slot is emptied by shifting back the entries probed past it
+ * (no tombstones), and the last entry of v takes e's place. */
 static void entry_remove(struct fleet_store *s, struct fleet_entry *e)
 {
-    size_t i = 0;
-    while (i < s->n && s->v[i] != e) i++;
-    if (i == s->n) return;
-    s->v[i] = s->v[--s->n];
+    size_t *sl = slot_of(s, e->key, e->keylen);
+    if (!*sl) return;
+    size_t i = *sl - 1, hole = (size_t)(sl - s->slot);
+    s->slot[hole] = 0;
+    for (size_t j = (hole + 1) & s->mask; s->slot[j]; j = (j + 1) & s->mask) {
+        const struct fleet_entry *x = s->v[s->slot[j] - 1];
+        size_t home = (size_t)key_hash(x->key, x->keylen) & s->mask;
+        /* x stays where it is if its home lies in (hole, j], cyclically */
+        bool stays = hole < j ? home > hole && home <= j : home > hole || home <= j;
+        if (stays) continue;
+        s->slot[hole] = s->slot[j];
+        s->slot[j] = 0;
+        hole = j;
+    }
+    size_t last = --s->n;
+    if (i != last) {
+        struct fleet_entry *m = s->v[last];
+        s->v[i] = m;
+        *slot_of(s, m->key, m->keylen) = i + 1;
+    }
     entry_free(e);
-    rehash(s, s->mask + 1); /* deletes are rare: rebuild rather than tombstones */
 }
 
 /* What the entry's operator meaning is, for change detection. */

@@ -338,6 +338,42 @@ START_TEST(test_store_verdict_lease)
 }
 END_TEST
 
+/* many keys put and deleted in a scrambled order: every one left is
+ * found, every one deleted is not (deletion shifts the hash slots back) */
+START_TEST(test_store_many_deletes)
+{
+    struct fleet_store s;
+    ck_assert(fleet_store_init(&s, P, known, NULL));
+    enum { N = 3000 };
+    char k[64];
+    for (int i = 0; i < N; i++) {
+        snprintf(k, sizeof(k), P "other/%d", i);
+        ck_assert_int_ge(put(&s, k, "x", i + 1), 0);
+    }
+    ck_assert_int_eq(s.n, N);
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < N; i++) {
+            int x = (i * 7919 + round) % N; /* a permutation of 0..N-1 */
+            if ((x % 3 == 0) != (round == 0)) continue;
+            snprintf(k, sizeof(k), P "other/%d", x);
+            ck_assert(fleet_store_find(&s, k, strlen(k)));
+            fleet_store_delete(&s, k, strlen(k), N + 1);
+            ck_assert(!fleet_store_find(&s, k, strlen(k)));
+        }
+        for (int i = 0; i < N; i++) {
+            snprintf(k, sizeof(k), P "other/%d", i);
+            bool gone = round == 1 || i % 3 == 0;
+            struct fleet_entry *e = fleet_store_find(&s, k, strlen(k));
+            ck_assert_msg(gone ? !e : e && strcmp(e->key, k) == 0, "round %d key %d", round, i);
+        }
+    }
+    ck_assert_int_eq(s.n, 0);
+    put(&s, P "other/again", "x", N + 2);
+    ck_assert(fleet_store_find(&s, P "other/again", strlen(P "other/again")));
+    fleet_store_free(&s);
+}
+END_TEST
+
 static bool only_eu;
 static bool known_after_reload(void *arg, const char *pool, const char *region)
 {
@@ -703,6 +739,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_store_bad_value_keeps_good);
     tcase_add_test(tc, test_store_full_read);
     tcase_add_test(tc, test_store_revalidate);
+    tcase_add_test(tc, test_store_many_deletes);
     tcase_add_test(tc, test_store_verdict_lease);
     tcase_add_test(tc, test_b64);
     tcase_add_test(tc, test_gateway_answers);
