@@ -15,7 +15,12 @@
 #    restarted; a watch resumed from a compacted revision (everything read
 #    again); a three-member cluster on loopback with the member in use
 #    killed mid-test (the watch goes on through another endpoint); https
-#    with a client certificate, etcd users and an expiring token.
+#    with a client certificate, etcd users and an expiring token. Also: the
+#    page lists a rejected key, a rejected key of any length shown in full,
+#    verdicts without a lease count for nothing, the lease revoked on
+#    SIGTERM and on a reload that renames the instance, a reload to
+#    another prefix, TCP keepalive on the watch, and a user that may only
+#    read (its writes refused and retried, its session undisturbed).
 #    Skipped where etcd or etcdctl is not installed (Debian: etcd-server,
 #    etcd-client; scripts/deps test installs them).
 # Shared ticket_keys (TLS resumption across instances) are tested in tls.sh:
