@@ -7,8 +7,11 @@
  *
  *   BACKOFF ─▶ AUTH (with username) ─▶ LEASE (keep the lease alive, or
  *   grant one) ─▶ READ (every key under the prefix, when no revision is
- *   known or it was compacted) ─▶ WATCH (from the last revision seen + 1)
- *   ─▶ WATCHING
+ *   known, it was compacted, or the lease had expired) ─▶ WATCH (from the
+ *   last revision seen + 1) ─▶ WATCHING
+ *
+ * and from any of them, etcd_stop(): STOPPING (revoking the lease, one
+ * deadline of the timeout) ─▶ STOPPED.
  *
  * A failure of the session's own requests (authenticate, the lease, the
  * read: a connection error, an error answer, no answer within the
