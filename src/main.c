@@ -280,6 +280,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         log_info("%s: stopping (draining connections for up to %llums)", strsignal((int)sig),
                  (unsigned long long)server_config(d->srv)->limits.shutdown_timeout_ms);
         sdnotify_stopping();
+        fleet_stopping(d->fleet); /* its verdicts leave etcd while connections drain */
         server_stop(d->srv);
     }
 }

@@ -4,6 +4,9 @@
 #include "fleet/etcd.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
@@ -20,26 +23,41 @@
 #include <string.h>
 
 #include "fleet/fleet_config.h"
+#include "lib/clock.h"
 #include "lib/file.h"
 #include "lib/log.h"
 
 #define ETCD_BACKOFF_FIRST_MS 1000
 #define ETCD_BACKOFF_MAX_MS   30000
-#define ETCD_MAX_ANSWER       (256u << 20) /* a full read of a large fleet */
-#define ETCD_MAX_HEADERS      (64u * 1024)
-/* the watch stream may idle for long: the lease keepalive finds a dead peer */
-#define ETCD_WATCH_IDLE_S         (24 * 3600)
+/* a session that lasted this long resets the backoff: one that fails at
+ * once, again and again, backs off instead of flapping every second */
+#define ETCD_SESSION_STABLE_MS 10000
+#define ETCD_MAX_ANSWER        (256u << 20) /* a full read of a large fleet */
+#define ETCD_MAX_HEADERS       (64u * 1024)
+/* one message of the watch stream: as much as a full read may hold */
+#define ETCD_MAX_WATCH_MSG ETCD_MAX_ANSWER
+/* A watch connection dropped without a word (a host gone, a NAT entry or
+ * a firewall state expired) is found two ways. The kernel probes it once
+ * idle (TCP keepalive, every third of lease_ttl, three probes): a peer
+ * gone ends the session within about 4/3 lease_ttl. And the watch asks for
+ * progress notifications, which etcd sends to an idle watch every 10 min
+ * (--experimental-watch-progress-notify-interval): a stream silent for
+ * three of those is restarted. */
+#define ETCD_PROGRESS_S           600
+#define ETCD_WATCH_IDLE_S         (3 * ETCD_PROGRESS_S)
+#define ETCD_TCP_KEEPALIVE_CNT    3
 #define ETCD_PASSWORD_MAX         4096
 #define ETCD_GRPC_UNAUTHENTICATED 16
 
 struct ureq;
-typedef void (*ureq_done)(struct etcd *e, const char *body, size_t len);
+typedef void (*ureq_done)(struct etcd *e, const struct ureq *r, const char *body, size_t len);
 
 /* One unary request (POST with a JSON body), queued; one in flight. */
 struct ureq {
     const char *path;
     char *body;
     ureq_done done;
+    char *key;    /* a write (put, delete) of this key: a failure leaves the session up */
     bool retried; /* sent again after renewing an expired token */
     struct ureq *next;
 };
@@ -56,6 +74,7 @@ struct etcd {
     enum etcd_state state;
     size_t ep;           /* the endpoint of this session */
     unsigned backoff_ms; /* before the next session */
+    uint64_t up_ms;      /* monotonic: when the watch was established */
     char *token;         /* etcd auth token, or NULL */
     int64_t lease;
     int64_t rev; /* the last revision seen; 0: none */
@@ -70,7 +89,7 @@ struct etcd {
 
     struct evhttp_connection *wconn;
     bool in_wchunk; /* in wconn's own callback: the session may not be torn down here */
-    struct evbuffer *wbuf;
+    struct etcd_stream ws;
     char wwhy[512];
     struct event *wfinish, *wdeadline;
 
@@ -80,8 +99,9 @@ struct etcd {
 const char *etcd_state_name(enum etcd_state s)
 {
     static const char *const names[] = {
-        [ETCD_BACKOFF] = "backoff", [ETCD_AUTH] = "auth",   [ETCD_LEASE] = "lease",
-        [ETCD_READ] = "read",       [ETCD_WATCH] = "watch", [ETCD_WATCHING] = "watching",
+        [ETCD_BACKOFF] = "backoff",   [ETCD_AUTH] = "auth",       [ETCD_LEASE] = "lease",
+        [ETCD_READ] = "read",         [ETCD_WATCH] = "watch",     [ETCD_WATCHING] = "watching",
+        [ETCD_STOPPING] = "stopping", [ETCD_STOPPED] = "stopped",
     };
     return names[s];
 }
@@ -101,6 +121,8 @@ static void session_fail(struct etcd *e, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static void session_next(struct etcd *e);
 static void send_next(struct etcd *e);
+static void written(struct etcd *e, const struct ureq *r, const char *why);
+static void stop_done(struct etcd *e, const char *why);
 static bool auth_request(struct etcd *e);
 
 /* ---- connections ---- */
@@ -233,6 +255,7 @@ static void ureq_free(struct ureq *r)
 {
     if (!r) return;
     free(r->body);
+    free(r->key);
     free(r);
 }
 
@@ -301,11 +324,12 @@ static void on_ufinish(evutil_socket_t fd, short what, void *arg)
     const char *body = (const char *)evbuffer_pullup(e->ubody, -1);
     if (!body) body = "";
     if (e->ustatus == 200) {
-        r->done(e, body, len);
+        r->done(e, r, body, len);
     } else if (e->ustatus > 0) {
         char why[300];
         answer_error(e, e->ustatus, body, len, why, sizeof(why));
-        if (e->state == ETCD_WATCHING && e->cfg->username && !e->token && !r->retried) {
+        if ((e->state == ETCD_WATCHING || e->state == ETCD_STOPPING) && e->cfg->username &&
+            !e->token && !r->retried) {
             /* the token expired (etcd's auth-token-ttl): authenticate again
              * and send the request once more, the watch undisturbed */
             log_debug("fleet: %s: %s; authenticating again", r->path, why);
@@ -319,11 +343,17 @@ static void on_ufinish(evutil_socket_t fd, short what, void *arg)
             }
             return; /* the session ended and freed the queue, r with it */
         }
-        session_fail(e, "%s: %s", r->path, why);
+        if (r->key)
+            written(e, r, why);
+        else
+            session_fail(e, "%s: %s", r->path, why);
     } else {
         char why[160];
         describe(e, e->uconn, why, sizeof(why));
-        session_fail(e, "%s: %s", r->path, why);
+        if (r->key)
+            written(e, r, why); /* the next request connects again */
+        else
+            session_fail(e, "%s: %s", r->path, why);
     }
     ureq_free(r);
     if (e->state != ETCD_BACKOFF) send_next(e);
@@ -333,9 +363,24 @@ static void on_udeadline(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     struct etcd *e = arg;
-    if (!e->ucur) return;
-    session_fail(e, "%s: no answer within %llu ms", e->ucur->path,
-                 (unsigned long long)e->cfg->timeout_ms);
+    struct ureq *r = e->ucur;
+    if (!r) return;
+    char why[160];
+    snprintf(why, sizeof(why), "no answer within %llu ms", (unsigned long long)e->cfg->timeout_ms);
+    if (!r->key) {
+        session_fail(e, "%s: %s", r->path, why);
+        return;
+    }
+    /* a write: its connection is dropped (the request with it) and the
+     * next request connects again; a dead etcd is the lease's to find */
+    evhttp_connection_free(e->uconn);
+    e->uconn = NULL;
+    e->ucur = NULL;
+    e->uhave = false;
+    event_del(e->ufinish);
+    written(e, r, why);
+    ureq_free(r);
+    if (e->state != ETCD_BACKOFF) send_next(e);
 }
 
 static void send_next(struct etcd *e)
@@ -372,18 +417,21 @@ static void send_next(struct etcd *e)
     }
 }
 
-/* Queues a request; body is taken (NULL: out of memory, the session ends). */
-static void send_req(struct etcd *e, const char *path, char *body, ureq_done done)
+/* Queues a request; body and key (a write's, or NULL) are taken (NULL
+ * body: out of memory, the session ends). */
+static void send_req_key(struct etcd *e, const char *path, char *body, ureq_done done, char *key)
 {
     struct ureq *r = body ? calloc(1, sizeof(*r)) : NULL;
     if (!r) {
         free(body);
+        free(key);
         session_fail(e, "out of memory");
         return;
     }
     r->path = path;
     r->body = body;
     r->done = done;
+    r->key = key;
     if (e->utail)
         e->utail->next = r;
     else
@@ -392,13 +440,18 @@ static void send_req(struct etcd *e, const char *path, char *body, ureq_done don
     send_next(e);
 }
 
+static void send_req(struct etcd *e, const char *path, char *body, ureq_done done)
+{
+    send_req_key(e, path, body, done, NULL);
+}
+
 /* ---- the watch ---- */
 
 static void watch_close(struct etcd *e)
 {
     if (e->wconn) evhttp_connection_free(e->wconn);
     e->wconn = NULL;
-    evbuffer_drain(e->wbuf, evbuffer_get_length(e->wbuf));
+    etcd_stream_clear(&e->ws);
     event_del(e->wfinish);
     event_del(e->wdeadline);
 }
@@ -407,6 +460,24 @@ static void watch_end(struct etcd *e, const char *why)
 {
     if (!e->wwhy[0]) snprintf(e->wwhy, sizeof(e->wwhy), "%s", why);
     event_active(e->wfinish, EV_TIMEOUT, 0);
+}
+
+/* TCP keepalive on the watch's socket (see ETCD_PROGRESS_S); best effort */
+static void watch_tcp_keepalive(struct etcd *e)
+{
+    struct bufferevent *bev = e->wconn ? evhttp_connection_get_bufferevent(e->wconn) : NULL;
+    evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+    if (fd < 0) return;
+    int on = 1;
+    int s = (int)(e->cfg->lease_ttl_ms / 3000);
+    if (s < 1) s = 1;
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+#ifdef TCP_KEEPIDLE
+    int cnt = ETCD_TCP_KEEPALIVE_CNT;
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &s, sizeof(s));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &s, sizeof(s));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+#endif
 }
 
 static void keepalive_arm(struct etcd *e)
@@ -434,7 +505,8 @@ static void watch_message(struct etcd *e, const struct etcd_watch_msg *m)
     }
     if (m->created && e->state == ETCD_WATCH) {
         e->state = ETCD_WATCHING;
-        e->backoff_ms = ETCD_BACKOFF_FIRST_MS;
+        e->up_ms = clock_now_ms();
+        watch_tcp_keepalive(e);
         event_del(e->wdeadline);
         keepalive_arm(e);
         if (e->h.up) e->h.up(e->arg, endpoint(e)->url);
@@ -459,32 +531,44 @@ static void on_wchunk(struct evhttp_request *req, void *arg)
     e->in_wchunk = false;
 }
 
+/* One message of the stream; false once the watch is over. */
+static bool watch_one(struct etcd *e, const char *p, size_t len)
+{
+    struct etcd_watch_msg m;
+    struct etcd_error er = {0};
+    if (!etcd_parse_watch(p, len, &m, &er)) {
+        if (er.code == ETCD_GRPC_UNAUTHENTICATED || strstr(er.message, "token")) {
+            free(e->token);
+            e->token = NULL;
+        }
+        char why[300];
+        snprintf(why, sizeof(why), "watch: %s", er.message);
+        watch_end(e, why);
+        return false;
+    }
+    watch_message(e, &m);
+    etcd_watch_clear(&m);
+    return !e->wwhy[0];
+}
+
 static void wchunk(struct etcd *e, struct evhttp_request *req)
 {
-    evbuffer_add_buffer(e->wbuf, evhttp_request_get_input_buffer(req));
-    for (;;) {
-        size_t len = evbuffer_get_length(e->wbuf), used = 0;
-        if (!len) return;
-        const char *p = (const char *)evbuffer_pullup(e->wbuf, -1);
-        struct etcd_watch_msg m;
-        struct etcd_error er = {0};
-        bool ok = etcd_parse_watch(p, len, &used, &m, &er);
-        if (!ok && used == 0) return; /* more to come */
-        evbuffer_drain(e->wbuf, used);
-        if (!ok) {
-            if (er.code == ETCD_GRPC_UNAUTHENTICATED || strstr(er.message, "token")) {
-                free(e->token);
-                e->token = NULL;
-            }
-            char why[300];
-            snprintf(why, sizeof(why), "watch: %s", er.message);
-            watch_end(e, why);
-            return;
-        }
-        watch_message(e, &m);
-        etcd_watch_clear(&m);
-        if (e->wwhy[0]) return;
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t n = evbuffer_get_length(in);
+    const void *p = n ? evbuffer_pullup(in, -1) : NULL;
+    if (p && !etcd_stream_add(&e->ws, p, n)) {
+        char why[160];
+        snprintf(why, sizeof(why), "watch: a message longer than %u MiB (or out of memory)",
+                 ETCD_MAX_WATCH_MSG >> 20);
+        evbuffer_drain(in, n);
+        watch_end(e, why);
+        return;
     }
+    evbuffer_drain(in, n);
+    const char *msg;
+    size_t len;
+    while ((msg = etcd_stream_next(&e->ws, &len)))
+        if (!watch_one(e, msg, len)) return;
 }
 
 static void on_wdone(struct evhttp_request *req, void *arg)
@@ -493,10 +577,22 @@ static void on_wdone(struct evhttp_request *req, void *arg)
     if (!e->wconn) return;
     int status = req ? evhttp_request_get_response_code(req) : 0;
     char why[300];
+    /* what the stream left without its '\n': an error that ended it, or
+     * the body of an error answer */
+    size_t len = 0;
+    const char *body = etcd_stream_rest(&e->ws, &len);
+    if (body && status == 200) {
+        e->in_wchunk = true;
+        bool go = watch_one(e, body, len);
+        e->in_wchunk = false;
+        if (!go) return;
+    }
     if (status && status != 200) {
-        struct evbuffer *in = evhttp_request_get_input_buffer(req);
-        size_t len = evbuffer_get_length(in);
-        const char *body = (const char *)evbuffer_pullup(in, -1);
+        if (!body) {
+            struct evbuffer *in = evhttp_request_get_input_buffer(req);
+            len = evbuffer_get_length(in);
+            body = (const char *)evbuffer_pullup(in, -1);
+        }
         char w[280];
         answer_error(e, status, body ? body : "", body ? len : 0, w, sizeof(w));
         snprintf(why, sizeof(why), "watch: %s", w);
@@ -556,8 +652,9 @@ static void watch_start(struct etcd *e)
 
 /* ---- the session's steps ---- */
 
-static void on_range(struct etcd *e, const char *body, size_t len)
+static void on_range(struct etcd *e, const struct ureq *rq, const char *body, size_t len)
 {
+    (void)rq;
     struct etcd_range r;
     struct etcd_error er = {0};
     if (!etcd_parse_range(body, len, &r, &er)) {
@@ -581,8 +678,9 @@ static void read_or_watch(struct etcd *e)
     send_req(e, "/v3/kv/range", etcd_req_range(e->cfg->prefix, e->prefix_end, 0), on_range);
 }
 
-static void on_grant(struct etcd *e, const char *body, size_t len)
+static void on_grant(struct etcd *e, const struct ureq *rq, const char *body, size_t len)
 {
+    (void)rq;
     int64_t id = 0, ttl = 0;
     struct etcd_error er = {0};
     if (!etcd_parse_lease(body, len, &id, &ttl, &er)) {
@@ -603,8 +701,9 @@ static void lease_grant(struct etcd *e)
     send_req(e, "/v3/lease/grant", etcd_req_lease_grant(ttl), on_grant);
 }
 
-static void on_keepalive(struct etcd *e, const char *body, size_t len)
+static void on_keepalive(struct etcd *e, const struct ureq *rq, const char *body, size_t len)
 {
+    (void)rq;
     int64_t ttl = 0;
     struct etcd_error er = {0};
     if (!etcd_parse_keepalive(body, len, &ttl, &er)) {
@@ -614,6 +713,10 @@ static void on_keepalive(struct etcd *e, const char *body, size_t len)
     if (ttl <= 0) {
         log_info("fleet: lease %llx expired; granting a new one", (unsigned long long)e->lease);
         e->lease = 0;
+        /* cut off for longer than lease_ttl: what is known may be stale
+         * (other leases expired meanwhile); read everything before the
+         * watch is up again rather than catch up after it */
+        if (e->state == ETCD_LEASE) e->need_full = true;
         lease_grant(e);
         return;
     }
@@ -633,8 +736,9 @@ static void lease_step(struct etcd *e)
         lease_grant(e);
 }
 
-static void on_auth(struct etcd *e, const char *body, size_t len)
+static void on_auth(struct etcd *e, const struct ureq *rq, const char *body, size_t len)
 {
+    (void)rq;
     struct etcd_error er = {0};
     char *token;
     if (!etcd_parse_auth(body, len, &token, &er)) {
@@ -696,7 +800,10 @@ static void on_backoff(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     struct etcd *e = arg;
-    if (e->state == ETCD_BACKOFF) session_next(e);
+    if (e->state == ETCD_BACKOFF)
+        session_next(e);
+    else if (e->state == ETCD_STOPPING) /* the revoke's deadline */
+        stop_done(e, "no answer in time");
 }
 
 static void on_keepalive_timer(evutil_socket_t fd, short what, void *arg)
@@ -712,18 +819,24 @@ static void on_keepalive_timer(evutil_socket_t fd, short what, void *arg)
 
 static void session_fail(struct etcd *e, const char *fmt, ...)
 {
-    if (e->state == ETCD_BACKOFF) return;
+    if (e->state == ETCD_BACKOFF || e->state == ETCD_STOPPED) return;
     char why[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(why, sizeof(why), fmt, ap);
     va_end(ap);
+    if (e->state == ETCD_STOPPING) {
+        stop_done(e, why);
+        return;
+    }
     if (e->in_wchunk) {
         watch_end(e, why);
         return;
     }
     bool was_up = e->state == ETCD_WATCHING;
     bool token_gone = e->cfg->username && !e->token;
+    if (was_up && clock_now_ms() - e->up_ms >= ETCD_SESSION_STABLE_MS)
+        e->backoff_ms = ETCD_BACKOFF_FIRST_MS;
     unary_close(e);
     watch_close(e);
     event_del(e->keepalive_ev);
@@ -794,15 +907,15 @@ struct etcd *etcd_new(struct event_base *base, const struct fleet_cfg *cfg,
         if (e->dns) evdns_base_load_hosts(e->dns, NULL);
     }
     e->ubody = evbuffer_new();
-    e->wbuf = evbuffer_new();
+    etcd_stream_init(&e->ws, ETCD_MAX_WATCH_MSG);
     e->ufinish = event_new(base, -1, 0, on_ufinish, e);
     e->udeadline = evtimer_new(base, on_udeadline, e);
     e->wfinish = event_new(base, -1, 0, on_wfinish, e);
     e->wdeadline = evtimer_new(base, on_wdeadline, e);
     e->backoff_ev = evtimer_new(base, on_backoff, e);
     e->keepalive_ev = evtimer_new(base, on_keepalive_timer, e);
-    if (!e->dns || !e->ubody || !e->wbuf || !e->ufinish || !e->udeadline || !e->wfinish ||
-        !e->wdeadline || !e->backoff_ev || !e->keepalive_ev)
+    if (!e->dns || !e->ubody || !e->ufinish || !e->udeadline || !e->wfinish || !e->wdeadline ||
+        !e->backoff_ev || !e->keepalive_ev)
         goto oom;
     struct timeval now = {0, 0};
     evtimer_add(e->backoff_ev, &now);
@@ -823,7 +936,7 @@ void etcd_free(struct etcd *e)
     for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
         if (evs[i]) event_free(evs[i]);
     if (e->ubody) evbuffer_free(e->ubody);
-    if (e->wbuf) evbuffer_free(e->wbuf);
+    etcd_stream_free(&e->ws);
     if (e->dns) evdns_base_free(e->dns, 0);
     SSL_CTX_free(e->ssl);
     if (e->cfg) fleet_cfg_free(e->cfg);
@@ -832,25 +945,93 @@ void etcd_free(struct etcd *e)
     free(e);
 }
 
-static void on_put(struct etcd *e, const char *body, size_t len)
+/* A write answered (why NULL), refused or unanswered: the caller's to
+ * log, count and write again; the session goes on. */
+static void written(struct etcd *e, const struct ureq *r, const char *why)
+{
+    if (e->h.written) e->h.written(e->arg, r->key, why);
+}
+
+static void on_put(struct etcd *e, const struct ureq *r, const char *body, size_t len)
 {
     int64_t rev;
     struct etcd_error er = {0};
-    if (!etcd_parse_ok(body, len, &rev, &er)) session_fail(e, "put: %s", er.message);
+    written(e, r, etcd_parse_ok(body, len, &rev, &er) ? NULL : er.message);
+}
+
+static bool write_req(struct etcd *e, const char *path, char *body, const char *key)
+{
+    char *k = strdup(key);
+    if (!k) {
+        free(body);
+        return false;
+    }
+    send_req_key(e, path, body, on_put, k);
+    return true;
 }
 
 bool etcd_put(struct etcd *e, const char *key, const char *value, size_t vlen, bool with_lease)
 {
     if (e->state != ETCD_WATCHING) return false;
-    send_req(e, "/v3/kv/put", etcd_req_put(key, value, vlen, with_lease ? e->lease : 0), on_put);
-    return true;
+    return write_req(e, "/v3/kv/put", etcd_req_put(key, value, vlen, with_lease ? e->lease : 0),
+                     key);
 }
 
 bool etcd_delete(struct etcd *e, const char *key)
 {
     if (e->state != ETCD_WATCHING) return false;
-    send_req(e, "/v3/kv/deleterange", etcd_req_delete(key, NULL), on_put);
-    return true;
+    return write_req(e, "/v3/kv/deleterange", etcd_req_delete(key, NULL), key);
+}
+
+/* ---- the end ---- */
+
+static void stop_done(struct etcd *e, const char *why)
+{
+    if (e->state != ETCD_STOPPING) return;
+    if (why)
+        log_warn(
+            "fleet: cannot revoke lease %llx at %s (%s): this instance's verdicts stay in etcd "
+            "until it expires",
+            (unsigned long long)e->lease, endpoint(e)->url, why);
+    else
+        log_info("fleet: lease %llx revoked: this instance's verdicts are gone from etcd",
+                 (unsigned long long)e->lease);
+    unary_close(e);
+    event_del(e->backoff_ev);
+    e->state = ETCD_STOPPED;
+    e->lease = 0;
+    if (e->h.stopped) e->h.stopped(e->arg);
+}
+
+static void on_revoke(struct etcd *e, const struct ureq *rq, const char *body, size_t len)
+{
+    (void)rq;
+    int64_t rev;
+    struct etcd_error er = {0};
+    stop_done(e, etcd_parse_ok(body, len, &rev, &er) ? NULL : er.message);
+}
+
+void etcd_stop(struct etcd *e)
+{
+    if (!e || e->state == ETCD_STOPPING || e->state == ETCD_STOPPED) return;
+    unary_close(e);
+    watch_close(e);
+    event_del(e->keepalive_ev);
+    event_del(e->backoff_ev);
+    e->state = ETCD_STOPPED;
+    if (!e->lease) return;
+    e->state = ETCD_STOPPING;
+    /* one deadline for it all, an authentication included */
+    struct timeval tv;
+    tv_ms(&tv, e->cfg->timeout_ms);
+    evtimer_add(e->backoff_ev, &tv);
+    if (e->cfg->username && !e->token && !auth_request(e)) return;
+    send_req(e, "/v3/lease/revoke", etcd_req_lease_id(e->lease), on_revoke);
+}
+
+bool etcd_stopping(const struct etcd *e)
+{
+    return e && e->state == ETCD_STOPPING;
 }
 
 enum etcd_state etcd_state(const struct etcd *e)

@@ -120,6 +120,8 @@ char *etcd_req_watch(const char *key, const char *range_end, int64_t start_revis
 {
     json_t *c = key_range(key, range_end);
     if (c && start_revision > 0) json_object_set_new(c, "start_revision", i64_str(start_revision));
+    /* an idle watch still hears from etcd now and then (etcd.c) */
+    if (c) json_object_set_new(c, "progress_notify", json_true());
     json_t *o = c ? json_object() : NULL;
     if (!o) {
         json_decref(c);
@@ -337,28 +339,87 @@ void etcd_watch_clear(struct etcd_watch_msg *m)
     memset(m, 0, sizeof(*m));
 }
 
-bool etcd_parse_watch(const char *buf, size_t len, size_t *used, struct etcd_watch_msg *out,
-                      struct etcd_error *e)
+/* ---- the watch stream ---- */
+
+void etcd_stream_init(struct etcd_stream *s, size_t max)
+{
+    memset(s, 0, sizeof(*s));
+    s->max = max;
+}
+
+void etcd_stream_clear(struct etcd_stream *s)
+{
+    s->start = s->len = s->scanned = 0;
+}
+
+void etcd_stream_free(struct etcd_stream *s)
+{
+    free(s->buf);
+    etcd_stream_init(s, s->max);
+}
+
+bool etcd_stream_add(struct etcd_stream *s, const void *p, size_t n)
+{
+    if (!n) return true;
+    /* what the messages taken left behind goes first */
+    if (s->start) {
+        memmove(s->buf, s->buf + s->start, s->len - s->start);
+        s->len -= s->start;
+        s->scanned -= s->start;
+        s->start = 0;
+    }
+    /* the message under way (no '\n' pending: each add follows
+     * etcd_stream_next() until NULL) may not grow past max */
+    if (s->scanned == s->len && s->len + n > s->max) {
+        size_t room = s->max > s->len ? s->max - s->len : 0; /* its bytes still allowed */
+        if (!memchr(p, '\n', room < n ? room + 1 : n)) return false;
+    }
+    if (s->len + n > s->cap) {
+        size_t cap = s->cap ? s->cap : 4096;
+        while (cap < s->len + n) cap *= 2;
+        char *b = realloc(s->buf, cap);
+        if (!b) return false;
+        s->buf = b;
+        s->cap = cap;
+    }
+    memcpy(s->buf + s->len, p, n);
+    s->len += n;
+    return true;
+}
+
+const char *etcd_stream_next(struct etcd_stream *s, size_t *len)
+{
+    const char *nl =
+        s->scanned < s->len ? memchr(s->buf + s->scanned, '\n', s->len - s->scanned) : NULL;
+    if (!nl) {
+        s->scanned = s->len;
+        return NULL;
+    }
+    const char *msg = s->buf + s->start;
+    *len = (size_t)(nl - msg);
+    s->start = s->scanned = (size_t)(nl - s->buf) + 1;
+    if (s->start == s->len) s->start = s->len = s->scanned = 0; /* the pointer stays valid */
+    return msg;
+}
+
+const char *etcd_stream_rest(struct etcd_stream *s, size_t *len)
+{
+    const char *msg = s->buf + s->start;
+    *len = s->len - s->start;
+    etcd_stream_clear(s);
+    return *len ? msg : NULL;
+}
+
+bool etcd_parse_watch(const char *buf, size_t len, struct etcd_watch_msg *out, struct etcd_error *e)
 {
     memset(out, 0, sizeof(*out));
-    *used = 0;
-    size_t i = 0;
-    while (i < len && (buf[i] == ' ' || buf[i] == '\n' || buf[i] == '\r' || buf[i] == '\t')) i++;
-    if (i == len) return false;
     json_error_t je;
-    json_t *o = json_loadb(buf + i, len - i, JSON_DISABLE_EOF_CHECK, &je);
+    json_t *o = json_loadb(buf, len, 0, &je);
     if (!o) {
-        /* an object cut short waits for more; anything else is broken */
-        if (je.position >= (int)(len - i) || strstr(je.text, "premature end") ||
-            strstr(je.text, "end of file")) {
-            if (len - i < 16 * 1024 * 1024) return false;
-        }
-        *used = len;
-        return bad(e, "malformed watch message");
+        char why[ETCD_ERR_LEN];
+        snprintf(why, sizeof(why), "malformed watch message: %s", je.text);
+        return bad(e, why);
     }
-    *used = i + je.position;
-    while (*used < len && (buf[*used] == '\n' || buf[*used] == '\r' || buf[*used] == ' '))
-        (*used)++;
     bool ok = true;
     json_t *r = json_is_object(o) ? json_object_get(o, "result") : NULL;
     if (!json_is_object(o)) {

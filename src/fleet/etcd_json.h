@@ -29,6 +29,8 @@ void etcd_prefix_end(const char *prefix, char *out, size_t len);
 /* ---- request bodies (malloc'd JSON text; NULL on OOM) ---- */
 
 char *etcd_req_range(const char *key, const char *range_end, int64_t revision);
+/* with progress notifications: etcd tells an idle watch its revision now
+ * and then, so that silence means a dead stream */
 char *etcd_req_watch(const char *key, const char *range_end, int64_t start_revision);
 char *etcd_req_put(const char *key, const char *value, size_t vlen, int64_t lease);
 char *etcd_req_delete(const char *key, const char *range_end);
@@ -78,16 +80,39 @@ struct etcd_watch_msg {
     size_t n;
 };
 
+/* The watch stream's framing. The gateway ends every message with '\n'
+ * (JSON text holds none: the delimiter is never inside a message); an
+ * error that ends the stream may come without one. Bytes are added as the
+ * transport delivers them, cut anywhere (inside a multi-byte character
+ * too); only the bytes added since the last search are searched, so a long
+ * message costs linear time however it is cut. */
+struct etcd_stream {
+    char *buf;
+    size_t start, len, cap; /* pending bytes: buf[start..len) */
+    size_t scanned;         /* buf[start..scanned) holds no '\n' */
+    size_t max;             /* the longest message taken */
+};
+void etcd_stream_init(struct etcd_stream *s, size_t max);
+void etcd_stream_clear(struct etcd_stream *s); /* drops what is pending */
+void etcd_stream_free(struct etcd_stream *s);
+/* false (nothing added): the message under way would be longer than max,
+ * or out of memory */
+bool etcd_stream_add(struct etcd_stream *s, const void *p, size_t n);
+/* The next complete message, its '\n' left out, or NULL; valid until the
+ * next etcd_stream_add(). */
+const char *etcd_stream_next(struct etcd_stream *s, size_t *len);
+/* What is left once the stream has ended (a last message without its
+ * '\n'), taken; NULL when nothing is. */
+const char *etcd_stream_rest(struct etcd_stream *s, size_t *len);
+
 /* Each: false with err (an error answer fills *e when e is given, with
  * e->code > 0 or e->message set; a malformed answer leaves e->code 0). */
 bool etcd_parse_error(const char *buf, size_t len, struct etcd_error *e);
 bool etcd_parse_range(const char *buf, size_t len, struct etcd_range *out, struct etcd_error *e);
 void etcd_range_clear(struct etcd_range *r);
-/* One message of the watch stream: *used is the bytes it took (white
- * space after it included); false with *used 0 when buf holds no complete
- * message yet (more must be read), or with e set when it is an error or
- * malformed (then *used > 0). */
-bool etcd_parse_watch(const char *buf, size_t len, size_t *used, struct etcd_watch_msg *out,
+/* One message of the watch stream (as etcd_stream_next() gives it); false
+ * with e set when it is an error or malformed. */
+bool etcd_parse_watch(const char *buf, size_t len, struct etcd_watch_msg *out,
                       struct etcd_error *e);
 void etcd_watch_clear(struct etcd_watch_msg *m);
 /* lease grant: its ID and TTL (seconds) */

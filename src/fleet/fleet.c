@@ -25,7 +25,13 @@
 #include "lib/lit.h"
 #include "lib/log.h"
 
-#define SHOWN_KEY_LEN 300
+/* a key in a log line: at most this much of it (it is whole in /status) */
+#define LOG_KEY_MAX 1024
+/* this instance's writes that etcd refused are written again after a
+ * backoff, and logged once, then at most once a minute */
+#define FLEET_RETRY_FIRST_MS 1000
+#define FLEET_RETRY_MAX_MS   30000
+#define FLEET_REFUSED_LOG_MS 60000
 
 /* A region of the running config, for tallies and lookups by name. */
 struct fleet_region {
@@ -41,8 +47,15 @@ struct fleet {
     struct config *cfg;   /* a reference: the running config */
     struct fleet_cfg *fc; /* cfg->fleet, or NULL: idle */
     struct etcd *etcd;
+    struct etcd *old;   /* replaced by a reload, revoking its lease */
+    struct event *reap; /* frees old once it is done */
     struct fleet_store store;
     bool have_store;
+    /* a reload to another prefix (or none): the store it will have, built
+     * beside the one in use until fleet_commit() */
+    bool replacing;
+    struct fleet_store next;
+    bool have_next;
     /* the running config's regions by name */
     struct fleet_region *regions;
     size_t nregions;
@@ -55,6 +68,15 @@ struct fleet {
     uint64_t lease_ok; /* monotonic ms of the last lease keepalive (or the start) */
     bool alone;
     struct event *tick;
+    /* this instance's writes */
+    uint64_t write_errors; /* refused or unanswered, since the start */
+    size_t writes_out;     /* sent, not answered yet: a round */
+    bool round_failed;     /* a write of this round failed */
+    bool refused;          /* writes fail now (said once) */
+    uint64_t refused_logged_ms;
+    uint64_t refused_unlogged; /* failures since that line */
+    unsigned retry_ms;
+    struct event *retry;
 };
 
 /* ---- names ---- */
@@ -118,20 +140,30 @@ static bool exists(void *arg, const char *pool, const char *region)
     return find(arg, pool, region) != NULL;
 }
 
-/* A key as log lines show it: bytes that would not print become \xNN. */
-static const char *shown(const char *key, size_t len, char *buf, size_t size)
+/* A key as it is shown: bytes that would not print become \xNN. At most
+ * max bytes of it (SIZE_MAX: all, as /status and the page show it); a
+ * longer one says how much is left out. Malloc'd; NULL on OOM. */
+static char *shown(const char *key, size_t len, size_t max)
 {
+    size_t n = len < max ? len : max;
+    char *buf = malloc(4 * n + 48);
+    if (!buf) return NULL;
     size_t o = 0;
-    for (size_t i = 0; i < len && o + 5 < size; i++) {
+    for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)key[i];
         if (c < 0x20 || c >= 0x7f || c == '\\')
-            o += (size_t)snprintf(buf + o, size - o, "\\x%02x", c);
+            o += (size_t)snprintf(buf + o, 5, "\\x%02x", c);
         else
             buf[o++] = (char)c;
     }
-    buf[o] = '\0';
+    if (n < len)
+        snprintf(buf + o, 48, "... (%zu bytes more)", len - n);
+    else
+        buf[o] = '\0';
     return buf;
 }
+
+#define SHOWN(s) ((s) ? (s) : "(a key: out of memory)")
 
 /* ---- this instance's verdicts ---- */
 
@@ -153,7 +185,7 @@ static void publish_verdict(struct fleet *f, const struct fleet_region *x)
         snprintf(why, sizeof(why), "%s%s%s", health_reason_phase(h->last.reason),
                  h->last.detail[0] ? ": " : "", h->last.detail);
     char *v = fleet_health_encode(h->st.up, clock_wall_ms(), why);
-    if (v) etcd_put(f->etcd, key, v, strlen(v), true);
+    if (v && etcd_put(f->etcd, key, v, strlen(v), true)) f->writes_out++;
     free(v);
 }
 
@@ -166,16 +198,77 @@ static void publish_all(struct fleet *f)
     for (size_t i = 0; i < f->store.n; i++) {
         const struct fleet_entry *e = f->store.v[i];
         if (e->k.kind == FLEET_KEY_HEALTH && strcmp(e->k.instance, f->fc->instance) == 0 &&
-            !find(f, e->k.pool, e->k.region))
-            etcd_delete(f->etcd, e->key);
+            !find(f, e->k.pool, e->k.region) && etcd_delete(f->etcd, e->key))
+            f->writes_out++;
     }
+}
+
+/* A write failed: said once, then at most once a minute. */
+static void write_refused(struct fleet *f, const char *key, const char *why)
+{
+    uint64_t now = clock_now_ms();
+    f->write_errors++;
+    f->refused_unlogged++;
+    char *sk = shown(key, strlen(key), LOG_KEY_MAX);
+    if (!f->refused) {
+        log_warn(
+            "fleet: etcd refused writing %s: %s; this instance's verdicts in etcd may be stale "
+            "until it takes them (written again with a backoff from 1 s to 30 s; the session "
+            "and the watch go on)",
+            SHOWN(sk), why);
+    } else if (now - f->refused_logged_ms >= FLEET_REFUSED_LOG_MS) {
+        log_warn("fleet: etcd still refuses this instance's writes: %" PRIu64
+                 " refused since the last line, the last %s: %s",
+                 f->refused_unlogged, SHOWN(sk), why);
+    } else {
+        log_debug("fleet: etcd refused writing %s: %s", SHOWN(sk), why);
+        free(sk);
+        return;
+    }
+    free(sk);
+    f->refused = true;
+    f->refused_logged_ms = now;
+    f->refused_unlogged = 0;
+}
+
+static void on_written(void *arg, const char *key, const char *why)
+{
+    struct fleet *f = arg;
+    if (f->writes_out) f->writes_out--;
+    if (why) {
+        f->round_failed = true;
+        write_refused(f, key, why);
+    }
+    if (f->writes_out) return;
+    /* a round of writes is over: written again later, or all taken */
+    if (f->round_failed) {
+        if (!evtimer_pending(f->retry, NULL)) {
+            struct timeval tv = {(time_t)(f->retry_ms / 1000),
+                                 (suseconds_t)(f->retry_ms % 1000) * 1000};
+            evtimer_add(f->retry, &tv);
+            f->retry_ms =
+                f->retry_ms * 2 > FLEET_RETRY_MAX_MS ? FLEET_RETRY_MAX_MS : f->retry_ms * 2;
+        }
+    } else if (f->refused) {
+        f->refused = false;
+        f->retry_ms = FLEET_RETRY_FIRST_MS;
+        log_info("fleet: etcd takes this instance's writes again");
+    }
+    f->round_failed = false;
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    struct fleet *f = arg;
+    if (f->fc && f->etcd && etcd_state(f->etcd) == ETCD_WATCHING) publish_all(f);
 }
 
 /* ---- consensus ---- */
 
 static bool other_verdict(const struct fleet *f, const struct fleet_entry *e)
 {
-    return e->good && e->k.kind == FLEET_KEY_HEALTH && strcmp(e->k.instance, f->fc->instance) != 0;
+    return fleet_entry_verdict(e) && strcmp(e->k.instance, f->fc->instance) != 0;
 }
 
 static void tally(struct fleet *f)
@@ -254,25 +347,28 @@ static void apply_layer(struct fleet *f)
 /* Logs and sends what a change of one key did. */
 static void tell(struct fleet *f, const char *key, size_t klen, int ch, bool deleted)
 {
-    char sk[SHOWN_KEY_LEN];
     if (ch & FLEET_CH_REJECTED) {
         const struct fleet_entry *e = fleet_store_find(&f->store, key, klen);
         if (!e) return;
-        shown(key, klen, sk, sizeof(sk));
-        log_warn("fleet: key %s (revision %" PRId64 ") rejected: %s; %s", sk, e->rev, e->error,
-                 e->good ? "its previous value stays in force" : "it sets nothing");
-        event_emit_fleet("rejected", sk, e->error);
+        char *sk = shown(key, klen, LOG_KEY_MAX), *full = shown(key, klen, SIZE_MAX);
+        log_warn("fleet: key %s (revision %" PRId64 ") rejected: %s; %s", SHOWN(sk), e->rev,
+                 e->error, e->good ? "its previous value stays in force" : "it sets nothing");
+        event_emit_fleet("rejected", SHOWN(full), e->error);
+        free(sk);
+        free(full);
     } else if (ch & FLEET_CH_FIXED) {
-        log_info("fleet: key %s %s", shown(key, klen, sk, sizeof(sk)),
+        char *sk = shown(key, klen, LOG_KEY_MAX);
+        log_info("fleet: key %s %s", SHOWN(sk),
                  deleted ? "deleted (no longer rejected)" : "accepted again");
+        free(sk);
     }
 }
 
 /* One key changed (put, or delete when val is NULL); the bits it made. */
 static int change(struct fleet *f, const char *key, size_t klen, const char *val, size_t vlen,
-                  int64_t rev)
+                  int64_t rev, int64_t lease)
 {
-    int ch = val ? fleet_store_put(&f->store, key, klen, val, vlen, rev)
+    int ch = val ? fleet_store_put(&f->store, key, klen, val, vlen, rev, lease)
                  : fleet_store_delete(&f->store, key, klen, rev);
     if (ch < 0) {
         log_error("fleet: out of memory following etcd; reading everything again later");
@@ -295,7 +391,7 @@ static void on_full_read(void *arg, const struct etcd_range *r)
     fleet_store_mark(&f->store);
     for (size_t i = 0; i < r->n; i++)
         ch |= change(f, r->kvs[i].key, r->kvs[i].keylen, r->kvs[i].value, r->kvs[i].vlen,
-                     r->kvs[i].mod_revision);
+                     r->kvs[i].mod_revision, r->kvs[i].lease);
     ch |= fleet_store_sweep(&f->store, r->revision);
     log_info("fleet: read %zu key%s under %s at revision %" PRId64 " (%zu rejected)", r->n,
              r->n == 1 ? "" : "s", f->fc->prefix, r->revision, fleet_store_rejected(&f->store));
@@ -309,7 +405,8 @@ static void on_events(void *arg, const struct etcd_watch_msg *m)
     for (size_t i = 0; i < m->n; i++) {
         const struct etcd_kv *kv = &m->events[i].kv;
         bool del = m->events[i].type == ETCD_DELETE;
-        ch |= change(f, kv->key, kv->keylen, del ? NULL : kv->value, kv->vlen, kv->mod_revision);
+        ch |= change(f, kv->key, kv->keylen, del ? NULL : kv->value, kv->vlen, kv->mod_revision,
+                     kv->lease);
     }
     after(f, ch);
 }
@@ -327,12 +424,25 @@ static void on_up(void *arg, const char *endpoint)
         event_emit_fleet("connected", NULL, why);
     }
     f->ever_failed = false;
+    f->writes_out = 0;
+    f->round_failed = false;
+    event_del(f->retry);
     publish_all(f);
+    /* back after being cut off: its lease had expired, so everything was
+     * read again before this watch (etcd.c); the verdicts are current */
+    if (f->alone) {
+        f->alone = false;
+        log_info("fleet: in touch with etcd again: the fleet's verdicts count again");
+        decide(f);
+    }
 }
 
 static void on_down(void *arg, const char *why)
 {
     struct fleet *f = arg;
+    f->writes_out = 0; /* the session's writes went with it */
+    f->round_failed = false;
+    event_del(f->retry);
     if (f->connected) {
         f->connected = false;
         f->since_ms = clock_wall_ms();
@@ -369,7 +479,10 @@ static void on_lease_ok(void *arg)
     struct fleet *f = arg;
     f->lease_ok = mono_ms();
     alone_arm(f);
-    if (f->alone) {
+    /* a keepalive of a new session comes before its read and its watch:
+     * the verdicts known until then may be stale, so this instance goes on
+     * deciding alone until the watch is up (on_up) */
+    if (f->alone && f->etcd && etcd_state(f->etcd) == ETCD_WATCHING) {
         f->alone = false;
         log_info("fleet: in touch with etcd again: the fleet's verdicts count again");
         decide(f);
@@ -394,6 +507,22 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 
 /* ---- life ---- */
 
+static void on_stopped(void *arg)
+{
+    struct fleet *f = arg;
+    event_active(f->reap, EV_TIMEOUT, 0); /* not on the client's own stack */
+}
+
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    struct fleet *f = arg;
+    if (f->old && !etcd_stopping(f->old)) {
+        etcd_free(f->old);
+        f->old = NULL;
+    }
+}
+
 static bool client_start(struct fleet *f)
 {
     static const struct etcd_hooks hooks = {
@@ -402,6 +531,8 @@ static bool client_start(struct fleet *f)
         .up = on_up,
         .down = on_down,
         .lease_ok = on_lease_ok,
+        .written = on_written,
+        .stopped = on_stopped,
     };
     char err[300];
     f->connected = false;
@@ -409,6 +540,9 @@ static bool client_start(struct fleet *f)
     f->since_ms = clock_wall_ms();
     f->lease_ok = mono_ms();
     f->alone = false;
+    f->writes_out = 0;
+    f->round_failed = f->refused = false;
+    f->retry_ms = FLEET_RETRY_FIRST_MS;
     f->etcd = etcd_new(f->base, f->fc, &hooks, f, err, sizeof(err));
     alone_arm(f);
     if (!f->etcd) {
@@ -420,12 +554,22 @@ static bool client_start(struct fleet *f)
     return true;
 }
 
+/* The client goes: its lease is revoked (the verdicts published under it
+ * leave etcd at once), it is freed once that is over. */
 static void client_stop(struct fleet *f)
 {
     if (f->tick) event_del(f->tick);
-    etcd_free(f->etcd);
-    f->etcd = NULL;
+    if (f->retry) event_del(f->retry);
     f->connected = false;
+    if (!f->etcd) return;
+    etcd_stop(f->etcd);
+    if (etcd_stopping(f->etcd)) {
+        etcd_free(f->old); /* a reload before the last one's revoke was over */
+        f->old = f->etcd;
+    } else {
+        etcd_free(f->etcd);
+    }
+    f->etcd = NULL;
 }
 
 static bool store_for(struct fleet *f, const struct fleet_cfg *fc)
@@ -449,7 +593,9 @@ struct fleet *fleet_start(struct event_base *base, struct health_ctl *h, struct 
     f->cfg = config_ref(cfg);
     f->fc = cfg->fleet;
     f->tick = evtimer_new(base, on_tick, f);
-    if (!f->tick || !index_build(f, cfg) || !store_for(f, f->fc)) {
+    f->retry = evtimer_new(base, on_retry, f);
+    f->reap = event_new(base, -1, 0, on_reap, f);
+    if (!f->tick || !f->retry || !f->reap || !index_build(f, cfg) || !store_for(f, f->fc)) {
         fleet_stop(f);
         return NULL;
     }
@@ -459,24 +605,36 @@ struct fleet *fleet_start(struct event_base *base, struct health_ctl *h, struct 
     return f;
 }
 
+static void next_free(struct fleet *f)
+{
+    if (f->have_next) fleet_store_free(&f->next);
+    f->have_next = f->replacing = false;
+}
+
 void fleet_prepare(struct fleet *f, struct config *cfg)
 {
     if (!f) return;
-    if (!index_build(f, cfg) || !store_for(f, cfg->fleet)) {
+    next_free(f);
+    const struct fleet_cfg *fc = cfg->fleet;
+    /* the store in use stays as it is until the commit: an abort goes on
+     * with it, and the client that follows it, unchanged */
+    f->replacing = !(f->have_store && fc && strcmp(f->store.prefix, fc->prefix) == 0);
+    if (f->replacing && fc) f->have_next = fleet_store_init(&f->next, fc->prefix, exists, f);
+    if (!index_build(f, cfg) || (f->replacing && fc && !f->have_next)) {
         log_error("fleet: out of memory; the fleet's drains and windows do not apply to the new "
                   "configuration");
         return;
     }
-    if (!cfg->fleet || !f->have_store) return;
-    int ch = fleet_store_revalidate(&f->store);
-    (void)ch;
-    for (size_t i = 0; i < f->store.n; i++) {
-        const struct fleet_entry *e = f->store.v[i];
+    struct fleet_store *st = f->replacing ? &f->next : &f->store;
+    if (!fc) return;
+    fleet_store_revalidate(st);
+    for (size_t i = 0; i < st->n; i++) {
+        const struct fleet_entry *e = st->v[i];
         if (e->error && (e->k.kind == FLEET_KEY_DRAIN || e->k.kind == FLEET_KEY_MAINT))
             log_debug("fleet: key %s stays rejected: %s", e->key, e->error);
     }
     struct fleet_layer l;
-    if (!fleet_store_layer(&f->store, &l) || !maint_compose(cfg, &l.l))
+    if (!fleet_store_layer(st, &l) || !maint_compose(cfg, &l.l))
         log_error("fleet: out of memory applying the fleet's drains and windows to the new "
                   "configuration");
     fleet_layer_free(&l);
@@ -484,7 +642,9 @@ void fleet_prepare(struct fleet *f, struct config *cfg)
 
 void fleet_abort(struct fleet *f)
 {
-    if (!f || !index_build(f, f->cfg) || !store_for(f, f->fc)) return;
+    if (!f) return;
+    next_free(f);
+    if (!index_build(f, f->cfg)) return;
     if (f->fc && f->have_store) fleet_store_revalidate(&f->store);
 }
 
@@ -493,6 +653,14 @@ void fleet_commit(struct fleet *f, struct config *cfg)
     if (!f) return;
     struct config *old = f->cfg;
     bool same = (!old->fleet && !cfg->fleet) || fleet_cfg_same_client(old->fleet, cfg->fleet);
+    if (f->replacing) {
+        if (f->have_store) fleet_store_free(&f->store);
+        f->store = f->next;
+        f->have_store = f->have_next;
+        memset(&f->next, 0, sizeof(f->next));
+        f->have_next = f->replacing = false;
+        if (f->have_store) apply_layer(f); /* the old prefix's drains and windows end */
+    }
     f->cfg = config_ref(cfg);
     f->fc = cfg->fleet;
     if (!same) {
@@ -504,12 +672,28 @@ void fleet_commit(struct fleet *f, struct config *cfg)
     decide(f);
 }
 
+void fleet_stopping(struct fleet *f)
+{
+    if (!f || !f->etcd) return;
+    if (f->tick) event_del(f->tick);
+    if (f->retry) event_del(f->retry);
+    etcd_stop(f->etcd);
+}
+
 void fleet_stop(struct fleet *f)
 {
     if (!f) return;
     client_stop(f);
+    /* the revokes under way: each ends within etcd.timeout (its own
+     * deadline is an event of this loop) */
+    while (f->old && etcd_stopping(f->old))
+        if (event_base_loop(f->base, EVLOOP_ONCE) < 0) break;
+    etcd_free(f->old);
     if (f->tick) event_free(f->tick);
+    if (f->retry) event_free(f->retry);
+    if (f->reap) event_free(f->reap);
     if (f->have_store) fleet_store_free(&f->store);
+    next_free(f);
     index_free(f);
     config_unref(f->cfg);
     free(f);
@@ -568,16 +752,19 @@ void fleet_status_json(const struct fleet *f, struct evbuffer *o)
     for (size_t i = 0; i < f->store.n; i++) {
         const struct fleet_entry *e = f->store.v[i];
         if (!e->error) continue;
-        char sk[SHOWN_KEY_LEN];
+        char *sk = shown(e->key, e->keylen, SIZE_MAX);
         evbuffer_add(o, first ? "{\"key\":" : ",{\"key\":", first ? 7 : 8);
-        json_str(o, shown(e->key, e->keylen, sk, sizeof(sk)));
+        json_str(o, SHOWN(sk));
+        free(sk);
         evbuffer_add(o, LIT(",\"error\":"));
         json_str(o, e->error);
         evbuffer_add_printf(o, ",\"revision\":%" PRId64 ",\"in_force\":%s}", e->rev,
                             e->good ? "true" : "false");
         first = false;
     }
-    evbuffer_add_printf(o, "],\"rejections\":%" PRIu64 ",\"members\":[", f->store.rejections);
+    evbuffer_add_printf(o,
+                        "],\"rejections\":%" PRIu64 ",\"write_errors\":%" PRIu64 ",\"members\":[",
+                        f->store.rejections, f->write_errors);
     size_t n;
     const char **m = members(f, &n);
     for (size_t i = 0; m && i < n; i++) {
@@ -643,12 +830,16 @@ void fleet_metrics(const struct fleet *f, struct evbuffer *o)
         "# HELP detourd_fleet_rejections_total Values rejected since the start\n"
         "# TYPE detourd_fleet_rejections_total counter\ndetourd_fleet_rejections_total %" PRIu64
         "\n"
+        "# HELP detourd_fleet_write_errors_total This instance's writes to etcd refused or not "
+        "answered\n"
+        "# TYPE detourd_fleet_write_errors_total counter\ndetourd_fleet_write_errors_total %" PRIu64
+        "\n"
         "# HELP detourd_fleet_members Instances with a live verdict, this one included\n"
         "# TYPE detourd_fleet_members gauge\ndetourd_fleet_members %zu\n"
         "# HELP detourd_fleet_deciding_alone 1 while cut off from etcd longer than lease_ttl\n"
         "# TYPE detourd_fleet_deciding_alone gauge\ndetourd_fleet_deciding_alone %d\n",
         f->connected ? 1 : 0, f->etcd ? etcd_revision(f->etcd) : 0, fleet_store_rejected(&f->store),
-        f->store.rejections, m ? n : 1, f->alone ? 1 : 0);
+        f->store.rejections, f->write_errors, m ? n : 1, f->alone ? 1 : 0);
     bool head = false;
     for (size_t i = 0; i < f->nregions; i++) {
         const struct fleet_region *x = &f->regions[i];
@@ -701,14 +892,16 @@ void fleet_page_html(const struct fleet *f, struct evbuffer *o)
         for (size_t i = 0; i < f->store.n; i++) {
             const struct fleet_entry *e = f->store.v[i];
             if (!e->error) continue;
-            char sk[SHOWN_KEY_LEN];
+            char *sk = shown(e->key, e->keylen, SIZE_MAX);
             evbuffer_add(o, LIT("<li><code>"));
-            html_str(o, shown(e->key, e->keylen, sk, sizeof(sk)));
+            html_str(o, SHOWN(sk));
+            free(sk);
             evbuffer_add_printf(o, "</code> (revision %" PRId64 "): ", e->rev);
             html_str(o, e->error);
-            evbuffer_add(o,
-                         e->good ? " \xe2\x80\x94 its previous value stays in force</li>" : "</li>",
-                         e->good ? 48 : 5);
+            if (e->good)
+                evbuffer_add(o, LIT(" \xe2\x80\x94 its previous value stays in force</li>"));
+            else
+                evbuffer_add(o, LIT("</li>"));
         }
         evbuffer_add(o, LIT("</ul>"));
     }

@@ -34,9 +34,16 @@ struct fleet *fleet_start(struct event_base *base, struct health_ctl *h, struct 
 void fleet_prepare(struct fleet *f, struct config *cfg);
 /* The reload failed after fleet_prepare(): back to the running config. */
 void fleet_abort(struct fleet *f);
-/* The reload is committed: a changed `fleet:` restarts the client; the
- * verdicts of new regions are published, those of gone ones deleted. */
+/* The reload is committed: a changed `fleet:` restarts the client (the
+ * old one's lease is revoked meanwhile); the verdicts of new regions are
+ * published, those of gone ones deleted. */
 void fleet_commit(struct fleet *f, struct config *cfg);
+/* The daemon begins to stop: this instance's lease is revoked, so that
+ * its verdicts leave etcd now rather than lease_ttl after it is gone;
+ * nothing more is written. */
+void fleet_stopping(struct fleet *f);
+/* Waits for the revokes under way (each bounded by etcd.timeout, on the
+ * main loop), then frees. */
 void fleet_stop(struct fleet *f);
 
 /* ,"fleet":{...} for /status (null without a fleet). */

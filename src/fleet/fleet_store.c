@@ -111,14 +111,31 @@ static struct fleet_entry *entry_add(struct fleet_store *s, const char *key, siz
     return e;
 }
 
+/* O(1): the slot is emptied by shifting back the entries probed past it
+ * (no tombstones), and the last entry of v takes e's place. */
 static void entry_remove(struct fleet_store *s, struct fleet_entry *e)
 {
-    size_t i = 0;
-    while (i < s->n && s->v[i] != e) i++;
-    if (i == s->n) return;
-    s->v[i] = s->v[--s->n];
+    size_t *sl = slot_of(s, e->key, e->keylen);
+    if (!*sl) return;
+    size_t i = *sl - 1, hole = (size_t)(sl - s->slot);
+    s->slot[hole] = 0;
+    for (size_t j = (hole + 1) & s->mask; s->slot[j]; j = (j + 1) & s->mask) {
+        const struct fleet_entry *x = s->v[s->slot[j] - 1];
+        size_t home = (size_t)key_hash(x->key, x->keylen) & s->mask;
+        /* x stays where it is if its home lies in (hole, j], cyclically */
+        bool stays = hole < j ? home > hole && home <= j : home > hole || home <= j;
+        if (stays) continue;
+        s->slot[hole] = s->slot[j];
+        s->slot[j] = 0;
+        hole = j;
+    }
+    size_t last = --s->n;
+    if (i != last) {
+        struct fleet_entry *m = s->v[last];
+        s->v[i] = m;
+        *slot_of(s, m->key, m->keylen) = i + 1;
+    }
     entry_free(e);
-    rehash(s, s->mask + 1); /* deletes are rare: rebuild rather than tombstones */
 }
 
 /* What the entry's operator meaning is, for change detection. */
@@ -182,7 +199,7 @@ static int evaluate(struct fleet_store *s, struct fleet_entry *e)
 }
 
 int fleet_store_put(struct fleet_store *s, const char *key, size_t klen, const char *val,
-                    size_t vlen, int64_t rev)
+                    size_t vlen, int64_t rev, int64_t lease)
 {
     if (rev > s->revision) s->revision = rev;
     struct fleet_entry *e = fleet_store_find(s, key, klen);
@@ -191,7 +208,9 @@ int fleet_store_put(struct fleet_store *s, const char *key, size_t klen, const c
         if (e->rawlen == vlen && memcmp(e->raw, val, vlen) == 0) {
             e->rev = rev; /* the same value again (a full read): nothing to tell */
             if (e->good && e->good_rev < rev && !e->error) e->good_rev = rev;
-            return 0;
+            bool counted = fleet_entry_verdict(e);
+            e->lease = lease;
+            return counted != fleet_entry_verdict(e) ? FLEET_CH_HEALTH : 0;
         }
     } else {
         if (!(e = entry_add(s, key, klen))) return -1;
@@ -207,6 +226,7 @@ int fleet_store_put(struct fleet_store *s, const char *key, size_t klen, const c
     e->raw = raw;
     e->rawlen = vlen;
     e->rev = rev;
+    e->lease = lease;
     return evaluate(s, e);
 }
 
@@ -265,6 +285,11 @@ int fleet_store_revalidate(struct fleet_store *s)
         ch |= c;
     }
     return ch | FLEET_CH_OPERATOR | FLEET_CH_HEALTH;
+}
+
+bool fleet_entry_verdict(const struct fleet_entry *e)
+{
+    return e->good && e->k.kind == FLEET_KEY_HEALTH && e->lease != 0;
 }
 
 size_t fleet_store_rejected(const struct fleet_store *s)

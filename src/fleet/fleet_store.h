@@ -26,9 +26,10 @@ struct fleet_entry {
     struct fleet_key k;
     char *raw; /* its newest value */
     size_t rawlen;
-    int64_t rev; /* that value's revision */
-    char *error; /* NULL, or why the newest value (or the key) was rejected */
-    bool good;   /* a good value is in force: */
+    int64_t rev;   /* that value's revision */
+    int64_t lease; /* the lease it was written under (0: none) */
+    char *error;   /* NULL, or why the newest value (or the key) was rejected */
+    bool good;     /* a good value is in force: */
     int64_t good_rev;
     struct fleet_drain drain;   /* FLEET_KEY_DRAIN */
     struct fleet_window window; /* FLEET_KEY_MAINT */
@@ -59,10 +60,10 @@ struct fleet_store {
 bool fleet_store_init(struct fleet_store *s, const char *prefix, fleet_exists_fn exists, void *arg);
 void fleet_store_free(struct fleet_store *s);
 
-/* A put of key at rev; the FLEET_CH_* bits it makes. The entry is
- * fleet_store_find()'s. -1 on OOM (nothing changed). */
+/* A put of key at rev under lease (0: none); the FLEET_CH_* bits it
+ * makes. The entry is fleet_store_find()'s. -1 on OOM (nothing changed). */
 int fleet_store_put(struct fleet_store *s, const char *key, size_t klen, const char *val,
-                    size_t vlen, int64_t rev);
+                    size_t vlen, int64_t rev, int64_t lease);
 int fleet_store_delete(struct fleet_store *s, const char *key, size_t klen, int64_t rev);
 struct fleet_entry *fleet_store_find(const struct fleet_store *s, const char *key, size_t klen);
 
@@ -76,6 +77,10 @@ int fleet_store_sweep(struct fleet_store *s, int64_t rev);
 int fleet_store_revalidate(struct fleet_store *s);
 
 size_t fleet_store_rejected(const struct fleet_store *s);
+
+/* A health verdict that counts: a good value under a lease. One without
+ * (written by hand) would count forever, its writer gone or not. */
+bool fleet_entry_verdict(const struct fleet_entry *e);
 
 /* The drains and windows in force, as maint.h's layer; the arrays are
  * the caller's (fleet_layer_free), the strings the store's: valid until

@@ -65,8 +65,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         struct fleet_store s;
         if (!fleet_store_init(&s, "/detourd/", exists, NULL)) break;
         const char *k = "/detourd/drain/api/eu";
-        fleet_store_put(&s, k, strlen(k), "{\"reason\":\"ok\"}", 15, 1);
-        int ch = fleet_store_put(&s, k, strlen(k), buf, len, 2);
+        fleet_store_put(&s, k, strlen(k), "{\"reason\":\"ok\"}", 15, 1, 0);
+        int ch = fleet_store_put(&s, k, strlen(k), buf, len, 2, 0);
         const struct fleet_entry *e = fleet_store_find(&s, k, strlen(k));
         assert(e && e->good);
         if (ch > 0 && (ch & FLEET_CH_REJECTED)) {

@@ -15,7 +15,12 @@
 #    restarted; a watch resumed from a compacted revision (everything read
 #    again); a three-member cluster on loopback with the member in use
 #    killed mid-test (the watch goes on through another endpoint); https
-#    with a client certificate, etcd users and an expiring token.
+#    with a client certificate, etcd users and an expiring token. Also: the
+#    page lists a rejected key, a rejected key of any length shown in full,
+#    verdicts without a lease count for nothing, the lease revoked on
+#    SIGTERM and on a reload that renames the instance, a reload to
+#    another prefix, TCP keepalive on the watch, and a user that may only
+#    read (its writes refused and retried, its session undisturbed).
 #    Skipped where etcd or etcdctl is not installed (Debian: etcd-server,
 #    etcd-client; scripts/deps test installs them).
 # Shared ticket_keys (TLS resumption across instances) are tested in tls.sh:
@@ -25,7 +30,7 @@
 . "$(dirname "$0")/lib.sh"
 
 : "${DETOURD:=${TOP_BUILDDIR:-.}/detourd}"
-alloc_ports 24 || {
+alloc_ports 26 || {
     echo "Bail out! no free ports"
     exit 1
 }
@@ -35,6 +40,7 @@ EC=${PORTS[10]} EP=${PORTS[11]} # the one-member etcd
 C1=${PORTS[12]} C2=${PORTS[13]} C3=${PORTS[14]} P1=${PORTS[15]} P2=${PORTS[16]} P3=${PORTS[17]} # the cluster
 XLIVE=${PORTS[18]} XDEAD=${PORTS[19]} # what the checks of cons/x reach
 TC=${PORTS[20]} TP=${PORTS[21]} LE=${PORTS[22]} ADME=${PORTS[23]} # etcd over TLS with users
+LF=${PORTS[24]} ADMF=${PORTS[25]} # an instance whose etcd user may only read
 
 # ---- the same choices on every instance: balance: hash ----
 
@@ -140,6 +146,14 @@ ETCD_TESTS=(
     "a watch resumed from a compacted revision: everything is read again"
     "a three-member cluster: the member in use killed, the watch goes on through another"
     "https with a client certificate and etcd users: connects, follows, renews an expired token"
+    "the status page lists a rejected key whose previous value stays in force"
+    "a user that may only read: refused writes are retried, the watch stays, drains apply"
+    "SIGTERM of an instance: its lease is revoked, its verdicts gone at once"
+    "a reload that renames the instance revokes the old name's lease"
+    "a verdict written by hand without a lease counts for nothing"
+    "a reload to another prefix: the old prefix's drains end, the new one's apply"
+    "a rejected key of any length is listed, logged and sent in full"
+    "the watch connection has TCP keepalives: a silently dropped connection is noticed"
 )
 if ! [ -x "$ETCD" ] || ! [ -x "$ETCDCTL" ]; then
     for d in "${ETCD_TESTS[@]}"; do
@@ -188,7 +202,8 @@ fleet:
 EOF
 }
 
-declare -A DPID=() PORT=([A]=$LA [B]=$LB [C]=$LC [D]=$LD [E]=$LE) ADM=([A]=$ADMA [B]=$ADMB [C]=$ADMC [D]=$ADMD [E]=$ADME)
+declare -A DPID=() PORT=([A]=$LA [B]=$LB [C]=$LC [D]=$LD [E]=$LE [F]=$LF)
+declare -A ADM=([A]=$ADMA [B]=$ADMB [C]=$ADMC [D]=$ADMD [E]=$ADME [F]=$ADMF)
 
 # status NAME EXPR: a Python expression over instance NAME's /status (s;
 # r: its regions by POOL/REGION)
@@ -303,6 +318,17 @@ t_start() {
 }
 t "${ETCD_TESTS[0]}" t_start
 
+# the kernel probes an idle watch connection, so that a peer gone without
+# a word (a host powered off, a NAT entry dropped) ends the session
+t_tcp_keepalive() {
+    local n out
+    for n in A B C; do
+        out=$(ss -tnoHp state established "( dport = :$EC )" 2>/dev/null | grep "pid=${DPID[$n]},")
+        grep -q 'timer:(keepalive' <<<"$out" || why "$n's connections to etcd: $out" || return 1
+    done
+}
+t "${ETCD_TESTS[21]}" t_tcp_keepalive
+
 t_drain() {
     T0=$(now_ms)
     ectl put /detourd/drain/web/eu '{"reason": "CHG-77 database move"}' >/dev/null ||
@@ -353,6 +379,18 @@ t_garbage() {
     grep -q '"kind":"fleet","to":"rejected".*"key":"/detourd/drain/web/eu"' "$TEST_TMP/sse" ||
         why "no fleet event: $(grep fleet "$TEST_TMP/sse")"
 }
+# the status page lists the rejected key, saying that its previous value
+# stays in force (and nothing after that)
+t_page_rejected() {
+    local rev
+    rev=$(ectl get /detourd/drain/web/eu -w json | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["kvs"][0]["mod_revision"])')
+    curl -s --max-time "$(scale 5)" "http://127.0.0.1:$ADMA/" >"$TEST_TMP/page.html" ||
+        why "no status page" || return 1
+    grep -qF '<code>/detourd/drain/web/eu</code> (revision '"$rev"'): not JSON' "$TEST_TMP/page.html" ||
+        why "page: $(grep -ao 'fleet-rejected.*</ul>' "$TEST_TMP/page.html" | cat -v)" || return 1
+    grep -qF ' its previous value stays in force</li></ul>' "$TEST_TMP/page.html" ||
+        why "page: $(grep -ao 'fleet-rejected.*</ul>' "$TEST_TMP/page.html" | cat -v)"
+}
 # WATCH_PY PORT HOST WANT STOPFILE: asks PORT for HOST back to back (one
 # kept-alive connection) until STOPFILE exists (at most 60 s); creates
 # STOPFILE.started after the first answer; prints the answers and how many
@@ -401,6 +439,7 @@ t_reload_keeps() {
 t "${ETCD_TESTS[3]}" t_reload_keeps
 
 t "${ETCD_TESTS[4]}" t_garbage
+t "${ETCD_TESTS[14]}" t_page_rejected
 
 t_bad_values() {
     local -A bad=(
@@ -445,6 +484,28 @@ t_bad_values() {
         why "reason $(status B 'r["web/eu"]["override_reason"]')"
 }
 t "${ETCD_TESTS[5]}" t_bad_values
+
+t_long_key() {
+    local k n
+    k=/detourd/drain/web/$(printf 'long-region-name-%.0s' {1..40})$'\x01'end
+    printf '{}' | ectl put "$k" >/dev/null || why "put failed" || return 1
+    wait_until 10 status_is B 'len(s["fleet"]["rejected"])' 1 ||
+        why "rejected: $(status B 's["fleet"]["rejected"]')" || return 1
+    # non-printing bytes are shown as \xNN, and nothing is cut off
+    local shown=${k/$'\x01'/\\x01}
+    n=${#shown}
+    expect_eq "the key listed ($n bytes)" "$(status B 's["fleet"]["rejected"][0]["key"]')" "$shown" ||
+        return 1
+    grep -qF "fleet: key $shown (revision" "$(daemon_log B)" || why "no log line with the full key" ||
+        return 1
+    curl -s --max-time "$(scale 2)" "http://127.0.0.1:$ADMB/events" >"$TEST_TMP/sse-long" 2>/dev/null
+    grep -qF "\"key\":\"${shown//\\/\\\\}\"" "$TEST_TMP/sse-long" ||
+        why "no event with the full key: $(grep -o '"key":"[^"]*"' "$TEST_TMP/sse-long" | tail -n 1)" || return 1
+    ectl del "$k" >/dev/null || return 1
+    wait_until 10 status_is B 's["fleet"]["rejected"]' "[]" ||
+        why "still rejected: $(status B 's["fleet"]["rejected"]')"
+}
+t "${ETCD_TESTS[20]}" t_long_key
 
 t_undrain() {
     T0=$(now_ms)
@@ -491,6 +552,25 @@ t_consensus() {
     all_redirect 15 cons.test "http://x.test/x" A B C
 }
 t "${ETCD_TESTS[8]}" t_consensus
+
+_mod_rev() { ectl get "$1" -w json | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["kvs"][0]["mod_revision"])'; }
+t_no_lease() {
+    # down votes from instances that have no lease: a majority if they counted
+    ectl put /detourd/health/cons/x/ghost '{"up": false}' >/dev/null || why "put failed" || return 1
+    ectl put /detourd/health/cons/x/ghost2 '{"up": false}' >/dev/null || why "put failed" || return 1
+    local rev rc=0
+    rev=$(_mod_rev /detourd/health/cons/x/ghost2)
+    wait_until 10 status_is A "s['fleet']['revision'] >= $rev" True || why "A did not see revision $rev" || rc=1
+    [ $rc = 0 ] && { expect_eq "members" "$(status A 's["fleet"]["members"]')" "['A', 'B', 'C']" || rc=1; }
+    [ $rc = 0 ] && { expect_eq "A's votes on cons/x" \
+        "$(status A '(r["cons/x"]["votes"]["up"], r["cons/x"]["votes"]["down"], r["cons/x"]["state"])')" \
+        "(2, 1, 'up')" || rc=1; }
+    [ $rc = 0 ] && { expect_eq "members metric" "$(metric B detourd_fleet_members)" 3 || rc=1; }
+    ectl del /detourd/health/cons/x/ghost >/dev/null
+    ectl del /detourd/health/cons/x/ghost2 >/dev/null
+    return $rc
+}
+t "${ETCD_TESTS[18]}" t_no_lease
 
 health_keys_of() { ectl get --prefix --keys-only "/detourd/health/" | grep -c "/$1\$"; }
 _no_keys() { [ "$(health_keys_of "$1")" = 0 ]; }
@@ -541,7 +621,13 @@ _rev_now() { ectl get /detourd/ --prefix --limit 1 -w json | "$PYTHON" -c 'impor
 t_compacted() {
     # A frozen while etcd restarts and its history is compacted: on waking it
     # finds its watch gone, resumes from a revision that no longer exists,
-    # and reads everything again
+    # and reads everything again. Its lease must outlive the freeze (one
+    # that expired makes it read everything at once, without resuming).
+    local ups
+    ups=$(log_count "$(daemon_log A)" 'fleet: connected to etcd')
+    sed -i 's/lease_ttl: 3s}$/lease_ttl: 30s}/' "$TEST_TMP/A.yaml"
+    reload_daemon "${DPID[A]}" "$(daemon_log A)" && [ "$RELOAD_OK" = 1 ] || why "A did not reload" || return 1
+    wait_log "$(daemon_log A)" 'fleet: connected to etcd' 10 $((ups + 1)) || why "A did not reconnect" || return 1
     kill -STOP "${DPID[A]}" || return 1
     stop_pid "$ETCD_PID" || { kill -CONT "${DPID[A]}"; why "etcd did not stop"; return 1; }
     one_etcd existing || { kill -CONT "${DPID[A]}"; return 1; }
@@ -562,6 +648,63 @@ t_compacted() {
     all_redirect 10 web.test "http://eu.test/x" A B
 }
 t "${ETCD_TESTS[11]}" t_compacted
+
+# lease_ttl is 3 s and keepalives go every second: without a revoke the
+# keys of a stopped instance outlive it by 2 s at least
+t_sigterm() {
+    local t0 ms
+    [ "$(health_keys_of B)" = 5 ] || why "B's keys: $(health_keys_of B)" || return 1
+    t0=$(now_ms)
+    kill -TERM "${DPID[B]}"
+    wait_until 10 _no_keys B || why "B's keys still there: $(health_keys_of B)" || return 1
+    ms=$(($(now_ms) - t0))
+    diag "B's verdicts gone from etcd $ms ms after its SIGTERM (lease_ttl 3 s)"
+    [ "$ms" -lt 1500 ] || why "B's verdicts lasted $ms ms after its SIGTERM" || return 1
+    wait_exit "${DPID[B]}" 10 || why "B did not exit" || return 1
+    grep -q 'fleet: lease [0-9a-f]* revoked' "$(daemon_log B)" || why "B: no log line"
+}
+t "${ETCD_TESTS[16]}" t_sigterm
+
+t_rename() {
+    local t0 ms
+    [ "$(health_keys_of A)" = 5 ] || why "A's keys: $(health_keys_of A)" || return 1
+    sed -i 's/^  instance: A$/  instance: A2/' "$TEST_TMP/A.yaml"
+    t0=$(now_ms)
+    reload_daemon "${DPID[A]}" "$(daemon_log A)" && [ "$RELOAD_OK" = 1 ] || why "A did not reload" || return 1
+    wait_until 10 _no_keys A || why "A's keys still there: $(health_keys_of A)" || return 1
+    ms=$(($(now_ms) - t0))
+    diag "the old name's verdicts gone from etcd $ms ms after the reload (lease_ttl 3 s)"
+    [ "$ms" -lt 1500 ] || why "A's verdicts lasted $ms ms after the reload" || return 1
+    wait_until 10 _a2_keys || why "A2's keys: $(health_keys_of A2)" || return 1
+    wait_until 10 status_is A '"A2" in s["fleet"]["members"] and "A" not in s["fleet"]["members"]' True ||
+        why "members: $(status A 's["fleet"]["members"]')"
+}
+_a2_keys() { [ "$(health_keys_of A2)" = 5 ]; }
+t "${ETCD_TESTS[17]}" t_rename
+
+# a reload to another prefix: the store of the new one is built beside the
+# one in use and swapped in at the commit; the old prefix's drain ends
+t_prefix() {
+    ectl put /detourd/drain/web/eu '{"reason": "old prefix"}' >/dev/null || return 1
+    T0=$(now_ms)
+    all_redirect 10 web.test "http://us.test/x" A || return 1
+    sed -i 's|^\(  etcd: {.*\)}$|\1, prefix: /other/}|' "$TEST_TMP/A.yaml"
+    grep -q 'prefix: /other/' "$TEST_TMP/A.yaml" || why "config: $(grep etcd "$TEST_TMP/A.yaml")" || return 1
+    reload_daemon "${DPID[A]}" "$(daemon_log A)" && [ "$RELOAD_OK" = 1 ] || why "A did not reload" || return 1
+    T0=$(now_ms)
+    all_redirect 10 web.test "http://eu.test/x" A || return 1
+    wait_until 10 status_is A '(s["fleet"]["prefix"], s["fleet"]["connected"])' "('/other/', True)" ||
+        why "A: $(status A 's["fleet"]')" || return 1
+    ectl put /other/drain/web/eu '{"reason": "new prefix"}' >/dev/null || return 1
+    T0=$(now_ms)
+    all_redirect 10 web.test "http://us.test/x" A || return 1
+    expect_eq "source" "$(status A 'r["web/eu"]["override_source"]')" "fleet:/other/drain/web/eu" || return 1
+    ectl del /other/drain/web/eu >/dev/null || return 1
+    ectl del /detourd/drain/web/eu >/dev/null || return 1
+    T0=$(now_ms)
+    all_redirect 10 web.test "http://eu.test/x" A
+}
+t "${ETCD_TESTS[19]}" t_prefix
 
 _put_via() { EPS="http://127.0.0.1:$1" ectl put "$2" "$3" >/dev/null 2>&1; }
 t_cluster() {
@@ -683,6 +826,64 @@ EOF
     expect_eq "sessions lost" "$(log_count "$(daemon_log E)" 'fleet: lost etcd')" 0
 }
 t "${ETCD_TESTS[13]}" t_tls_auth
+
+# F's etcd user may read the prefix but not write: its verdicts are
+# refused, which is logged and counted and retried; the session, the
+# watch and the drains that an operator puts are not disturbed
+t_read_only() {
+    local p=$TEST_TMP/pki
+    { TUSER=root:rootpw tctl user add reader:r34d && TUSER=root:rootpw tctl role add fleet-ro &&
+        TUSER=root:rootpw tctl role grant-permission fleet-ro --prefix=true read /detourd/ &&
+        TUSER=root:rootpw tctl user grant-role reader fleet-ro; } >"$TEST_TMP/ro-setup.log" 2>&1 ||
+        why "etcd users: $(cat "$TEST_TMP/ro-setup.log")" || return 1
+    printf 'r34d\n' >"$TEST_TMP/etcd-ro.password"
+    start_detourd F "$(write_config F.yaml <<EOF
+listen: ["127.0.0.1:$LF"]
+admin: {listen: "127.0.0.1:$ADMF"}
+checks: {type: none}
+pools:
+  - name: web
+    hosts: [web.test]
+    body: none
+    regions:
+      - {name: eu, url: "http://eu.test", priority: 1}
+      - {name: us, url: "http://us.test", priority: 2}
+fleet:
+  instance: F
+  etcd:
+    endpoints: ["https://127.0.0.1:$TC"]
+    ca_file: $p/ca.pem
+    cert: $p/client.pem
+    key: $p/client.key
+    username: reader
+    password_file: $TEST_TMP/etcd-ro.password
+    timeout: 1s
+    lease_ttl: 3s
+EOF
+)" "$LF" || why "detourd F did not start" || return 1
+    DPID[F]=$LAST_PID
+    wait_until 20 status_is F 's["fleet"]["connected"]' True ||
+        why "F not connected: $(grep fleet "$(daemon_log F)" | tail -n 3)" || return 1
+    wait_log "$(daemon_log F)" 'fleet: etcd refused .*permission denied' 10 ||
+        why "F: $(grep fleet "$(daemon_log F)" | tail -n 3)" || return 1
+    local t0
+    t0=$(now_ms)
+    # several keepalives and retries later, the session is still the first
+    wait_until 10 _ms_since "$t0" 5000 || return 1
+    expect_eq "sessions lost" "$(log_count "$(daemon_log F)" 'fleet: lost etcd|cannot reach etcd')" 0 || return 1
+    expect_eq "connected" "$(status F 's["fleet"]["connected"]')" "True" || return 1
+    [ "$(metric F detourd_fleet_write_errors_total)" -ge 2 ] 2>/dev/null ||
+        why "write errors: $(metric F detourd_fleet_write_errors_total)" || return 1
+    [ "$(log_count "$(daemon_log F)" 'fleet: etcd refused')" -le 2 ] ||
+        why "refusals logged $(log_count "$(daemon_log F)" 'fleet: etcd refused') times" || return 1
+    TUSER=root:rootpw tctl put /detourd/drain/web/eu '{"reason": "read-only F"}' >/dev/null || why "put failed" || return 1
+    T0=$(now_ms)
+    all_redirect 10 web.test "http://us.test/x" F || return 1
+    TUSER=root:rootpw tctl del /detourd/drain/web/eu >/dev/null || why "del failed" || return 1
+    T0=$(now_ms)
+    all_redirect 10 web.test "http://eu.test/x" F
+}
+t "${ETCD_TESTS[15]}" t_read_only
 
 t "no sanitizer reports" t_no_sanitizer_reports
 done_testing

@@ -240,7 +240,7 @@ END_TEST
 
 static int put(struct fleet_store *s, const char *k, const char *v, int64_t rev)
 {
-    return fleet_store_put(s, k, strlen(k), v, strlen(v), rev);
+    return fleet_store_put(s, k, strlen(k), v, strlen(v), rev, 7);
 }
 
 START_TEST(test_store_bad_value_keeps_good)
@@ -312,6 +312,64 @@ START_TEST(test_store_full_read)
     ck_assert_str_eq(l.l.windows[0].name, "fleet:rack");
     ck_assert_int_eq(l.l.windows[0].state, REGION_DOWN);
     fleet_layer_free(&l);
+    fleet_store_free(&s);
+}
+END_TEST
+
+START_TEST(test_store_verdict_lease)
+{
+    struct fleet_store s;
+    ck_assert(fleet_store_init(&s, P, known, NULL));
+    const char *k = P "health/api/eu/b", *v = "{\"up\":false}";
+    ck_assert_int_eq(fleet_store_put(&s, k, strlen(k), v, strlen(v), 2, 0), FLEET_CH_HEALTH);
+    struct fleet_entry *e = fleet_store_find(&s, k, strlen(k));
+    ck_assert(e->good && !fleet_entry_verdict(e)); /* written by hand: counts for nothing */
+    /* the same value, now under a lease (a full read after a re-grant) */
+    ck_assert_int_eq(fleet_store_put(&s, k, strlen(k), v, strlen(v), 3, 42), FLEET_CH_HEALTH);
+    ck_assert(fleet_entry_verdict(e));
+    ck_assert_int_eq(fleet_store_put(&s, k, strlen(k), v, strlen(v), 3, 42), 0);
+    ck_assert_int_eq(fleet_store_put(&s, k, strlen(k), v, strlen(v), 4, 0), FLEET_CH_HEALTH);
+    ck_assert(!fleet_entry_verdict(e));
+    /* a drain is no verdict, lease or not */
+    const char *d = P "drain/api/eu";
+    put(&s, d, "{}", 5);
+    ck_assert(!fleet_entry_verdict(fleet_store_find(&s, d, strlen(d))));
+    fleet_store_free(&s);
+}
+END_TEST
+
+/* many keys put and deleted in a scrambled order: every one left is
+ * found, every one deleted is not (deletion shifts the hash slots back) */
+START_TEST(test_store_many_deletes)
+{
+    struct fleet_store s;
+    ck_assert(fleet_store_init(&s, P, known, NULL));
+    enum { N = 3000 };
+    char k[64];
+    for (int i = 0; i < N; i++) {
+        snprintf(k, sizeof(k), P "other/%d", i);
+        ck_assert_int_ge(put(&s, k, "x", i + 1), 0);
+    }
+    ck_assert_int_eq(s.n, N);
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < N; i++) {
+            int x = (i * 7919 + round) % N; /* a permutation of 0..N-1 */
+            if ((x % 3 == 0) != (round == 0)) continue;
+            snprintf(k, sizeof(k), P "other/%d", x);
+            ck_assert(fleet_store_find(&s, k, strlen(k)));
+            fleet_store_delete(&s, k, strlen(k), N + 1);
+            ck_assert(!fleet_store_find(&s, k, strlen(k)));
+        }
+        for (int i = 0; i < N; i++) {
+            snprintf(k, sizeof(k), P "other/%d", i);
+            bool gone = round == 1 || i % 3 == 0;
+            struct fleet_entry *e = fleet_store_find(&s, k, strlen(k));
+            ck_assert_msg(gone ? !e : e && strcmp(e->key, k) == 0, "round %d key %d", round, i);
+        }
+    }
+    ck_assert_int_eq(s.n, 0);
+    put(&s, P "other/again", "x", N + 2);
+    ck_assert(fleet_store_find(&s, P "other/again", strlen(P "other/again")));
     fleet_store_free(&s);
 }
 END_TEST
@@ -416,7 +474,7 @@ START_TEST(test_gateway_answers)
     free(req);
     req = etcd_req_watch("/detourd/", "/detourd0", 5);
     ck_assert_str_eq(req, "{\"create_request\":{\"key\":\"L2RldG91cmQv\",\"range_end\":"
-                          "\"L2RldG91cmQw\",\"start_revision\":\"5\"}}");
+                          "\"L2RldG91cmQw\",\"start_revision\":\"5\",\"progress_notify\":true}}");
     free(req);
 }
 END_TEST
@@ -429,37 +487,101 @@ START_TEST(test_gateway_watch_stream)
         "\"L2RldG91cmQvYQ==\",\"create_revision\":\"2\",\"mod_revision\":\"3\",\"version\":\"2\","
         "\"value\":\"e30=\"}},{\"type\":\"DELETE\",\"kv\":{\"key\":\"L2RldG91cmQvYQ==\","
         "\"mod_revision\":\"4\"}}]}}\n";
-    size_t len = strlen(stream), used, at = 0;
+    struct etcd_stream st;
+    etcd_stream_init(&st, 1 << 20);
     struct etcd_watch_msg m;
     struct etcd_error e;
-    ck_assert(etcd_parse_watch(stream, len, &used, &m, &e));
-    ck_assert(m.created && m.n == 0 && m.revision == 4);
-    etcd_watch_clear(&m);
-    at += used;
-    /* cut anywhere: nothing yet, and nothing consumed */
-    for (size_t cut = at + 1; cut < len - 2; cut += 7) {
-        ck_assert(!etcd_parse_watch(stream + at, cut - at, &used, &m, &e));
-        ck_assert_int_eq(used, 0);
+    const char *msg;
+    size_t total = strlen(stream), len, got = 0;
+    /* a few bytes at a time: nothing until a message is whole */
+    for (size_t at = 0; at < total; at += 7) {
+        ck_assert(etcd_stream_add(&st, stream + at, total - at < 7 ? total - at : 7));
+        while ((msg = etcd_stream_next(&st, &len))) {
+            ck_assert(msg[len - 1] == '}');
+            ck_assert(etcd_parse_watch(msg, len, &m, &e));
+            if (got++ == 0) {
+                ck_assert(m.created && m.n == 0 && m.revision == 4);
+            } else {
+                ck_assert_int_eq(m.n, 2);
+                ck_assert_int_eq(m.events[0].type, ETCD_PUT);
+                ck_assert_str_eq(m.events[0].kv.value, "{}");
+                ck_assert_int_eq(m.events[1].type, ETCD_DELETE);
+                ck_assert_int_eq(m.events[1].kv.mod_revision, 4);
+            }
+            etcd_watch_clear(&m);
+        }
     }
-    ck_assert(etcd_parse_watch(stream + at, len - at, &used, &m, &e));
-    ck_assert_int_eq(at + used, len);
-    ck_assert_int_eq(m.n, 2);
-    ck_assert_int_eq(m.events[0].type, ETCD_PUT);
-    ck_assert_str_eq(m.events[0].kv.value, "{}");
-    ck_assert_int_eq(m.events[1].type, ETCD_DELETE);
-    ck_assert_int_eq(m.events[1].kv.mod_revision, 4);
-    etcd_watch_clear(&m);
+    ck_assert_int_eq(got, 2);
+    ck_assert(!etcd_stream_rest(&st, &len));
     const char *compacted = "{\"result\":{" HDR ",\"raft_term\":\"2\"},\"canceled\":true,"
-                            "\"compact_revision\":\"3\"}}\n";
-    ck_assert(etcd_parse_watch(compacted, strlen(compacted), &used, &m, &e));
+                            "\"compact_revision\":\"3\"}}";
+    ck_assert(etcd_parse_watch(compacted, strlen(compacted), &m, &e));
     ck_assert(m.canceled && m.compact_revision == 3);
     etcd_watch_clear(&m);
+    /* an error ends the stream without a '\n': what is left once it ended */
     const char *error = "{\"error\":{\"grpc_code\":16,\"http_code\":401,\"message\":\"etcdserver: "
                         "invalid auth token\",\"http_status\":\"Unauthorized\"}}";
-    ck_assert(!etcd_parse_watch(error, strlen(error), &used, &m, &e));
-    ck_assert(used > 0 && e.code == 16);
-    ck_assert(!etcd_parse_watch("}{", 2, &used, &m, &e));
-    ck_assert(used > 0);
+    ck_assert(etcd_stream_add(&st, error, strlen(error)));
+    ck_assert(!etcd_stream_next(&st, &len));
+    msg = etcd_stream_rest(&st, &len);
+    ck_assert(msg && len == strlen(error));
+    ck_assert(!etcd_parse_watch(msg, len, &m, &e));
+    ck_assert_int_eq(e.code, 16);
+    ck_assert(!etcd_parse_watch("}{", 2, &m, &e));
+    etcd_stream_free(&st);
+    /* a message longer than the cap is refused, one just as long is not */
+    etcd_stream_init(&st, 16);
+    ck_assert(etcd_stream_add(&st, "0123456789", 10));
+    ck_assert(!etcd_stream_next(&st, &len));
+    ck_assert(etcd_stream_add(&st, "abcdef\nxy", 9));
+    ck_assert((msg = etcd_stream_next(&st, &len)) && len == 16);
+    ck_assert(!etcd_stream_next(&st, &len));
+    ck_assert(etcd_stream_add(&st, "0123456789abcd", 14));
+    ck_assert(!etcd_stream_next(&st, &len));
+    ck_assert(!etcd_stream_add(&st, "z", 1)); /* 17 bytes and no end */
+    etcd_stream_free(&st);
+}
+END_TEST
+
+/* A message cut anywhere by the transport, a multi-byte character
+ * included, is read whole once the rest has come. */
+static size_t stream_messages(const char *a, size_t alen, const char *b, size_t blen,
+                              struct etcd_watch_msg *last)
+{
+    struct etcd_stream st;
+    etcd_stream_init(&st, 1 << 20);
+    size_t n = 0, len;
+    struct etcd_error e;
+    const char *parts[2] = {a, b}, *msg;
+    size_t lens[2] = {alen, blen};
+    for (int k = 0; k < 2; k++) {
+        ck_assert(etcd_stream_add(&st, parts[k], lens[k]));
+        while ((msg = etcd_stream_next(&st, &len))) {
+            struct etcd_watch_msg m;
+            ck_assert_msg(etcd_parse_watch(msg, len, &m, &e), "cut at %zu: %s", alen, e.message);
+            n++;
+            etcd_watch_clear(last);
+            *last = m;
+        }
+    }
+    ck_assert(!etcd_stream_rest(&st, &len));
+    etcd_stream_free(&st);
+    return n;
+}
+
+START_TEST(test_gateway_watch_split)
+{
+    const char *msg =
+        "{\"result\":{" HDR ",\"revision\":\"9\",\"raft_term\":\"2\"},\"canceled\":true,"
+        "\"cancel_reason\":\"K\xc3\xb6ln \xe2\x80\x94 \xf0\x9f\x9a\xa7 gesperrt\"}}\n";
+    size_t len = strlen(msg);
+    for (size_t cut = 0; cut <= len; cut++) {
+        struct etcd_watch_msg m = {0};
+        ck_assert_int_eq(stream_messages(msg, cut, msg + cut, len - cut, &m), 1);
+        ck_assert(m.canceled && m.revision == 9);
+        ck_assert_str_eq(m.cancel_reason, "K\xc3\xb6ln \xe2\x80\x94 \xf0\x9f\x9a\xa7 gesperrt");
+        etcd_watch_clear(&m);
+    }
 }
 END_TEST
 
@@ -617,9 +739,12 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_store_bad_value_keeps_good);
     tcase_add_test(tc, test_store_full_read);
     tcase_add_test(tc, test_store_revalidate);
+    tcase_add_test(tc, test_store_many_deletes);
+    tcase_add_test(tc, test_store_verdict_lease);
     tcase_add_test(tc, test_b64);
     tcase_add_test(tc, test_gateway_answers);
     tcase_add_test(tc, test_gateway_watch_stream);
+    tcase_add_test(tc, test_gateway_watch_split);
     tcase_add_test(tc, test_schedule_precedence);
     tcase_add_test(tc, test_compose_over_config);
     tcase_add_test(tc, test_config_errors);
