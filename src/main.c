@@ -266,7 +266,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     struct daemon *d = arg;
     switch (sig) {
     case SIGHUP:
-        if (server_stopping(d->srv)) break;
+        if (server_stopping(d->srv) || !d->reloader) break;
         log_info("SIGHUP: reloading %s", d->path);
         reloader_request(d->reloader);
         break;
@@ -518,6 +518,7 @@ int main(int argc, char **argv)
     log_info("stopped");
 out:
     reloader_free(d.reloader); /* a load still running is abandoned */
+    d.reloader = NULL;         /* the loop may still run while the fleet revokes its lease */
     admin_stop(d.admin);
     fleet_stop(d.fleet);
     maint_stop(d.maint);
