@@ -1018,7 +1018,8 @@ stall() {
     shift
     (
         raw "$out" "$P_T" --timeout 30 "$@"
-        echo "$RAW_RC $RAW_MS" >"$out.res"
+        # written whole, then renamed: the waiter reads it once it exists
+        echo "$RAW_RC $RAW_MS" >"$out.res.tmp" && mv "$out.res.tmp" "$out.res"
     ) &
     SPAWNED+=($!)
     PID_NAME[$!]=stall
