@@ -32,6 +32,7 @@ struct check_cfg;
 struct events_cfg;
 struct admin_cfg;
 struct fleet_cfg;
+struct acme_cfg;
 struct route_table;
 struct select_state;
 struct health;
@@ -157,6 +158,7 @@ struct config {
     struct events_cfg *events; /* `events:` (events/events_config.h) */
     struct admin_cfg *admin;   /* `admin:` (admin/admin_config.h); NULL: no admin listener */
     struct fleet_cfg *fleet;   /* `fleet:` (fleet/fleet_config.h); NULL: not in a fleet */
+    struct acme_cfg *acme;     /* `acme:` (control/acme_config.h); NULL: no ACME */
     /* Timed overrides and maintenance windows (schedule.h): the config's
      * own model is immutable; the fleet's drains and windows are composed
      * over it into another (control/maint.h) on the main thread; sched_now

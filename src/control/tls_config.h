@@ -31,6 +31,10 @@ struct tls_cert_info {
 size_t tls_srv_ncerts(const struct tls_srv *t);
 struct tls_cert_info tls_srv_cert(const struct tls_srv *t, size_t i);
 const char *tls_srv_listener(const struct tls_srv *t);
+/* The names of the listener's `tls.acme` list (lowercase, no trailing
+ * dot, in the order written), for control/acme.c; NULL and *n = 0 when it
+ * has none. */
+const char *const *tls_srv_acme_names(const struct tls_srv *t, size_t *n);
 
 /* Logs a warning for each certificate that has expired, is not valid yet,
  * or expires within TLS_EXPIRY_WARN_DAYS of now. */

@@ -1,0 +1,4 @@
+/* stub: to be written */
+#include "autoconf.h"
+
+#include "lib/acme_jose.h"
