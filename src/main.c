@@ -28,6 +28,7 @@
 #include "control/server.h"
 #include "events/sink_exec.h"
 #include "events/sink_webhook.h"
+#include "control/acme.h"
 #include "fleet/fleet.h"
 #include "control/statefile.h"
 #include "control/tls_config.h"
@@ -45,6 +46,7 @@ struct daemon {
     struct health_ctl *health;
     struct maint *maint;
     struct fleet *fleet;
+    struct acme *acme;
     struct statefile_ctl *state;
     struct admin *admin;
     struct events *events;
@@ -230,6 +232,7 @@ static void reload_done(void *arg, struct reload_result *r)
     warn_expiry(cfg);
     maint_reload(d->maint, cfg);
     fleet_commit(d->fleet, cfg);
+    acme_reload(d->acme, cfg);
     health_flush_events(d->health); /* all-down events after the overrides that caused them */
     statefile_reload(d->state, cfg);
     sink_exec_config(d->exec, cfg->events);
@@ -467,6 +470,16 @@ int main(int argc, char **argv)
         config_unref(cfg);
         goto out;
     }
+    /* before the listeners: certificates kept in storage serve the first
+     * handshake; orders run on this loop, never on a worker */
+    d.acme = acme_start(d.base, d.srv, cfg);
+    d.view.acme = d.acme;
+    if (!d.acme) {
+        log_error("cannot start the ACME client (out of memory)");
+        config_unref(cfg);
+        alog_file_close(alog);
+        goto out;
+    }
     if (!server_start(d.srv, d.base, cfg, err, sizeof(err))) { /* takes cfg either way */
         log_error("%s", err);
         alog_file_close(alog);
@@ -485,6 +498,7 @@ int main(int argc, char **argv)
         goto out;
     }
     d.view.fleet = d.fleet;
+
     d.admin = admin_start(d.base, &d.view, cfg, err, sizeof(err));
     if (!d.admin) {
         log_error("%s", err);
@@ -528,6 +542,7 @@ out:
     statefile_stop(d.state, rc == 0); /* the last health, written at shutdown */
     health_stop(d.health);
     server_free(d.srv);
+    acme_stop(d.acme); /* after the workers: its table is no longer read */
     if (defer_ev) event_free(defer_ev);
     defer_stop(); /* the workers are gone */
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)

@@ -28,6 +28,8 @@
 #include "lib/log.h"
 #include "serve/select.h"
 #include "control/server.h"
+#include "control/acme.h"
+#include "control/acme_config.h"
 #include "control/tls_config.h"
 #include "serve/tls.h"
 
@@ -583,6 +585,7 @@ void admin_status_json(struct evbuffer *o, const struct daemon_view *v)
     evbuffer_add(o, LIT("],"));
     maintenance_json(o, c);
     fleet_status_json(v->fleet, o);
+    acme_status_json(v->acme, o);
     evbuffer_add(o, LIT("}\n"));
 }
 
@@ -1032,8 +1035,19 @@ static void page_pools(struct page *pg)
     for (size_t i = 0; i < pg->c->npools; i++) page_pool(pg, &pg->c->pools[i]);
 }
 
-/* The certificates of the TLS listeners; fewer than
- * TLS_EXPIRY_WARN_DAYS days left are marked. */
+static void tls_table_open(struct evbuffer *o)
+{
+    evbuffer_add(o, LIT("<section aria-label=\"TLS certificates\"><h2><span>TLS "
+                        "certificates</span></h2><table><caption class=\"sr\">"
+                        "Certificates of the TLS listeners</caption><thead><tr>"
+                        "<th scope=\"col\">listener</th><th scope=\"col\">"
+                        "certificate</th><th scope=\"col\">names</th>"
+                        "<th scope=\"col\">expires</th><th scope=\"col\">days "
+                        "left</th></tr></thead><tbody>"));
+}
+
+/* The certificates of the TLS listeners, then those ACME keeps; fewer
+ * than TLS_EXPIRY_WARN_DAYS days left are marked. */
 static void page_tls(struct page *pg)
 {
     struct evbuffer *o = pg->o;
@@ -1043,16 +1057,8 @@ static void page_tls(struct page *pg)
         const struct tls_srv *t = c->listen_tls[i];
         for (size_t k = 0; t && k < tls_srv_ncerts(t); k++) {
             struct tls_cert_info ci = tls_srv_cert(t, k);
-            if (!any) {
-                evbuffer_add(o, LIT("<section aria-label=\"TLS certificates\"><h2><span>TLS "
-                                    "certificates</span></h2><table><caption class=\"sr\">"
-                                    "Certificates of the TLS listeners</caption><thead><tr>"
-                                    "<th scope=\"col\">listener</th><th scope=\"col\">"
-                                    "certificate</th><th scope=\"col\">names</th>"
-                                    "<th scope=\"col\">expires</th><th scope=\"col\">days "
-                                    "left</th></tr></thead><tbody>"));
-                any = true;
-            }
+            if (!any) tls_table_open(o);
+            any = true;
             long long left = days_left(ci.not_after, pg->now);
             bool soon = left < TLS_EXPIRY_WARN_DAYS;
             char t1[64];
@@ -1075,6 +1081,11 @@ static void page_tls(struct page *pg)
                                 : soon   ? " (renew soon)"
                                          : "");
         }
+    }
+    if (c->acme && c->acme->nnames) {
+        if (!any) tls_table_open(o);
+        any = true;
+        acme_page_html(pg->v->acme, o, pg->now);
     }
     if (any) evbuffer_add(o, LIT("</tbody></table></section>"));
 }

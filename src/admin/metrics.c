@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "control/acme.h"
 #include "fleet/fleet.h"
 #include "serve/counters.h"
 #include "events/events.h"
@@ -84,7 +85,7 @@ static void render_tls_failures(const struct tls_stats_view *s, void *arg)
     }
 }
 
-static void render_tls(struct evbuffer *out, const struct config *c)
+static void render_tls(struct evbuffer *out, const struct config *c, const struct daemon_view *v)
 {
     head(out, "detourd_tls_handshakes_total", "counter",
          "TLS handshakes on the redirect listeners, by result.");
@@ -102,6 +103,17 @@ static void render_tls(struct evbuffer *out, const struct config *c)
             evbuffer_add(out, LIT(",cert=\""));
             metrics_label(out, ci.file);
             evbuffer_add_printf(out, "\"} %lld\n", (long long)ci.not_after);
+        }
+        /* ACME certificates: cert="acme:NAME" */
+        size_t na = 0;
+        const char *const *names = t ? tls_srv_acme_names(t, &na) : NULL;
+        for (size_t k = 0; k < na; k++) {
+            time_t end = acme_cert_not_after(v->acme, names[k]);
+            if (!end) continue;
+            tls_label(out, "detourd_tls_certificate_expiry_timestamp_seconds", c->listen[i].text);
+            evbuffer_add(out, LIT(",cert=\"acme:"));
+            metrics_label(out, names[k]);
+            evbuffer_add_printf(out, "\"} %lld\n", (long long)end);
         }
     }
 }
@@ -299,6 +311,7 @@ void metrics_render(struct evbuffer *out, const struct daemon_view *v)
         evbuffer_add_printf(out, "} %llu\n", (unsigned long long)h->probes);
     }
     fleet_metrics(v->fleet, out);
+    acme_metrics(v->acme, out);
     head(out, "detourd_check_failures_total", "counter", "Failed health checks, by reason.");
     for (size_t i = 0; i < nh; i++) {
         const struct health *h = health_at(v->health, i);
@@ -312,7 +325,7 @@ void metrics_render(struct evbuffer *out, const struct daemon_view *v)
     }
     head(out, "detourd_connections_active", "gauge", "Open client connections.");
     evbuffer_add_printf(out, "detourd_connections_active %u\n", server_connections(v->srv));
-    render_tls(out, server_config(v->srv));
+    render_tls(out, server_config(v->srv), v);
     render_events(out);
     head(out, "detourd_config_reloads_total", "counter", "Configuration reloads, by result.");
     evbuffer_add_printf(out,

@@ -20,6 +20,7 @@ struct daemon_view {
     struct server *srv;
     struct health_ctl *health;
     struct fleet *fleet; /* NULL: not started */
+    struct acme *acme;   /* NULL: not started */
     const char *config_path;
     time_t start_time;
     uint64_t reloads_ok, reloads_failed;

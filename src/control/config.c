@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "admin/admin_config.h"
+#include "control/acme_config.h"
 #include "control/config_walk.h"
 #include "control/health_config.h"
 #include "control/schedule.h"
@@ -811,6 +812,7 @@ static const struct cfg_section {
     {"state_max_age", statefile_config_load_max_age}, /* statefile_config.c */
     {"events", events_config_load},                   /* events/events_config.c */
     {"fleet", fleet_config_load},                     /* fleet/fleet_config.c */
+    {"acme", acme_config_load},                       /* acme_config.c: after listen, state_file */
 };
 
 #define NSECTIONS (sizeof(sections) / sizeof(sections[0]))
@@ -995,6 +997,7 @@ void config_free(void *cp)
     events_cfg_free(c->events);
     admin_cfg_free(c->admin);
     fleet_cfg_free(c->fleet);
+    acme_cfg_free(c->acme);
     free((void *)c->counts);
     for (size_t i = 0; c->listen_tls && i < c->nlisten; i++) tls_srv_unref(c->listen_tls[i]);
     free(c->listen_tls);

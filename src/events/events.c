@@ -33,6 +33,7 @@ const char *event_kind_name(enum event_kind k)
     case EVENT_ALL_DOWN: return "all_down";
     case EVENT_RELOAD: return "reload";
     case EVENT_FLEET: return "fleet";
+    case EVENT_CERTIFICATE: return "certificate";
     }
     return "?";
 }
@@ -143,7 +144,8 @@ struct event_rec *event_make_key(enum event_kind kind, uint64_t seq, const char 
     put_field(ev->json, &o, "to", to);
     put_field(ev->json, &o, "reason", reason);
     put_field(ev->json, &o, "instance", instance);
-    put_field(ev->json, &o, "key", key);
+    /* the extra field: a fleet event's etcd key, a certificate's name */
+    put_field(ev->json, &o, kind == EVENT_CERTIFICATE ? "name" : "key", key);
     ev->json[o++] = '}';
     ev->json[o] = '\0';
     ev->json_len = o;
@@ -302,6 +304,12 @@ void event_emit_fleet(const char *to, const char *key, const char *reason)
 {
     if (default_hub)
         emit(default_hub, clock_wall_ms(), EVENT_FLEET, NULL, NULL, NULL, to, reason, key);
+}
+
+void event_emit_certificate(const char *name, const char *to, const char *reason)
+{
+    if (default_hub)
+        emit(default_hub, clock_wall_ms(), EVENT_CERTIFICATE, NULL, NULL, NULL, to, reason, name);
 }
 
 void event_emit(enum event_kind kind, const char *pool, const char *region, const char *from,

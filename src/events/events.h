@@ -17,7 +17,14 @@
 #define EVENTS_QUEUE_MAX 1000 /* per sink; beyond it the oldest are dropped */
 #define EVENT_REASON_MAX 1024 /* bytes of a reason; a longer one is cut, with "..." */
 
-enum event_kind { EVENT_REGION_STATE, EVENT_OVERRIDE, EVENT_ALL_DOWN, EVENT_RELOAD, EVENT_FLEET };
+enum event_kind {
+    EVENT_REGION_STATE,
+    EVENT_OVERRIDE,
+    EVENT_ALL_DOWN,
+    EVENT_RELOAD,
+    EVENT_FLEET,
+    EVENT_CERTIFICATE
+};
 
 const char *event_kind_name(enum event_kind k); /* "region_state", ... */
 
@@ -105,6 +112,9 @@ void event_emit(enum event_kind kind, const char *pool, const char *region, cons
 /* A fleet event: to is "connected", "disconnected" or "rejected"; key
  * (NULL: none) the etcd key rejected. */
 void event_emit_fleet(const char *to, const char *key, const char *reason);
+/* A certificate event (ACME): name is the certificate's name ("name" in
+ * the JSON), to issued, renewed or failed. */
+void event_emit_certificate(const char *name, const char *to, const char *reason);
 /* Same through a given hub, at a given time (tests). */
 struct event_rec *events_emit_at(struct events *e, int64_t time_ms, enum event_kind kind,
                                  const char *pool, const char *region, const char *from,
