@@ -54,7 +54,9 @@ char *acme_eab(const char *kid, const unsigned char *hmac, size_t hlen, EVP_PKEY
                const char *url);
 
 /* A CSR for names (subject CN names[0], every name in subjectAltName as
- * dNSName), signed by key, as base64url DER (the finalize "csr" value). */
+ * dNSName), signed by key, as base64url DER (the finalize "csr" value).
+ * A names[0] longer than the 64 characters a CN holds leaves the subject
+ * empty: CAs take the names from subjectAltName. */
 char *acme_csr(EVP_PKEY *key, const char *const *names, size_t n);
 
 /* The tls-alpn-01 challenge certificate for name (RFC 8737 3): a fresh
@@ -72,7 +74,7 @@ char *acme_ari_id(X509 *leaf);
  * first certificate is the leaf, the others its chain (possibly none).
  * False if there is no certificate or a block is not one. */
 bool acme_chain_parse(const char *pem, size_t len, X509 **leaf, STACK_OF(X509) **chain);
-/* The certificate's validity as time_t (UTC). */
+/* The certificate's validity as time_t (UTC); 0 if it cannot be read. */
 time_t acme_not_after(X509 *c);
 time_t acme_not_before(X509 *c);
 /* True when a dNSName of c matches name exactly (case-insensitive) or as
