@@ -498,6 +498,7 @@ int main(int argc, char **argv)
         goto out;
     }
     d.view.fleet = d.fleet;
+    acme_set_fleet(d.acme, d.fleet);
 
     d.admin = admin_start(d.base, &d.view, cfg, err, sizeof(err));
     if (!d.admin) {
@@ -534,6 +535,7 @@ out:
     reloader_free(d.reloader); /* a load still running is abandoned */
     d.reloader = NULL;         /* the loop may still run while the fleet revokes its lease */
     admin_stop(d.admin);
+    acme_set_fleet(d.acme, NULL); /* the fleet goes first */
     fleet_stop(d.fleet);
     maint_stop(d.maint);
     events_set_default(NULL); /* no more events: the sinks go first */

@@ -47,6 +47,7 @@
 #include "control/acme_config.h"
 #include "control/server.h"
 #include "events/events.h"
+#include "fleet/fleet.h"
 #include "lib/acme_jose.h"
 #include "lib/clock.h"
 #include "lib/file.h"
@@ -80,8 +81,17 @@ struct aname {
     int64_t due_ms;      /* when the next order starts (INT64_MAX: none) */
     time_t next_renewal; /* for /status (0: unknown) */
     char *last_error;
-    unsigned failures; /* in a row, for the backoff */
-    bool ari_asked;    /* renewalInfo fetched for the certificate held */
+    unsigned failures;  /* in a row, for the backoff */
+    bool ari_asked;     /* renewalInfo fetched for the certificate held */
+    int64_t shared_rev; /* the fleet's cert/NAME revision last looked at */
+};
+
+/* A challenge answer another instance published (fleet) */
+struct shared_chal {
+    char *id; /* the token (http-01) or the name (tls-alpn-01) */
+    char *keyauth;
+    X509 *x509; /* tls-alpn-01: built here from keyauth */
+    EVP_PKEY *key;
 };
 
 /* What an answer is for. */
@@ -121,6 +131,10 @@ struct order {
     EVP_PKEY *key; /* the new certificate's */
     unsigned polls;
     int64_t started_ms;
+    /* in a fleet: the lock first, the challenge seen in etcd before it is
+     * accepted */
+    bool lock_wait, lock_put, echo_wait;
+    char *chal_key; /* "http01/TOKEN" or "alpn/NAME" (after "acme/") */
 };
 
 struct acme {
@@ -150,6 +164,10 @@ struct acme {
     struct order *ord;
     struct aname *ari_for; /* the name whose renewalInfo is asked */
     uint64_t issued, failed;
+    /* the fleet (NULL: alone) and the challenges other instances publish */
+    struct fleet *fleet;
+    struct shared_chal *stok, *salpn;
+    size_t nstok, nsalpn;
 };
 
 static void kick(struct acme *a);
@@ -418,26 +436,35 @@ static void publish(struct acme *a)
         l->ncerts++;
     }
     struct order *o = a->ord;
-    if (ok && o && o->token && o->keyauth && !o->chal_alpn) {
-        l->tokens = calloc(1, sizeof(*l->tokens));
-        ok = l->tokens && (l->tokens->token = strdup(o->token)) &&
-             (l->tokens->keyauth = strdup(o->keyauth));
-        if (l->tokens) {
-            l->ntokens = 1;
-            l->tokens->token_len = l->tokens->token ? strlen(l->tokens->token) : 0;
-            l->tokens->keyauth_len = l->tokens->keyauth ? strlen(l->tokens->keyauth) : 0;
-        }
+    bool own_tok = o && o->token && o->keyauth && !o->chal_alpn;
+    bool own_alpn = o && o->chal_alpn && o->alpn_x509;
+    size_t nt = a->nstok + own_tok, na = a->nsalpn + own_alpn;
+    if (ok && nt) ok = (l->tokens = calloc(nt, sizeof(*l->tokens))) != NULL;
+    if (ok && na) ok = (l->alpn = calloc(na, sizeof(*l->alpn))) != NULL;
+    for (size_t i = 0; ok && i < nt; i++) {
+        const char *tok = i < a->nstok ? a->stok[i].id : o->token;
+        const char *ka = i < a->nstok ? a->stok[i].keyauth : o->keyauth;
+        struct acme_live_token *t = &l->tokens[l->ntokens];
+        ok = (t->token = strdup(tok)) && (t->keyauth = strdup(ka));
+        t->token_len = t->token ? strlen(t->token) : 0;
+        t->keyauth_len = t->keyauth ? strlen(t->keyauth) : 0;
+        l->ntokens++;
     }
-    if (ok && o && o->chal_alpn && o->alpn_x509) {
-        l->alpn = calloc(1, sizeof(*l->alpn));
-        ok = l->alpn && (l->alpn->name = strdup(o->n->name));
-        if (ok) {
-            X509_up_ref(o->alpn_x509);
-            EVP_PKEY_up_ref(o->alpn_key);
-            l->alpn->x509 = o->alpn_x509;
-            l->alpn->key = o->alpn_key;
-            l->nalpn = 1;
+    for (size_t i = 0; ok && i < na; i++) {
+        const char *name = i < a->nsalpn ? a->salpn[i].id : o->n->name;
+        X509 *x = i < a->nsalpn ? a->salpn[i].x509 : o->alpn_x509;
+        EVP_PKEY *k = i < a->nsalpn ? a->salpn[i].key : o->alpn_key;
+        struct acme_live_alpn *al = &l->alpn[l->nalpn];
+        if (!x || !k) continue;
+        if (!(al->name = strdup(name))) {
+            ok = false;
+            break;
         }
+        X509_up_ref(x);
+        EVP_PKEY_up_ref(k);
+        al->x509 = x;
+        al->key = k;
+        l->nalpn++;
     }
     if (!ok) {
         acme_live_free(l);
@@ -749,6 +776,7 @@ static void order_free(struct order *o)
     for (size_t i = 0; i < o->nauthz; i++) free(o->authz[i]);
     free(o->authz);
     free(o->chal_url);
+    free(o->chal_key);
     free(o->token);
     if (o->keyauth) OPENSSL_cleanse(o->keyauth, strlen(o->keyauth));
     free(o->keyauth);
@@ -766,9 +794,26 @@ static int64_t backoff_ms(unsigned failures)
 }
 
 /* The order in hand ends: its challenge is withdrawn, the next one may go. */
+static bool in_fleet(const struct acme *a)
+{
+    return a->fleet && fleet_acme_on(a->fleet);
+}
+
+/* This instance's lock key for name: "lock/NAME/INSTANCE" */
+static void lock_rest(const struct acme *a, const char *name, char *buf, size_t len)
+{
+    snprintf(buf, len, "lock/%s/%s", name, fleet_acme_instance(a->fleet));
+}
+
 static void order_end(struct acme *a)
 {
     struct order *o = a->ord;
+    if (o && in_fleet(a)) { /* best effort: the lease takes them anyway */
+        char rest[600];
+        if (o->chal_key) fleet_acme_delete(a->fleet, o->chal_key);
+        lock_rest(a, o->n->name, rest, sizeof(rest));
+        if (o->lock_put) fleet_acme_delete(a->fleet, rest);
+    }
     a->ord = NULL;
     bool had_challenge = o && (o->token || o->alpn_x509);
     order_free(o);
@@ -941,6 +986,18 @@ static void take_challenge(struct acme *a, json_t *j)
     }
     publish(a);
     log_info("acme: %s: answering %s", o->n->name, alpn ? "tls-alpn-01" : "http-01");
+    if (in_fleet(a)) {
+        /* every instance answers it: accepted once etcd has it back */
+        char rest[600];
+        snprintf(rest, sizeof(rest), alpn ? "alpn/%s" : "http01/%s", alpn ? o->n->name : token);
+        set_str(&o->chal_key, rest);
+        if (!o->chal_key || !fleet_acme_put(a->fleet, rest, o->keyauth, strlen(o->keyauth), true)) {
+            order_fail(a, "cannot publish the challenge answer in etcd (not connected)");
+            return;
+        }
+        o->echo_wait = true;
+        return;
+    }
     request(a, S_CHALLENGE, o->chal_url, true, "{}", false);
 }
 
@@ -962,6 +1019,9 @@ static void on_authz(struct acme *a, bool polled)
             o->alpn_x509 = NULL;
             EVP_PKEY_free(o->alpn_key);
             o->alpn_key = NULL;
+            if (o->chal_key && in_fleet(a)) fleet_acme_delete(a->fleet, o->chal_key);
+            free(o->chal_key);
+            o->chal_key = NULL;
             publish(a); /* the challenge is answered: withdrawn */
         }
         authz_next(a);
@@ -1066,12 +1126,23 @@ static void on_certificate(struct acme *a)
     bool ok = kp != NULL;
     snprintf(file, sizeof(file), "%s.key.pem", n->name);
     if (ok) ok = storage_write(a, file, kp, strlen(kp), why, sizeof(why));
-    if (kp) OPENSSL_cleanse(kp, strlen(kp)), free(kp);
     snprintf(file, sizeof(file), "%s.crt.pem", n->name);
     if (ok) ok = storage_write(a, file, a->ans.body, a->ans.len, why, sizeof(why));
+    if (kp && in_fleet(a)) { /* every instance serves it (no lease: it outlives us) */
+        json_t *j = json_pack("{s:s%, s:s}", "cert", a->ans.body, a->ans.len, "key", kp);
+        char *v = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        json_decref(j);
+        snprintf(file, sizeof(file), "cert/%s", n->name);
+        if (!v || !fleet_acme_put(a->fleet, file, v, strlen(v), false))
+            log_warn("acme: %s: cannot share the certificate in etcd (%s): the other instances "
+                     "order their own",
+                     n->name, v ? "not connected" : "out of memory");
+        if (v) OPENSSL_cleanse(v, strlen(v)), free(v);
+    }
     if (!ok)
         log_warn("acme: %s: the certificate is served but not kept: %s", n->name,
                  kp ? why : "out of memory");
+    if (kp) OPENSSL_cleanse(kp, strlen(kp)), free(kp);
     bool renewed = n->x509 != NULL;
     name_clear_cert(n);
     n->x509 = x;
@@ -1254,7 +1325,7 @@ static void kick(struct acme *a)
     if (!a->cfg || a->busy || event_pending(a->poll, EV_TIMEOUT, NULL)) return;
     struct order *o = a->ord;
     int64_t now = now_ms();
-    if (o && now - o->started_ms > (int64_t)ACME_ORDER_DEADLINE_S * 1000) {
+    if (o && !o->lock_wait && now - o->started_ms > (int64_t)ACME_ORDER_DEADLINE_S * 1000) {
         answer_clear(&a->ans);
         order_fail(a, "the order took longer than %d s", ACME_ORDER_DEADLINE_S);
         return;
@@ -1282,7 +1353,18 @@ static void kick(struct acme *a)
         log_info("acme: %s: %s", due->name,
                  o->renewal ? "renewing the certificate" : "ordering a certificate");
         answer_clear(&a->ans);
+        o->lock_wait = in_fleet(a); /* one instance at a time orders a name */
     }
+    if (o->lock_wait) {
+        char rest[600];
+        if (o->lock_put || !fleet_acme_connected(a->fleet)) return; /* on_fleet goes on */
+        lock_rest(a, o->n->name, rest, sizeof(rest));
+        const char *me = fleet_acme_instance(a->fleet);
+        if (!fleet_acme_put(a->fleet, rest, me, strlen(me), true)) return;
+        o->lock_put = true;
+        return;
+    }
+    if (o->echo_wait) return;
     if (!a->acct) {
         char why[512] = "";
         if (!load_account_key(a, why, sizeof(why))) {
@@ -1382,6 +1464,211 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         }
     }
     kick(a);
+}
+
+/* ---- the fleet: shared certificates, locks, challenge answers ---- */
+
+static void shared_free(struct shared_chal *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(v[i].id);
+        if (v[i].keyauth) OPENSSL_cleanse(v[i].keyauth, strlen(v[i].keyauth));
+        free(v[i].keyauth);
+        X509_free(v[i].x509);
+        EVP_PKEY_free(v[i].key);
+    }
+    free(v);
+}
+
+struct collect {
+    struct acme *a;
+    struct shared_chal *v;
+    size_t n, cap;
+    bool alpn;
+    bool changed;
+};
+
+/* one "http01/TOKEN" or "alpn/NAME": kept (its certificate reused when
+ * the answer is the same), or added */
+static void collect_chal(void *arg, const char *rest, const char *val, size_t len, int64_t rev)
+{
+    (void)rev;
+    struct collect *c = arg;
+    const char *id = strchr(rest, '/') + 1;
+    if (!*id || len == 0 || len > 1024 || memchr(val, '\0', len)) return;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 4;
+        struct shared_chal *nv = realloc(c->v, cap * sizeof(*nv));
+        if (!nv) return;
+        c->v = nv;
+        c->cap = cap;
+    }
+    struct shared_chal *s = &c->v[c->n];
+    memset(s, 0, sizeof(*s));
+    struct shared_chal *old = c->alpn ? c->a->salpn : c->a->stok;
+    size_t nold = c->alpn ? c->a->nsalpn : c->a->nstok;
+    for (size_t i = 0; i < nold; i++) {
+        if (old[i].id && !strcmp(old[i].id, id) && strlen(old[i].keyauth) == len &&
+            !memcmp(old[i].keyauth, val, len)) {
+            *s = old[i];
+            memset(&old[i], 0, sizeof(old[i]));
+            c->n++;
+            return;
+        }
+    }
+    s->id = strdup(id);
+    s->keyauth = strndup(val, len);
+    if (!s->id || !s->keyauth ||
+        (c->alpn && !acme_alpn_cert(s->id, s->keyauth, &s->x509, &s->key))) {
+        free(s->id);
+        free(s->keyauth);
+        return;
+    }
+    c->changed = true;
+    c->n++;
+}
+
+/* The other instances' challenge answers as etcd has them now; true if
+ * they changed. */
+static bool refresh_challenges(struct acme *a)
+{
+    bool changed = false;
+    for (int alpn = 0; alpn < 2; alpn++) {
+        struct collect c = {.a = a, .alpn = alpn};
+        fleet_acme_each(a->fleet, alpn ? "alpn/" : "http01/", collect_chal, &c);
+        struct shared_chal **v = alpn ? &a->salpn : &a->stok;
+        size_t *n = alpn ? &a->nsalpn : &a->nstok;
+        for (size_t i = 0; i < *n; i++) changed |= (*v)[i].id != NULL; /* one went */
+        changed |= c.changed;
+        shared_free(*v, *n);
+        *v = c.v;
+        *n = c.n;
+    }
+    return changed;
+}
+
+struct adopt {
+    struct acme *a;
+    bool changed;
+};
+
+/* "cert/NAME": a certificate another instance ordered, taken when it is
+ * newer than the one held */
+static void adopt_cert(void *arg, const char *rest, const char *val, size_t len, int64_t rev)
+{
+    struct adopt *ad = arg;
+    struct acme *a = ad->a;
+    const char *name = rest + 5;
+    struct aname *n = NULL;
+    for (size_t i = 0; i < a->nnames; i++)
+        if (!strcmp(a->names[i].name, name)) n = &a->names[i];
+    if (!n || n->shared_rev == rev) return;
+    n->shared_rev = rev;
+    json_t *j = json_loadb(val, len, 0, NULL);
+    const char *cert = json_string_value(json_object_get(j, "cert"));
+    const char *key = json_string_value(json_object_get(j, "key"));
+    X509 *x = NULL;
+    STACK_OF(X509) *chain = NULL;
+    EVP_PKEY *k = key ? acme_key_from_pem(key, strlen(key)) : NULL;
+    bool ok = cert && k && acme_chain_parse(cert, strlen(cert), &x, &chain) &&
+              acme_cert_key_match(x, k) && acme_cert_covers(x, name);
+    time_t na = ok ? acme_not_after(x) : 0;
+    if (!ok || na <= time(NULL) || (n->x509 && na <= n->not_after)) {
+        if (!ok) log_warn("acme: %s: the certificate in etcd is unusable: ignored", name);
+        X509_free(x);
+        sk_X509_pop_free(chain, X509_free);
+        EVP_PKEY_free(k);
+        json_decref(j);
+        return;
+    }
+    char file[300], why[512];
+    snprintf(file, sizeof(file), "%s.key.pem", name);
+    bool kept = storage_write(a, file, key, strlen(key), why, sizeof(why));
+    snprintf(file, sizeof(file), "%s.crt.pem", name);
+    if (kept) kept = storage_write(a, file, cert, strlen(cert), why, sizeof(why));
+    if (!kept) log_warn("acme: %s: the fleet's certificate is served but not kept: %s", name, why);
+    json_decref(j);
+    name_clear_cert(n);
+    n->x509 = x;
+    n->chain = chain;
+    n->key = k;
+    n->not_before = acme_not_before(x);
+    n->not_after = na;
+    n->state = NS_VALID;
+    n->failures = 0;
+    n->ari_asked = false;
+    set_str(&n->last_error, NULL);
+    schedule_renewal(n);
+    char t[32];
+    iso_time(na, t, sizeof(t));
+    log_info("acme: %s: serving the certificate another instance ordered (expires %s)", name, t);
+    /* waiting for the lock to order it: nothing to order any more */
+    if (a->ord && a->ord->n == n && a->ord->lock_wait) order_end(a);
+    ad->changed = true;
+}
+
+struct lock_scan {
+    const char *me;
+    int64_t min_rev, my_rev;
+    const char *holder;
+    char holder_buf[128];
+};
+
+static void scan_lock(void *arg, const char *rest, const char *val, size_t len, int64_t rev)
+{
+    (void)val, (void)len;
+    struct lock_scan *ls = arg;
+    const char *inst = strrchr(rest, '/') + 1;
+    if (!strcmp(inst, ls->me)) ls->my_rev = rev;
+    if (!ls->min_rev || rev < ls->min_rev) {
+        ls->min_rev = rev;
+        snprintf(ls->holder_buf, sizeof(ls->holder_buf), "%s", inst);
+        ls->holder = ls->holder_buf;
+    }
+}
+
+/* Keys under PREFIX acme/ changed (or etcd is back). */
+static void on_fleet(void *arg)
+{
+    struct acme *a = arg;
+    if (!a->cfg || !in_fleet(a)) return;
+    struct adopt ad = {.a = a};
+    fleet_acme_each(a->fleet, "cert/", adopt_cert, &ad);
+    if (refresh_challenges(a) || ad.changed) publish(a);
+    struct order *o = a->ord;
+    if (o && o->lock_wait && o->lock_put) {
+        char sub[600];
+        snprintf(sub, sizeof(sub), "lock/%s/", o->n->name);
+        struct lock_scan ls = {.me = fleet_acme_instance(a->fleet)};
+        fleet_acme_each(a->fleet, sub, scan_lock, &ls);
+        if (ls.my_rev && ls.my_rev == ls.min_rev) {
+            o->lock_wait = false;
+            o->started_ms = now_ms();
+            log_info("acme: %s: this instance holds the fleet's lock: ordering", o->n->name);
+        } else if (ls.my_rev) {
+            log_debug("acme: %s: %s orders it (the fleet's lock)", o->n->name,
+                      ls.holder ? ls.holder : "another instance");
+        }
+    }
+    if (o && o->echo_wait && o->chal_key && !a->busy) {
+        struct lock_scan ls = {.me = ""};
+        fleet_acme_each(a->fleet, o->chal_key, scan_lock, &ls);
+        if (ls.min_rev) { /* etcd has it, so every instance's watch does */
+            o->echo_wait = false;
+            request(a, S_CHALLENGE, o->chal_url, true, "{}", false);
+            return;
+        }
+    }
+    kick(a);
+}
+
+/* f NULL: alone from now on (before the fleet is stopped) */
+void acme_set_fleet(struct acme *a, struct fleet *f)
+{
+    if (!a) return;
+    if (a->fleet && a->fleet != f) fleet_acme_follow(a->fleet, NULL, NULL);
+    a->fleet = f;
+    if (f) fleet_acme_follow(f, on_fleet, a);
 }
 
 /* ---- names follow the config ---- */
@@ -1543,6 +1830,8 @@ void acme_stop(struct acme *a)
     free(a->req_payload);
     names_free(a->names, a->nnames);
     acme_cfg_free(a->cfg);
+    shared_free(a->stok, a->nstok);
+    shared_free(a->salpn, a->nsalpn);
     /* the workers are gone: nothing reads the table any more */
     acme_live_free(acme_live_swap(NULL));
     free(a);

@@ -29,6 +29,10 @@ struct acme *acme_start(struct event_base *base, struct server *srv, const struc
 /* After a committed reload: names added are ordered, names gone stop
  * being served, failed names are tried again now. */
 void acme_reload(struct acme *a, const struct config *cfg);
+/* In a fleet (fleet.h): one instance orders a name at a time under a lock
+ * in etcd, certificates and challenge answers are shared there. */
+struct fleet;
+void acme_set_fleet(struct acme *a, struct fleet *f);
 /* Stops (an order in flight is abandoned) and frees everything. */
 void acme_stop(struct acme *a);
 

@@ -12,6 +12,7 @@
 
 #include "control/config_walk.h"
 #include "control/tls_config.h"
+#include "fleet/fleet_config.h"
 #include "lib/netaddr.h"
 
 static bool str_eq(const char *a, const char *b)
@@ -185,6 +186,32 @@ static void load_challenges(struct cfg_ctx *x, const struct yt_node *n, struct a
         CFG_ERR(x, n, "acme.challenges: http-01 needs a plain (non-TLS) listener to answer on");
 }
 
+static bool is_loopback(const char *host)
+{
+    return !strcmp(host, "localhost") || !strncmp(host, "127.", 4) || !strcmp(host, "::1");
+}
+
+/* In a fleet the etcd prefix holds the certificates' private keys: etcd
+ * must be reached over TLS and with authentication (a client certificate
+ * or a user), unless it listens on this host's loopback only. */
+static void check_fleet(struct cfg_ctx *x, const struct yt_node *v, const struct fleet_cfg *f)
+{
+    if (!f) return;
+    bool auth = f->username || f->cert;
+    for (size_t i = 0; i < f->nendpoints; i++) {
+        const struct fleet_endpoint *e = &f->endpoints[i];
+        if (is_loopback(e->host)) continue;
+        if (!e->tls || !auth) {
+            CFG_ERR(x, v,
+                    "acme: with `fleet:` the certificates' private keys are kept in etcd under "
+                    "%sacme/: the endpoint %s needs https and authentication (fleet.etcd.cert "
+                    "and key, or username and password_file)",
+                    f->prefix ? f->prefix : "PREFIX/", e->url);
+            return;
+        }
+    }
+}
+
 void acme_config_load(struct cfg_ctx *x, const struct yt_node *v)
 {
     static const char *const keys[] = {"directory", "contact",  "accept_terms",
@@ -271,4 +298,5 @@ void acme_config_load(struct cfg_ctx *x, const struct yt_node *v)
         if (a->storage) check_storage(x, v, a->storage);
     }
     if (!a->storage) a->storage = strdup("acme");
+    check_fleet(x, v, c->fleet);
 }

@@ -77,6 +77,10 @@ struct fleet {
     uint64_t refused_unlogged; /* failures since that line */
     unsigned retry_ms;
     struct event *retry;
+    /* the ACME client's keys under PREFIX "acme/" (fleet.h) */
+    fleet_acme_fn *acme_fn;
+    void *acme_arg;
+    bool acme_changed;
 };
 
 /* ---- names ---- */
@@ -368,6 +372,8 @@ static void tell(struct fleet *f, const char *key, size_t klen, int ch, bool del
 static int change(struct fleet *f, const char *key, size_t klen, const char *val, size_t vlen,
                   int64_t rev, int64_t lease)
 {
+    size_t pl = strlen(f->fc->prefix);
+    if (klen > pl + 5 && memcmp(key + pl, "acme/", 5) == 0) f->acme_changed = true;
     int ch = val ? fleet_store_put(&f->store, key, klen, val, vlen, rev, lease)
                  : fleet_store_delete(&f->store, key, klen, rev);
     if (ch < 0) {
@@ -378,8 +384,15 @@ static int change(struct fleet *f, const char *key, size_t klen, const char *val
     return ch;
 }
 
+static void acme_tell(struct fleet *f)
+{
+    f->acme_changed = false;
+    if (f->acme_fn) f->acme_fn(f->acme_arg);
+}
+
 static void after(struct fleet *f, int ch)
 {
+    if (f->acme_changed) acme_tell(f);
     if (ch & FLEET_CH_OPERATOR) apply_layer(f);
     if (ch & FLEET_CH_HEALTH) decide(f);
 }
@@ -395,6 +408,7 @@ static void on_full_read(void *arg, const struct etcd_range *r)
     ch |= fleet_store_sweep(&f->store, r->revision);
     log_info("fleet: read %zu key%s under %s at revision %" PRId64 " (%zu rejected)", r->n,
              r->n == 1 ? "" : "s", f->fc->prefix, r->revision, fleet_store_rejected(&f->store));
+    f->acme_changed = true; /* keys may have gone without a delete seen */
     after(f, ch | FLEET_CH_OPERATOR | FLEET_CH_HEALTH);
 }
 
@@ -428,6 +442,7 @@ static void on_up(void *arg, const char *endpoint)
     f->round_failed = false;
     event_del(f->retry);
     publish_all(f);
+    acme_tell(f); /* writes can go now */
     /* back after being cut off: its lease had expired, so everything was
      * read again before this watch (etcd.c); the verdicts are current */
     if (f->alone) {
@@ -938,4 +953,66 @@ void fleet_page_html(const struct fleet *f, struct evbuffer *o)
     }
     if (head) evbuffer_add(o, LIT("</table>"));
     evbuffer_add(o, LIT("</section>"));
+}
+
+/* ---- ACME over the fleet ---- */
+
+void fleet_acme_follow(struct fleet *f, fleet_acme_fn *fn, void *arg)
+{
+    f->acme_fn = fn;
+    f->acme_arg = arg;
+}
+
+bool fleet_acme_on(const struct fleet *f)
+{
+    return f && f->fc && f->have_store;
+}
+
+bool fleet_acme_connected(const struct fleet *f)
+{
+    return fleet_acme_on(f) && f->etcd && etcd_state(f->etcd) == ETCD_WATCHING &&
+           etcd_lease(f->etcd) != 0;
+}
+
+const char *fleet_acme_instance(const struct fleet *f)
+{
+    return f && f->fc ? f->fc->instance : NULL;
+}
+
+static bool acme_key(const struct fleet *f, const char *rest, char *buf, size_t len)
+{
+    int n = snprintf(buf, len, "%sacme/%s", f->fc->prefix, rest);
+    return n > 0 && (size_t)n < len;
+}
+
+bool fleet_acme_put(struct fleet *f, const char *rest, const char *val, size_t len, bool lease)
+{
+    char key[1024];
+    if (!fleet_acme_connected(f) || !acme_key(f, rest, key, sizeof(key))) return false;
+    if (!etcd_put(f->etcd, key, val, len, lease)) return false;
+    f->writes_out++;
+    return true;
+}
+
+bool fleet_acme_delete(struct fleet *f, const char *rest)
+{
+    char key[1024];
+    if (!fleet_acme_connected(f) || !acme_key(f, rest, key, sizeof(key))) return false;
+    if (!etcd_delete(f->etcd, key)) return false;
+    f->writes_out++;
+    return true;
+}
+
+void fleet_acme_each(const struct fleet *f, const char *sub, fleet_acme_each_fn *fn, void *arg)
+{
+    if (!fleet_acme_on(f)) return;
+    char want[1024];
+    if (!acme_key(f, sub, want, sizeof(want))) return;
+    size_t wl = strlen(want), pl = strlen(f->fc->prefix) + 5;
+    for (size_t i = 0; i < f->store.n; i++) {
+        const struct fleet_entry *e = f->store.v[i];
+        if (e->keylen < wl || memcmp(e->key, want, wl) != 0 || memchr(e->key, '\0', e->keylen))
+            continue;
+        fn(arg, e->key + pl, e->raw, e->rawlen, e->rev);
+    }
 }

@@ -56,4 +56,25 @@ void fleet_metrics(const struct fleet *f, struct evbuffer *out);
 /* The status page's fleet line and votes (nothing without a fleet). */
 void fleet_page_html(const struct fleet *f, struct evbuffer *out);
 
+/* ---- the ACME client's keys (control/acme.c) ----
+ * Under PREFIX "acme/": its locks, challenge answers and certificates
+ * (docs/fleet.md). fn runs on the main loop after keys there changed, a
+ * full read, and each connection to etcd. */
+typedef void fleet_acme_fn(void *arg);
+void fleet_acme_follow(struct fleet *f, fleet_acme_fn *fn, void *arg);
+/* In a fleet (a `fleet:` section, its store begun). */
+bool fleet_acme_on(const struct fleet *f);
+/* Watching etcd under a lease: writes can go. */
+bool fleet_acme_connected(const struct fleet *f);
+const char *fleet_acme_instance(const struct fleet *f);
+/* Writes PREFIX "acme/" rest (under this instance's lease, or none);
+ * false when not connected. */
+bool fleet_acme_put(struct fleet *f, const char *rest, const char *val, size_t len, bool lease);
+bool fleet_acme_delete(struct fleet *f, const char *rest);
+/* Calls fn for every key under PREFIX "acme/" sub as last seen: rest
+ * (after "acme/"), its value and revision. */
+typedef void fleet_acme_each_fn(void *arg, const char *rest, const char *val, size_t len,
+                                int64_t rev);
+void fleet_acme_each(const struct fleet *f, const char *sub, fleet_acme_each_fn *fn, void *arg);
+
 #endif
