@@ -53,6 +53,9 @@ struct tls_conf {
     struct tls_pos ticket_keys_pos;
     bool reject_unknown; /* unknown_sni: reject */
     char *hsts;          /* the Strict-Transport-Security value, or NULL */
+    char **acme;         /* tls.acme: lowercase, no trailing dot */
+    size_t nacme;
+    bool has_acme; /* the key is written (even when wrong) */
 };
 
 static void tls_conf_free(struct tls_conf *tc)
@@ -67,6 +70,8 @@ static void tls_conf_free(struct tls_conf *tc)
     free(tc->ciphersuites);
     free(tc->ticket_keys);
     free(tc->hsts);
+    for (size_t i = 0; i < tc->nacme; i++) free(tc->acme[i]);
+    free(tc->acme);
     free(tc);
 }
 
@@ -351,6 +356,10 @@ static bool set_sid_ctx(SSL_CTX *ctx, const struct tls_srv *t)
     for (size_t i = 0; ok && i < t->ncerts; i++)
         ok = X509_digest(t->certs[i].x509, EVP_sha256(), one, &k) == 1 &&
              EVP_DigestUpdate(m, one, k) == 1;
+    /* the tls.acme names too (their certificates change without a
+     * reload): another listener's ACME names do not resume here */
+    for (size_t i = 0; ok && i < t->nacme; i++)
+        ok = EVP_DigestUpdate(m, t->acme_names[i], strlen(t->acme_names[i]) + 1) == 1;
     ok = ok && EVP_DigestFinal_ex(m, md, &n) == 1;
     EVP_MD_CTX_free(m);
     if (n > SSL_MAX_SID_CTX_LENGTH) n = SSL_MAX_SID_CTX_LENGTH;
@@ -474,6 +483,9 @@ static const char *versions_text(const struct tls_conf *tc)
  * first handshake completes. */
 static bool check_handshake(const struct tls_srv *t, const struct tls_conf *tc, struct diag *d)
 {
+    /* tls.acme alone: no certificate to try before the ACME client has
+     * one (its certificates are checked as they come) */
+    if (!t->ncerts) return true;
     SSL_CTX *cctx = SSL_CTX_new(TLS_client_method());
     if (!cctx) return false;
     SSL_CTX_set_security_level(cctx, 0);
@@ -519,9 +531,23 @@ static bool check_handshake(const struct tls_srv *t, const struct tls_conf *tc, 
     return true;
 }
 
+/* A tls.acme name that a static certificate covers is served by that
+ * certificate (the contract: a valid static certificate wins); the ACME
+ * client still keeps one for it. Said once per load, as it is allowed. */
+static void acme_overlap(const struct tls_srv *t)
+{
+    for (size_t i = 0; i < t->nacme; i++) {
+        const struct tls_cert *c = tls_sni_static(t, t->acme_names[i]);
+        if (c)
+            log_info("listener %s: tls.acme name %s is also covered by certificate %s, which "
+                     "serves it",
+                     t->listener, t->acme_names[i], c->file);
+    }
+}
+
 /* Every problem of tc is reported in one pass: the lists OpenSSL parses
  * and every certificate file, whatever else is wrong. */
-static struct tls_srv *tls_srv_build(const struct tls_conf *tc, struct diag *d)
+static struct tls_srv *tls_srv_build(struct tls_conf *tc, struct diag *d)
 {
     char why[256], what[64];
     size_t before = d->n + d->dropped;
@@ -549,8 +575,14 @@ static struct tls_srv *tls_srv_build(const struct tls_conf *tc, struct diag *d)
     }
     if (tc->ticket_keys && !load_ticket_keys(t, tc, d)) goto oom;
     if (!check_certs(t, tc, d)) goto oom;
-    if (d->n + d->dropped != before || !t->ncerts) goto fail;
+    if (d->n + d->dropped != before || (!t->ncerts && !tc->nacme)) goto fail;
+    /* the names move to t */
+    t->acme_names = tc->acme;
+    t->nacme = tc->nacme;
+    tc->acme = NULL;
+    tc->nacme = 0;
     if (!tls_sni_build(t) || !set_sid_ctx(ctx, t)) goto oom;
+    acme_overlap(t);
     if (tc->hsts && !hsts_build(t, tc->hsts)) goto oom;
 
     SSL_CTX_set_min_proto_version(ctx, tc->min_version);
@@ -641,13 +673,92 @@ static void load_tls_protocols(struct cfg_ctx *x, const struct yt_node *n, struc
     }
 }
 
+/* A DNS name as ACME orders it (RFC 1123 host name): labels of 1 to 63
+ * letters, digits and hyphens, not starting or ending with a hyphen, 253
+ * bytes at most (name lowercase, without its trailing dot); not an IPv4
+ * address (an ACME dns identifier is a name). NULL when it is one, else
+ * what is wrong. */
+static const char *acme_name_problem(const char *name)
+{
+    size_t len = strlen(name);
+    if (len == 0) return "is empty";
+    if (strchr(name, '*'))
+        return "is a wildcard: http-01 and tls-alpn-01 cannot validate wildcard names (only "
+               "dns-01 can); list each name";
+    if (len > 253) return "is longer than 253 bytes";
+    bool alpha = false;
+    for (const char *l = name; *l;) {
+        size_t n = strcspn(l, ".");
+        if (n == 0) return "has an empty label";
+        if (n > 63) return "has a label longer than 63 bytes";
+        if (l[0] == '-' || l[n - 1] == '-') return "has a label that starts or ends with '-'";
+        for (size_t i = 0; i < n; i++) {
+            char ch = l[i];
+            if (ch >= 'a' && ch <= 'z')
+                alpha = true;
+            else if (!(ch >= '0' && ch <= '9') && ch != '-')
+                return "is not a host name (letters, digits, '-' and '.' only)";
+        }
+        l += n;
+        if (*l == '.' && *++l == '\0') return "has an empty label";
+    }
+    /* digits and dots only: an IPv4 address, which is no dns identifier */
+    if (!alpha && strspn(name, "0123456789.") == len)
+        return "is an IP address: tls.acme takes DNS names";
+    return NULL;
+}
+
+/* tls.acme: [names] */
+static void load_tls_acme(struct cfg_ctx *x, const struct yt_node *n, struct tls_conf *tc)
+{
+    tc->has_acme = true;
+    if (n->kind == YT_SCALAR && !cfg_is_null(n)) {
+        CFG_ERR(x, n, "tls.acme: expected a list of names, got a scalar (write [\"%s\"])", n->str);
+        return;
+    }
+    if (!cfg_want(x, n, YT_SEQ, "tls.acme")) return;
+    if (n->len == 0) {
+        CFG_ERR(x, n, "tls.acme: at least one name is required (or omit 'acme')");
+        return;
+    }
+    if (n->len > TLS_ACME_MAX_NAMES) {
+        CFG_ERR(x, n, "tls.acme: %zu names: at most %d per listener", n->len, TLS_ACME_MAX_NAMES);
+        return;
+    }
+    tc->acme = calloc(n->len, sizeof(*tc->acme));
+    if (!tc->acme) return;
+    for (size_t i = 0; i < n->len; i++) {
+        const struct yt_node *v = n->u.items[i];
+        char *name = NULL, shown[80];
+        if (!cfg_get_str(x, v, "tls.acme", &name)) continue;
+        for (char *p = name; *p; p++)
+            if (*p >= 'A' && *p <= 'Z') *p |= 0x20;
+        size_t len = strlen(name);
+        if (len > 1 && name[len - 1] == '.') name[len - 1] = '\0'; /* the same host */
+        const char *why = acme_name_problem(name);
+        if (why) {
+            CFG_ERR(x, v, "tls.acme: '%s' %s", cfg_shown(v, shown, sizeof(shown)), why);
+            free(name);
+            continue;
+        }
+        size_t k = 0;
+        while (k < tc->nacme && strcmp(tc->acme[k], name) != 0) k++;
+        if (k < tc->nacme) {
+            CFG_ERR(x, v, "tls.acme: '%s' is listed twice", name);
+            free(name);
+            continue;
+        }
+        tc->acme[tc->nacme++] = name;
+    }
+}
+
 /* Parsed, then loaded (files, OpenSSL) with the positions kept for the
  * messages. */
 struct tls_srv *tls_config_load(struct cfg_ctx *x, const struct yt_node *n, const char *listener)
 {
     static const char *const keys[] = {
-        "certificates", "protocols", "ciphers", "ciphersuites", "session_tickets", "ticket_keys",
-        "unknown_sni",  "hsts",      NULL};
+        "certificates", "protocols",   "ciphers", "ciphersuites", "session_tickets",
+        "ticket_keys",  "unknown_sni", "hsts",    "acme",         NULL};
     static const char *const sni[] = {"default", "reject", NULL};
     if (!cfg_want(x, n, YT_MAP, "tls")) return NULL;
     cfg_check_keys(x, n, "tls", keys);
@@ -660,10 +771,12 @@ struct tls_srv *tls_config_load(struct cfg_ctx *x, const struct yt_node *n, cons
     tc->max_version = TLS1_3_VERSION;
     size_t before = x->d->n + x->d->dropped;
     const struct yt_node *v;
+    /* tls.acme alone is a listener whose certificates all come from ACME */
+    if ((v = yt_get(n, "acme"))) load_tls_acme(x, v, tc);
     if ((v = yt_get(n, "certificates")))
         load_tls_certs(x, v, tc);
-    else
-        CFG_ERR(x, n, "tls: 'certificates' is required");
+    else if (!tc->has_acme)
+        CFG_ERR(x, n, "tls: 'certificates' is required (or 'acme', to obtain them from ACME)");
     if ((v = yt_get(n, "protocols"))) load_tls_protocols(x, v, tc);
     if ((v = yt_get(n, "ciphers")) && cfg_get_str(x, v, "tls.ciphers", &tc->ciphers))
         tc->ciphers_pos = pos_of(v);
@@ -685,7 +798,7 @@ struct tls_srv *tls_config_load(struct cfg_ctx *x, const struct yt_node *n, cons
     }
     /* the files are checked too when something above is wrong: every
      * problem in one pass */
-    struct tls_srv *t = tc->ncerts ? tls_srv_build(tc, x->d) : NULL;
+    struct tls_srv *t = tc->ncerts || tc->nacme ? tls_srv_build(tc, x->d) : NULL;
     if (t && x->d->n + x->d->dropped != before) {
         tls_srv_unref(t);
         t = NULL;
@@ -712,6 +825,12 @@ struct tls_cert_info tls_srv_cert(const struct tls_srv *t, size_t i)
 const char *tls_srv_listener(const struct tls_srv *t)
 {
     return t->listener;
+}
+
+const char *const *tls_srv_acme_names(const struct tls_srv *t, size_t *n)
+{
+    *n = t ? t->nacme : 0;
+    return *n ? (const char *const *)t->acme_names : NULL;
 }
 
 static void fmt_time(time_t t, char *buf, size_t len)

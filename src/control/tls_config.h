@@ -31,6 +31,8 @@ struct tls_cert_info {
 size_t tls_srv_ncerts(const struct tls_srv *t);
 struct tls_cert_info tls_srv_cert(const struct tls_srv *t, size_t i);
 const char *tls_srv_listener(const struct tls_srv *t);
+/* At most this many names in a listener's `tls.acme` */
+#define TLS_ACME_MAX_NAMES 100
 /* The names of the listener's `tls.acme` list (lowercase, no trailing
  * dot, in the order written), for control/acme.c; NULL and *n = 0 when it
  * has none. */

@@ -74,4 +74,14 @@ const struct acme_live_alpn *acme_live_alpn(const struct acme_live *l, const cha
 #define ACME_CHALLENGE_PREFIX     "/.well-known/acme-challenge/"
 #define ACME_CHALLENGE_PREFIX_LEN (sizeof(ACME_CHALLENGE_PREFIX) - 1)
 
+/* The tls-alpn-01 protocol name (RFC 8737 6.2) */
+#define ACME_TLS_ALPN     "acme-tls/1"
+#define ACME_TLS_ALPN_LEN (sizeof(ACME_TLS_ALPN) - 1)
+
+/* The pending http-01 token of a request path (origin-form: the path and
+ * query as sent): the part after ACME_CHALLENGE_PREFIX up to a '?', looked
+ * up in l; NULL when path is not a challenge or the token is not pending. */
+const struct acme_live_token *acme_live_http01(const struct acme_live *l, const char *path,
+                                               size_t len);
+
 #endif

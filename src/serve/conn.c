@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "lib/clock.h"
+#include "serve/acme_live.h"
 #include "serve/counters.h"
 #include "serve/http_parse.h"
 #include "lib/log.h"
@@ -666,6 +667,37 @@ static void emit(struct conn *c, const struct pool *p, const struct tmpl *t, con
     if (!keep && c->after == AFTER_KEEP) c->after = AFTER_CLOSE;
 }
 
+/* An ACME http-01 challenge (RFC 8555 8.3) on a plain listener: GET or
+ * HEAD of ACME_CHALLENGE_PREFIX + a pending token is answered with its key
+ * authorization, whatever the Host (the validator sends the name being
+ * validated, which no pool need know). True if answered (or, out of
+ * memory, the connection set to close); anything else is routed as usual.
+ * The caller compared the path's prefix already: only challenge paths
+ * reach the table. */
+static bool answer_http01(struct conn *c, const char *base, const struct http_req *r, bool keep)
+{
+    if (!r->is_head && !(r->method.len == 3 && memcmp(base + r->method.off, "GET", 3) == 0))
+        return false;
+    const struct acme_live_token *tk =
+        acme_live_http01(acme_live_get(), base + r->path.off, r->path.len);
+    if (!tk) return false;
+    struct conn_set *s = c->s;
+    struct conn_io *io = c->io;
+    if (!out_reserve(c, REDIRECT_TEXT_MAX + tk->keyauth_len)) {
+        c->after = AFTER_CLOSE;
+        return true;
+    }
+    enum conn_hdr ch = !keep ? CONN_HDR_CLOSE : r->minor == 0 ? CONN_HDR_KEEP : CONN_HDR_NONE;
+    size_t n = redirect_text(io->out + io->out_len, tk->keyauth, tk->keyauth_len, r->is_head, ch,
+                             &s->date);
+    io->out_len += n;
+    if (!keep && c->after == AFTER_KEEP) c->after = AFTER_CLOSE;
+    counters_inc(s->counts, counters_error_slot(s->cfg, 200));
+    if (s->cfg->access_log) log_access(c, base, r, 200, n, NULL, NULL);
+    log_debug("ACME http-01 challenge answered");
+    return true;
+}
+
 /* Keeps what the answer needs until the chunked body has been skipped. */
 static bool hold(struct conn *c, const struct pool *p, const struct tmpl *t, const char *path,
                  const struct http_req *r)
@@ -719,7 +751,15 @@ static void on_head(struct conn *c, const char *base, size_t avail)
         (r->expect_continue || (r->has_length && r->content_length > lim->max_body_discard)))
         keep = false;
     const struct pool *p = NULL;
-    const struct tmpl *t = choose(c, base, r, &p);
+    const struct tmpl *t = NULL;
+    /* the one thing a plain request pays for ACME: a prefix compare */
+    if (!c->tls && r->path.len > ACME_CHALLENGE_PREFIX_LEN &&
+        memcmp(base + r->path.off, ACME_CHALLENGE_PREFIX, ACME_CHALLENGE_PREFIX_LEN) == 0 &&
+        answer_http01(c, base, r, keep && !r->chunked)) {
+        /* answered now (a chunked body is not held for it: lingered over) */
+    } else {
+        t = choose(c, base, r, &p);
+    }
     if (t && r->chunked && keep) {
         if (hold(c, p, t, base + r->path.off, r)) {
             c->st = CS_BODY_CHUNKED;

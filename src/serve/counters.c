@@ -8,10 +8,10 @@
 #include <string.h>
 
 #define ERROR_STATUS(code, reason) code,
-const unsigned counters_error_status[] = {HTTP_ERRORS(ERROR_STATUS)};
+const unsigned counters_error_status[] = {HTTP_ERRORS(ERROR_STATUS) 200};
 _Static_assert(sizeof(counters_error_status) / sizeof(counters_error_status[0]) ==
                    COUNTERS_ERROR_STATUSES,
-               "COUNTERS_ERROR_STATUSES counts HTTP_ERRORS");
+               "COUNTERS_ERROR_STATUSES counts HTTP_ERRORS and 200");
 
 void counters_layout(struct config *c)
 {

@@ -17,9 +17,10 @@
 
 #include "snapshot.h"
 
-/* Error statuses the request path can answer (HTTP_ERRORS in redirect.h);
- * each has a column after every template's. */
-#define COUNTERS_ERROR_STATUSES 7
+/* Statuses the request path answers without a pool: the errors
+ * (HTTP_ERRORS in redirect.h), then 200 (an ACME http-01 challenge,
+ * serve/acme_live.h); each has a column after every template's. */
+#define COUNTERS_ERROR_STATUSES 8
 extern const unsigned counters_error_status[COUNTERS_ERROR_STATUSES];
 
 /* Numbers every template's column (at config load). */

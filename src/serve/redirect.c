@@ -220,6 +220,23 @@ size_t redirect_error(char *out, unsigned status, bool head_only, const struct d
     return (size_t)(o - out);
 }
 
+size_t redirect_text(char *out, const char *body, size_t len, bool head_only, enum conn_hdr ch,
+                     const struct date_cache *dc)
+{
+    char *o = put(out, LIT("HTTP/1.1 200 OK\r\nDate: "));
+    o = put(o, dc->str, HTTP_DATE_LEN);
+    o = put(o, LIT("\r\nContent-Type: text/plain\r\nContent-Length: "));
+    o = put_uint(o, len);
+    o = put(o, LIT("\r\n"));
+    if (ch == CONN_HDR_CLOSE)
+        o = put(o, LIT("Connection: close\r\n"));
+    else if (ch == CONN_HDR_KEEP)
+        o = put(o, LIT("Connection: keep-alive\r\n"));
+    o = put(o, LIT("\r\n"));
+    if (!head_only) o = put(o, body, len);
+    return (size_t)(o - out);
+}
+
 /* ---- templates, built at config load ---- */
 
 struct sbuf {

@@ -57,6 +57,13 @@ size_t redirect_build(char *out, const struct pool *p, const struct tmpl *t, con
 size_t redirect_error(char *out, unsigned status, bool head_only, const struct date_cache *dc,
                       const struct chunk *extra);
 
+/* A 200 text/plain answer with body (an ACME http-01 key authorization:
+ * rare, so built per request), Connection as ch says; head_only: without
+ * the body. At most REDIRECT_TEXT_MAX + len bytes. */
+#define REDIRECT_TEXT_MAX 160
+size_t redirect_text(char *out, const char *body, size_t len, bool head_only, enum conn_hdr ch,
+                     const struct date_cache *dc);
+
 /* Percent-encodes bytes that are not allowed in a URI path or query (and a
  * '%' that does not start a %XX escape); out needs 3*n+1 bytes. A path that
  * does not start with '/' gets one. Returns the bytes written. */

@@ -18,12 +18,14 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 
 #include "lib/defer.h"
 #include "lib/hash.h"
 #include "lib/log.h"
+#include "serve/acme_live.h"
 #include "serve/tls_srv.h"
 
 /* ---- process-wide state ---- */
@@ -169,6 +171,8 @@ void tls_srv_free(struct tls_srv *t)
     free(t->keys);
     free(t->hsts.p);
     free(t->listener);
+    for (size_t i = 0; i < t->nacme; i++) free(t->acme_names[i]);
+    free(t->acme_names);
     free(t);
 }
 
@@ -205,6 +209,7 @@ bool tls_sni_build(struct tls_srv *t)
             if (!s->pair.c[c->rsa]) s->pair.c[c->rsa] = c; /* the first listed wins */
         }
     }
+    if (!t->ncerts) return true; /* tls.acme alone: no default certificate */
     const struct tls_cert *first = &t->certs[0];
     if (first->nnames) {
         const char *name = first->names[0];
@@ -234,6 +239,26 @@ static const struct tls_pair *sni_find(const struct tls_srv *t, const char *name
     return s->name ? &s->pair : NULL;
 }
 
+const struct tls_cert *tls_sni_static(const struct tls_srv *t, const char *name)
+{
+    const struct tls_pair *p = sni_find(t, name);
+    return p ? (p->c[0] ? p->c[0] : p->c[1]) : NULL;
+}
+
+/* name (as the client sent it: any case, maybe a trailing dot) is one of
+ * the listener's tls.acme names. A scan: at most 100 names, and only for
+ * a name no static certificate covers. */
+static bool acme_listed(const struct tls_srv *t, const char *name)
+{
+    size_t len = strlen(name);
+    if (len && name[len - 1] == '.') len--;
+    for (size_t i = 0; i < t->nacme; i++) {
+        const char *a = t->acme_names[i];
+        if (strncasecmp(a, name, len) == 0 && a[len] == '\0') return true;
+    }
+    return false;
+}
+
 /* ---- per-connection state: bits in the SSL's app data ----
  * The low byte holds flags; above it, why a failed handshake failed (enum
  * fail_why) and its detail (OpenSSL's library and reason, an errno, the
@@ -247,6 +272,7 @@ enum {
     TS_SNI_REJECT = 8,    /* refused for its server name */
     TS_ALPN_REFUSED = 16, /* offered ALPN without http/1.1 */
     TS_CLOSED = 32,       /* close_notify sent, or none can be (the stream broke) */
+    TS_ACME = 64,         /* a tls-alpn-01 validation: the challenge certificate is set */
 };
 #define TS_WHY_SHIFT 8
 #define TS_ARG_SHIFT 12
@@ -259,9 +285,11 @@ enum fail_why {
     WHY_SYSCALL, /* arg: errno */
     WHY_EOF,     /* the client closed mid-handshake */
     WHY_TIMEOUT,
-    WHY_PLAIN,   /* plain HTTP */
-    WHY_GARBAGE, /* arg: the first byte */
-    WHY_SNI,     /* unknown_sni: reject */
+    WHY_PLAIN,        /* plain HTTP */
+    WHY_GARBAGE,      /* arg: the first byte */
+    WHY_SNI,          /* unknown_sni: reject, or no certificate but tls.acme ones */
+    WHY_ACME_PENDING, /* a tls.acme name without its certificate yet */
+    WHY_ACME_ALPN,    /* acme-tls/1 without a pending challenge; arg: 1 with a server name */
 };
 
 static uintptr_t st_get(const SSL *ssl)
@@ -297,13 +325,39 @@ static unsigned ssl_err_arg(unsigned long e)
 
 /* ---- OpenSSL callbacks ---- */
 
+/* A name of the listener's tls.acme list that no static certificate
+ * covers: the ACME client's certificate for it; none yet, the handshake
+ * fails as for an unknown name (the default certificate, which does not
+ * name it, would only make the client fail later and less clearly). */
+static int acme_sni(SSL *ssl, const char *name, int *alert)
+{
+    const struct acme_live_cert *ac = acme_live_cert(acme_live_get(), name, strlen(name));
+    if (!ac) {
+        count_fail(ssl, TLS_FAIL_UNKNOWN_SNI, WHY_ACME_PENDING, 0);
+        *alert = SSL_AD_UNRECOGNIZED_NAME;
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    }
+    /* the SSL takes its own references: the table may be retired before
+     * the connection ends */
+    SSL_certs_clear(ssl);
+    if (SSL_use_cert_and_key(ssl, ac->x509, ac->key, ac->chain, 1) != 1) {
+        ERR_clear_error();
+        *alert = SSL_AD_INTERNAL_ERROR;
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    }
+    return SSL_TLSEXT_ERR_OK;
+}
+
 static int sni_cb(SSL *ssl, int *alert, void *arg)
 {
     struct tls_srv *t = arg;
+    if (st_get(ssl) & TS_ACME) return SSL_TLSEXT_ERR_OK; /* hello_cb set the challenge's */
     const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
     const struct tls_pair *p = name ? sni_find(t, name) : NULL;
     if (!p) {
-        if (!t->reject_unknown) return SSL_TLSEXT_ERR_OK; /* the default certificate */
+        if (name && t->nacme && acme_listed(t, name)) return acme_sni(ssl, name, alert);
+        /* the default certificate; a listener with tls.acme alone has none */
+        if (!t->reject_unknown && t->ncerts) return SSL_TLSEXT_ERR_OK;
         st_set(ssl, TS_SNI_REJECT);
         *alert = SSL_AD_UNRECOGNIZED_NAME;
         return SSL_TLSEXT_ERR_ALERT_FATAL;
@@ -325,24 +379,109 @@ static int sni_cb(SSL *ssl, int *alert, void *arg)
  * offers ALPN without it (only h2, say) gets the fatal
  * no_application_protocol alert instead of an HTTP/1.1 answer it cannot
  * read; one that offers no ALPN is not asked (this callback does not run).
- * A later acme-tls/1 (RFC 8737, the ACME challenge) is answered here,
- * before the refusal: the rule is about HTTP clients only. */
+ * A tls-alpn-01 validation (RFC 8737) that hello_cb took gets acme-tls/1
+ * instead: the rule is about HTTP clients only. */
 static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                    const unsigned char *in, unsigned int inlen, void *arg)
 {
     (void)arg;
+    bool acme = st_get(ssl) & TS_ACME;
     for (unsigned i = 0; i < inlen;) {
         unsigned n = in[i];
         if (i + 1 + n > inlen) break;
-        if (n == 8 && memcmp(in + i + 1, "http/1.1", 8) == 0) {
+        if (acme ? n == ACME_TLS_ALPN_LEN && memcmp(in + i + 1, ACME_TLS_ALPN, n) == 0
+                 : n == 8 && memcmp(in + i + 1, "http/1.1", 8) == 0) {
             *out = in + i + 1;
-            *outlen = 8;
+            *outlen = (unsigned char)n;
             return SSL_TLSEXT_ERR_OK;
         }
         i += 1 + n;
     }
     st_set(ssl, TS_ALPN_REFUSED);
     return SSL_TLSEXT_ERR_ALERT_FATAL; /* OpenSSL sends no_application_protocol */
+}
+
+/* ---- tls-alpn-01 (RFC 8737) ----
+ * The ACME server's validator connects with ALPN acme-tls/1 alone and the
+ * name being validated, and must get the challenge certificate the ACME
+ * client made for that name (serve/acme_live.h). That has to be decided
+ * before OpenSSL picks anything: in the ClientHello callback, from the raw
+ * extensions (SSL_get_servername() is not set yet there). */
+
+/* The ALPN extension's protocol list offers acme-tls/1. */
+static bool offers_acme(const unsigned char *p, size_t len)
+{
+    if (len < 2 || ((size_t)p[0] << 8 | p[1]) != len - 2) return false;
+    for (size_t i = 2; i < len;) {
+        size_t n = p[i];
+        if (i + 1 + n > len) return false;
+        if (n == ACME_TLS_ALPN_LEN && memcmp(p + i + 1, ACME_TLS_ALPN, n) == 0) return true;
+        i += 1 + n;
+    }
+    return false;
+}
+
+/* The host_name of the server_name extension (RFC 6066 3: a list of
+ * type, length, name) into buf as a C string: its length, 0 if none. */
+static size_t hello_name(SSL *ssl, char *buf, size_t cap)
+{
+    const unsigned char *p;
+    size_t len;
+    if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &p, &len) != 1 || len < 2 ||
+        ((size_t)p[0] << 8 | p[1]) != len - 2)
+        return 0;
+    for (size_t i = 2; i + 3 <= len;) {
+        size_t n = (size_t)p[i + 1] << 8 | p[i + 2];
+        if (i + 3 + n > len) return 0;
+        if (p[i] == TLSEXT_NAMETYPE_host_name) {
+            if (n == 0 || n >= cap || memchr(p + i + 3, '\0', n)) return 0;
+            memcpy(buf, p + i + 3, n);
+            buf[n] = '\0';
+            return n;
+        }
+        i += 3 + n;
+    }
+    return 0;
+}
+
+/* Every handshake passes here first; one that offers acme-tls/1 is a
+ * validation: the challenge certificate of its name when one is pending
+ * (sni_cb then leaves it, alpn_cb selects acme-tls/1), else refused with
+ * no_application_protocol (RFC 8737 answers no HTTP client: nothing else
+ * may be served to it). On any TLS listener: the validator reaches
+ * whichever one the name's address leads to. */
+static int hello_cb(SSL *ssl, int *alert, void *arg)
+{
+    (void)arg;
+    const unsigned char *p;
+    size_t len;
+    if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_application_layer_protocol_negotiation, &p,
+                                  &len) != 1 ||
+        !offers_acme(p, len))
+        return SSL_CLIENT_HELLO_SUCCESS;
+    char name[256];
+    size_t n = hello_name(ssl, name, sizeof(name));
+    const struct acme_live_alpn *a = n ? acme_live_alpn(acme_live_get(), name, n) : NULL;
+    if (!a) {
+        count_fail(ssl, TLS_FAIL_PROTOCOL, WHY_ACME_ALPN, n != 0);
+        *alert = SSL_AD_NO_APPLICATION_PROTOCOL;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
+    /* the SSL takes its own references; and a validation resumes no
+     * session (one resumed would send no certificate) nor gets a ticket */
+    SSL_certs_clear(ssl);
+    if (SSL_use_cert_and_key(ssl, a->x509, a->key, NULL, 1) != 1 ||
+        SSL_set_session_id_context(ssl, (const unsigned char *)ACME_TLS_ALPN, ACME_TLS_ALPN_LEN) !=
+            1) {
+        ERR_clear_error();
+        count_fail(ssl, TLS_FAIL_OTHER, WHY_NONE, 0);
+        *alert = SSL_AD_INTERNAL_ERROR;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
+    SSL_set_options(ssl, SSL_OP_NO_TICKET);
+    SSL_set_num_tickets(ssl, 0);
+    st_set(ssl, TS_ACME);
+    return SSL_CLIENT_HELLO_SUCCESS;
 }
 
 static bool ticket_mac(EVP_MAC_CTX *h, const struct tkey *k)
@@ -580,11 +719,25 @@ static const char *fail_text(const SSL *ssl, uintptr_t st, char *buf, size_t len
         return buf;
     case WHY_SNI: {
         const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-        if (!sni) return "no server name (unknown_sni: reject)";
+        const char *why = srv_of(ssl)->ncerts ? "unknown_sni: reject"
+                                              : "no default certificate: tls.acme names only";
+        if (!sni) {
+            snprintf(buf, len, "no server name (%s)", why);
+            return buf;
+        }
         fmt_name(sni, name, sizeof(name));
-        snprintf(buf, len, "unknown server name '%s' (unknown_sni: reject)", name);
+        snprintf(buf, len, "unknown server name '%s' (%s)", name, why);
         return buf;
     }
+    case WHY_ACME_PENDING: {
+        const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+        fmt_name(sni ? sni : "", name, sizeof(name));
+        snprintf(buf, len, "server name '%s' has no certificate yet (tls.acme)", name);
+        return buf;
+    }
+    case WHY_ACME_ALPN:
+        return arg ? "ALPN acme-tls/1 (tls-alpn-01) for a name with no pending challenge"
+                   : "ALPN acme-tls/1 (tls-alpn-01) without a server name";
     case WHY_NONE: break;
     }
     return "unknown reason";
@@ -632,6 +785,7 @@ bool tls_srv_arm(struct tls_srv *t, bool tickets)
         SSL_CTX_set_num_tickets(ctx, 0);
     }
     SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
+    SSL_CTX_set_client_hello_cb(ctx, hello_cb, NULL);
     SSL_CTX_set_tlsext_servername_callback(ctx, sni_cb);
     SSL_CTX_set_tlsext_servername_arg(ctx, t);
     /* from here the context owns t: freed with its last reference */
@@ -749,7 +903,9 @@ static ssize_t first_byte(int fd, SSL *ssl)
 static void handshake_failed(SSL *ssl, int e, int err)
 {
     unsigned long code = ERR_peek_last_error();
-    if (st_get(ssl) & TS_SNI_REJECT) {
+    if (st_get(ssl) & TS_FAILED) {
+        /* a callback refused it and counted why */
+    } else if (st_get(ssl) & TS_SNI_REJECT) {
         count_fail(ssl, TLS_FAIL_UNKNOWN_SNI, WHY_SNI, 0);
     } else if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && err == 0) ||
                (e == SSL_ERROR_SSL && ERR_GET_LIB(code) == ERR_LIB_SSL &&
@@ -797,6 +953,10 @@ static ssize_t tls_recv(int fd, void *ctx, char *buf, size_t len)
         ssize_t r = handshake(fd, ssl);
         if (r != 1) return r;
     }
+    /* a tls-alpn-01 validation ends with its handshake (RFC 8737 3: the
+     * validator sends nothing more): no HTTP is read or answered on it,
+     * the connection ends cleanly at once */
+    if (st_get(ssl) & TS_ACME) return 0;
     size_t got;
     errno = 0;
     sock_drained = false;

@@ -75,6 +75,12 @@ struct tls_srv {
     struct tkey *keys; /* from ticket_keys; NULL: the process's keys */
     size_t nkeys;
     struct chunk hsts; /* "Strict-Transport-Security: ...\r\n", or empty */
+    /* tls.acme: names whose certificates the ACME client obtains
+     * (lowercase, no trailing dot, in the order written). A handshake for
+     * one of them that no static certificate covers takes the ACME
+     * certificate (serve/acme_live.h), or fails while there is none. */
+    char **acme_names;
+    size_t nacme;
 };
 
 /* False if the process-wide TLS state (ticket cipher, the socket BIO)
@@ -84,8 +90,12 @@ bool tls_ready(void);
  * loader appends while the admin listener walks). NULL on OOM. */
 struct tls_stats *tls_stats_for(const char *listener);
 /* The SNI table of t's certificates (the first listed of a name wins;
- * t->def: the first certificate's). False on OOM. */
+ * t->def: the first certificate's, none without certificates). False on
+ * OOM. */
 bool tls_sni_build(struct tls_srv *t);
+/* The static certificate name (lowercase, no trailing dot) selects, or
+ * NULL (after tls_sni_build). */
+const struct tls_cert *tls_sni_static(const struct tls_srv *t, const char *name);
 /* Sets what a handshake on t->ctx runs (the SNI, ALPN and ticket
  * callbacks, records read ahead, buffers released when idle) and hands t
  * to its context: from then on t is freed with the context's last

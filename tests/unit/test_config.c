@@ -15,6 +15,7 @@
 #include "control/config.h"
 #include "control/health_config.h"
 #include "control/schedule.h"
+#include "control/tls_config.h"
 #include "serve/select.h"
 #include "unit.h"
 
@@ -998,6 +999,83 @@ START_TEST(test_tls_listen)
 }
 END_TEST
 
+/* tls.acme: names whose certificates come from ACME, alone or beside
+ * certificates: (no file is read for them) */
+#define ACME_LISTEN(list)                                                                          \
+    "listen:\n  - {address: \"127.0.0.1:8443\", tls: {acme: " list "}}\n" POOLS
+START_TEST(test_tls_acme)
+{
+    /* alone: a listener without a default certificate; names lowercase,
+     * without the trailing dot, in the order written */
+    struct config *c =
+        expect_ok(ACME_LISTEN("[Api.Example.COM., www.example.com, xn--bcher-kva.de, a-1.b2]"));
+    ck_assert_ptr_nonnull(c->listen_tls[0]);
+    size_t n;
+    const char *const *names = tls_srv_acme_names(c->listen_tls[0], &n);
+    ck_assert_uint_eq(n, 4);
+    ck_assert_str_eq(names[0], "api.example.com");
+    ck_assert_str_eq(names[1], "www.example.com");
+    ck_assert_str_eq(names[2], "xn--bcher-kva.de");
+    ck_assert_str_eq(names[3], "a-1.b2");
+    ck_assert_uint_eq(tls_srv_ncerts(c->listen_tls[0]), 0);
+    config_free(c);
+    /* a listener without acme: has none */
+    ck_assert_ptr_null(tls_srv_acme_names(NULL, &n));
+    ck_assert_uint_eq(n, 0);
+
+    /* the list's errors, each at its value (the list starts at column 45) */
+    expect_error(ACME_LISTEN("api.example.com"), 2, 45, "tls.acme: expected a list of names");
+    expect_error(ACME_LISTEN("{a: b}"), 2, 45, "tls.acme: expected a list, got a mapping");
+    expect_error(ACME_LISTEN("[]"), 2, 45, "tls.acme: at least one name is required");
+    expect_error(ACME_LISTEN("[a.example, \"*.example.com\"]"), 2, 57,
+                 "http-01 and tls-alpn-01 cannot validate wildcard names");
+    expect_error(ACME_LISTEN("[a.example, b.*.example]"), 2, 57, "is a wildcard");
+    expect_error(ACME_LISTEN("[a_b.example]"), 2, 46, "'a_b.example' is not a host name");
+    expect_error(ACME_LISTEN("[-a.example]"), 2, 46, "starts or ends with '-'");
+    expect_error(ACME_LISTEN("[a-.example]"), 2, 46, "starts or ends with '-'");
+    expect_error(ACME_LISTEN("[a..example]"), 2, 46, "has an empty label");
+    expect_error(ACME_LISTEN("[.example]"), 2, 46, "has an empty label");
+    expect_error(ACME_LISTEN("[\"\"]"), 2, 46, "is empty");
+    expect_error(ACME_LISTEN("[10.0.0.1]"), 2, 46, "is an IP address");
+    expect_error(ACME_LISTEN("[\"[::1]\"]"), 2, 46, "is not a host name");
+    expect_error(ACME_LISTEN("[a.example, [b]]"), 2, 57, "tls.acme: expected a scalar");
+    expect_error(
+        ACME_LISTEN("[aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.example]"),
+        2, 46, "has a label longer than 63 bytes");
+    /* the same name twice, in any case or with a trailing dot */
+    expect_error(ACME_LISTEN("[a.example, b.example, A.Example.]"), 2, 68,
+                 "tls.acme: 'a.example' is listed twice");
+
+    /* at most TLS_ACME_MAX_NAMES */
+    char yaml[4096], list[3000];
+    size_t o = 0;
+    for (int i = 0; i <= TLS_ACME_MAX_NAMES; i++)
+        o += (size_t)snprintf(list + o, sizeof(list) - o, "%sn%d.example", i ? ", " : "[", i);
+    snprintf(list + o, sizeof(list) - o, "]");
+    snprintf(yaml, sizeof(yaml), ACME_LISTEN("%s"), list);
+    expect_error(yaml, 2, 45, "tls.acme: 101 names: at most 100 per listener");
+    list[o - strlen(", n100.example")] = '\0';
+    snprintf(yaml, sizeof(yaml), ACME_LISTEN("%s]"), list);
+    c = expect_ok(yaml);
+    tls_srv_acme_names(c->listen_tls[0], &n);
+    ck_assert_uint_eq(n, TLS_ACME_MAX_NAMES);
+    config_free(c);
+
+    /* neither certificates nor acme */
+    expect_error("listen:\n  - {address: \"127.0.0.1:8443\", tls: {protocols: [TLSv1.3]}}\n" POOLS,
+                 2, 38, "tls: 'certificates' is required (or 'acme'");
+    /* with certificates: both are checked, in one pass */
+    struct diag d;
+    c = parse("listen:\n  - {address: \"127.0.0.1:8443\", tls: {acme: [\"*.x\"], certificates: "
+              "[{cert: /nonexistent/a.pem, key: /nonexistent/a.key}]}}\n" POOLS,
+              &d);
+    ck_assert_ptr_null(c);
+    ck_assert_msg(has_err(&d, 2, 46, "is a wildcard"), "%s", dump(&d));
+    ck_assert_msg(has_err(&d, 2, 76, "cannot open /nonexistent/a.pem"), "%s", dump(&d));
+    diag_free(&d);
+}
+END_TEST
+
 /* ---- helpers ---- */
 
 START_TEST(test_parse_duration)
@@ -1762,6 +1840,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_parse_duration);
     tcase_add_test(tc, test_parse_size);
     tcase_add_test(tc, test_tls_listen);
+    tcase_add_test(tc, test_tls_acme);
     tcase_add_test(tc, test_parse_listen);
     tcase_add_test(tc, test_cidr);
     tcase_add_test(tc, test_maintenance_load);

@@ -597,6 +597,30 @@ START_TEST(test_error_responses)
 }
 END_TEST
 
+/* the answer to an ACME http-01 challenge: 200, text/plain, the key
+ * authorization; Connection as asked; HEAD without the body */
+START_TEST(test_text_answer)
+{
+    static const char ka[] = "tok_-1.thumbprint-base64url";
+    static const char *const conn[] = {"", "Connection: close\r\n", "Connection: keep-alive\r\n"};
+    for (int ch = CONN_HDR_NONE; ch <= CONN_HDR_KEEP; ch++) {
+        for (int head = 0; head < 2; head++) {
+            char out[REDIRECT_TEXT_MAX + sizeof(ka)], want[512];
+            size_t n = redirect_text(out, ka, strlen(ka), head, (enum conn_hdr)ch, &dc);
+            snprintf(want, sizeof(want),
+                     "HTTP/1.1 200 OK\r\n"
+                     "Date: " DATE_STR "\r\n"
+                     "Content-Type: text/plain\r\n"
+                     "Content-Length: %zu\r\n"
+                     "%s\r\n%s",
+                     strlen(ka), conn[ch], head ? "" : ka);
+            ck_bytes(out, n, want);
+            ck_assert_uint_le(n, REDIRECT_TEXT_MAX + strlen(ka));
+        }
+    }
+}
+END_TEST
+
 /* ---- Date ---- */
 
 START_TEST(test_date_cache)
@@ -641,6 +665,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_build_reject);
     tcase_add_test(tc, test_build_max_bound);
     tcase_add_test(tc, test_error_responses);
+    tcase_add_test(tc, test_text_answer);
     suite_add_tcase(s, tc);
 
     TCase *te = tcase_create("escape");
