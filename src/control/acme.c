@@ -587,12 +587,14 @@ static void on_request_done(struct evhttp_request *req, void *arg)
         int e = EVUTIL_SOCKET_ERROR();
         struct bufferevent *bev = a->conn ? evhttp_connection_get_bufferevent(a->conn) : NULL;
         unsigned long ssl_err = bev ? bufferevent_get_openssl_error(bev) : 0;
-        if (ssl_err) {
+        int lib = ssl_err ? ERR_GET_LIB(ssl_err) : 0;
+        if (ssl_err && (lib == ERR_LIB_SSL || lib == ERR_LIB_X509 || lib == ERR_LIB_X509V3)) {
             char buf[200];
             ERR_error_string_n(ssl_err, buf, sizeof(buf));
             snprintf(r->why, sizeof(r->why), "TLS: %s", buf);
         } else {
-            snprintf(r->why, sizeof(r->why), "%s", e ? strerror(e) : "no answer");
+            snprintf(r->why, sizeof(r->why), "cannot connect%s%s", e ? ": " : "",
+                     e ? strerror(e) : "");
         }
     }
     a->have_answer = true;
@@ -1089,7 +1091,8 @@ static void on_order_object(struct acme *a)
         return;
     }
     set_str(&o->finalize, fin);
-    o->authz = calloc(json_array_size(az), sizeof(*o->authz));
+    size_t want = json_array_size(az);
+    o->authz = calloc(want, sizeof(*o->authz));
     size_t i;
     json_t *v;
     json_array_foreach(az, i, v)
@@ -1097,7 +1100,7 @@ static void on_order_object(struct acme *a)
         if (o->authz && json_string_value(v)) o->authz[o->nauthz++] = strdup(json_string_value(v));
     }
     json_decref(j);
-    if (!o->authz || !o->finalize || o->nauthz != json_array_size(az)) {
+    if (!o->authz || !o->finalize || o->nauthz != want) {
         order_fail(a, "out of memory");
         return;
     }
