@@ -166,6 +166,7 @@ struct acme {
     uint64_t issued, failed;
     /* the fleet (NULL: alone) and the challenges other instances publish */
     struct fleet *fleet;
+    bool want_fleet; /* the config has `fleet:`: nothing is ordered alone */
     struct shared_chal *stok, *salpn;
     size_t nstok, nsalpn;
 };
@@ -1326,6 +1327,8 @@ static void arm_timer(struct acme *a)
 static void kick(struct acme *a)
 {
     if (!a->cfg || a->busy || event_pending(a->poll, EV_TIMEOUT, NULL)) return;
+    /* in a fleet, nothing before the fleet is followed (on_fleet kicks) */
+    if (a->want_fleet && !in_fleet(a)) return;
     struct order *o = a->ord;
     int64_t now = now_ms();
     if (o && !o->lock_wait && now - o->started_ms > (int64_t)ACME_ORDER_DEADLINE_S * 1000) {
@@ -1356,7 +1359,7 @@ static void kick(struct acme *a)
         log_info("acme: %s: %s", due->name,
                  o->renewal ? "renewing the certificate" : "ordering a certificate");
         answer_clear(&a->ans);
-        o->lock_wait = in_fleet(a); /* one instance at a time orders a name */
+        o->lock_wait = a->want_fleet; /* one instance at a time orders a name */
     }
     if (o->lock_wait) {
         char rest[600];
@@ -1672,6 +1675,7 @@ void acme_set_fleet(struct acme *a, struct fleet *f)
     if (a->fleet && a->fleet != f) fleet_acme_follow(a->fleet, NULL, NULL);
     a->fleet = f;
     if (f) fleet_acme_follow(f, on_fleet, a);
+    if (f) kick(a);
 }
 
 /* ---- names follow the config ---- */
@@ -1725,8 +1729,9 @@ static void forget_server(struct acme *a)
 
 /* Makes the names those of c: kept names keep their certificates, new
  * ones are loaded from storage or ordered, failed ones are tried now. */
-static void follow(struct acme *a, const struct acme_cfg *c)
+static void follow(struct acme *a, const struct acme_cfg *c, bool fleet)
 {
+    a->want_fleet = fleet;
     if (a->busy || a->ord) { /* an order in flight for the old settings is dropped */
         conn_close(a);
         a->busy = false;
@@ -1807,13 +1812,13 @@ struct acme *acme_start(struct event_base *base, struct server *srv, const struc
         acme_stop(a);
         return NULL;
     }
-    follow(a, cfg->acme);
+    follow(a, cfg->acme, cfg->fleet != NULL);
     return a;
 }
 
 void acme_reload(struct acme *a, const struct config *cfg)
 {
-    if (a) follow(a, cfg->acme);
+    if (a) follow(a, cfg->acme, cfg->fleet != NULL);
 }
 
 void acme_stop(struct acme *a)

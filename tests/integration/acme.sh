@@ -20,7 +20,10 @@
 # the ACME server gone serves the stored certificate at once; an
 # unreachable directory fails the name while redirects go on, and a reload
 # to a live directory retries at once; renewal of a 45-second certificate
-# without a reload (where pebble has certificateValidityPeriod, 2.4 does).
+# without a reload (where pebble has certificateValidityPeriod, 2.4 does);
+# a fleet of two instances on one etcd (started here): one orders under
+# the fleet's lock, the other answers the challenge from etcd, both serve
+# the one certificate.
 #
 # Skipped where pebble, python3, curl or openssl is not installed (Debian:
 # apt install pebble; scripts/deps test installs it). PEBBLE may name
@@ -55,7 +58,7 @@ RUN_OUT=$TEST_TMP/run.out
 RUN_ERR=$TEST_TMP/run.err
 DNS_PY=$IT_DIR/dns_stub.py
 
-alloc_ports 13 || {
+alloc_ports 18 || {
     echo "Bail out! cannot find free loopback ports"
     exit 1
 }
@@ -66,8 +69,9 @@ DEAD=${PORTS[4]}                         # claimed, never listened on
 PB1=${PORTS[5]} PM1=${PORTS[6]}          # pebble 1: tests 2 to 4 (stopped in 5)
 PB2=${PORTS[7]} PM2=${PORTS[8]}          # pebble 2: the unreachable directory test
 PB3=${PORTS[9]} PM3=${PORTS[10]}         # pebble 3: 45-second certificates
-SPARE1=${PORTS[11]} SPARE2=${PORTS[12]}  # for the fleet test, once it exists
-: "$SPARE1" "$SPARE2"
+PB4=${PORTS[11]} PM4=${PORTS[12]}        # pebble 4: the fleet test (validates on $H, $T)
+EC=${PORTS[13]} EP=${PORTS[14]}          # etcd: client and peer
+FH=${PORTS[15]} FT=${PORTS[16]} FADM=${PORTS[17]}  # fleet instance A's listeners
 L_T=127.0.0.1:$T  # the TLS listener as its metrics label it
 BACKEND=https://backend.example
 
@@ -627,20 +631,124 @@ t "renewal without a reload: a ${LIFE}-second certificate is replaced, /status n
 
 # -------------------------------------------------------------- fleet ----
 
-# Two instances sharing one fleet (etcd, as in fleet.sh) and one name: one
-# orders, both serve the same certificate, and whichever instance pebble
-# reaches answers the challenge. Not run yet: it is filled in once the
-# fleet part of ACME exists. It needs etcd (see fleet.sh) and the spare
-# ports $SPARE1 and $SPARE2 for the second instance.
-# t_fleet() {
-#     - start etcd (fleet.sh's pattern), then two daemons with fleet: and the
-#       same tls.acme name, each with its own storage
-#     - wait until both /status show the name valid
-#     - both serve the same serial; detourd_acme_orders_total{result="issued"}
-#       summed over the two is 1
-#     - stop the instance that ordered; the other renews (45-second pebble)
-# }
-# t "fleet: two instances, one order; both serve the certificate" t_fleet
+# Two instances on one etcd (started here, as fleet.sh does) and one name:
+# one orders, under the fleet's lock, and shares the certificate through
+# etcd; the other answers the challenge (pebble 4 validates on its ports
+# only) and serves the same certificate. Which instance orders is made
+# certain with etcd's lock order: the test holds the lock first, A queues,
+# then B, and the test lets go: A (the lowest revision left) orders.
+ETCD=${ETCD:-$(command -v etcd)} ETCDCTL=${ETCDCTL:-$(command -v etcdctl)}
+FPREFIX=/acmetest/
+ectl() {
+    ETCDCTL_API=3 "$ETCDCTL" --endpoints="http://127.0.0.1:$EC" \
+        --command-timeout="$(scale 5 | cut -d. -f1)s" "$@"
+}
+_etcd_healthy() { ectl endpoint health >/dev/null 2>&1; }
+_lock_queued() { [ -n "$(ectl get --keys-only "${FPREFIX}acme/lock/a.test/$1" 2>/dev/null)" ]; }
+
+# fleet_config FILE INSTANCE PLAIN TLS ADMIN STORAGE
+fleet_config() {
+    cat >"$1" <<EOF
+listen:
+  - "127.0.0.1:$3"
+  - address: "127.0.0.1:$4"
+    tls: {acme: ["a.test"]}
+admin:
+  listen: "127.0.0.1:$5"
+acme:
+  directory: "$(dir_of "$PB4")"
+  contact: ["mailto:ops@example.com"]
+  accept_terms: true
+  ca_file: "$PEBBLE_CA"
+  challenges: [http-01]
+  storage: "$6"
+fleet:
+  instance: $2
+  etcd:
+    endpoints: ["http://127.0.0.1:$EC"]
+    prefix: $FPREFIX
+pools:
+  - name: api
+    regions:
+      - name: eu
+        url: "$BACKEND"
+        state: up
+        check: {type: none}
+EOF
+}
+
+# served_serial_at PORT NAME ROOT: the serial a verified handshake gets
+served_serial_at() {
+    printf 'GET /sc HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$2" |
+        timeout "$(scale 10)" openssl s_client -connect "127.0.0.1:$1" -servername "$2" \
+            -CAfile "$3" -verify_return_error -ign_eof 2>/dev/null |
+        openssl x509 -noout -serial 2>/dev/null | sed 's/^serial=//'
+}
+
+FA_PID='' FB_PID=''
+t_fleet() {
+    local lease sa sb ia ib
+    if ! [ -x "$ETCD" ] || ! [ -x "$ETCDCTL" ]; then
+        why "etcd not installed (scripts/deps test installs etcd-server and etcd-client)"
+        return 1
+    fi
+    stop_acme
+    stop_pebble 3
+    # pebble 4 validates on $H and $T: instance B's listeners
+    start_pebble 4 "$PB4" "$PM4" || why "pebble did not start" || return 1
+    [ "$(uname -m)" = aarch64 ] && export ETCD_UNSUPPORTED_ARCH=arm64
+    spawn etcd "$ETCD" --name acme --data-dir "$TEST_TMP/etcd" \
+        --listen-client-urls "http://127.0.0.1:$EC" --advertise-client-urls "http://127.0.0.1:$EC" \
+        --listen-peer-urls "http://127.0.0.1:$EP" --initial-advertise-peer-urls "http://127.0.0.1:$EP" \
+        --initial-cluster "acme=http://127.0.0.1:$EP" --initial-cluster-state new \
+        --initial-cluster-token "t-$$" --logger zap --log-level error
+    wait_until 30 _etcd_healthy || why "etcd not healthy: $(tail -n 5 "$TEST_TMP/etcd.log")" || return 1
+    # the test holds the lock first
+    lease=$(ectl lease grant 600 | awk '{ print $2 }')
+    [ -n "$lease" ] || why "no etcd lease" || return 1
+    ectl put --lease="$lease" "${FPREFIX}acme/lock/a.test/test" test >/dev/null ||
+        why "cannot write the test's lock key" || return 1
+    fleet_config "$TEST_TMP/fa.yaml" A "$FH" "$FT" "$FADM" "$TEST_TMP/acme-fa"
+    fleet_config "$TEST_TMP/fb.yaml" B "$H" "$T" "$ADM" "$TEST_TMP/acme-fb"
+    start_detourd fa "$TEST_TMP/fa.yaml" "$FT" -l debug || why "A did not start" || return 1
+    FA_PID=$LAST_PID
+    wait_until 30 _lock_queued A ||
+        why "A did not queue for the lock: $(grep acme "$(daemon_log fa)" | tail -n 5)" || return 1
+    start_detourd fb "$TEST_TMP/fb.yaml" "$T" -l debug || why "B did not start" || return 1
+    FB_PID=$LAST_PID
+    wait_until 30 _lock_queued B || why "B did not queue for the lock" || return 1
+    ectl lease revoke "$lease" >/dev/null || why "cannot let go of the test's lock" || return 1
+    wait_slow 60 acme_state_is a.test valid || {
+        why "B: a.test not valid"
+        acme_status_diag a.test
+        return 1
+    }
+    ADM=$FADM wait_slow 60 acme_state_is a.test valid || {
+        why "A: a.test not valid"
+        ADM=$FADM acme_status_diag a.test
+        return 1
+    }
+    grep -q 'acme: a.test: this instance holds the fleet' "$(daemon_log fa)" ||
+        why "A did not order: $(grep acme "$(daemon_log fa)" | tail -n 5)" || return 1
+    grep -q 'serving the certificate another instance ordered' "$(daemon_log fb)" ||
+        why "B did not take A's certificate: $(grep acme "$(daemon_log fb)" | tail -n 5)" || return 1
+    # pebble validated on B's plain port, which only B listens on
+    grep -q "a.test:$H/.well-known/acme-challenge/" "$TEST_TMP/pebble4.out" ||
+        why "pebble did not validate on B's port $H: $(grep -i valid "$TEST_TMP/pebble4.out" | tail -n 3)" || return 1
+    sa=$(served_serial_at "$FT" a.test "$(root_of 4)")
+    sb=$(served_serial_at "$T" a.test "$(root_of 4)")
+    [ -n "$sa" ] && [ "$sa" = "$sb" ] || why "A serves serial '$sa', B '$sb'" || return 1
+    ia=$(ADM=$FADM mnum detourd_acme_orders_total result=issued)
+    ib=$(mnum detourd_acme_orders_total result=issued)
+    expect_eq "orders issued by A and B" "$ia $ib" "1 0" || return 1
+    [ -n "$(ectl get --keys-only "${FPREFIX}acme/cert/a.test")" ] ||
+        why "no ${FPREFIX}acme/cert/a.test in etcd" || return 1
+    # B keeps its own copy
+    storage_modes "$TEST_TMP/acme-fb"
+}
+t "fleet: A orders under the lock, B (whose ports pebble validates) answers the challenge from etcd; both serve one certificate" t_fleet
+[ -n "$FA_PID" ] && stop_pid "$FA_PID"
+[ -n "$FB_PID" ] && stop_pid "$FB_PID"
 
 stop_acme
 t "no sanitizer report in any daemon's log" t_no_sanitizer_reports
