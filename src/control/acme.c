@@ -808,15 +808,21 @@ static void lock_rest(const struct acme *a, const char *name, char *buf, size_t 
     snprintf(buf, len, "lock/%s/%s", name, fleet_acme_instance(a->fleet));
 }
 
+/* The order's keys in etcd go with it (best effort: this instance's lease
+ * takes them when it ends anyway). */
+static void order_release(struct acme *a, struct order *o)
+{
+    if (!o || !in_fleet(a)) return;
+    char rest[600];
+    if (o->chal_key) fleet_acme_delete(a->fleet, o->chal_key);
+    lock_rest(a, o->n->name, rest, sizeof(rest));
+    if (o->lock_put) fleet_acme_delete(a->fleet, rest);
+}
+
 static void order_end(struct acme *a)
 {
     struct order *o = a->ord;
-    if (o && in_fleet(a)) { /* best effort: the lease takes them anyway */
-        char rest[600];
-        if (o->chal_key) fleet_acme_delete(a->fleet, o->chal_key);
-        lock_rest(a, o->n->name, rest, sizeof(rest));
-        if (o->lock_put) fleet_acme_delete(a->fleet, rest);
-    }
+    order_release(a, o);
     a->ord = NULL;
     bool had_challenge = o && (o->token || o->alpn_x509);
     order_free(o);
@@ -1738,6 +1744,7 @@ static void follow(struct acme *a, const struct acme_cfg *c, bool fleet)
         event_del(a->poll);
         if (a->ord) {
             a->ord->n->due_ms = 0; /* tried again at once */
+            order_release(a, a->ord);
             order_free(a->ord);
             a->ord = NULL;
         }

@@ -501,9 +501,13 @@ t_http01() {
     expect_eq "the expiry gauge" "$(awk -v v="$got" 'BEGIN { printf "%d\n", v }')" "$na" || return 1
     ev=$(tmpf events)
     events_of "$ev"
-    has_event "$ev" certificate a.test issued || why "no certificate event to:issued for a.test: $(grep -m 3 certificate "$ev")"
+    has_event "$ev" certificate a.test issued || why "no certificate event to:issued for a.test: $(grep -m 3 certificate "$ev")" || return 1
+    # the status page's certificate table has the name, valid
+    got=$(curl -s --max-time "$(scale 5)" "http://127.0.0.1:$ADM/")
+    grep -q 'data-acme-state="valid"><th scope="row">ACME</th><td>acme:a.test</td>' <<<"$got" ||
+        why "the status page has no valid row for acme:a.test: $(grep -o '<tr class="cert-[^>]*>.\{0,120\}' <<<"$got" | head -n 3)"
 }
-t "http-01: a.test issued; https verified against pebble's root; /status, metrics, event; storage 0700, files 0600" t_http01
+t "http-01: a.test issued; https verified against pebble's root; /status, metrics, event, the status page; storage 0700, files 0600" t_http01
 
 t_unvalidated() {
     daemon_up || return 1
