@@ -73,7 +73,7 @@ char *acme_ari_id(X509 *leaf);
 /* Parses a PEM certificate chain (application/pem-certificate-chain): the
  * first certificate is the leaf, the others its chain (possibly none).
  * False if there is no certificate or a block is not one. */
-bool acme_chain_parse(const char *pem, size_t len, X509 **leaf, STACK_OF(X509) **chain);
+bool acme_chain_parse(const char *pem, size_t len, X509 **leaf, STACK_OF(X509) * *chain);
 /* The certificate's validity as time_t (UTC); 0 if it cannot be read. */
 time_t acme_not_after(X509 *c);
 time_t acme_not_before(X509 *c);
