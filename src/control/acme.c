@@ -743,6 +743,21 @@ static void request(struct acme *a, enum step step, const char *url, bool post, 
     send_req(a);
 }
 
+static void order_fail(struct acme *a, const char *fmt, ...);
+
+/* POSTs the JSON object j (taken: freed here) as the request for step. */
+static void post_json(struct acme *a, enum step step, const char *url, json_t *j, bool jwk)
+{
+    char *p = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!p) {
+        order_fail(a, "out of memory");
+        return;
+    }
+    request(a, step, url, true, p, jwk);
+    free(p);
+}
+
 /* "TYPE: detail" of an RFC 7807 problem document, else "HTTP N" */
 static void problem_text(const struct answer *r, char *buf, size_t len)
 {
@@ -927,17 +942,14 @@ static void authz_next(struct acme *a)
     const char *names[1] = {o->n->name};
     o->key = acme_key_new(a->cfg->key_type);
     char *csr = o->key ? acme_csr(o->key, names, 1) : NULL;
-    json_t *j = csr ? json_pack("{s:s}", "csr", csr) : NULL;
-    char *payload = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
-    free(csr);
-    if (!payload) {
+    if (!csr) {
         order_fail(a, "cannot make the CSR");
         return;
     }
+    json_t *j = json_pack("{s:s}", "csr", csr);
+    free(csr);
     o->polls = 0;
-    request(a, S_FINALIZE, o->finalize, true, payload, false);
-    free(payload);
+    post_json(a, S_FINALIZE, o->finalize, j, false);
 }
 
 /* The challenge for authorization j: the first of the configured kinds
@@ -1427,14 +1439,7 @@ static void kick(struct acme *a)
             }
             json_object_set_new(j, "externalAccountBinding", e);
         }
-        char *p = j ? json_dumps(j, JSON_COMPACT) : NULL;
-        json_decref(j);
-        if (!p) {
-            order_fail(a, "out of memory");
-            return;
-        }
-        request(a, S_ACCOUNT, a->u_account, true, p, true);
-        free(p);
+        post_json(a, S_ACCOUNT, a->u_account, j, true);
         return;
     }
     /* the order: ARI asks first whether the held certificate's window moved */
@@ -1444,14 +1449,7 @@ static void kick(struct acme *a)
         if (id) json_object_set_new(j, "replaces", json_string(id));
         free(id);
     }
-    char *p = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
-    if (!p) {
-        order_fail(a, "out of memory");
-        return;
-    }
-    request(a, S_ORDER, a->u_order, true, p, false);
-    free(p);
+    post_json(a, S_ORDER, a->u_order, j, false);
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)

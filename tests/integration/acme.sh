@@ -79,16 +79,7 @@ BACKEND=https://backend.example
 
 # wait_slow SECONDS CMD...: like wait_until, polling every 0.3 s (the
 # conditions here start openssl, curl or python: cheap enough, not free)
-wait_slow() {
-    local end
-    end=$(($(now_ms) + $(awk -v t="$(scale "$1")" 'BEGIN { printf "%d\n", t * 1000 }')))
-    shift
-    while true; do
-        "$@" && return 0
-        [ "$(now_ms)" -lt "$end" ] || return 1
-        sleep 0.3
-    done
-}
+wait_slow() { WAIT_POLL=0.3 wait_until "$@"; }
 
 # pebble_pki: a CA and a leaf for 127.0.0.1 (pebble's HTTPS listeners);
 # the daemon trusts the CA through acme.ca_file
@@ -296,34 +287,8 @@ wait_acme() {
     acme_status_diag "$1"
 }
 
-# mval NAME [k=v]...: one sample of the daemon's /metrics; "absent" if none
-mval() {
-    local name=$1
-    shift
-    curl -s --max-time "$(scale 5)" "http://127.0.0.1:$ADM/metrics" |
-        awk -v name="$name" -v want="$*" '
-        BEGIN { n = split(want, w, " ") }
-        /^#/ { next }
-        {
-            base = $1
-            sub(/\{.*/, "", base)
-            if (base != name) next
-            for (i = 1; i <= n; i++) {
-                k = w[i]; sub(/=.*/, "", k)
-                v = w[i]; sub(/^[^=]*=/, "", v)
-                if (index($1, k "=\"" v "\"") == 0) next
-            }
-            print $2; found = 1; exit
-        }
-        END { if (!found) print "absent" }'
-}
-# mnum: as mval, 0 when absent, as an integer
-mnum() {
-    local v
-    v=$(mval "$@")
-    [ "$v" = absent ] && v=0
-    awk -v v="$v" 'BEGIN { printf "%d\n", v }'
-}
+# mint ADMPORT NAME [k=v]...: as mnum (lib.sh), as an integer
+mint() { awk -v v="$(mnum "$@")" 'BEGIN { printf "%d\n", v }'; }
 
 # sc OUT NAME ROOT: an openssl s_client handshake to $T with SNI NAME,
 # verified against ROOT, then one request; SC_RC its exit status
@@ -494,9 +459,9 @@ t_http01() {
     [ "$(acme_field a.test next_renewal)" != null ] || why "/status a.test: next_renewal is null" || return 1
     expect_eq "/status a.test last_error" "$(acme_field a.test last_error)" null || return 1
     storage_modes "$STORE_A" || return 1
-    [ "$(mnum detourd_acme_orders_total result=issued)" -ge 1 ] ||
-        why "detourd_acme_orders_total{result=\"issued\"}: $(mval detourd_acme_orders_total result=issued)" || return 1
-    got=$(mval detourd_tls_certificate_expiry_timestamp_seconds "listener=$L_T" "cert=acme:a.test")
+    [ "$(mint "$ADM" detourd_acme_orders_total result=issued)" -ge 1 ] ||
+        why "detourd_acme_orders_total{result=\"issued\"}: $(mval "$ADM" detourd_acme_orders_total result=issued)" || return 1
+    got=$(mval "$ADM" detourd_tls_certificate_expiry_timestamp_seconds "listener=$L_T" "cert=acme:a.test")
     [ "$got" != absent ] || why "no expiry gauge for cert=\"acme:a.test\"" || return 1
     expect_eq "the expiry gauge" "$(awk -v v="$got" 'BEGIN { printf "%d\n", v }')" "$na" || return 1
     ev=$(tmpf events)
@@ -518,8 +483,8 @@ t_unvalidated() {
     [ -n "$err" ] && [ "$err" != null ] || why "/status c.test: last_error '$err'" || return 1
     expect_eq "/status c.test not_after" "$(acme_field c.test not_after)" null || return 1
     expect_unrecognized_name c.test || return 1
-    [ "$(mnum detourd_acme_orders_total result=failed)" -ge 1 ] ||
-        why "detourd_acme_orders_total{result=\"failed\"}: $(mval detourd_acme_orders_total result=failed)" || return 1
+    [ "$(mint "$ADM" detourd_acme_orders_total result=failed)" -ge 1 ] ||
+        why "detourd_acme_orders_total{result=\"failed\"}: $(mval "$ADM" detourd_acme_orders_total result=failed)" || return 1
     expect_eq "a.test still served" "$(hcurl a.test "$(root_of 1)" /y)" "307 $BACKEND/y"
 }
 t "a name pebble cannot validate: failed with last_error, its handshake fails with unrecognized_name" t_unvalidated
@@ -563,7 +528,7 @@ t_restart() {
     served_ok "$o" a.test "$(root_of 1)" ||
         why "the first handshake after the restart did not verify against the saved root" || sc_diag "$o" || return 1
     wait_acme a.test valid 10 || return 1
-    expect_eq "orders issued by the restarted daemon" "$(mnum detourd_acme_orders_total result=issued)" 0
+    expect_eq "orders issued by the restarted daemon" "$(mint "$ADM" detourd_acme_orders_total result=issued)" 0
 }
 t "restart with the ACME server gone: a.test served at once from storage, /status valid" t_restart
 
@@ -619,8 +584,8 @@ t_renewal() {
     na2=$(acme_field a.test not_after_epoch)
     [[ $na2 =~ ^[0-9]+$ ]] && [[ $na1 =~ ^[0-9]+$ ]] && [ "$na2" -gt "$na1" ] ||
         why "/status not_after did not move forward: $na1 then $na2" || return 1
-    [ "$(mnum detourd_acme_orders_total result=issued)" -ge 2 ] ||
-        why "detourd_acme_orders_total{result=\"issued\"}: $(mval detourd_acme_orders_total result=issued)" || return 1
+    [ "$(mint "$ADM" detourd_acme_orders_total result=issued)" -ge 2 ] ||
+        why "detourd_acme_orders_total{result=\"issued\"}: $(mval "$ADM" detourd_acme_orders_total result=issued)" || return 1
     ev=$(tmpf events)
     events_of "$ev"
     has_event "$ev" certificate a.test renewed || why "no certificate event to:renewed: $(grep -m 3 certificate "$ev")" || return 1
@@ -742,8 +707,8 @@ t_fleet() {
     sa=$(served_serial_at "$FT" a.test "$(root_of 4)")
     sb=$(served_serial_at "$T" a.test "$(root_of 4)")
     [ -n "$sa" ] && [ "$sa" = "$sb" ] || why "A serves serial '$sa', B '$sb'" || return 1
-    ia=$(ADM=$FADM mnum detourd_acme_orders_total result=issued)
-    ib=$(mnum detourd_acme_orders_total result=issued)
+    ia=$(mint "$FADM" detourd_acme_orders_total result=issued)
+    ib=$(mint "$ADM" detourd_acme_orders_total result=issued)
     expect_eq "orders issued by A and B" "$ia $ib" "1 0" || return 1
     [ -n "$(ectl get --keys-only "${FPREFIX}acme/cert/a.test")" ] ||
         why "no ${FPREFIX}acme/cert/a.test in etcd" || return 1

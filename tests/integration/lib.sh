@@ -129,8 +129,9 @@ now_ms() {
     echo $((ns / 1000000))
 }
 
-# wait_until SECONDS CMD...: polls CMD (every 50 ms) until it succeeds or
-# SECONDS (scaled) have passed; 0 if it succeeded. CMD runs at least once.
+# wait_until SECONDS CMD...: polls CMD (every 50 ms, or WAIT_POLL seconds)
+# until it succeeds or SECONDS (scaled) have passed; 0 if it succeeded. CMD
+# runs at least once.
 wait_until() {
     local end
     end=$(($(now_ms) + $(awk -v t="$(scale "$1")" 'BEGIN { printf "%d\n", t * 1000 }')))
@@ -138,7 +139,7 @@ wait_until() {
     while true; do
         "$@" && return 0
         [ "$(now_ms)" -lt "$end" ] || return 1
-        sleep 0.05
+        sleep "${WAIT_POLL:-0.05}"
     done
 }
 
@@ -339,6 +340,36 @@ _reload_outcome() {
 }
 
 # daemon_log NAME: path of a daemon's stderr
+# mval ADMPORT NAME [k=v]...: one sample of /metrics (labels in any order);
+# "absent" when there is none
+mval() {
+    local port=$1 name=$2
+    shift 2
+    curl -s --max-time "$(scale 5)" "http://127.0.0.1:$port/metrics" |
+        awk -v name="$name" -v want="$*" '
+        BEGIN { n = split(want, w, " ") }
+        /^#/ { next }
+        {
+            base = $1
+            sub(/\{.*/, "", base)
+            if (base != name) next
+            for (i = 1; i <= n; i++) {
+                k = w[i]; sub(/=.*/, "", k)
+                v = w[i]; sub(/^[^=]*=/, "", v)
+                if (index($1, k "=\"" v "\"") == 0) next
+            }
+            print $2; found = 1; exit
+        }
+        END { if (!found) print "absent" }'
+}
+# mnum ADMPORT NAME [k=v]...: as mval, 0 when absent
+mnum() {
+    local v
+    v=$(mval "$@")
+    [ "$v" = absent ] && v=0
+    echo "$v"
+}
+
 daemon_log() { echo "$TEST_TMP/detourd:$1.log"; }
 
 # start_backend NAME PORT: the python backend answering as region NAME

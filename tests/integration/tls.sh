@@ -393,35 +393,6 @@ resumed() {
 
 # ------------------------------------------------------------ metrics ----
 
-# mval ADMPORT NAME [k=v]...: one sample of /metrics (labels in any order);
-# "absent" when there is none
-mval() {
-    local port=$1 name=$2
-    shift 2
-    curl -s --max-time "$(scale 5)" "http://127.0.0.1:$port/metrics" |
-        awk -v name="$name" -v want="$*" '
-        BEGIN { n = split(want, w, " ") }
-        /^#/ { next }
-        {
-            base = $1
-            sub(/\{.*/, "", base)
-            if (base != name) next
-            for (i = 1; i <= n; i++) {
-                k = w[i]; sub(/=.*/, "", k)
-                v = w[i]; sub(/^[^=]*=/, "", v)
-                if (index($1, k "=\"" v "\"") == 0) next
-            }
-            print $2; found = 1; exit
-        }
-        END { if (!found) print "absent" }'
-}
-# mnum ADMPORT NAME [k=v]...: as mval, 0 when absent
-mnum() {
-    local v
-    v=$(mval "$@")
-    [ "$v" = absent ] && v=0
-    echo "$v"
-}
 hs() { mnum "$ADM" detourd_tls_handshakes_total "listener=${2:-$L_T}" "result=$1"; }
 fails() { mnum "$ADM" detourd_tls_handshake_failures_total "listener=${2:-$L_T}" "reason=$1"; }
 _is() { [ "$("${@:2}")" = "$1" ]; }
