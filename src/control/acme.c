@@ -68,6 +68,8 @@
 #define ACME_MAX_RETRY_AFTER  86400       /* seconds: a later Retry-After is capped */
 #define ACME_MAX_BAD_NONCE    5           /* one request re-signed after badNonce */
 #define ACME_ORDER_DEADLINE_S 600         /* a whole order, then it failed */
+#define ACME_ACK_WAIT_MS      10000       /* fleet: for every instance to have an answer */
+#define FLEET_NAME_LEN        80          /* an instance name and its NUL */
 
 enum name_state { NS_NONE, NS_VALID, NS_ORDERING, NS_FAILED };
 
@@ -81,9 +83,9 @@ struct aname {
     int64_t due_ms;      /* when the next order starts (INT64_MAX: none) */
     time_t next_renewal; /* for /status (0: unknown) */
     char *last_error;
-    unsigned failures;  /* in a row, for the backoff */
-    bool ari_asked;     /* renewalInfo fetched for the certificate held */
-    int64_t shared_rev; /* the fleet's cert/NAME revision last looked at */
+    unsigned failures;   /* in a row, for the backoff */
+    int64_t ari_next_ms; /* when to ask renewalInfo again for the certificate held */
+    int64_t shared_rev;  /* the fleet's cert/NAME revision last looked at */
 };
 
 /* A challenge answer another instance published (fleet) */
@@ -92,6 +94,7 @@ struct shared_chal {
     char *keyauth;
     X509 *x509; /* tls-alpn-01: built here from keyauth */
     EVP_PKEY *key;
+    int64_t acked; /* the lease this instance's seen/ key went under (0: none) */
 };
 
 /* What an answer is for. */
@@ -133,7 +136,9 @@ struct order {
     int64_t started_ms;
     /* in a fleet: the lock first, the challenge seen in etcd before it is
      * accepted */
-    bool lock_wait, lock_put, echo_wait;
+    bool lock_wait, lock_put, acks_wait;
+    bool replaced, no_replaces; /* newOrder named the certificate it replaces (ARI) */
+    int64_t lock_lease, lock_put_ms, acks_since_ms;
     char *chal_key; /* "http01/TOKEN" or "alpn/NAME" (after "acme/") */
 };
 
@@ -155,6 +160,10 @@ struct acme {
     enum step step;
     char *req_url, *req_payload; /* payload NULL: GET (or HEAD for S_NONCE) */
     bool req_post, req_jwk;
+    /* a POST waiting for the nonce fetched first (nonce_first) */
+    bool nonce_first;
+    enum step post_step;
+    char *pend_url;
     unsigned bad_nonces;
     struct answer ans;
     struct event *finish, *deadline, *timer, *poll;
@@ -166,12 +175,16 @@ struct acme {
     uint64_t issued, failed;
     /* the fleet (NULL: alone) and the challenges other instances publish */
     struct fleet *fleet;
-    bool want_fleet; /* the config has `fleet:`: nothing is ordered alone */
+    bool want_fleet;      /* the config has `fleet:`: nothing is ordered alone */
+    int64_t member_lease; /* the lease acme/member/INSTANCE went under */
+    struct event *fwait;  /* re-checks the fleet's keys while an order waits on them */
+    struct event *odl;    /* the order's deadline */
     struct shared_chal *stok, *salpn;
     size_t nstok, nsalpn;
 };
 
 static void kick(struct acme *a);
+static void on_timer(evutil_socket_t fd, short what, void *arg);
 static void order_fail(struct acme *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ---- small helpers ---- */
@@ -276,24 +289,24 @@ static char *storage_read(const struct acme *a, const char *file, size_t *len, c
 static bool load_account_key(struct acme *a, char *why, size_t len)
 {
     size_t n;
-    char *pem = storage_read(a, "account.key.pem", &n, why, len);
+    char *pem = storage_read(a, "_account.key.pem", &n, why, len);
     if (pem) {
         a->acct = acme_key_from_pem(pem, n);
         file_free(pem, n);
-        if (!a->acct) snprintf(why, len, "%s/account.key.pem holds no key", a->cfg->storage);
+        if (!a->acct) snprintf(why, len, "%s/_account.key.pem holds no key", a->cfg->storage);
         return a->acct != NULL;
     }
     if (why[0]) return false;
     a->acct = acme_key_new(ACME_KEY_EC256);
     char *out = a->acct ? acme_key_pem(a->acct) : NULL;
-    bool ok = out && storage_write(a, "account.key.pem", out, strlen(out), why, len);
+    bool ok = out && storage_write(a, "_account.key.pem", out, strlen(out), why, len);
     if (out) OPENSSL_cleanse(out, strlen(out)), free(out);
     if (!ok) {
         if (!why[0]) snprintf(why, len, "cannot make an account key");
         EVP_PKEY_free(a->acct);
         a->acct = NULL;
     } else {
-        log_info("acme: new account key in %s/account.key.pem", a->cfg->storage);
+        log_info("acme: new account key in %s/_account.key.pem", a->cfg->storage);
     }
     return ok;
 }
@@ -303,7 +316,7 @@ static void load_account_url(struct acme *a)
 {
     char why[256];
     size_t n;
-    char *s = storage_read(a, "account.json", &n, why, sizeof(why));
+    char *s = storage_read(a, "_account.json", &n, why, sizeof(why));
     if (!s) return;
     json_t *j = json_loadb(s, n, 0, NULL);
     file_free(s, n);
@@ -319,7 +332,7 @@ static void save_account_url(struct acme *a)
     json_t *j = json_pack("{s:s, s:s}", "directory", a->cfg->directory, "kid", a->kid);
     char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
-    if (!s || !storage_write(a, "account.json", s, strlen(s), why, sizeof(why)))
+    if (!s || !storage_write(a, "_account.json", s, strlen(s), why, sizeof(why)))
         log_warn("acme: cannot keep the account URL: %s", s ? why : "out of memory");
     free(s);
 }
@@ -573,8 +586,13 @@ static void on_request_done(struct evhttp_request *req, void *arg)
         if (ra) {
             char *end;
             long v = strtol(ra, &end, 10);
-            if (end != ra && *end == '\0' && v >= 0) r->retry_after = v;
-            /* an HTTP date: treated as "later", the poll interval applies */
+            struct tm tm = {0};
+            if (end != ra && *end == '\0' && v >= 0) {
+                r->retry_after = v;
+            } else if ((end = strptime(ra, "%a, %d %b %Y %H:%M:%S GMT", &tm)) && !*end) {
+                time_t at = timegm(&tm), now = time(NULL); /* an HTTP-date */
+                r->retry_after = at > now ? (long)(at - now) : 0;
+            }
         }
         struct evbuffer *b = evhttp_request_get_input_buffer(req);
         size_t n = evbuffer_get_length(b);
@@ -630,7 +648,9 @@ static void send_req(struct acme *a)
         return;
     }
     bool tls = strncmp(u.norm, "https://", 8) == 0;
-    const char *path = strchr(u.norm + (tls ? 8 : 7), '/');
+    /* the path as written (and signed): u.norm drops a trailing '/' */
+    const char *path = strstr(a->req_url, "://");
+    path = path ? strchr(path + 3, '/') : NULL;
     char *body = NULL;
     if (a->req_post) {
         body = acme_jws(a->acct, a->req_jwk ? NULL : a->kid, a->nonce, a->req_url,
@@ -733,6 +753,15 @@ static void request(struct acme *a, enum step step, const char *url, bool post, 
     a->req_post = post;
     a->req_jwk = jwk;
     a->bad_nonces = 0;
+    a->nonce_first = post && !a->nonce && a->u_nonce;
+    if (a->nonce_first) { /* the last answer had none: newNonce, then this */
+        a->step = S_NONCE;
+        a->post_step = step;
+        free(a->pend_url);
+        a->pend_url = a->req_url;
+        a->req_url = strdup(a->u_nonce);
+        a->req_post = false;
+    }
     if (!a->req_url || (payload && !a->req_payload)) {
         snprintf(a->ans.why, sizeof(a->ans.why), "out of memory");
         a->have_answer = true;
@@ -843,6 +872,7 @@ static void order_end(struct acme *a)
     order_free(o);
     if (had_challenge) publish(a);
     event_del(a->poll);
+    event_del(a->odl);
     kick(a);
 }
 
@@ -854,7 +884,10 @@ static void order_fail(struct acme *a, const char *fmt, ...)
     vsnprintf(why, sizeof(why), fmt, ap);
     va_end(ap);
     struct order *o = a->ord;
-    if (!o) return;
+    if (!o) { /* a request of no order (the directory for ARI): go on */
+        kick(a);
+        return;
+    }
     struct aname *n = o->n;
     n->failures++;
     int64_t wait = backoff_ms(n->failures);
@@ -929,6 +962,79 @@ static void on_poll(evutil_socket_t fd, short what, void *arg)
         request(a, S_POLL_ORDER, o->url, true, NULL, false);
 }
 
+struct lock_scan {
+    const char *me;
+    int64_t min_rev, my_rev;
+    const char *holder;
+    char holder_buf[128];
+};
+
+static void scan_lock(void *arg, const char *rest, const char *val, size_t len, int64_t rev)
+{
+    (void)val, (void)len;
+    struct lock_scan *ls = arg;
+    const char *inst = strrchr(rest, '/') + 1;
+    if (!strcmp(inst, ls->me)) ls->my_rev = rev;
+    if (!ls->min_rev || rev < ls->min_rev) {
+        ls->min_rev = rev;
+        snprintf(ls->holder_buf, sizeof(ls->holder_buf), "%s", inst);
+        ls->holder = ls->holder_buf;
+    }
+}
+
+/* Keys under PREFIX acme/ changed (or etcd is back). */
+/* The instance names (the last part of each key) under sub. */
+struct names_scan {
+    char (*v)[FLEET_NAME_LEN];
+    size_t n, max;
+};
+
+static void scan_names(void *arg, const char *rest, const char *val, size_t len, int64_t rev)
+{
+    (void)val, (void)len, (void)rev;
+    struct names_scan *ns = arg;
+    if (ns->n < ns->max) snprintf(ns->v[ns->n++], FLEET_NAME_LEN, "%s", strrchr(rest, '/') + 1);
+}
+
+/* This instance holds the lock of o's name: its key is there, the oldest. */
+static bool holds_lock(struct acme *a, const struct order *o, struct lock_scan *ls)
+{
+    char sub[600];
+    snprintf(sub, sizeof(sub), "lock/%s/", o->n->name);
+    memset(ls, 0, sizeof(*ls));
+    ls->me = fleet_acme_instance(a->fleet);
+    fleet_acme_each(a->fleet, sub, scan_lock, ls);
+    return ls->my_rev && ls->my_rev == ls->min_rev;
+}
+
+/* Every instance of the fleet (acme/member/) acknowledged the challenge
+ * answer (acme/seen/...); or, after ACME_ACK_WAIT_MS, the ones that did. */
+static bool acks_done(struct acme *a, struct order *o)
+{
+    static char members[64][FLEET_NAME_LEN], acked[64][FLEET_NAME_LEN];
+    struct names_scan m = {.v = members, .max = 64}, k = {.v = acked, .max = 64};
+    char sub[700];
+    fleet_acme_each(a->fleet, "member/", scan_names, &m);
+    snprintf(sub, sizeof(sub), "seen/%s/", o->chal_key);
+    fleet_acme_each(a->fleet, sub, scan_names, &k);
+    char missing[300] = "";
+    for (size_t i = 0; i < m.n; i++) {
+        size_t j = 0;
+        while (j < k.n && strcmp(members[i], acked[j]) != 0) j++;
+        if (j == k.n)
+            snprintf(missing + strlen(missing), sizeof(missing) - strlen(missing), "%s%.80s",
+                     missing[0] ? ", " : "", members[i]);
+    }
+    bool mine = false; /* at least this instance has it back from etcd */
+    for (size_t j = 0; j < k.n; j++) mine |= !strcmp(acked[j], fleet_acme_instance(a->fleet));
+    if (mine && !missing[0]) return true;
+    if (now_ms() - o->acks_since_ms < ACME_ACK_WAIT_MS) return false;
+    log_warn("acme: %s: after %d s, not every instance has the challenge answer (%s): "
+             "accepting it anyway",
+             o->n->name, ACME_ACK_WAIT_MS / 1000, missing[0] ? missing : "this one");
+    return true;
+}
+
 /* Next authorization, or finalize once all are valid. */
 static void authz_next(struct acme *a)
 {
@@ -938,7 +1044,14 @@ static void authz_next(struct acme *a)
         request(a, S_AUTHZ, o->authz[o->iauthz], true, NULL, false);
         return;
     }
-    /* all valid: the certificate's key and the CSR */
+    /* all valid: in a fleet, still the lock's holder? */
+    struct lock_scan ls;
+    if (in_fleet(a) && !holds_lock(a, o, &ls)) {
+        order_fail(a, "this instance lost the fleet's lock (%s holds it)",
+                   ls.holder ? ls.holder : "nobody");
+        return;
+    }
+    /* the certificate's key and the CSR */
     const char *names[1] = {o->n->name};
     o->key = acme_key_new(a->cfg->key_type);
     char *csr = o->key ? acme_csr(o->key, names, 1) : NULL;
@@ -1016,7 +1129,8 @@ static void take_challenge(struct acme *a, json_t *j)
             order_fail(a, "cannot publish the challenge answer in etcd (not connected)");
             return;
         }
-        o->echo_wait = true;
+        o->acks_wait = true;
+        o->acks_since_ms = now_ms();
         return;
     }
     request(a, S_CHALLENGE, o->chal_url, true, "{}", false);
@@ -1101,6 +1215,14 @@ static void on_order_object(struct acme *a)
         json_decref(j);
         return;
     }
+    if (a->step != S_ORDER || !st || (strcmp(st, "pending") != 0 && strcmp(st, "ready") != 0)) {
+        order_fail(a, "the order is '%s' after %s", st ? st : "without a status",
+                   a->step == S_FINALIZE ? "finalize"
+                   : a->step == S_ORDER  ? "newOrder"
+                                         : "a poll");
+        json_decref(j);
+        return;
+    }
     /* pending or ready after newOrder: the authorizations */
     json_t *az = json_object_get(j, "authorizations");
     const char *fin = json_string_value(json_object_get(j, "finalize"));
@@ -1111,6 +1233,9 @@ static void on_order_object(struct acme *a)
     }
     set_str(&o->finalize, fin);
     size_t want = json_array_size(az);
+    for (size_t k = 0; k < o->nauthz; k++) free(o->authz[k]);
+    free(o->authz);
+    o->nauthz = 0;
     o->authz = calloc(want, sizeof(*o->authz));
     size_t i;
     json_t *v;
@@ -1175,7 +1300,7 @@ static void on_certificate(struct acme *a)
     n->not_after = acme_not_after(x);
     n->state = NS_VALID;
     n->failures = 0;
-    n->ari_asked = false;
+    n->ari_next_ms = 0;
     set_str(&n->last_error, NULL);
     schedule_renewal(n);
     a->issued++;
@@ -1192,7 +1317,17 @@ static void on_ari(struct acme *a)
 {
     struct aname *n = a->ari_for;
     a->ari_for = NULL;
-    if (!n || a->ans.status != 200) {
+    if (!n) {
+        kick(a);
+        return;
+    }
+    /* asked again when the server says (RFC 9773 4.3: Retry-After), else
+     * every 6 h; an error: in an hour */
+    long ra = a->ans.retry_after;
+    int64_t again = a->ans.status != 200 ? 3600 : ra > 0 ? (ra < 86400 ? ra : 86400) : 6 * 3600;
+    if (ra > 0 && ra < 60) again = 60;
+    n->ari_next_ms = now_ms() + again * 1000;
+    if (a->ans.status != 200) {
         kick(a);
         return;
     }
@@ -1207,6 +1342,7 @@ static void on_ari(struct acme *a)
             uint32_t r = 0;
             RAND_bytes((unsigned char *)&r, sizeof(r));
             time_t at = t0 + (t1 > t0 ? (time_t)(r % (uint32_t)(t1 - t0)) : 0);
+            if (at > n->not_after - 300) at = n->not_after - 300; /* never past the end */
             n->next_renewal = at;
             n->due_ms = (int64_t)at * 1000;
         }
@@ -1237,18 +1373,35 @@ static void next_step(struct acme *a)
         set_str(&a->u_nonce, nn);
         set_str(&a->u_account, na);
         set_str(&a->u_order, no);
-        set_str(&a->u_ari, ri);
+        set_str(&a->u_ari, ri && *ri ? ri : NULL);
         json_decref(j);
         a->have_dir = true;
+        if (!a->u_ari) /* no ARI: the lifetime rule alone */
+            for (size_t i = 0; i < a->nnames; i++) a->names[i].ari_next_ms = INT64_MAX;
+        if (!a->ord) {
+            on_timer(-1, 0, a);
+            return;
+        }
         kick(a);
         return;
     }
     case S_NONCE:
         if (!a->nonce) {
+            a->nonce_first = false;
             order_fail(a, "newNonce: %s",
                        r->status   ? "no Replay-Nonce in the answer"
                        : r->why[0] ? r->why
                                    : "failed");
+            return;
+        }
+        if (a->nonce_first) { /* the POST that needed it */
+            a->nonce_first = false;
+            a->step = a->post_step;
+            free(a->req_url);
+            a->req_url = a->pend_url;
+            a->pend_url = NULL;
+            a->req_post = true;
+            send_req(a);
             return;
         }
         kick(a);
@@ -1266,6 +1419,14 @@ static void next_step(struct acme *a)
         return;
     }
     case S_ORDER:
+        if (r->status >= 400 && r->status < 500 && o->replaced) {
+            /* the server would not take "replaces" (already replaced, or a
+             * certificate it does not know): once more without it */
+            o->replaced = false;
+            o->no_replaces = true;
+            kick(a);
+            return;
+        }
         if (!want_ok(a, 201, 201, "newOrder")) return;
         if (!r->location) {
             order_fail(a, "newOrder: no order URL (Location) in the answer");
@@ -1317,6 +1478,17 @@ static void on_finish(evutil_socket_t fd, short what, void *arg)
         on_ari(a);
         return;
     }
+    if (a->step == S_DIRECTORY && !a->ord) { /* fetched for ARI */
+        struct aname *n = a->ari_for;
+        a->ari_for = NULL;
+        if (a->ans.status == 200) {
+            next_step(a);
+        } else {
+            if (n) n->ari_next_ms = now_ms() + 3600 * 1000;
+            kick(a);
+        }
+        return;
+    }
     if (!a->ord) { /* the order was dropped (a reload) while its request ran */
         kick(a);
         return;
@@ -1329,8 +1501,10 @@ static void on_finish(evutil_socket_t fd, short what, void *arg)
 static void arm_timer(struct acme *a)
 {
     int64_t due = INT64_MAX;
-    for (size_t i = 0; i < a->nnames; i++)
+    for (size_t i = 0; i < a->nnames; i++) {
         if (a->names[i].due_ms < due) due = a->names[i].due_ms;
+        if (a->names[i].x509 && a->names[i].ari_next_ms < due) due = a->names[i].ari_next_ms;
+    }
     event_del(a->timer);
     if (due == INT64_MAX) return;
     int64_t wait = due - now_ms();
@@ -1349,11 +1523,6 @@ static void kick(struct acme *a)
     if (a->want_fleet && !in_fleet(a)) return;
     struct order *o = a->ord;
     int64_t now = now_ms();
-    if (o && !o->lock_wait && now - o->started_ms > (int64_t)ACME_ORDER_DEADLINE_S * 1000) {
-        answer_clear(&a->ans);
-        order_fail(a, "the order took longer than %d s", ACME_ORDER_DEADLINE_S);
-        return;
-    }
     if (!o) {
         struct aname *due = NULL;
         for (size_t i = 0; i < a->nnames; i++)
@@ -1378,6 +1547,10 @@ static void kick(struct acme *a)
                  o->renewal ? "renewing the certificate" : "ordering a certificate");
         answer_clear(&a->ans);
         o->lock_wait = a->want_fleet; /* one instance at a time orders a name */
+        if (!o->lock_wait) {
+            struct timeval tv = {ACME_ORDER_DEADLINE_S, 0};
+            evtimer_add(a->odl, &tv);
+        }
     }
     if (o->lock_wait) {
         char rest[600];
@@ -1386,9 +1559,11 @@ static void kick(struct acme *a)
         const char *me = fleet_acme_instance(a->fleet);
         if (!fleet_acme_put(a->fleet, rest, me, strlen(me), true)) return;
         o->lock_put = true;
+        o->lock_lease = fleet_acme_lease(a->fleet);
+        o->lock_put_ms = now_ms();
         return;
     }
-    if (o->echo_wait) return;
+    if (o->acks_wait) return;
     if (!a->acct) {
         char why[512] = "";
         if (!load_account_key(a, why, sizeof(why))) {
@@ -1444,9 +1619,10 @@ static void kick(struct acme *a)
     }
     /* the order: ARI asks first whether the held certificate's window moved */
     json_t *j = json_pack("{s:[{s:s,s:s}]}", "identifiers", "type", "dns", "value", o->n->name);
-    if (j && o->renewal && a->u_ari && o->n->x509) {
+    if (j && o->renewal && a->u_ari && o->n->x509 && !o->no_replaces) {
         char *id = acme_ari_id(o->n->x509);
         if (id) json_object_set_new(j, "replaces", json_string(id));
+        o->replaced = id != NULL;
         free(id);
     }
     post_json(a, S_ORDER, a->u_order, j, false);
@@ -1456,12 +1632,23 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     struct acme *a = arg;
-    /* ARI: a certificate held whose window was never asked for */
+    /* ARI: a certificate held whose window is to be asked for (the
+     * directory fetched first, to know whether the server has ARI) */
+    int64_t now = now_ms();
+    for (size_t i = 0; !a->busy && !a->ord && a->cfg && i < a->nnames; i++) {
+        struct aname *n = &a->names[i];
+        if (!n->x509 || n->ari_next_ms > now) continue;
+        if (!a->have_dir) {
+            a->ari_for = n;
+            request(a, S_DIRECTORY, a->cfg->directory, false, NULL, false);
+            return;
+        }
+    }
     if (!a->busy && !a->ord && a->have_dir && a->u_ari) {
         for (size_t i = 0; i < a->nnames; i++) {
             struct aname *n = &a->names[i];
-            if (!n->x509 || n->ari_asked) continue;
-            n->ari_asked = true;
+            if (!n->x509 || n->ari_next_ms > now) continue;
+            n->ari_next_ms = now + 3600 * 1000; /* until the answer says otherwise */
             char *id = acme_ari_id(n->x509);
             if (!id) continue;
             char url[2048];
@@ -1538,21 +1725,43 @@ static void collect_chal(void *arg, const char *rest, const char *val, size_t le
     c->n++;
 }
 
-/* The other instances' challenge answers as etcd has them now; true if
- * they changed. */
+/* acme/seen/KIND/ID/INSTANCE: this instance serves that answer */
+static void seen_rest(const struct acme *a, bool alpn, const char *id, char *buf, size_t len)
+{
+    snprintf(buf, len, "seen/%s/%s/%s", alpn ? "alpn" : "http01", id,
+             fleet_acme_instance(a->fleet));
+}
+
+/* The challenge answers as etcd has them now (the holder's own among
+ * them); each one this instance serves is acknowledged under its lease,
+ * so that the holder accepts the challenge once every instance answers
+ * it. True if they changed. */
 static bool refresh_challenges(struct acme *a)
 {
     bool changed = false;
+    int64_t lease = fleet_acme_lease(a->fleet);
+    char rest[700];
     for (int alpn = 0; alpn < 2; alpn++) {
         struct collect c = {.a = a, .alpn = alpn};
         fleet_acme_each(a->fleet, alpn ? "alpn/" : "http01/", collect_chal, &c);
         struct shared_chal **v = alpn ? &a->salpn : &a->stok;
         size_t *n = alpn ? &a->nsalpn : &a->nstok;
-        for (size_t i = 0; i < *n; i++) changed |= (*v)[i].id != NULL; /* one went */
+        for (size_t i = 0; i < *n; i++) {
+            if (!(*v)[i].id) continue;
+            changed = true; /* one went: its acknowledgement too */
+            seen_rest(a, alpn, (*v)[i].id, rest, sizeof(rest));
+            if ((*v)[i].acked) fleet_acme_delete(a->fleet, rest);
+        }
         changed |= c.changed;
         shared_free(*v, *n);
         *v = c.v;
         *n = c.n;
+        for (size_t i = 0; i < *n && lease; i++) {
+            struct shared_chal *sc = &(*v)[i];
+            if (sc->acked == lease) continue;
+            seen_rest(a, alpn, sc->id, rest, sizeof(rest));
+            if (fleet_acme_put(a->fleet, rest, "1", 1, true)) sc->acked = lease;
+        }
     }
     return changed;
 }
@@ -1606,7 +1815,7 @@ static void adopt_cert(void *arg, const char *rest, const char *val, size_t len,
     n->not_after = na;
     n->state = NS_VALID;
     n->failures = 0;
-    n->ari_asked = false;
+    n->ari_next_ms = 0;
     set_str(&n->last_error, NULL);
     schedule_renewal(n);
     char t[32];
@@ -1617,59 +1826,70 @@ static void adopt_cert(void *arg, const char *rest, const char *val, size_t len,
     ad->changed = true;
 }
 
-struct lock_scan {
-    const char *me;
-    int64_t min_rev, my_rev;
-    const char *holder;
-    char holder_buf[128];
-};
-
-static void scan_lock(void *arg, const char *rest, const char *val, size_t len, int64_t rev)
-{
-    (void)val, (void)len;
-    struct lock_scan *ls = arg;
-    const char *inst = strrchr(rest, '/') + 1;
-    if (!strcmp(inst, ls->me)) ls->my_rev = rev;
-    if (!ls->min_rev || rev < ls->min_rev) {
-        ls->min_rev = rev;
-        snprintf(ls->holder_buf, sizeof(ls->holder_buf), "%s", inst);
-        ls->holder = ls->holder_buf;
-    }
-}
-
-/* Keys under PREFIX acme/ changed (or etcd is back). */
+/* Keys under PREFIX acme/ changed, etcd is back, or the re-check timer:
+ * shared certificates are taken, challenge answers served and
+ * acknowledged, and the order in hand goes on where it waits on the
+ * fleet. */
 static void on_fleet(void *arg)
 {
     struct acme *a = arg;
     if (!a->cfg || !in_fleet(a)) return;
+    int64_t lease = fleet_acme_lease(a->fleet);
+    if (lease && a->member_lease != lease && fleet_acme_connected(a->fleet)) {
+        char rest[300];
+        snprintf(rest, sizeof(rest), "member/%s", fleet_acme_instance(a->fleet));
+        if (fleet_acme_put(a->fleet, rest, "1", 1, true)) a->member_lease = lease;
+    }
     struct adopt ad = {.a = a};
     fleet_acme_each(a->fleet, "cert/", adopt_cert, &ad);
     if (refresh_challenges(a) || ad.changed) publish(a);
     struct order *o = a->ord;
+    struct lock_scan ls;
     if (o && o->lock_wait && o->lock_put) {
-        char sub[600];
-        snprintf(sub, sizeof(sub), "lock/%s/", o->n->name);
-        struct lock_scan ls = {.me = fleet_acme_instance(a->fleet)};
-        fleet_acme_each(a->fleet, sub, scan_lock, &ls);
-        if (ls.my_rev && ls.my_rev == ls.min_rev) {
+        if (holds_lock(a, o, &ls)) {
             o->lock_wait = false;
             o->started_ms = now_ms();
+            struct timeval tv = {ACME_ORDER_DEADLINE_S, 0};
+            evtimer_add(a->odl, &tv);
             log_info("acme: %s: this instance holds the fleet's lock: ordering", o->n->name);
+        } else if (!ls.my_rev && (lease != o->lock_lease || now_ms() - o->lock_put_ms > 5000)) {
+            o->lock_put = false; /* the put was lost (refused, or its lease ended): again */
         } else if (ls.my_rev) {
             log_debug("acme: %s: %s orders it (the fleet's lock)", o->n->name,
                       ls.holder ? ls.holder : "another instance");
         }
     }
-    if (o && o->echo_wait && o->chal_key && !a->busy) {
-        struct lock_scan ls = {.me = ""};
-        fleet_acme_each(a->fleet, o->chal_key, scan_lock, &ls);
-        if (ls.min_rev) { /* etcd has it, so every instance's watch does */
-            o->echo_wait = false;
-            request(a, S_CHALLENGE, o->chal_url, true, "{}", false);
+    if (o && o->acks_wait && o->chal_key && !a->busy && acks_done(a, o)) {
+        o->acks_wait = false;
+        if (!holds_lock(a, o, &ls)) {
+            order_fail(a, "this instance lost the fleet's lock (%s holds it)",
+                       ls.holder ? ls.holder : "nobody");
             return;
         }
+        request(a, S_CHALLENGE, o->chal_url, true, "{}", false);
+        return;
     }
     kick(a);
+}
+
+static void on_fwait(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    struct acme *a = arg;
+    if (a->ord && (a->ord->lock_wait || a->ord->acks_wait)) on_fleet(a);
+}
+
+/* The order in hand took too long: it fails, whatever it waits for. */
+static void on_order_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    struct acme *a = arg;
+    if (!a->ord || a->ord->lock_wait) return;
+    conn_close(a);
+    a->busy = false;
+    event_del(a->poll);
+    answer_clear(&a->ans);
+    order_fail(a, "the order took longer than %d s", ACME_ORDER_DEADLINE_S);
 }
 
 /* f NULL: alone from now on (before the fleet is stopped) */
@@ -1735,8 +1955,19 @@ static void forget_server(struct acme *a)
  * ones are loaded from storage or ordered, failed ones are tried now. */
 static void follow(struct acme *a, const struct acme_cfg *c, bool fleet)
 {
+    bool same = a->cfg && c && acme_cfg_same_account(a->cfg, c);
+    /* an order in flight goes on unless what it was begun with changed */
+    bool keep = same && a->ord && a->want_fleet == fleet && a->cfg->http01 == c->http01 &&
+                a->cfg->tlsalpn01 == c->tlsalpn01 && a->cfg->prefer_alpn == c->prefer_alpn &&
+                a->cfg->key_type == c->key_type;
+    for (size_t i = 0; keep && i <= c->nnames; i++) {
+        if (i == c->nnames)
+            keep = false; /* its name is gone */
+        else if (!strcmp(c->names[i], a->ord->n->name))
+            break;
+    }
     a->want_fleet = fleet;
-    if (a->busy || a->ord) { /* an order in flight for the old settings is dropped */
+    if (!keep && (a->busy || a->ord)) { /* dropped: begun for other settings */
         conn_close(a);
         a->busy = false;
         event_del(a->poll);
@@ -1748,7 +1979,6 @@ static void follow(struct acme *a, const struct acme_cfg *c, bool fleet)
         }
         a->ari_for = NULL;
     }
-    bool same = a->cfg && c && acme_cfg_same_account(a->cfg, c);
     if (!same) forget_server(a);
     struct acme_cfg *nc = c ? cfg_copy(c) : NULL;
     if (c && !nc) {
@@ -1773,6 +2003,11 @@ static void follow(struct acme *a, const struct acme_cfg *c, bool fleet)
         if (old) {
             v[n] = *old;
             memset(old, 0, sizeof(*old));
+            if (a->ord && a->ord->n == old) { /* the order in hand goes on */
+                a->ord->n = &v[n];
+                n++;
+                continue;
+            }
             if (v[n].state == NS_FAILED || v[n].state == NS_ORDERING || v[n].state == NS_NONE) {
                 v[n].due_ms = 0; /* a reload retries at once */
                 v[n].failures = 0;
@@ -1813,10 +2048,14 @@ struct acme *acme_start(struct event_base *base, struct server *srv, const struc
     a->deadline = evtimer_new(base, on_deadline, a);
     a->timer = evtimer_new(base, on_timer, a);
     a->poll = evtimer_new(base, on_poll, a);
-    if (!a->finish || !a->deadline || !a->timer || !a->poll) {
+    a->odl = evtimer_new(base, on_order_deadline, a);
+    a->fwait = event_new(base, -1, EV_PERSIST, on_fwait, a);
+    if (!a->finish || !a->deadline || !a->timer || !a->poll || !a->odl || !a->fwait) {
         acme_stop(a);
         return NULL;
     }
+    struct timeval second = {1, 0};
+    evtimer_add(a->fwait, &second);
     follow(a, cfg->acme, cfg->fleet != NULL);
     return a;
 }
@@ -1835,12 +2074,15 @@ void acme_stop(struct acme *a)
     if (a->deadline) event_free(a->deadline);
     if (a->timer) event_free(a->timer);
     if (a->poll) event_free(a->poll);
+    if (a->odl) event_free(a->odl);
+    if (a->fwait) event_free(a->fwait);
     forget_server(a);
     if (a->dns) evdns_base_free(a->dns, 0);
     answer_clear(&a->ans);
     free(a->ans.body);
     free(a->req_url);
     free(a->req_payload);
+    free(a->pend_url);
     names_free(a->names, a->nnames);
     acme_cfg_free(a->cfg);
     shared_free(a->stok, a->nstok);

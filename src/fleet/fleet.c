@@ -239,6 +239,15 @@ static void on_written(void *arg, const char *key, const char *why)
 {
     struct fleet *f = arg;
     if (f->writes_out) f->writes_out--;
+    size_t pl = f->fc ? strlen(f->fc->prefix) : 0;
+    if (why && f->fc && !strncmp(key, f->fc->prefix, pl) && !strncmp(key + pl, "acme/", 5)) {
+        /* the ACME client's: it sees the key missing and writes it again */
+        char *sk = shown(key, strlen(key), LOG_KEY_MAX);
+        log_warn("fleet: etcd refused writing %s (ACME): %s", SHOWN(sk), why);
+        free(sk);
+        f->write_errors++;
+        why = NULL;
+    }
     if (why) {
         f->round_failed = true;
         write_refused(f, key, why);
@@ -972,6 +981,11 @@ bool fleet_acme_connected(const struct fleet *f)
 {
     return fleet_acme_on(f) && f->etcd && etcd_state(f->etcd) == ETCD_WATCHING &&
            etcd_lease(f->etcd) != 0;
+}
+
+int64_t fleet_acme_lease(const struct fleet *f)
+{
+    return fleet_acme_connected(f) ? etcd_lease(f->etcd) : 0;
 }
 
 const char *fleet_acme_instance(const struct fleet *f)

@@ -16,6 +16,7 @@
 #define DETOURD_FLEET_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "control/config.h"
 
@@ -67,6 +68,8 @@ bool fleet_acme_on(const struct fleet *f);
 /* Watching etcd under a lease: writes can go. */
 bool fleet_acme_connected(const struct fleet *f);
 const char *fleet_acme_instance(const struct fleet *f);
+/* The lease this instance's keys go under now (0: none). */
+int64_t fleet_acme_lease(const struct fleet *f);
 /* Writes PREFIX "acme/" rest (under this instance's lease, or none);
  * false when not connected. */
 bool fleet_acme_put(struct fleet *f, const char *rest, const char *val, size_t len, bool lease);

@@ -701,6 +701,10 @@ t_fleet() {
         why "A did not order: $(grep acme "$(daemon_log fa)" | tail -n 5)" || return 1
     grep -q 'serving the certificate another instance ordered' "$(daemon_log fb)" ||
         why "B did not take A's certificate: $(grep acme "$(daemon_log fb)" | tail -n 5)" || return 1
+    # A accepted the challenge once B had acknowledged the answer, not
+    # after giving up waiting
+    ! grep -q 'not every instance has the challenge answer' "$(daemon_log fa)" ||
+        why "A did not see B's acknowledgement: $(grep 'not every' "$(daemon_log fa)")" || return 1
     # pebble validated on B's plain port, which only B listens on
     grep -q "a.test:$H/.well-known/acme-challenge/" "$TEST_TMP/pebble4.out" ||
         why "pebble did not validate on B's port $H: $(grep -i valid "$TEST_TMP/pebble4.out" | tail -n 3)" || return 1
