@@ -869,17 +869,32 @@ t_header_trickle() {
 t "header_timeout covers the whole head (trickling bytes do not extend it)" t_header_trickle
 
 t_others_served() {
-    local a b pa
+    local try
+    # the keep-alive connection idles between its two requests while the
+    # other client runs; past idle_timeout (5 s) its close would be right,
+    # so a host too slow for that is tried again (at most 3 times)
+    for try in 1 2 3; do
+        _others_served && return 0
+        [ "$OTHERS_GAP" -lt 4000 ] && return 1
+        diag "try $try: the host took ${OTHERS_GAP} ms between the two requests (idle_timeout 5 s): again"
+    done
+    return 1
+}
+_others_served() {
+    local a b pa t0
     a=$(tmpf others.a)
     b=$(tmpf others.b)
+    OTHERS_GAP=0
     # A: a keep-alive client between two requests; B: garbage meanwhile
     raw_bg "$a" "$P_MAIN" --timeout 5 'GET /o1 HTTP/1.1\r\nHost: a\r\n\r\n' \
         @responses:1 "@ready:$a.sent" "@wait:$a.go" \
         'GET /o2 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n'
     pa=$RAW_PID
     wait_file "$a.sent" 20 "$pa" || why "the keep-alive client's first request was not answered" || return 1
+    t0=$(now_ms)
     raw "$b" "$P_MAIN" 'GET / HTTP/1.1\r\nX: \x01\r\n\r\n'
     : >"$a.go"
+    OTHERS_GAP=$(($(now_ms) - t0))
     local brc=$RAW_RC
     raw_wait "$a" "$pa"
     RAW_RC=$brc

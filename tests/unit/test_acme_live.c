@@ -159,7 +159,10 @@ END_TEST
 
 /* ---- handshakes ---- */
 
-#define POOLS "pools:\n  - name: api\n    regions:\n      - {name: eu, url: \"https://eu.test\"}\n"
+/* with the acme: section tls.acme names need (nothing is ordered here) */
+#define POOLS                                                                                      \
+    "pools:\n  - name: api\n    regions:\n      - {name: eu, url: \"https://eu.test\"}\n"          \
+    "acme: {directory: \"https://127.0.0.1:14000/dir\", accept_terms: true, storage: /tmp}\n"
 
 static char tmpdir[32];
 static char static_pem[64], static_key[64];

@@ -1001,8 +1001,10 @@ END_TEST
 
 /* tls.acme: names whose certificates come from ACME, alone or beside
  * certificates: (no file is read for them) */
+#define ACME_SECTION                                                                               \
+    "acme: {directory: \"https://127.0.0.1:14000/dir\", accept_terms: true, storage: /tmp}\n"
 #define ACME_LISTEN(list)                                                                          \
-    "listen:\n  - {address: \"127.0.0.1:8443\", tls: {acme: " list "}}\n" POOLS
+    "listen:\n  - {address: \"127.0.0.1:8443\", tls: {acme: " list "}}\n" POOLS ACME_SECTION
 START_TEST(test_tls_acme)
 {
     /* alone: a listener without a default certificate; names lowercase,
