@@ -51,8 +51,9 @@ status=0
 # the suites that exercise the request path, health checks, the lifecycle
 # (threads, reload), TLS and the event sinks (child processes, the HTTPS
 # client, the SSE streams) and the fleet (the etcd client, its TLS and
-# streams); VALGRIND_SUITES overrides the list
-for suite in ${VALGRIND_SUITES:-run.sh checks.sh lifecycle.sh tls.sh events_exec.sh events_webhook.sh events_sse.sh fleet.sh}; do
+# streams), and ACME (its client, storage, the challenges on the serving
+# threads); VALGRIND_SUITES overrides the list
+for suite in ${VALGRIND_SUITES:-run.sh checks.sh lifecycle.sh tls.sh events_exec.sh events_webhook.sh events_sse.sh fleet.sh acme.sh}; do
     "$HERE/integration/$suite" | tee "$VG_DIR/$suite.tap"
     rc=${PIPESTATUS[0]}
     if [ "$rc" -ne 0 ] || grep -q '^not ok' "$VG_DIR/$suite.tap"; then
