@@ -21,7 +21,8 @@
 # unreachable directory fails the name while redirects go on, and a reload
 # to a live directory retries at once; renewal of a 45-second certificate
 # without a reload (where pebble has certificateValidityPeriod, 2.4 does);
-# a fleet of two instances on one etcd (started here): one orders under
+# external account binding (a wrong HMAC key refused, the right one after a
+# reload issued); a fleet of two instances on one etcd (started here): one orders under
 # the fleet's lock, the other answers the challenge from etcd, both serve
 # the one certificate.
 #
@@ -58,7 +59,7 @@ RUN_OUT=$TEST_TMP/run.out
 RUN_ERR=$TEST_TMP/run.err
 DNS_PY=$IT_DIR/dns_stub.py
 
-alloc_ports 18 || {
+alloc_ports 20 || {
     echo "Bail out! cannot find free loopback ports"
     exit 1
 }
@@ -72,6 +73,7 @@ PB3=${PORTS[9]} PM3=${PORTS[10]}         # pebble 3: 45-second certificates
 PB4=${PORTS[11]} PM4=${PORTS[12]}        # pebble 4: the fleet test (validates on $H, $T)
 EC=${PORTS[13]} EP=${PORTS[14]}          # etcd: client and peer
 FH=${PORTS[15]} FT=${PORTS[16]} FADM=${PORTS[17]}  # fleet instance A's listeners
+PB5=${PORTS[18]} PM5=${PORTS[19]}        # pebble 5: external account binding required
 L_T=127.0.0.1:$T  # the TLS listener as its metrics label it
 BACKEND=https://backend.example
 
@@ -124,15 +126,21 @@ _dns_answers() {
     return 1
 }
 
-# start_pebble N ACMEPORT MGMTPORT [VALIDITY_SECONDS]: pebble N, its
+# start_pebble N ACMEPORT MGMTPORT [VALIDITY_SECONDS] [KID:HMACKEY]: pebble N
+# (with KID:HMACKEY, external account binding required), its
 # validations sent to the daemon's ports $H (http-01) and $T (tls-alpn-01);
 # up once its directory answers; its issuing root is then fetched to
 # $TEST_TMP/pebbleN-root.pem. PEBBLE_PID[N] is its PID.
 declare -A PEBBLE_PID=()
 start_pebble() {
-    local n=$1 acme=$2 mgmt=$3 validity=${4:-} conf extra=""
+    local n=$1 acme=$2 mgmt=$3 validity=${4:-} eab=${5:-} conf extra="" eabreq=false
     [ -n "$validity" ] && extra=",
     \"certificateValidityPeriod\": $validity"
+    if [ -n "$eab" ]; then # KID:KEY: external account binding required
+        eabreq=true
+        extra="$extra,
+    \"externalAccountMACKeys\": {\"${eab%%:*}\": \"${eab#*:}\"}"
+    fi
     conf=$(write_config "pebble$n.json" <<EOF
 {
   "pebble": {
@@ -143,7 +151,7 @@ start_pebble() {
     "httpPort": $H,
     "tlsPort": $T,
     "ocspResponderURL": "",
-    "externalAccountBindingRequired": false$extra
+    "externalAccountBindingRequired": $eabreq$extra
   }
 }
 EOF
@@ -562,7 +570,7 @@ t "unreachable directory: redirects go on, a.test failed with last_error; the li
 # third is left, so the second certificate comes LIFE*2/3 after the first
 # (twice as long on a slow host or under valgrind, not more: the waits
 # below scale, and the renewal itself takes seconds at most)
-LIFE=$(awk -v s="$TIMEOUT_SCALE" 'BEGIN { printf "%d\n", s > 1 ? 90 : 45 }')
+LIFE=$(awk -v s="$TIMEOUT_SCALE" 'BEGIN { printf "%d\n", (s > 1 ? 90 : 45) }')
 t_renewal() {
     local conf=$TEST_TMP/r.yaml s1 s2 na1 na2 ev log_reloads
     stop_acme
@@ -599,6 +607,37 @@ _serial_differs() { # NAME ROOT SERIAL
     [ -n "$s" ] && [ "$s" != "$3" ]
 }
 t "renewal without a reload: a ${LIFE}-second certificate is replaced, /status not_after moves, issued >= 2, event renewed" t_renewal
+
+# ------------------------------------------- external account binding ----
+
+# pebble 5 requires an external account binding: with the right HMAC key
+# the account is made and the name issued; with a wrong one the name fails
+# and says why.
+EAB_KID=kid-1
+EAB_KEY=zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W
+t_eab() {
+    local conf=$TEST_TMP/e.yaml err
+    stop_acme
+    stop_pebble 3
+    start_pebble 5 "$PB5" "$PM5" "" "$EAB_KID:$EAB_KEY" || why "pebble did not start" || return 1
+    # a wrong key first: refused, reported
+    printf '%s\n' "${EAB_KEY%????}AAAA" >"$TEST_TMP/eab-wrong.key"
+    printf '%s\n' "$EAB_KEY" >"$TEST_TMP/eab.key"
+    acme_config "$conf" "$(dir_of "$PB5")" "[http-01]" "$TEST_TMP/acme-e" 1 a.test
+    sed -i "/^  accept_terms: true/a\\  eab: {kid: \"$EAB_KID\", hmac_key_file: \"$TEST_TMP/eab-wrong.key\"}" "$conf"
+    start_acme e "$conf" || why "the daemon did not start" || return 1
+    wait_acme a.test failed 30 || return 1
+    err=$(acme_field a.test last_error)
+    [[ $err == *newAccount* ]] || why "last_error '$err' does not name newAccount" || return 1
+    # the right key, and a reload: the account is made, the name issued
+    sed -i "s|$TEST_TMP/eab-wrong.key|$TEST_TMP/eab.key|" "$conf"
+    reload_daemon "$DPID" "$DLOG" || why "no reload outcome logged" || return 1
+    expect_eq "reload succeeded" "$RELOAD_OK" 1 || return 1
+    wait_acme a.test valid 40 || return 1
+    expect_eq "curl https://a.test/x" "$(hcurl a.test "$(root_of 5)" /x)" "307 $BACKEND/x"
+}
+t "external account binding: a wrong HMAC key fails newAccount and says so; the right one (after a reload) gets the certificate" t_eab
+stop_pebble 5
 
 # -------------------------------------------------------------- fleet ----
 
