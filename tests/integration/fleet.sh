@@ -832,6 +832,9 @@ t "${ETCD_TESTS[13]}" t_tls_auth
 # watch and the drains that an operator puts are not disturbed
 t_read_only() {
     local p=$TEST_TMP/pki
+    # short, so that several keepalives and retries pass below, but scaled:
+    # a slow host (valgrind) must not lose the session to its own slowness
+    RO_TIMEOUT_MS=$(awk -v s="$TIMEOUT_SCALE" 'BEGIN { printf "%d\n", 1000 * s }')
     { TUSER=root:rootpw tctl user add reader:r34d && TUSER=root:rootpw tctl role add fleet-ro &&
         TUSER=root:rootpw tctl role grant-permission fleet-ro --prefix=true read /detourd/ &&
         TUSER=root:rootpw tctl user grant-role reader fleet-ro; } >"$TEST_TMP/ro-setup.log" 2>&1 ||
@@ -857,8 +860,8 @@ fleet:
     key: $p/client.key
     username: reader
     password_file: $TEST_TMP/etcd-ro.password
-    timeout: 1s
-    lease_ttl: 3s
+    timeout: ${RO_TIMEOUT_MS}ms
+    lease_ttl: $((3 * RO_TIMEOUT_MS))ms
 EOF
 )" "$LF" || why "detourd F did not start" || return 1
     DPID[F]=$LAST_PID
@@ -869,7 +872,7 @@ EOF
     local t0
     t0=$(now_ms)
     # several keepalives and retries later, the session is still the first
-    wait_until 10 _ms_since "$t0" 5000 || return 1
+    wait_until 10 _ms_since "$t0" $((5 * RO_TIMEOUT_MS)) || return 1
     expect_eq "sessions lost" "$(log_count "$(daemon_log F)" 'fleet: lost etcd|cannot reach etcd')" 0 || return 1
     expect_eq "connected" "$(status F 's["fleet"]["connected"]')" "True" || return 1
     [ "$(metric F detourd_fleet_write_errors_total)" -ge 2 ] 2>/dev/null ||
