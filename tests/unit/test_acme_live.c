@@ -287,7 +287,7 @@ static struct result shake(struct tls_srv *t, const char *sni, const char *alpn,
         const unsigned char *p;
         unsigned n;
         SSL_get0_alpn_selected(cli, &p, &n);
-        if (n < sizeof(r.alpn)) memcpy(r.alpn, p, n);
+        if (n && n < sizeof(r.alpn)) memcpy(r.alpn, p, n); /* p is NULL without ALPN */
         X509 *peer = SSL_get1_peer_certificate(cli);
         if (peer) {
             X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName, r.cn,
