@@ -348,6 +348,35 @@ static void name_clear_cert(struct aname *n)
     n->not_before = n->not_after = 0;
 }
 
+static void schedule_renewal(struct aname *n);
+
+/* n serves x (its key k, its chain) from now on; the references pass to n. */
+static void name_take(struct aname *n, X509 *x, EVP_PKEY *k, STACK_OF(X509) * chain)
+{
+    name_clear_cert(n);
+    n->x509 = x;
+    n->key = k;
+    n->chain = chain;
+    n->not_before = acme_not_before(x);
+    n->not_after = acme_not_after(x);
+    n->state = NS_VALID;
+    n->failures = 0;
+    n->ari_next_ms = 0;
+    set_str(&n->last_error, NULL);
+    schedule_renewal(n);
+}
+
+/* Keeps name's key and certificate chain (PEM) in storage; false with why. */
+static bool store_pair(const struct acme *a, const char *name, const char *key, const char *crt,
+                       size_t crtlen, char *why, size_t whylen)
+{
+    char file[300];
+    snprintf(file, sizeof(file), "%s.key.pem", name);
+    if (!storage_write(a, file, key, strlen(key), why, whylen)) return false;
+    snprintf(file, sizeof(file), "%s.crt.pem", name);
+    return storage_write(a, file, crt, crtlen, why, whylen);
+}
+
 /* When a certificate should be renewed: a third of its lifetime before
  * its end (ARI may move it later). */
 static time_t renew_at(const struct aname *n)
@@ -401,14 +430,7 @@ static void load_cert(struct acme *a, struct aname *n)
         EVP_PKEY_free(k);
         return;
     }
-    name_clear_cert(n);
-    n->x509 = x;
-    n->key = k;
-    n->chain = chain;
-    n->not_before = acme_not_before(x);
-    n->not_after = na;
-    n->state = NS_VALID;
-    schedule_renewal(n);
+    name_take(n, x, k, chain);
     char t[32];
     iso_time(na, t, sizeof(t));
     log_info("acme: %s: serving the certificate kept in %s (expires %s)", n->name, a->cfg->storage,
@@ -1270,11 +1292,7 @@ static void on_certificate(struct acme *a)
     }
     char file[300], why[512];
     char *kp = acme_key_pem(o->key);
-    bool ok = kp != NULL;
-    snprintf(file, sizeof(file), "%s.key.pem", n->name);
-    if (ok) ok = storage_write(a, file, kp, strlen(kp), why, sizeof(why));
-    snprintf(file, sizeof(file), "%s.crt.pem", n->name);
-    if (ok) ok = storage_write(a, file, a->ans.body, a->ans.len, why, sizeof(why));
+    bool ok = kp && store_pair(a, n->name, kp, a->ans.body, a->ans.len, why, sizeof(why));
     if (kp && in_fleet(a)) { /* every instance serves it (no lease: it outlives us) */
         json_t *j = json_pack("{s:s%, s:s}", "cert", a->ans.body, a->ans.len, "key", kp);
         char *v = j ? json_dumps(j, JSON_COMPACT) : NULL;
@@ -1291,18 +1309,8 @@ static void on_certificate(struct acme *a)
                  kp ? why : "out of memory");
     if (kp) OPENSSL_cleanse(kp, strlen(kp)), free(kp);
     bool renewed = n->x509 != NULL;
-    name_clear_cert(n);
-    n->x509 = x;
-    n->chain = chain;
-    n->key = o->key;
+    name_take(n, x, o->key, chain);
     o->key = NULL;
-    n->not_before = acme_not_before(x);
-    n->not_after = acme_not_after(x);
-    n->state = NS_VALID;
-    n->failures = 0;
-    n->ari_next_ms = 0;
-    set_str(&n->last_error, NULL);
-    schedule_renewal(n);
     a->issued++;
     char t[32];
     iso_time(n->not_after, t, sizeof(t));
@@ -1800,24 +1808,11 @@ static void adopt_cert(void *arg, const char *rest, const char *val, size_t len,
         json_decref(j);
         return;
     }
-    char file[300], why[512];
-    snprintf(file, sizeof(file), "%s.key.pem", name);
-    bool kept = storage_write(a, file, key, strlen(key), why, sizeof(why));
-    snprintf(file, sizeof(file), "%s.crt.pem", name);
-    if (kept) kept = storage_write(a, file, cert, strlen(cert), why, sizeof(why));
-    if (!kept) log_warn("acme: %s: the fleet's certificate is served but not kept: %s", name, why);
+    char why[512];
+    if (!store_pair(a, name, key, cert, strlen(cert), why, sizeof(why)))
+        log_warn("acme: %s: the fleet's certificate is served but not kept: %s", name, why);
     json_decref(j);
-    name_clear_cert(n);
-    n->x509 = x;
-    n->chain = chain;
-    n->key = k;
-    n->not_before = acme_not_before(x);
-    n->not_after = na;
-    n->state = NS_VALID;
-    n->failures = 0;
-    n->ari_next_ms = 0;
-    set_str(&n->last_error, NULL);
-    schedule_renewal(n);
+    name_take(n, x, k, chain);
     char t[32];
     iso_time(na, t, sizeof(t));
     log_info("acme: %s: serving the certificate another instance ordered (expires %s)", name, t);
