@@ -69,6 +69,8 @@
 #define ACME_MAX_BAD_NONCE    5           /* one request re-signed after badNonce */
 #define ACME_ORDER_DEADLINE_S 600         /* a whole order, then it failed */
 #define ACME_ACK_WAIT_MS      10000       /* fleet: for every instance to have an answer */
+#define ACME_SHARE_FIRST_MS   5000        /* fleet: cert/NAME written again after 5 s, doubling */
+#define ACME_SHARE_MAX_MS     600000      /* ... to 10 min */
 #define FLEET_NAME_LEN        80          /* an instance name and its NUL */
 
 enum name_state { NS_NONE, NS_VALID, NS_ORDERING, NS_FAILED };
@@ -86,6 +88,13 @@ struct aname {
     unsigned failures;   /* in a row, for the backoff */
     int64_t ari_next_ms; /* when to ask renewalInfo again for the certificate held */
     int64_t shared_rev;  /* the fleet's cert/NAME revision last looked at */
+    time_t shared_na;    /* that certificate's notAfter (0: unusable) */
+    bool shared_seen;    /* cert/NAME was in etcd at the last look */
+    /* fleet: the certificate this instance obtained, as it goes to cert/NAME,
+     * kept until a newer one comes: written again whenever etcd lacks it
+     * (a refused write, etcd unreachable at that moment, a deletion) */
+    char *share;
+    int64_t share_next_ms, share_wait_ms;
 };
 
 /* A challenge answer another instance published (fleet) */
@@ -335,6 +344,13 @@ static void save_account_url(struct acme *a)
     if (!s || !storage_write(a, "_account.json", s, strlen(s), why, sizeof(why)))
         log_warn("acme: cannot keep the account URL: %s", s ? why : "out of memory");
     free(s);
+}
+
+static void name_unshare(struct aname *n)
+{
+    if (n->share) OPENSSL_cleanse(n->share, strlen(n->share)), free(n->share);
+    n->share = NULL;
+    n->share_next_ms = n->share_wait_ms = 0;
 }
 
 static void name_clear_cert(struct aname *n)
@@ -868,6 +884,36 @@ static bool in_fleet(const struct acme *a)
     return a->fleet && fleet_acme_on(a->fleet);
 }
 
+/* Fleet: a certificate this instance obtained goes to cert/NAME, and
+ * again, 5 s doubling to 10 min apart, for as long as etcd holds neither
+ * it nor a newer one (a refused write, etcd away at that moment, a
+ * deletion): otherwise each instance waiting for the lock would order a
+ * certificate of its own, and CAs limit duplicate certificates. */
+static void share_check(struct acme *a)
+{
+    if (!in_fleet(a)) return;
+    int64_t now = now_ms();
+    for (size_t i = 0; i < a->nnames; i++) {
+        struct aname *n = &a->names[i];
+        if (!n->share) continue;
+        if (n->shared_seen && n->shared_na >= n->not_after) {
+            n->share_wait_ms = 0; /* etcd holds it */
+            continue;
+        }
+        if (now < n->share_next_ms || !fleet_acme_connected(a->fleet)) continue;
+        char rest[300];
+        snprintf(rest, sizeof(rest), "cert/%s", n->name);
+        if (!fleet_acme_put(a->fleet, rest, n->share, strlen(n->share), false)) continue;
+        if (n->share_next_ms)
+            log_info("acme: %s: etcd lacks the certificate this instance obtained: written again",
+                     n->name);
+        n->share_wait_ms = !n->share_wait_ms                          ? ACME_SHARE_FIRST_MS
+                           : n->share_wait_ms * 2 > ACME_SHARE_MAX_MS ? ACME_SHARE_MAX_MS
+                                                                      : n->share_wait_ms * 2;
+        n->share_next_ms = now + n->share_wait_ms;
+    }
+}
+
 /* This instance's lock key for name: "lock/NAME/INSTANCE" */
 static void lock_rest(const struct acme *a, const char *name, char *buf, size_t len)
 {
@@ -1290,19 +1336,21 @@ static void on_certificate(struct acme *a)
         order_fail(a, "the certificate issued does not match the key or the name");
         return;
     }
-    char file[300], why[512];
+    char why[512];
     char *kp = acme_key_pem(o->key);
     bool ok = kp && store_pair(a, n->name, kp, a->ans.body, a->ans.len, why, sizeof(why));
-    if (kp && in_fleet(a)) { /* every instance serves it (no lease: it outlives us) */
+    char *share = NULL; /* every instance serves it (cert/NAME, no lease: it outlives us) */
+    if (kp && in_fleet(a)) {
         json_t *j = json_pack("{s:s%, s:s}", "cert", a->ans.body, a->ans.len, "key", kp);
-        char *v = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        share = j ? json_dumps(j, JSON_COMPACT) : NULL;
         json_decref(j);
-        snprintf(file, sizeof(file), "cert/%s", n->name);
-        if (!v || !fleet_acme_put(a->fleet, file, v, strlen(v), false))
-            log_warn("acme: %s: cannot share the certificate in etcd (%s): the other instances "
-                     "order their own",
-                     n->name, v ? "not connected" : "out of memory");
-        if (v) OPENSSL_cleanse(v, strlen(v)), free(v);
+        if (!share)
+            log_warn("acme: %s: cannot share the certificate in etcd (out of memory): the other "
+                     "instances order their own",
+                     n->name);
+        else if (!fleet_acme_connected(a->fleet))
+            log_warn("acme: %s: etcd is not reachable: the certificate goes there once it is",
+                     n->name);
     }
     if (!ok)
         log_warn("acme: %s: the certificate is served but not kept: %s", n->name,
@@ -1316,6 +1364,9 @@ static void on_certificate(struct acme *a)
     iso_time(n->not_after, t, sizeof(t));
     log_info("acme: %s: certificate %s (expires %s)", n->name, renewed ? "renewed" : "issued", t);
     event_emit_certificate(n->name, renewed ? "renewed" : "issued", NULL);
+    name_unshare(n);
+    n->share = share;
+    share_check(a);
     order_end(a); /* publishes: the challenge is gone, the certificate in */
     publish(a);
 }
@@ -1789,7 +1840,9 @@ static void adopt_cert(void *arg, const char *rest, const char *val, size_t len,
     struct aname *n = NULL;
     for (size_t i = 0; i < a->nnames; i++)
         if (!strcmp(a->names[i].name, name)) n = &a->names[i];
-    if (!n || n->shared_rev == rev) return;
+    if (!n) return;
+    n->shared_seen = true;
+    if (n->shared_rev == rev) return;
     n->shared_rev = rev;
     json_t *j = json_loadb(val, len, 0, NULL);
     const char *cert = json_string_value(json_object_get(j, "cert"));
@@ -1800,6 +1853,7 @@ static void adopt_cert(void *arg, const char *rest, const char *val, size_t len,
     bool ok = cert && k && acme_chain_parse(cert, strlen(cert), &x, &chain) &&
               acme_cert_key_match(x, k) && acme_cert_covers(x, name);
     time_t na = ok ? acme_not_after(x) : 0;
+    n->shared_na = na;
     if (!ok || na <= time(NULL) || (n->x509 && na <= n->not_after)) {
         if (!ok) log_warn("acme: %s: the certificate in etcd is unusable: ignored", name);
         X509_free(x);
@@ -1813,6 +1867,7 @@ static void adopt_cert(void *arg, const char *rest, const char *val, size_t len,
         log_warn("acme: %s: the fleet's certificate is served but not kept: %s", name, why);
     json_decref(j);
     name_take(n, x, k, chain);
+    name_unshare(n); /* a newer one than this instance's is in etcd */
     char t[32];
     iso_time(na, t, sizeof(t));
     log_info("acme: %s: serving the certificate another instance ordered (expires %s)", name, t);
@@ -1836,7 +1891,9 @@ static void on_fleet(void *arg)
         if (fleet_acme_put(a->fleet, rest, "1", 1, true)) a->member_lease = lease;
     }
     struct adopt ad = {.a = a};
+    for (size_t i = 0; i < a->nnames; i++) a->names[i].shared_seen = false;
     fleet_acme_each(a->fleet, "cert/", adopt_cert, &ad);
+    share_check(a);
     if (refresh_challenges(a) || ad.changed) publish(a);
     struct order *o = a->ord;
     struct lock_scan ls;
@@ -1871,7 +1928,10 @@ static void on_fwait(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     struct acme *a = arg;
-    if (a->ord && (a->ord->lock_wait || a->ord->acks_wait)) on_fleet(a);
+    if (a->ord && (a->ord->lock_wait || a->ord->acks_wait))
+        on_fleet(a);
+    else
+        share_check(a); /* a write of cert/NAME due again */
 }
 
 /* The order in hand took too long: it fails, whatever it waits for. */
@@ -1903,6 +1963,7 @@ static void names_free(struct aname *v, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         name_clear_cert(&v[i]);
+        name_unshare(&v[i]);
         free(v[i].name);
         free(v[i].last_error);
     }

@@ -761,6 +761,36 @@ t_fleet() {
     storage_modes "$TEST_TMP/acme-fb"
 }
 t "fleet: A orders under the lock, B (whose ports pebble validates) answers the challenge from etcd; both serve one certificate" t_fleet
+
+# the serial of the certificate in PREFIX/acme/cert/NAME ("" if none)
+etcd_cert_serial() {
+    ectl get --print-value-only "${FPREFIX}acme/cert/$1" 2>/dev/null |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["cert"])' 2>/dev/null |
+        openssl x509 -noout -serial 2>/dev/null | sed 's/^serial=//'
+}
+_cert_back() { [ -n "$(etcd_cert_serial a.test)" ]; }
+
+t_fleet_reshare() {
+    local sa
+    [ -n "$FA_PID" ] && [ -n "$FB_PID" ] || why "the fleet test did not start both instances" || return 1
+    sa=$(served_serial_at "$FT" a.test "$(root_of 4)")
+    [ -n "$sa" ] || why "A serves no a.test certificate" || return 1
+    # etcd loses the key (as after a refused write or an outage when the
+    # certificate came): the instance that obtained it writes it again
+    ectl del "${FPREFIX}acme/cert/a.test" >/dev/null || why "cannot delete the key" || return 1
+    wait_until 30 _cert_back ||
+        why "the certificate did not come back to etcd: $(grep acme "$(daemon_log fa)" | tail -n 5)" ||
+        return 1
+    expect_eq "serial in etcd" "$(etcd_cert_serial a.test)" "$sa" || return 1
+    grep -q 'acme: a.test: etcd lacks the certificate this instance obtained: written again' \
+        "$(daemon_log fa)" || why "A did not say it wrote it again" || return 1
+    # B, which only took it, does not write it; nobody ordered another
+    ! grep -q 'written again' "$(daemon_log fb)" || why "B wrote it too" || return 1
+    expect_eq "orders issued by A and B" \
+        "$(mint "$FADM" detourd_acme_orders_total result=issued) $(mint "$ADM" detourd_acme_orders_total result=issued)" \
+        "1 0"
+}
+t "fleet: the certificate deleted from etcd is written again by the instance that obtained it, not by the others" t_fleet_reshare
 [ -n "$FA_PID" ] && stop_pid "$FA_PID"
 [ -n "$FB_PID" ] && stop_pid "$FB_PID"
 
