@@ -1050,7 +1050,6 @@ static void scan_lock(void *arg, const char *rest, const char *val, size_t len, 
     }
 }
 
-/* Keys under PREFIX acme/ changed (or etcd is back). */
 /* The instance names (the last part of each key) under sub. */
 struct names_scan {
     char (*v)[FLEET_NAME_LEN];
@@ -1876,6 +1875,17 @@ static void adopt_cert(void *arg, const char *rest, const char *val, size_t len,
     ad->changed = true;
 }
 
+/* No ACME here any more (a reload took the section away): the member key
+ * goes, so that no holder waits for this instance's acknowledgements
+ * until its lease ends. Tried again at each change while etcd is away. */
+static void member_withdraw(struct acme *a)
+{
+    if (!a->member_lease || !in_fleet(a)) return;
+    char rest[300];
+    snprintf(rest, sizeof(rest), "member/%s", fleet_acme_instance(a->fleet));
+    if (fleet_acme_delete(a->fleet, rest)) a->member_lease = 0;
+}
+
 /* Keys under PREFIX acme/ changed, etcd is back, or the re-check timer:
  * shared certificates are taken, challenge answers served and
  * acknowledged, and the order in hand goes on where it waits on the
@@ -1883,6 +1893,7 @@ static void adopt_cert(void *arg, const char *rest, const char *val, size_t len,
 static void on_fleet(void *arg)
 {
     struct acme *a = arg;
+    if (!a->cfg) member_withdraw(a);
     if (!a->cfg || !in_fleet(a)) return;
     int64_t lease = fleet_acme_lease(a->fleet);
     if (lease && a->member_lease != lease && fleet_acme_connected(a->fleet)) {
@@ -2023,6 +2034,7 @@ static void follow(struct acme *a, const struct acme_cfg *c, bool fleet)
             break;
     }
     a->want_fleet = fleet;
+    if (!c) member_withdraw(a);
     if (!keep && (a->busy || a->ord)) { /* dropped: begun for other settings */
         conn_close(a);
         a->busy = false;

@@ -791,6 +791,27 @@ t_fleet_reshare() {
         "1 0"
 }
 t "fleet: the certificate deleted from etcd is written again by the instance that obtained it, not by the others" t_fleet_reshare
+
+_member_gone() { [ -z "$(ectl get --keys-only "${FPREFIX}acme/member/B")" ]; }
+t_fleet_member_gone() {
+    [ -n "$FB_PID" ] || why "the fleet test did not start B" || return 1
+    [ -n "$(ectl get --keys-only "${FPREFIX}acme/member/B")" ] ||
+        why "B is not a member before the reload" || return 1
+    # B's config without ACME: no acme section, no listener that needs it
+    awk '/^  - address: / || /^    tls: \{acme/ { next }
+         /^acme:/ { skip = 1; next }
+         skip && /^  / { next }
+         { skip = 0; print }' "$TEST_TMP/fb.yaml" >"$TEST_TMP/fb-plain.yaml"
+    ! grep -Eq '^acme:|acme: \[' "$TEST_TMP/fb-plain.yaml" || why "acme left in the config" || return 1
+    cp "$TEST_TMP/fb-plain.yaml" "$TEST_TMP/fb.yaml"
+    reload_daemon "$FB_PID" "$(daemon_log fb)" || why "no reload outcome logged" || return 1
+    expect_eq "reload succeeded" "$RELOAD_OK" 1 || return 1
+    # its member key goes at once, not when its lease ends: no holder
+    # waits for its acknowledgements
+    wait_until 10 _member_gone || why "B's member key is still in etcd" || return 1
+    [ -n "$(ectl get --keys-only "${FPREFIX}acme/member/A")" ] || why "A's member key went too"
+}
+t "fleet: an instance whose ACME section a reload removes leaves the members at once" t_fleet_member_gone
 [ -n "$FA_PID" ] && stop_pid "$FA_PID"
 [ -n "$FB_PID" ] && stop_pid "$FB_PID"
 
