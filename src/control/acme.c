@@ -88,7 +88,7 @@ struct aname {
     unsigned failures;   /* in a row, for the backoff */
     int64_t ari_next_ms; /* when to ask renewalInfo again for the certificate held */
     int64_t shared_rev;  /* the fleet's cert/NAME revision last looked at */
-    time_t shared_na;    /* that certificate's notAfter (0: unusable) */
+    bool shared_same;    /* that revision holds the certificate served here */
     bool shared_seen;    /* cert/NAME was in etcd at the last look */
     /* fleet: the certificate this instance obtained, as it goes to cert/NAME,
      * kept until a newer one comes: written again whenever etcd lacks it
@@ -147,6 +147,7 @@ struct order {
      * accepted */
     bool lock_wait, lock_put, acks_wait;
     bool replaced, no_replaces; /* newOrder named the certificate it replaces (ARI) */
+    bool superseded;            /* fleet: another instance's newer certificate came */
     int64_t lock_lease, lock_put_ms, acks_since_ms;
     char *chal_key; /* "http01/TOKEN" or "alpn/NAME" (after "acme/") */
 };
@@ -375,6 +376,7 @@ static void name_take(struct aname *n, X509 *x, EVP_PKEY *k, STACK_OF(X509) * ch
     n->chain = chain;
     n->not_before = acme_not_before(x);
     n->not_after = acme_not_after(x);
+    n->shared_same = false; /* until etcd is seen to hold it */
     n->state = NS_VALID;
     n->failures = 0;
     n->ari_next_ms = 0;
@@ -885,33 +887,34 @@ static bool in_fleet(const struct acme *a)
 }
 
 /* Fleet: a certificate this instance obtained goes to cert/NAME, and
- * again, 5 s doubling to 10 min apart, for as long as etcd holds neither
- * it nor a newer one (a refused write, etcd away at that moment, a
- * deletion): otherwise each instance waiting for the lock would order a
+ * again, 5 s doubling to 10 min apart, for as long as etcd does not hold
+ * it (a refused write, etcd away at that moment, a deletion) and no newer
+ * one came: otherwise each instance waiting for the lock would order a
  * certificate of its own, and CAs limit duplicate certificates. */
+static void share_one(struct acme *a, struct aname *n, bool at_issue)
+{
+    if (!n->share || !in_fleet(a)) return;
+    if (n->shared_seen && n->shared_same) {
+        n->share_wait_ms = 0; /* etcd holds it */
+        return;
+    }
+    int64_t now = now_ms();
+    if (now < n->share_next_ms || !fleet_acme_connected(a->fleet)) return;
+    char rest[300];
+    snprintf(rest, sizeof(rest), "cert/%s", n->name);
+    if (!fleet_acme_put(a->fleet, rest, n->share, strlen(n->share), false)) return;
+    if (!at_issue)
+        log_info("acme: %s: etcd lacks the certificate this instance obtained: written again",
+                 n->name);
+    n->share_wait_ms = !n->share_wait_ms                          ? ACME_SHARE_FIRST_MS
+                       : n->share_wait_ms * 2 > ACME_SHARE_MAX_MS ? ACME_SHARE_MAX_MS
+                                                                  : n->share_wait_ms * 2;
+    n->share_next_ms = now + n->share_wait_ms;
+}
+
 static void share_check(struct acme *a)
 {
-    if (!in_fleet(a)) return;
-    int64_t now = now_ms();
-    for (size_t i = 0; i < a->nnames; i++) {
-        struct aname *n = &a->names[i];
-        if (!n->share) continue;
-        if (n->shared_seen && n->shared_na >= n->not_after) {
-            n->share_wait_ms = 0; /* etcd holds it */
-            continue;
-        }
-        if (now < n->share_next_ms || !fleet_acme_connected(a->fleet)) continue;
-        char rest[300];
-        snprintf(rest, sizeof(rest), "cert/%s", n->name);
-        if (!fleet_acme_put(a->fleet, rest, n->share, strlen(n->share), false)) continue;
-        if (n->share_next_ms)
-            log_info("acme: %s: etcd lacks the certificate this instance obtained: written again",
-                     n->name);
-        n->share_wait_ms = !n->share_wait_ms                          ? ACME_SHARE_FIRST_MS
-                           : n->share_wait_ms * 2 > ACME_SHARE_MAX_MS ? ACME_SHARE_MAX_MS
-                                                                      : n->share_wait_ms * 2;
-        n->share_next_ms = now + n->share_wait_ms;
-    }
+    for (size_t i = 0; i < a->nnames; i++) share_one(a, &a->names[i], false);
 }
 
 /* This instance's lock key for name: "lock/NAME/INSTANCE" */
@@ -942,6 +945,18 @@ static void order_end(struct acme *a)
     event_del(a->poll);
     event_del(a->odl);
     kick(a);
+}
+
+/* The order in hand is for a name whose newer certificate another
+ * instance wrote to etcd (taken already): it stops before the challenge
+ * is accepted or, later, before finalizing, the step that issues. */
+static bool superseded_end(struct acme *a)
+{
+    if (!a->ord || !a->ord->superseded) return false;
+    log_info("acme: %s: another instance's certificate came first: this order stops",
+             a->ord->n->name);
+    order_end(a);
+    return true;
 }
 
 static void order_fail(struct acme *a, const char *fmt, ...)
@@ -1111,6 +1126,7 @@ static void authz_next(struct acme *a)
         request(a, S_AUTHZ, o->authz[o->iauthz], true, NULL, false);
         return;
     }
+    if (superseded_end(a)) return;
     /* all valid: in a fleet, still the lock's holder? */
     struct lock_scan ls;
     if (in_fleet(a) && !holds_lock(a, o, &ls)) {
@@ -1365,7 +1381,7 @@ static void on_certificate(struct acme *a)
     event_emit_certificate(n->name, renewed ? "renewed" : "issued", NULL);
     name_unshare(n);
     n->share = share;
-    share_check(a);
+    share_one(a, n, true);
     order_end(a); /* publishes: the challenge is gone, the certificate in */
     publish(a);
 }
@@ -1852,7 +1868,7 @@ static void adopt_cert(void *arg, const char *rest, const char *val, size_t len,
     bool ok = cert && k && acme_chain_parse(cert, strlen(cert), &x, &chain) &&
               acme_cert_key_match(x, k) && acme_cert_covers(x, name);
     time_t na = ok ? acme_not_after(x) : 0;
-    n->shared_na = na;
+    n->shared_same = ok && n->x509 && X509_cmp(x, n->x509) == 0;
     if (!ok || na <= time(NULL) || (n->x509 && na <= n->not_after)) {
         if (!ok) log_warn("acme: %s: the certificate in etcd is unusable: ignored", name);
         X509_free(x);
@@ -1870,20 +1886,41 @@ static void adopt_cert(void *arg, const char *rest, const char *val, size_t len,
     char t[32];
     iso_time(na, t, sizeof(t));
     log_info("acme: %s: serving the certificate another instance ordered (expires %s)", name, t);
-    /* waiting for the lock to order it: nothing to order any more */
-    if (a->ord && a->ord->n == n && a->ord->lock_wait) order_end(a);
+    /* ordering it: nothing to order any more (waiting for the lock: stop
+     * now; further on: before finalizing, the step that issues) */
+    if (a->ord && a->ord->n == n) {
+        if (a->ord->lock_wait)
+            order_end(a);
+        else
+            a->ord->superseded = true;
+    }
     ad->changed = true;
+}
+
+struct member_look {
+    const char *rest;
+    bool there;
+};
+
+static void member_seen(void *arg, const char *rest, const char *val, size_t len, int64_t rev)
+{
+    (void)val, (void)len, (void)rev;
+    struct member_look *ml = arg;
+    if (!strcmp(rest, ml->rest)) ml->there = true;
 }
 
 /* No ACME here any more (a reload took the section away): the member key
  * goes, so that no holder waits for this instance's acknowledgements
- * until its lease ends. Tried again at each change while etcd is away. */
+ * until its lease ends. Tried again at each change while the key is there. */
 static void member_withdraw(struct acme *a)
 {
-    if (!a->member_lease || !in_fleet(a)) return;
+    a->member_lease = 0;
+    if (!in_fleet(a) || !fleet_acme_connected(a->fleet)) return;
     char rest[300];
     snprintf(rest, sizeof(rest), "member/%s", fleet_acme_instance(a->fleet));
-    if (fleet_acme_delete(a->fleet, rest)) a->member_lease = 0;
+    struct member_look ml = {rest, false};
+    fleet_acme_each(a->fleet, rest, member_seen, &ml);
+    if (ml.there) fleet_acme_delete(a->fleet, rest);
 }
 
 /* Keys under PREFIX acme/ changed, etcd is back, or the re-check timer:
@@ -1922,6 +1959,7 @@ static void on_fleet(void *arg)
                       ls.holder ? ls.holder : "another instance");
         }
     }
+    if (o && o->acks_wait && !a->busy && superseded_end(a)) return;
     if (o && o->acks_wait && o->chal_key && !a->busy && acks_done(a, o)) {
         o->acks_wait = false;
         if (!holds_lock(a, o, &ls)) {

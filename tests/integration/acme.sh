@@ -59,7 +59,7 @@ RUN_OUT=$TEST_TMP/run.out
 RUN_ERR=$TEST_TMP/run.err
 DNS_PY=$IT_DIR/dns_stub.py
 
-alloc_ports 20 || {
+alloc_ports 23 || {
     echo "Bail out! cannot find free loopback ports"
     exit 1
 }
@@ -74,6 +74,7 @@ PB4=${PORTS[11]} PM4=${PORTS[12]}        # pebble 4: the fleet test (validates o
 EC=${PORTS[13]} EP=${PORTS[14]}          # etcd: client and peer
 FH=${PORTS[15]} FT=${PORTS[16]} FADM=${PORTS[17]}  # fleet instance A's listeners
 PB5=${PORTS[18]} PM5=${PORTS[19]}        # pebble 5: external account binding required
+CH=${PORTS[20]} CT=${PORTS[21]} CADM=${PORTS[22]}  # fleet instance C's listeners
 L_T=127.0.0.1:$T  # the TLS listener as its metrics label it
 BACKEND=https://backend.example
 
@@ -771,19 +772,20 @@ etcd_cert_serial() {
 _cert_back() { [ -n "$(etcd_cert_serial a.test)" ]; }
 
 t_fleet_reshare() {
-    local sa
+    local sa before
     [ -n "$FA_PID" ] && [ -n "$FB_PID" ] || why "the fleet test did not start both instances" || return 1
     sa=$(served_serial_at "$FT" a.test "$(root_of 4)")
     [ -n "$sa" ] || why "A serves no a.test certificate" || return 1
     # etcd loses the key (as after a refused write or an outage when the
     # certificate came): the instance that obtained it writes it again
+    before=$(log_count "$(daemon_log fa)" 'written again')
     ectl del "${FPREFIX}acme/cert/a.test" >/dev/null || why "cannot delete the key" || return 1
     wait_until 30 _cert_back ||
         why "the certificate did not come back to etcd: $(grep acme "$(daemon_log fa)" | tail -n 5)" ||
         return 1
     expect_eq "serial in etcd" "$(etcd_cert_serial a.test)" "$sa" || return 1
-    grep -q 'acme: a.test: etcd lacks the certificate this instance obtained: written again' \
-        "$(daemon_log fa)" || why "A did not say it wrote it again" || return 1
+    wait_log "$(daemon_log fa)" 'acme: a.test: etcd lacks the certificate this instance obtained: written again' \
+        10 $((before + 1)) || why "A did not say it wrote it again" || return 1
     # B, which only took it, does not write it; nobody ordered another
     ! grep -q 'written again' "$(daemon_log fb)" || why "B wrote it too" || return 1
     expect_eq "orders issued by A and B" \
@@ -812,6 +814,51 @@ t_fleet_member_gone() {
     [ -n "$(ectl get --keys-only "${FPREFIX}acme/member/A")" ] || why "A's member key went too"
 }
 t "fleet: an instance whose ACME section a reload removes leaves the members at once" t_fleet_member_gone
+
+# C orders c.test; a member that never acknowledges holds its challenge
+# (at most 10 s), and meanwhile a newer certificate for c.test comes to
+# etcd, as another instance's would: C takes it and its order stops before
+# the challenge is accepted, so that no duplicate is issued.
+FC_PID=''
+_chal_published() { [ -n "$(ectl get --prefix --keys-only "${FPREFIX}acme/http01/" 2>/dev/null)" ]; }
+t_fleet_superseded() {
+    local lease want got
+    _etcd_healthy || why "etcd is not running" || return 1
+    lease=$(ectl lease grant 600 | awk '{ print $2 }')
+    [ -n "$lease" ] || why "no etcd lease" || return 1
+    ectl put --lease="$lease" "${FPREFIX}acme/member/ghost" 1 >/dev/null ||
+        why "cannot write the ghost member" || return 1
+    fleet_config "$TEST_TMP/fc.yaml" C "$CH" "$CT" "$CADM" "$TEST_TMP/acme-fc"
+    sed -i 's/a\.test/c.test/' "$TEST_TMP/fc.yaml"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+        -subj /CN=c.test -addext subjectAltName=DNS:c.test \
+        -keyout "$TEST_TMP/c-key.pem" -out "$TEST_TMP/c-cert.pem" >/dev/null 2>&1 ||
+        why "openssl cannot make a certificate" || return 1
+    start_detourd fc "$TEST_TMP/fc.yaml" "$CT" -l debug || why "C did not start" || return 1
+    FC_PID=$LAST_PID
+    wait_until 30 _chal_published ||
+        why "C published no challenge answer: $(grep acme "$(daemon_log fc)" | tail -n 5)" || return 1
+    python3 -c 'import json, sys; print(json.dumps({"cert": open(sys.argv[1]).read(), "key": open(sys.argv[2]).read()}))' \
+        "$TEST_TMP/c-cert.pem" "$TEST_TMP/c-key.pem" >"$TEST_TMP/c-share.json" || return 1
+    ectl put "${FPREFIX}acme/cert/c.test" <"$TEST_TMP/c-share.json" >/dev/null ||
+        why "cannot write cert/c.test" || return 1
+    wait_log "$(daemon_log fc)" "acme: c.test: another instance's certificate came first: this order stops" 30 ||
+        why "C's order did not stop: $(grep acme "$(daemon_log fc)" | tail -n 5)" || return 1
+    ectl lease revoke "$lease" >/dev/null
+    want=$(openssl x509 -noout -serial -in "$TEST_TMP/c-cert.pem" | sed 's/^serial=//')
+    got=$(served_serial_at "$CT" c.test "$TEST_TMP/c-cert.pem")
+    expect_eq "serial C serves" "$got" "$want" || return 1
+    expect_eq "orders C issued" "$(mint "$CADM" detourd_acme_orders_total result=issued)" 0 || return 1
+    ADM=$CADM acme_state_is c.test valid || why "c.test is not valid at C" || return 1
+    # the lock and the challenge answer went with the order
+    wait_until 10 _no_c_keys || why "keys left: $(ectl get --prefix --keys-only "${FPREFIX}acme/")"
+}
+_no_c_keys() {
+    [ -z "$(ectl get --prefix --keys-only "${FPREFIX}acme/lock/c.test/" 2>/dev/null)" ] &&
+        ! _chal_published
+}
+t "fleet: an order stops before its challenge is accepted when another instance's newer certificate comes" t_fleet_superseded
+[ -n "$FC_PID" ] && stop_pid "$FC_PID"
 [ -n "$FA_PID" ] && stop_pid "$FA_PID"
 [ -n "$FB_PID" ] && stop_pid "$FB_PID"
 
