@@ -971,6 +971,12 @@ static void order_fail(struct acme *a, const char *fmt, ...)
         kick(a);
         return;
     }
+    if (o->superseded) { /* the name has a newer certificate: no failure, no retry */
+        log_info("acme: %s: another instance's certificate came first: this order stops (%s)",
+                 o->n->name, why);
+        order_end(a);
+        return;
+    }
     struct aname *n = o->n;
     n->failures++;
     int64_t wait = backoff_ms(n->failures);
@@ -1867,9 +1873,11 @@ static void adopt_cert(void *arg, const char *rest, const char *val, size_t len,
     EVP_PKEY *k = key ? acme_key_from_pem(key, strlen(key)) : NULL;
     bool ok = cert && k && acme_chain_parse(cert, strlen(cert), &x, &chain) &&
               acme_cert_key_match(x, k) && acme_cert_covers(x, name);
-    time_t na = ok ? acme_not_after(x) : 0;
+    time_t na = ok ? acme_not_after(x) : 0, nb = ok ? acme_not_before(x) : 0;
     n->shared_same = ok && n->x509 && X509_cmp(x, n->x509) == 0;
-    if (!ok || na <= time(NULL) || (n->x509 && na <= n->not_after)) {
+    /* newer: issued later (a renewal may end before what it replaces) */
+    bool newer = !n->x509 || nb > n->not_before || (nb == n->not_before && na > n->not_after);
+    if (!ok || na <= time(NULL) || !newer) {
         if (!ok) log_warn("acme: %s: the certificate in etcd is unusable: ignored", name);
         X509_free(x);
         sk_X509_pop_free(chain, X509_free);

@@ -834,12 +834,13 @@ t_fleet_superseded() {
         -subj /CN=c.test -addext subjectAltName=DNS:c.test \
         -keyout "$TEST_TMP/c-key.pem" -out "$TEST_TMP/c-cert.pem" >/dev/null 2>&1 ||
         why "openssl cannot make a certificate" || return 1
+    # ready before C starts: the ghost holds the challenge for 10 s only
+    python3 -c 'import json, sys; print(json.dumps({"cert": open(sys.argv[1]).read(), "key": open(sys.argv[2]).read()}))' \
+        "$TEST_TMP/c-cert.pem" "$TEST_TMP/c-key.pem" >"$TEST_TMP/c-share.json" || return 1
     start_detourd fc "$TEST_TMP/fc.yaml" "$CT" -l debug || why "C did not start" || return 1
     FC_PID=$LAST_PID
     wait_until 30 _chal_published ||
         why "C published no challenge answer: $(grep acme "$(daemon_log fc)" | tail -n 5)" || return 1
-    python3 -c 'import json, sys; print(json.dumps({"cert": open(sys.argv[1]).read(), "key": open(sys.argv[2]).read()}))' \
-        "$TEST_TMP/c-cert.pem" "$TEST_TMP/c-key.pem" >"$TEST_TMP/c-share.json" || return 1
     ectl put "${FPREFIX}acme/cert/c.test" <"$TEST_TMP/c-share.json" >/dev/null ||
         why "cannot write cert/c.test" || return 1
     wait_log "$(daemon_log fc)" "acme: c.test: another instance's certificate came first: this order stops" 30 ||
