@@ -112,7 +112,7 @@ docs_complete() {
     done < <({
         grep -oE '\]\([^)#:]+\)' "$readme" | sed 's/^](//; s/)$//'
         grep -oE '`(docs|bench)/[^` ]+`' "$readme" | tr -d '`' | grep -v '/$'
-    } | sort -u | grep -vE '^bench/(run|checks|failover|reload|idle|fleet)$')
+    } | sort -u | grep -vE '^bench/(run|checks|failover|reload|idle|fleet|acme)$')
     [ -z "$missing" ] || why "the README or docs/ name what the package lacks:$missing"
 }
 
